@@ -1,0 +1,14 @@
+//! autostop: stops idle Docker services and wakes them on the first packet of
+//! traffic, so a small server keeps only what is in use in RAM.
+//!
+//! The agent is a library with a thin binary (`src/main.rs`). Modules:
+//!
+//! - [`bpf`]: loads the kernel programs built from `autostop-ebpf`, attaches
+//!   them and reads their counters.
+//! - [`shutdown`]: one cancellation token, cancelled by SIGINT/SIGTERM, that
+//!   every task watches.
+//! - [`watch`]: the live-counter view used by `autostop watch` and the demo.
+
+pub mod bpf;
+pub mod shutdown;
+pub mod watch;
