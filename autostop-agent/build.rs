@@ -19,7 +19,9 @@ const BPF_TARGET: &str = "bpfel-unknown-none";
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
-    let workspace = manifest_dir.parent().expect("agent crate sits in the workspace");
+    let workspace = manifest_dir
+        .parent()
+        .expect("agent crate sits in the workspace");
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("set by cargo"));
 
     for watched in [
@@ -29,7 +31,10 @@ fn main() {
         "autostop-common/Cargo.toml",
         "Cargo.lock",
     ] {
-        println!("cargo:rerun-if-changed={}", workspace.join(watched).display());
+        println!(
+            "cargo:rerun-if-changed={}",
+            workspace.join(watched).display()
+        );
     }
     println!("cargo:rerun-if-env-changed=AUTOSTOP_BPF_RUSTC");
 
@@ -37,7 +42,11 @@ fn main() {
     let object = build_ebpf(workspace, &out_dir, &rustc);
     let embedded = out_dir.join("autostop.bpf.o");
     std::fs::copy(&object, &embedded).unwrap_or_else(|e| {
-        panic!("copying {} to {}: {e}", object.display(), embedded.display())
+        panic!(
+            "copying {} to {}: {e}",
+            object.display(),
+            embedded.display()
+        )
     });
 }
 
@@ -47,7 +56,14 @@ fn build_ebpf(workspace: &Path, out_dir: &Path, rustc: &str) -> PathBuf {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace)
-        .args(["build", "--package", "autostop-ebpf", "--release", "--target", BPF_TARGET])
+        .args([
+            "build",
+            "--package",
+            "autostop-ebpf",
+            "--release",
+            "--target",
+            BPF_TARGET,
+        ])
         .arg("--target-dir")
         .arg(&target_dir);
     // The outer build's settings (rustflags, wrappers, the host rustc, cargo's
@@ -68,7 +84,9 @@ fn build_ebpf(workspace: &Path, out_dir: &Path, rustc: &str) -> PathBuf {
     // Lines the nested cargo prints must not be read as build-script output.
     cmd.stdout(std::process::Stdio::from(std::io::stderr()));
 
-    let status = cmd.status().unwrap_or_else(|e| panic!("running cargo for autostop-ebpf: {e}"));
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("running cargo for autostop-ebpf: {e}"));
     if !status.success() {
         panic!(
             "building autostop-ebpf for {BPF_TARGET} failed ({status}). The BPF toolchain is \
@@ -76,5 +94,8 @@ fn build_ebpf(workspace: &Path, out_dir: &Path, rustc: &str) -> PathBuf {
              `cargo xtask setup` (see DEVELOPERS.md)."
         );
     }
-    target_dir.join(BPF_TARGET).join("release").join("autostop-ebpf")
+    target_dir
+        .join(BPF_TARGET)
+        .join("release")
+        .join("autostop-ebpf")
 }

@@ -14,6 +14,7 @@ use std::{
     str::FromStr,
 };
 
+use crate::config::Protocol;
 use autostop_common::{names, proto, Activity, DatapathStats, TargetKey, MAX_SERVICES};
 use aya::{
     maps::{HashMap, MapData, PerCpuArray},
@@ -22,7 +23,8 @@ use aya::{
 };
 
 /// The kernel object built from `autostop-ebpf` by this crate's build script.
-static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/autostop.bpf.o"));
+static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/autostop.bpf.o"));
 
 /// What can go wrong between the agent and the kernel.
 #[derive(Debug, thiserror::Error)]
@@ -69,21 +71,11 @@ pub enum BpfError {
     ServiceIndex(u32),
 }
 
-/// Transport protocol of a service port.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Protocol {
-    /// TCP: counts as activity and, for stopped services, wakes them.
-    Tcp,
-    /// UDP: counts as activity only.
-    Udp,
-}
-
-impl Protocol {
-    fn number(self) -> u8 {
-        match self {
-            Protocol::Tcp => proto::TCP,
-            Protocol::Udp => proto::UDP,
-        }
+/// Kernel protocol number of a service port's protocol.
+fn protocol_number(protocol: Protocol) -> u8 {
+    match protocol {
+        Protocol::Tcp => proto::TCP,
+        Protocol::Udp => proto::UDP,
     }
 }
 
@@ -101,7 +93,7 @@ impl Target {
     /// The key the kernel looks the packet up with.
     pub fn key(&self) -> TargetKey {
         let port = self.addr.port();
-        let protocol = self.protocol.number();
+        let protocol = protocol_number(self.protocol);
         match self.addr.ip() {
             IpAddr::V4(ip) => TargetKey::ipv4(ip.octets(), port, protocol),
             IpAddr::V6(ip) => match ip.to_ipv4_mapped() {
@@ -124,25 +116,26 @@ impl FromStr for Target {
     type Err = TargetParseError;
 
     fn from_str(input: &str) -> Result<Self, Self::Err> {
-        let fail = |reason: String| TargetParseError { input: input.to_owned(), reason };
+        let fail = |reason: String| TargetParseError {
+            input: input.to_owned(),
+            reason,
+        };
         let (addr, protocol) = match input.rsplit_once('/') {
             Some((addr, "tcp")) => (addr, Protocol::Tcp),
             Some((addr, "udp")) => (addr, Protocol::Udp),
             Some((_, other)) => return Err(fail(format!("unknown protocol {other:?}"))),
             None => (input, Protocol::Tcp),
         };
-        let addr = addr.parse::<SocketAddr>().map_err(|e| fail(e.to_string()))?;
+        let addr = addr
+            .parse::<SocketAddr>()
+            .map_err(|e| fail(e.to_string()))?;
         Ok(Target { addr, protocol })
     }
 }
 
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let protocol = match self.protocol {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-        };
-        write!(f, "{}/{protocol}", self.addr)
+        write!(f, "{}/{}", self.addr, self.protocol)
     }
 }
 
@@ -169,10 +162,17 @@ impl Datapath {
         let activity = take_map(&mut ebpf, names::ACTIVITY)?;
         let stats = take_map(&mut ebpf, names::DATAPATH_STATS)?;
         let program = classifier(&mut ebpf)?;
-        program
-            .load()
-            .map_err(|source| BpfError::Program { program: names::COUNT_TRAFFIC, source })?;
-        Ok(Self { ebpf, targets, activity, stats, attached: Vec::new() })
+        program.load().map_err(|source| BpfError::Program {
+            program: names::COUNT_TRAFFIC,
+            source,
+        })?;
+        Ok(Self {
+            ebpf,
+            targets,
+            activity,
+            stats,
+            attached: Vec::new(),
+        })
     }
 
     /// Attaches the classifier to the egress side of `interface` (traffic the
@@ -202,7 +202,10 @@ impl Datapath {
         let (_, link) = self.attached.swap_remove(position);
         classifier(&mut self.ebpf)?
             .detach(link)
-            .map_err(|source| BpfError::Program { program: names::COUNT_TRAFFIC, source })
+            .map_err(|source| BpfError::Program {
+                program: names::COUNT_TRAFFIC,
+                source,
+            })
     }
 
     /// Interfaces the classifier is attached to.
@@ -220,7 +223,10 @@ impl Datapath {
         program
             .info()
             .map(|info| info.id())
-            .map_err(|source| BpfError::Program { program: names::COUNT_TRAFFIC, source })
+            .map_err(|source| BpfError::Program {
+                program: names::COUNT_TRAFFIC,
+                source,
+            })
     }
 
     /// Counts traffic to `target` as activity of service `service`.
@@ -230,14 +236,20 @@ impl Datapath {
         }
         self.targets
             .insert(target.key(), service, 0)
-            .map_err(|source| BpfError::Map { map: names::SERVICE_TARGETS, source })
+            .map_err(|source| BpfError::Map {
+                map: names::SERVICE_TARGETS,
+                source,
+            })
     }
 
     /// Stops counting traffic to `target`. Unknown targets are ignored.
     pub fn remove_target(&mut self, target: &Target) -> Result<(), BpfError> {
         match self.targets.remove(&target.key()) {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(source) => Err(BpfError::Map { map: names::SERVICE_TARGETS, source }),
+            Err(source) => Err(BpfError::Map {
+                map: names::SERVICE_TARGETS,
+                source,
+            }),
         }
     }
 
@@ -250,24 +262,31 @@ impl Datapath {
         let per_cpu = self
             .activity
             .get(&service, 0)
-            .map_err(|source| BpfError::Map { map: names::ACTIVITY, source })?;
-        Ok(per_cpu.iter().fold(Activity::default(), |sum, cpu| Activity {
-            packets: sum.packets + cpu.packets,
-            bytes: sum.bytes + cpu.bytes,
-            last_seen_ns: sum.last_seen_ns.max(cpu.last_seen_ns),
-        }))
+            .map_err(|source| BpfError::Map {
+                map: names::ACTIVITY,
+                source,
+            })?;
+        Ok(per_cpu
+            .iter()
+            .fold(Activity::default(), |sum, cpu| Activity {
+                packets: sum.packets + cpu.packets,
+                bytes: sum.bytes + cpu.bytes,
+                last_seen_ns: sum.last_seen_ns.max(cpu.last_seen_ns),
+            }))
     }
 
     /// The classifier's own counters, summed over CPUs.
     pub fn stats(&self) -> Result<DatapathStats, BpfError> {
-        let per_cpu = self
-            .stats
-            .get(&0, 0)
-            .map_err(|source| BpfError::Map { map: names::DATAPATH_STATS, source })?;
-        Ok(per_cpu.iter().fold(DatapathStats::default(), |sum, cpu| DatapathStats {
-            packets_seen: sum.packets_seen + cpu.packets_seen,
-            packets_matched: sum.packets_matched + cpu.packets_matched,
-        }))
+        let per_cpu = self.stats.get(&0, 0).map_err(|source| BpfError::Map {
+            map: names::DATAPATH_STATS,
+            source,
+        })?;
+        Ok(per_cpu
+            .iter()
+            .fold(DatapathStats::default(), |sum, cpu| DatapathStats {
+                packets_seen: sum.packets_seen + cpu.packets_seen,
+                packets_matched: sum.packets_matched + cpu.packets_matched,
+            }))
     }
 }
 
@@ -275,7 +294,10 @@ fn classifier(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, BpfError> {
     ebpf.program_mut(names::COUNT_TRAFFIC)
         .ok_or(BpfError::MissingMap(names::COUNT_TRAFFIC))?
         .try_into()
-        .map_err(|source| BpfError::Program { program: names::COUNT_TRAFFIC, source })
+        .map_err(|source| BpfError::Program {
+            program: names::COUNT_TRAFFIC,
+            source,
+        })
 }
 
 fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, BpfError>
@@ -302,7 +324,9 @@ mod tests {
 
     #[test]
     fn target_rejects_bad_protocol_and_address() {
-        let err = "127.0.0.1:80/sctp".parse::<Target>().expect_err("bad proto");
+        let err = "127.0.0.1:80/sctp"
+            .parse::<Target>()
+            .expect_err("bad proto");
         assert!(err.to_string().contains("sctp"), "{err}");
         assert!("localhost:80".parse::<Target>().is_err());
         assert!("127.0.0.1".parse::<Target>().is_err());

@@ -5,10 +5,17 @@
 //!
 //! - [`bpf`]: loads the kernel programs built from `autostop-ebpf`, attaches
 //!   them and reads their counters.
+//! - [`config`]: the TOML configuration, its validation (errors name file,
+//!   line, column and field) and the import of the old config.json.
+//! - [`service`]: one state machine per service (stopped → starting → ready
+//!   → stopping), driven by wake events, idle timers and Docker events, with
+//!   Docker, steering and counters behind traits.
 //! - [`shutdown`]: one cancellation token, cancelled by SIGINT/SIGTERM, that
 //!   every task watches.
 //! - [`watch`]: the live-counter view used by `autostop watch` and the demo.
 
 pub mod bpf;
+pub mod config;
+pub mod service;
 pub mod shutdown;
 pub mod watch;

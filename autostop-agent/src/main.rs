@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use autostop::{bpf::Target, shutdown, watch};
 
 #[derive(Parser)]
-#[command(name = "autostop", version, about = "Stops idle Docker services and wakes them on traffic")]
+#[command(
+    name = "autostop",
+    version,
+    about = "Stops idle Docker services and wakes them on traffic"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -49,8 +53,18 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let shutdown = shutdown::on_signals().context("installing signal handlers")?;
     match cli.command {
-        Command::Watch { interfaces, targets, interval, json } => {
-            let options = watch::WatchOptions { interfaces, targets, interval, json };
+        Command::Watch {
+            interfaces,
+            targets,
+            interval,
+            json,
+        } => {
+            let options = watch::WatchOptions {
+                interfaces,
+                targets,
+                interval,
+                json,
+            };
             let mut stdout = std::io::stdout();
             watch::run(&options, shutdown, &mut stdout)
                 .await

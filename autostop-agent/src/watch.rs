@@ -113,7 +113,11 @@ fn report(
         )?;
         for (index, target) in (0u32..).zip(&options.targets) {
             let a = datapath.activity(index)?;
-            writeln!(out, "  {target:<28} {:>10} pkts {:>12} bytes", a.packets, a.bytes)?;
+            writeln!(
+                out,
+                "  {target:<28} {:>10} pkts {:>12} bytes",
+                a.packets, a.bytes
+            )?;
         }
     }
     out.flush()?;

@@ -65,12 +65,22 @@ impl TargetKey {
         addr[13] = octets[1];
         addr[14] = octets[2];
         addr[15] = octets[3];
-        Self { addr, port, protocol, _pad: 0 }
+        Self {
+            addr,
+            port,
+            protocol,
+            _pad: 0,
+        }
     }
 
     /// Key for an IPv6 destination.
     pub const fn ipv6(addr: [u8; 16], port: u16, protocol: u8) -> Self {
-        Self { addr, port, protocol, _pad: 0 }
+        Self {
+            addr,
+            port,
+            protocol,
+            _pad: 0,
+        }
     }
 }
 

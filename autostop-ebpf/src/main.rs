@@ -9,15 +9,13 @@
 #![no_std]
 #![no_main]
 
+use autostop_common::{proto, Activity, DatapathStats, TargetKey, MAX_SERVICES, MAX_TARGETS};
 use aya_ebpf::{
     bindings::TC_ACT_UNSPEC,
     helpers::bpf_ktime_get_ns,
     macros::{classifier, map},
     maps::{HashMap, PerCpuArray},
     programs::TcContext,
-};
-use autostop_common::{
-    proto, Activity, DatapathStats, TargetKey, MAX_SERVICES, MAX_TARGETS,
 };
 
 #[map(name = "SERVICE_TARGETS")]
@@ -61,7 +59,9 @@ fn try_count_traffic(ctx: &TcContext) -> Result<(), Skip> {
     // SAFETY: the map is preallocated and values are plain u32 indexes; a
     // racing update can at worst give us the neighbouring value's index,
     // which is still a valid array index.
-    let service = unsafe { SERVICE_TARGETS.get(&key) }.copied().ok_or(Skip::NotTracked)?;
+    let service = unsafe { SERVICE_TARGETS.get(&key) }
+        .copied()
+        .ok_or(Skip::NotTracked)?;
     let slot = ACTIVITY.get_ptr_mut(service).ok_or(Skip::NotTracked)?;
     let now = unsafe { bpf_ktime_get_ns() };
     // SAFETY: per-CPU slot, as above; the verifier checked the index bound

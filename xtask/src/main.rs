@@ -1,1 +1,47 @@
-fn main() {}
+//! `cargo xtask …`: autostop's developer commands.
+//!
+//! - `setup`: installs (idempotently) the toolchain and test dependencies on
+//!   Debian 12 and mounts bpffs;
+//! - `build`: builds the agent (and with it the eBPF object);
+//! - `test`: setup when needed, then formatting, clippy, unit tests and the
+//!   privileged integration tests, with one summary line per suite;
+//! - `demo`: builds the agent and runs it in the foreground.
+
+mod demo;
+mod run;
+mod setup;
+mod test;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "autostop developer commands")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install the BPF toolchain and test dependencies (root, Debian 12).
+    Setup,
+    /// Build the agent with its embedded eBPF object.
+    Build {
+        /// Build with the release profile.
+        #[arg(long)]
+        release: bool,
+    },
+    /// Run every test: fmt, clippy, unit tests, privileged integration tests.
+    Test,
+    /// Build the agent and run it in the foreground with the demo settings.
+    Demo,
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Setup => setup::run(setup::Mode::Always).map(|_| ()),
+        Command::Build { release } => run::cargo_build_agent(release),
+        Command::Test => test::run(),
+        Command::Demo => demo::run(),
+    }
+}

@@ -1,0 +1,221 @@
+//! Agent configuration: parses and validates `autostop.toml` (default
+//! [`DEFAULT_CONFIG_PATH`]) into typed, resolved structures, renders them back
+//! to TOML, and imports the old Node.js tool's `config.json`.
+//!
+//! Every problem in a document is reported at once, each as
+//! `origin:line:column: field.path: message` (see [`LocatedError`]).
+
+mod duration;
+mod error;
+mod import;
+mod locate;
+mod ports;
+mod raw;
+mod render;
+mod theme;
+mod validate;
+
+#[cfg(test)]
+mod tests_errors;
+#[cfg(test)]
+mod tests_import;
+#[cfg(test)]
+mod tests_valid;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use duration::{format_human, MIN_TIMEOUT};
+pub use error::{ConfigError, LocatedError};
+pub use import::import_seed_json;
+pub use theme::{is_valid_theme_name, ThemeCatalog, BUILTIN_THEMES, DEFAULT_THEME};
+
+/// Where the agent looks for its configuration unless told otherwise.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/autostop/autostop.toml";
+/// Default status API listen address: loopback only, so the API is not
+/// exposed unless the operator opts in.
+pub const DEFAULT_STATUS_LISTEN: &str = "127.0.0.1:3456";
+/// Default directory of user wake-page themes.
+pub const DEFAULT_THEMES_DIR: &str = "/etc/autostop/themes";
+/// Default directory for persistent agent state.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/autostop";
+/// Default idle time before a service is stopped.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(180);
+/// Default time allowed for a service to come up after a wake.
+pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default cap on connections held while a service starts.
+pub const DEFAULT_MAX_HELD_CONNECTIONS: u32 = 1024;
+/// Largest accepted `max_held_connections`.
+pub const MAX_HELD_CONNECTIONS_LIMIT: u32 = 65536;
+
+/// A fully validated configuration.
+///
+/// Equality compares the effective settings (`agent` and `services`) and
+/// ignores `warnings`, which carry source positions: a config re-parsed from
+/// [`Config::to_toml`] (or an edit that only moves lines) compares equal.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Agent-wide settings (`[agent]`).
+    pub agent: AgentConfig,
+    /// Managed services (`[[service]]`), in file order; names are unique so
+    /// a hot reload can diff old and new sets by name.
+    pub services: Vec<ServiceConfig>,
+    /// Non-fatal findings (already located), to be logged at startup/reload.
+    pub warnings: Vec<String>,
+}
+
+impl PartialEq for Config {
+    fn eq(&self, other: &Self) -> bool {
+        self.agent == other.agent && self.services == other.services
+    }
+}
+
+/// Agent-wide settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentConfig {
+    /// Address the status API listens on.
+    pub status_listen: SocketAddr,
+    /// Directory of user themes (`<name>.html`); it may not exist.
+    pub themes_dir: PathBuf,
+    /// Directory for persistent agent state.
+    pub state_dir: PathBuf,
+    /// Networks whose traffic never counts as activity (e.g. monitoring).
+    pub ignore_sources: Vec<ipnet::IpNet>,
+    /// File holding the API bearer token; `None` means no token auth.
+    pub token_file: Option<PathBuf>,
+    /// http(s) URL notified on failures; `None` disables alerts.
+    pub alert_webhook: Option<String>,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            status_listen: SocketAddr::from(([127, 0, 0, 1], 3456)),
+            themes_dir: PathBuf::from(DEFAULT_THEMES_DIR),
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            ignore_sources: Vec::new(),
+            token_file: None,
+            alert_webhook: None,
+        }
+    }
+}
+
+/// One managed service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceConfig {
+    /// Unique identifier, used in logs, the API and reload diffs.
+    pub name: String,
+    /// Published host ports watched for traffic (non-empty, unique).
+    pub ports: Vec<PortSpec>,
+    /// Inactivity after which the service is stopped.
+    pub idle_timeout: Duration,
+    /// How incoming traffic is handled while the service is down.
+    pub mode: Mode,
+    /// Wake-page theme. Always `Some` for dynamic services (defaulting to
+    /// [`DEFAULT_THEME`]); for blocking services `Some` only if the file named
+    /// one (it is unused then, and a warning is emitted).
+    pub theme: Option<String>,
+    /// Which containers make up the service.
+    pub target: Target,
+    /// Time allowed for the service to become reachable after a wake.
+    pub start_timeout: Duration,
+    /// Keep the service up while any client connection stays open.
+    pub hold_while_connected: bool,
+    /// Cap on connections held while the service starts (1..=65536).
+    pub max_held_connections: u32,
+}
+
+/// A published host port and its transport protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PortSpec {
+    /// Port number, 1..=65535.
+    pub port: u16,
+    /// Transport the port is watched on.
+    pub protocol: Protocol,
+}
+
+/// Transport protocol of a [`PortSpec`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protocol {
+    /// TCP (the default for bare port numbers).
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        })
+    }
+}
+
+impl fmt::Display for PortSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.port, self.protocol)
+    }
+}
+
+/// How a stopped service reacts to traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// Serve a themed "starting up" page while the service wakes.
+    Dynamic,
+    /// Hold connections until the service is up (the default).
+    Blocking,
+}
+
+impl Mode {
+    /// The spelling used in the configuration file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Dynamic => "dynamic",
+            Mode::Blocking => "blocking",
+        }
+    }
+}
+
+/// The containers a service controls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A docker compose project directory (absolute path).
+    ComposeDir(PathBuf),
+    /// Explicit container names (non-empty, unique).
+    Containers(Vec<String>),
+}
+
+impl Config {
+    /// Reads and validates the file at `path`; messages use the path as
+    /// origin. An unreadable file yields [`ConfigError::Read`].
+    pub fn load(path: &Path, themes: &ThemeCatalog) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string(), themes)
+    }
+
+    /// Parses and validates `text`; `origin` labels positions in messages
+    /// (e.g. a file name). Themes are checked against `themes`.
+    pub fn parse(text: &str, origin: &str, themes: &ThemeCatalog) -> Result<Config, ConfigError> {
+        let locator = locate::Locator::new(origin, text);
+        let raw: raw::RawFile =
+            toml::from_str(text).map_err(|e| ConfigError::Invalid(vec![locator.toml_error(&e)]))?;
+        validate::resolve(raw, &locator, themes).map_err(ConfigError::Invalid)
+    }
+
+    /// Renders the configuration as TOML in the documented format, with
+    /// every value explicit, such that `parse(to_toml(c)) == c`.
+    pub fn to_toml(&self) -> String {
+        render::render(self)
+    }
+
+    /// Looks a service up by name.
+    pub fn service(&self, name: &str) -> Option<&ServiceConfig> {
+        self.services.iter().find(|s| s.name == name)
+    }
+}

@@ -1,0 +1,181 @@
+//! The per-service tokio task: owns the [`Machine`], runs its effects against
+//! the ports, and publishes every status change on a `watch` channel.
+//!
+//! At most one runtime operation is in flight; it is polled inside the
+//! actor's `select!` so commands (wakes, shutdown, container events) are
+//! handled while Docker works. Dropping the operation future cancels it.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use super::effects::{Activity, Effect, Input, Op, OpOutcome};
+use super::machine::Machine;
+use super::traits::{ActivityProbe, ContainerRuntime, Steering};
+use super::types::{Command, ServiceStatus};
+use super::ServiceError;
+
+/// Period of the idle check.
+pub const IDLE_CHECK_PERIOD: Duration = Duration::from_secs(1);
+
+/// Boxed in-flight runtime operation.
+type OpFuture = Pin<Box<dyn Future<Output = OpOutcome> + Send>>;
+
+/// Ports and channels the actor works with.
+pub(crate) struct Actor {
+    /// Service name passed to every port call.
+    pub name: Arc<str>,
+    /// Container runtime port.
+    pub runtime: Arc<dyn ContainerRuntime>,
+    /// Kernel steering port.
+    pub steering: Arc<dyn Steering>,
+    /// Kernel activity port.
+    pub probe: Arc<dyn ActivityProbe>,
+    /// Commands from the handles.
+    pub rx: mpsc::Receiver<Command>,
+    /// Status publication.
+    pub status_tx: watch::Sender<ServiceStatus>,
+    /// Agent-wide shutdown.
+    pub shutdown: CancellationToken,
+}
+
+/// Mutable execution state of the actor besides the machine.
+struct Exec {
+    op: Option<OpFuture>,
+    timer: Option<Instant>,
+}
+
+impl Actor {
+    /// Runs until `Shutdown`, cancellation, or every handle is dropped.
+    pub(crate) async fn run(mut self, mut machine: Machine, initial: Vec<Effect>) {
+        let mut exec = Exec {
+            op: None,
+            timer: None,
+        };
+        self.apply(&mut machine, &mut exec, initial);
+        let mut ticker = tokio::time::interval(IDLE_CHECK_PERIOD);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            let timer = exec.timer;
+            let input = tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => break,
+                out = next_outcome(&mut exec.op) => {
+                    exec.op = None;
+                    Input::OpDone(out)
+                }
+                () = sleep_until_opt(timer) => {
+                    exec.timer = None;
+                    Input::Timer
+                }
+                cmd = self.rx.recv() => match cmd {
+                    None | Some(Command::Shutdown) => break,
+                    Some(cmd) => Input::Command(cmd),
+                },
+                _ = ticker.tick() => Input::Tick(self.read_probe()),
+            };
+            let fx = machine.handle(input, Instant::now());
+            self.apply(&mut machine, &mut exec, fx);
+        }
+        info!(service = %self.name, event = "actor_stopped", state = machine.state().as_str());
+    }
+
+    /// Executes effects in order (probe re-reads feed back into the
+    /// machine), then publishes the status if it changed.
+    fn apply(&self, machine: &mut Machine, exec: &mut Exec, fx: Vec<Effect>) {
+        let mut queue: VecDeque<Effect> = fx.into();
+        while let Some(effect) = queue.pop_front() {
+            match effect {
+                Effect::Steer(mode) => self.steering.set_mode(&self.name, mode),
+                Effect::Run(op) => exec.op = Some(self.op_future(op)),
+                Effect::CancelOp => exec.op = None,
+                Effect::Schedule(at) => exec.timer = Some(at),
+                Effect::CancelTimer => exec.timer = None,
+                Effect::CheckIdle => {
+                    let more = machine.handle(Input::Tick(self.read_probe()), Instant::now());
+                    queue.extend(more);
+                }
+                Effect::ConfirmIdle => {
+                    let input = Input::IdleConfirm(self.read_probe());
+                    queue.extend(machine.handle(input, Instant::now()));
+                }
+            }
+        }
+        let status = machine.status();
+        self.status_tx.send_if_modified(|cur| {
+            if *cur == status {
+                false
+            } else {
+                *cur = status;
+                true
+            }
+        });
+    }
+
+    fn read_probe(&self) -> Activity {
+        Activity {
+            last_activity: self.probe.last_activity(&self.name).map(Instant::from_std),
+            open_connections: self.probe.open_connections(&self.name),
+        }
+    }
+
+    fn op_future(&self, op: Op) -> OpFuture {
+        let rt = Arc::clone(&self.runtime);
+        let name = Arc::clone(&self.name);
+        match op {
+            Op::Start { timeout } => Box::pin(async move {
+                let work = async {
+                    rt.start(&name).await?;
+                    rt.wait_ready(&name).await
+                };
+                OpOutcome::Ready(bounded(timeout, work).await)
+            }),
+            Op::WaitReady { timeout } => {
+                Box::pin(
+                    async move { OpOutcome::Ready(bounded(timeout, rt.wait_ready(&name)).await) },
+                )
+            }
+            Op::Stop => Box::pin(async move {
+                OpOutcome::Stopped(rt.stop(&name).await.map_err(|e| e.to_string()))
+            }),
+            Op::Observe => Box::pin(async move {
+                OpOutcome::Observed(rt.observe(&name).await.map_err(|e| e.to_string()))
+            }),
+        }
+    }
+}
+
+/// Runs `work` under `timeout`, flattening both failures into a reason.
+async fn bounded(
+    timeout: Duration,
+    work: impl Future<Output = Result<(), ServiceError>>,
+) -> Result<(), String> {
+    match tokio::time::timeout(timeout, work).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(ServiceError::StartTimeout(timeout).to_string()),
+    }
+}
+
+/// Resolves with the in-flight operation's outcome, or never if none.
+async fn next_outcome(op: &mut Option<OpFuture>) -> OpOutcome {
+    match op {
+        Some(fut) => fut.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sleeps until `at`, or forever if no timer is armed.
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

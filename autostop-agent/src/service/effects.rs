@@ -1,0 +1,84 @@
+//! Vocabulary between the pure [`Machine`](super::machine::Machine) and the
+//! actor: the inputs it consumes, the effects it asks for, and the runtime
+//! operations (with their outcomes) the actor runs on its behalf.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::traits::{Observed, SteerMode};
+use super::types::Command;
+
+/// A long-running runtime operation the actor runs on the machine's behalf.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// `start` then `wait_ready`, bounded by the timeout.
+    Start {
+        /// The service's `start_timeout`.
+        timeout: Duration,
+    },
+    /// Only `wait_ready` (containers were started by someone else).
+    WaitReady {
+        /// The service's `start_timeout`.
+        timeout: Duration,
+    },
+    /// `stop`.
+    Stop,
+    /// `observe`, for adoption.
+    Observe,
+}
+
+/// Result of an [`Op`], fed back to the machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpOutcome {
+    /// `Start`/`WaitReady` finished: `Ok` when ready, `Err(reason)` on
+    /// error or timeout.
+    Ready(Result<(), String>),
+    /// `Stop` finished.
+    Stopped(Result<(), String>),
+    /// `Observe` finished.
+    Observed(Result<Observed, String>),
+}
+
+/// Probe reading taken by the actor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Activity {
+    /// Latest traffic seen by the kernel.
+    pub last_activity: Option<Instant>,
+    /// Currently open connections.
+    pub open_connections: u32,
+}
+
+/// Everything the machine reacts to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// A command from the handle (`Shutdown` is handled by the actor).
+    Command(Command),
+    /// The in-flight operation finished.
+    OpDone(OpOutcome),
+    /// The timer requested by [`Effect::Schedule`] fired.
+    Timer,
+    /// Periodic probe reading (about every second).
+    Tick(Activity),
+    /// Fresh probe reading requested by [`Effect::ConfirmIdle`].
+    IdleConfirm(Activity),
+}
+
+/// Side effect the actor must perform, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// Call `Steering::set_mode`.
+    Steer(SteerMode),
+    /// Run this operation, replacing (dropping) any in-flight one.
+    Run(Op),
+    /// Drop the in-flight operation without waiting for it.
+    CancelOp,
+    /// Arm the single timer (replacing any armed one).
+    Schedule(Instant),
+    /// Disarm the timer.
+    CancelTimer,
+    /// Read the probe now and feed [`Input::Tick`].
+    CheckIdle,
+    /// Re-read the probe and feed [`Input::IdleConfirm`] before stopping.
+    ConfirmIdle,
+}

@@ -1,0 +1,289 @@
+//! Actor tests for the normal lifecycle on tokio's paused clock: wake and
+//! start, readiness and learning, idle stop, adoption, external container
+//! events, manual commands, Docker outages and shutdown.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::time::{sleep, Instant};
+
+use super::fakes::{settings, Call, Harness, Ready};
+use super::{Command, ContainerEvent, ManualCommand, Observed, ServiceState, SteerMode, Trigger};
+
+const WAKE: Command = Command::Wake {
+    trigger: Trigger::Syn,
+};
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+#[tokio::test(start_paused = true)]
+async fn wake_storm_starts_exactly_once() {
+    let h = Harness::spawn(Observed::AllStopped, settings(), |_| {});
+    h.wait_state(ServiceState::Stopped).await;
+    for _ in 0..200 {
+        h.send(WAKE).await;
+    }
+    h.wait_state(ServiceState::Starting).await;
+    assert_eq!(h.log.steering().last(), Some(&SteerMode::Warming));
+    h.wait_state(ServiceState::Ready).await;
+    assert_eq!(h.log.count(Call::Start), 1);
+    assert_eq!(
+        h.log.runtime_calls(),
+        vec![Call::Observe, Call::Start, Call::WaitReady]
+    );
+    use SteerMode::*;
+    assert_eq!(h.log.steering(), vec![Steered, Warming, Direct]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn ready_learns_start_duration_as_ewma() {
+    let h = Harness::spawn(Observed::AllStopped, settings(), |_| {});
+    h.wait_state(ServiceState::Stopped).await;
+    h.send(WAKE).await;
+    let st = h.wait_state(ServiceState::Ready).await;
+    assert_eq!(st.start_estimate, Some(secs(5)));
+    h.send(Command::Manual(ManualCommand::Stop)).await;
+    h.wait_state(ServiceState::Stopped).await;
+    *h.rt.ready_default.lock().expect("lock") = Ready::After(secs(10));
+    h.send(WAKE).await;
+    h.wait_state(ServiceState::Ready).await;
+    // 0.3 * 10 s + 0.7 * 5 s
+    assert_eq!(h.handle.learned_start().map(|d| d.as_millis()), Some(6500));
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_stop_steers_before_stopping() {
+    let t0 = Instant::now();
+    let h = Harness::spawn(Observed::AllRunning, settings(), |_| {});
+    h.wait_state(ServiceState::Stopped).await;
+    let stop_at = h.log.times(Call::Stop)[0];
+    assert_eq!(stop_at - t0, secs(60));
+    use SteerMode::*;
+    assert_eq!(
+        h.log.calls(),
+        vec![
+            Call::Observe,
+            Call::Steer(Direct),
+            Call::Steer(Steered),
+            Call::Stop
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn traffic_postpones_idle_stop() {
+    let t0 = Instant::now();
+    let h = Harness::spawn(Observed::AllRunning, settings(), |_| {});
+    sleep(secs(40)).await;
+    h.probe.touch();
+    h.wait_state(ServiceState::Stopped).await;
+    assert_eq!(h.log.times(Call::Stop)[0] - t0, secs(100));
+}
+
+#[tokio::test(start_paused = true)]
+async fn open_connections_keep_service_up() {
+    let t0 = Instant::now();
+    let h = Harness::spawn(Observed::AllRunning, settings(), |_| {});
+    h.probe.open.store(2, Ordering::SeqCst);
+    sleep(secs(200)).await;
+    assert_eq!(h.handle.status().state, ServiceState::Ready);
+    h.probe.open.store(0, Ordering::SeqCst);
+    h.wait_state(ServiceState::Stopped).await;
+    let stop = h.log.times(Call::Stop)[0] - t0;
+    assert!(stop >= secs(200) && stop <= secs(201), "{stop:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn probe_is_reread_before_stopping() {
+    let t0 = Instant::now();
+    let h = Harness::spawn(Observed::AllRunning, settings(), |_| {});
+    h.probe.touch_on_confirm.store(true, Ordering::SeqCst);
+    h.wait_state(ServiceState::Stopped).await;
+    // Traffic seen by the re-read at 60 s pushed the stop to 120 s.
+    assert_eq!(h.log.times(Call::Stop), vec![t0 + secs(120)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn wake_while_stopping_restarts_once_after_stop() {
+    let h = Harness::spawn(Observed::AllRunning, settings(), |rt| {
+        *rt.stop_delay.lock().expect("lock") = secs(5);
+    });
+    h.wait_state(ServiceState::Stopping).await;
+    for _ in 0..10 {
+        h.send(WAKE).await;
+    }
+    h.wait_state(ServiceState::Ready).await;
+    assert_eq!(
+        h.log.runtime_calls(),
+        vec![Call::Observe, Call::Stop, Call::Start, Call::WaitReady]
+    );
+    assert_eq!(
+        h.log.times(Call::Start)[0] - h.log.times(Call::Stop)[0],
+        secs(5)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn adoption_running_stopped_partial() {
+    let run = Harness::spawn(Observed::AllRunning, settings(), |_| {});
+    run.wait_state(ServiceState::Ready).await;
+    assert_eq!(
+        run.log.calls(),
+        vec![Call::Observe, Call::Steer(SteerMode::Direct)]
+    );
+
+    let stop = Harness::spawn(Observed::AllStopped, settings(), |_| {});
+    stop.wait_state(ServiceState::Stopped).await;
+    sleep(secs(5)).await;
+    assert_eq!(
+        stop.log.calls(),
+        vec![Call::Observe, Call::Steer(SteerMode::Steered)]
+    );
+
+    let part = Harness::spawn(Observed::Partial, settings(), |_| {});
+    part.wait_state(ServiceState::Stopped).await;
+    sleep(secs(5)).await;
+    assert_eq!(part.log.runtime_calls(), vec![Call::Observe]);
+    part.send(WAKE).await;
+    part.wait_state(ServiceState::Ready).await;
+    assert_eq!(part.log.count(Call::Start), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn observe_error_retries_with_backoff() {
+    let t0 = Instant::now();
+    let h = Harness::spawn(Observed::AllStopped, settings(), |rt| {
+        let mut s = rt.observe_script.lock().expect("lock");
+        s.push_back(Err(super::ServiceError::Unreachable("down".into())));
+        s.push_back(Err(super::ServiceError::Unreachable("down".into())));
+    });
+    h.settle().await;
+    let st = h.handle.status();
+    assert_eq!(st.state, ServiceState::Unknown);
+    assert!(st.last_error.is_some());
+    h.wait_state(ServiceState::Stopped).await;
+    assert_eq!(
+        h.log.times(Call::Observe),
+        vec![t0, t0 + secs(1), t0 + secs(3)]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn external_start_and_death() {
+    let h = Harness::spawn(Observed::AllStopped, settings(), |_| {});
+    h.wait_state(ServiceState::Stopped).await;
+    h.send(Command::ContainerEvent(ContainerEvent::Started))
+        .await;
+    let st = h.wait_state(ServiceState::Ready).await;
+    assert_eq!(
+        st.start_estimate, None,
+        "external start duration is unknown"
+    );
+    assert_eq!(h.log.runtime_calls(), vec![Call::Observe, Call::WaitReady]);
+    let died = ContainerEvent::Died {
+        exit_code: Some(137),
+    };
+    h.send(Command::ContainerEvent(died)).await;
+    h.wait_state(ServiceState::Stopped).await;
+    assert_eq!(h.log.count(Call::Stop), 0);
+    assert_eq!(h.log.steering().last(), Some(&SteerMode::Steered));
+}
+
+#[tokio::test(start_paused = true)]
+async fn hold_blocks_idle_stop_until_release() {
+    let t0 = Instant::now();
+    let h = Harness::spawn(Observed::AllRunning, settings(), |_| {});
+    h.send(Command::Manual(ManualCommand::Hold)).await;
+    sleep(secs(300)).await;
+    let st = h.handle.status();
+    assert!(st.hold);
+    assert_eq!(st.state, ServiceState::Ready);
+    h.send(Command::Manual(ManualCommand::Release)).await;
+    h.wait_state(ServiceState::Stopped).await;
+    assert_eq!(h.log.times(Call::Stop), vec![t0 + secs(300)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn set_idle_timeout_applies_immediately() {
+    let t0 = Instant::now();
+    let mut s = settings();
+    s.idle_timeout = secs(600);
+    let h = Harness::spawn(Observed::AllRunning, s, |_| {});
+    sleep(Duration::from_millis(30_500)).await;
+    h.send(Command::Manual(ManualCommand::SetIdleTimeout(secs(10))))
+        .await;
+    let st = h.wait_state(ServiceState::Stopped).await;
+    assert_eq!(st.idle_timeout, secs(10));
+    assert_eq!(
+        h.log.times(Call::Stop),
+        vec![t0 + Duration::from_millis(30_500)]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn manual_stop_and_start() {
+    let h = Harness::spawn(Observed::AllRunning, settings(), |_| {});
+    h.wait_state(ServiceState::Ready).await;
+    h.send(Command::Manual(ManualCommand::Stop)).await;
+    h.wait_state(ServiceState::Stopped).await;
+    assert_eq!(h.log.runtime_calls(), vec![Call::Observe, Call::Stop]);
+    h.send(Command::Manual(ManualCommand::Start)).await;
+    h.wait_state(ServiceState::Ready).await;
+    assert_eq!(h.log.count(Call::Start), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn docker_outage_goes_unknown_then_readopts() {
+    let h = Harness::spawn(Observed::AllRunning, settings(), |_| {});
+    h.wait_state(ServiceState::Ready).await;
+    h.send(Command::DockerUnreachable).await;
+    h.wait_state(ServiceState::Unknown).await;
+    h.send(WAKE).await;
+    sleep(secs(600)).await;
+    assert_eq!(
+        h.log.calls(),
+        vec![Call::Observe, Call::Steer(SteerMode::Direct)]
+    );
+    *h.rt.observe_default.lock().expect("lock") = Observed::AllStopped;
+    h.send(Command::DockerBack).await;
+    // Adopted as stopped, then the wake remembered during the outage starts it.
+    h.wait_state(ServiceState::Ready).await;
+    assert_eq!(
+        h.log.runtime_calls(),
+        vec![Call::Observe, Call::Observe, Call::Start, Call::WaitReady]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_ends_actor_without_touching_containers() {
+    let h = Harness::spawn(Observed::AllStopped, settings(), |rt| {
+        *rt.ready_default.lock().expect("lock") = Ready::Hang;
+    });
+    h.wait_state(ServiceState::Stopped).await;
+    h.send(WAKE).await;
+    h.wait_state(ServiceState::Starting).await;
+    h.send(Command::Shutdown).await;
+    let joined = tokio::time::timeout(secs(1), h.join).await;
+    assert!(matches!(joined, Ok(Ok(()))));
+    assert_eq!(
+        h.log.runtime_calls(),
+        vec![Call::Observe, Call::Start, Call::WaitReady]
+    );
+    assert_eq!(
+        h.handle.wake(Trigger::Api).await,
+        Err(super::ServiceError::ActorGone)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancellation_token_ends_actor() {
+    let h = Harness::spawn(Observed::AllRunning, settings(), |_| {});
+    h.wait_state(ServiceState::Ready).await;
+    h.cancel.cancel();
+    let joined = tokio::time::timeout(secs(1), h.join).await;
+    assert!(matches!(joined, Ok(Ok(()))));
+    sleep(secs(600)).await;
+    assert_eq!(h.log.runtime_calls(), vec![Call::Observe]);
+}

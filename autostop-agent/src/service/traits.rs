@@ -1,0 +1,75 @@
+//! Ports the service state machine drives: the container runtime (Docker),
+//! the kernel steering switch and the kernel activity counters.
+//!
+//! They are traits so the actor can be unit-tested with fakes (no Docker, no
+//! root) and so the real implementations live in their own modules.
+
+use std::time::Instant;
+
+use async_trait::async_trait;
+
+use super::ServiceError;
+
+/// Error returned by [`ContainerRuntime`] implementations.
+///
+/// It is the module's single error enum under the name the port uses, so the
+/// Docker module can build e.g. [`ServiceError::Unreachable`] directly.
+pub type RuntimeError = ServiceError;
+
+/// What [`ContainerRuntime::observe`] found, used to adopt the real state of
+/// a service when the agent (re)starts or Docker comes back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Observed {
+    /// Every container of the service is running: adopt as `Ready`.
+    AllRunning,
+    /// No container of the service is running: adopt as `Stopped`.
+    AllStopped,
+    /// Some containers run, others do not: adopt as `Stopped` without
+    /// touching anything until traffic asks for the service.
+    Partial,
+}
+
+/// Drives the containers of one service (implemented by the Docker module).
+#[async_trait]
+pub trait ContainerRuntime: Send + Sync {
+    /// Starts all containers of `service` in dependency order.
+    async fn start(&self, service: &str) -> Result<(), RuntimeError>;
+    /// Stops all containers of `service`.
+    async fn stop(&self, service: &str) -> Result<(), RuntimeError>;
+    /// Returns once every container runs, is healthy where a healthcheck
+    /// exists, and the service port accepts TCP at the container address.
+    /// The caller bounds it with `start_timeout`.
+    async fn wait_ready(&self, service: &str) -> Result<(), RuntimeError>;
+    /// Reports whether the containers of `service` currently run.
+    async fn observe(&self, service: &str) -> Result<Observed, RuntimeError>;
+}
+
+/// Where the kernel sends *new* connections for a service's port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SteerMode {
+    /// Service stopped: new connections go to the agent, which holds them
+    /// and wakes the service.
+    Steered,
+    /// Service starting: new connections still go to the agent, even past
+    /// Docker's DNAT, until readiness is confirmed.
+    Warming,
+    /// Service ready: kernel stock path, the agent is off the data path.
+    Direct,
+}
+
+/// Switches the kernel steering of one service (implemented by the eBPF
+/// module). Must be cheap and non-blocking: it is called from the actor.
+pub trait Steering: Send + Sync {
+    /// Sets the steering mode of `service`.
+    fn set_mode(&self, service: &str, mode: SteerMode);
+}
+
+/// Reads the kernel traffic counters of one service (implemented by the eBPF
+/// module). Must be cheap and non-blocking: it is polled every second.
+pub trait ActivityProbe: Send + Sync {
+    /// Time the last packet for `service` was seen, if any.
+    fn last_activity(&self, service: &str) -> Option<Instant>;
+    /// Number of currently open connections to `service`, used by
+    /// `hold_while_connected`.
+    fn open_connections(&self, service: &str) -> u32;
+}

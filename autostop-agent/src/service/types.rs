@@ -1,0 +1,170 @@
+//! Value types of the service module: lifecycle states, the published
+//! status, per-service settings and the commands the actor accepts.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Lifecycle state of one service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServiceState {
+    /// Docker is unreachable or the state has not been observed yet; the
+    /// agent does not touch the containers.
+    Unknown,
+    /// Containers are down; new connections are steered to the agent.
+    Stopped,
+    /// A start (or an external start) is in progress, waiting for readiness.
+    Starting,
+    /// Containers run and accept traffic; the agent is off the data path.
+    Ready,
+    /// The agent is stopping the containers (idle or manual stop).
+    Stopping,
+    /// The last start (or stop) failed; connections keep reaching the agent,
+    /// which answers errors.
+    Failed {
+        /// Human-readable cause, also logged and kept in `last_error`.
+        reason: String,
+    },
+}
+
+impl ServiceState {
+    /// Short stable name for logs and the status API.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Unknown => "unknown",
+            Self::Stopped => "stopped",
+            Self::Starting => "starting",
+            Self::Ready => "ready",
+            Self::Stopping => "stopping",
+            Self::Failed { .. } => "failed",
+        }
+    }
+}
+
+/// Snapshot of a service pushed to subscribers (connection holder, status
+/// API) through a `watch` channel whenever it changes.
+///
+/// Instants are `tokio::time::Instant` so they follow tokio's (possibly
+/// paused) clock; use `.into_std()` where a `std` instant is needed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceStatus {
+    /// Current lifecycle state.
+    pub state: ServiceState,
+    /// When the service entered `state`.
+    pub since: Instant,
+    /// Last error seen (start/stop/observe failure), kept after recovery for
+    /// diagnostics.
+    pub last_error: Option<String>,
+    /// Learned start duration (moving average); lets the holder tell clients
+    /// how long to wait and lets the caller persist it.
+    pub start_estimate: Option<Duration>,
+    /// Manual hold: the service is never auto-stopped while set.
+    pub hold: bool,
+    /// Idle timeout currently in force.
+    pub idle_timeout: Duration,
+    /// Latest traffic seen by the kernel counters, if any.
+    pub last_activity: Option<Instant>,
+}
+
+impl ServiceStatus {
+    /// Initial status before adoption.
+    pub fn initial(settings: &ServiceSettings, now: Instant) -> Self {
+        Self {
+            state: ServiceState::Unknown,
+            since: now,
+            last_error: None,
+            start_estimate: settings.initial_start_estimate,
+            hold: false,
+            idle_timeout: settings.idle_timeout,
+            last_activity: None,
+        }
+    }
+}
+
+/// Per-service configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSettings {
+    /// Time without traffic after which a ready service is stopped.
+    pub idle_timeout: Duration,
+    /// Upper bound on start + readiness; exceeding it fails the start.
+    pub start_timeout: Duration,
+    /// Do not idle-stop while connections are still open.
+    pub hold_while_connected: bool,
+    /// Persisted start-duration estimate to seed the learner with (the
+    /// caller stores `ServiceStatus::start_estimate` across restarts).
+    pub initial_start_estimate: Option<Duration>,
+}
+
+impl Default for ServiceSettings {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(600),
+            start_timeout: Duration::from_secs(120),
+            hold_while_connected: true,
+            initial_start_estimate: None,
+        }
+    }
+}
+
+/// What caused a wake (for logs and the status API).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// The kernel saw a TCP SYN to the stopped service's port.
+    Syn,
+    /// The connection holder received a steered connection.
+    HeldConnection,
+    /// An operator asked via the CLI.
+    Manual,
+    /// A client asked via the HTTP API.
+    Api,
+}
+
+/// Operator commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ManualCommand {
+    /// Start now (ignores backoff, resets the crash-loop guard).
+    Start,
+    /// Stop now.
+    Stop,
+    /// Never auto-stop until `Release`.
+    Hold,
+    /// Undo `Hold`.
+    Release,
+    /// Change the idle timeout; takes effect immediately.
+    SetIdleTimeout(Duration),
+}
+
+/// Container events from the Docker event stream (someone acting by hand,
+/// or a crash).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerEvent {
+    /// A container of the service started.
+    Started,
+    /// A container of the service exited.
+    Died {
+        /// Exit code reported by Docker, if any.
+        exit_code: Option<i64>,
+    },
+}
+
+/// Input to a service actor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Traffic (or a client) wants the service.
+    Wake {
+        /// What asked for it.
+        trigger: Trigger,
+    },
+    /// Operator command.
+    Manual(ManualCommand),
+    /// Docker event concerning one of the service's containers.
+    ContainerEvent(ContainerEvent),
+    /// The Docker daemon stopped answering.
+    DockerUnreachable,
+    /// The Docker daemon answers again: re-observe and adopt.
+    DockerBack,
+    /// New settings (config reload); also resets the crash-loop guard.
+    ConfigChanged(ServiceSettings),
+    /// End the actor without touching the containers.
+    Shutdown,
+}

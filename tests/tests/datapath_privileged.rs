@@ -1,0 +1,151 @@
+//! Privileged: loads the real eBPF object through the real agent binary,
+//! sends known traffic on loopback and checks the kernel's counters and its
+//! own listing of programs and links.
+
+use std::{net::UdpSocket, time::Duration};
+
+use autostop_tests::{
+    eventually, links_of_program, program_loaded, require_root_and_bpf, AgentProcess,
+};
+
+const START: Duration = Duration::from_secs(20);
+
+/// A bound UDP receiver, so the datagrams are delivered (no ICMP replies).
+fn receiver(addr: &str) -> UdpSocket {
+    UdpSocket::bind(addr).unwrap_or_else(|e| panic!("binding {addr}: {e}"))
+}
+
+fn send_datagrams(to: std::net::SocketAddr, count: usize) {
+    let bind = if to.is_ipv4() {
+        "127.0.0.1:0"
+    } else {
+        "[::1]:0"
+    };
+    let sender = UdpSocket::bind(bind).expect("sender socket");
+    for i in 0..count {
+        sender
+            .send_to(format!("packet {i}").as_bytes(), to)
+            .expect("send_to");
+    }
+}
+
+fn counted(event: &serde_json::Value, target: &str) -> u64 {
+    event["targets"]
+        .as_array()
+        .and_then(|targets| targets.iter().find(|t| t["target"] == target))
+        .and_then(|t| t["packets"].as_u64())
+        .unwrap_or_else(|| panic!("no counter for {target} in {event}"))
+}
+
+#[test]
+fn privileged_counts_loopback_udp_exactly_on_ipv4_and_ipv6() {
+    require_root_and_bpf();
+    let v4 = receiver("127.0.0.1:0");
+    let v6 = receiver("[::1]:0");
+    let (v4_addr, v6_addr) = (
+        v4.local_addr().expect("addr"),
+        v6.local_addr().expect("addr"),
+    );
+    let v4_target = format!("{v4_addr}/udp");
+    let v6_target = format!("{v6_addr}/udp");
+    let mut agent = AgentProcess::spawn(&[
+        "watch",
+        "--json",
+        "--interval",
+        "50ms",
+        "--iface",
+        "lo",
+        "--target",
+        &v4_target,
+        "--target",
+        &v6_target,
+    ]);
+    agent.wait_event("attached", START);
+
+    send_datagrams(v4_addr, 137);
+    send_datagrams(v6_addr, 59);
+
+    let status = agent.signal_and_wait(libc::SIGTERM, Duration::from_secs(10));
+    assert!(status.success(), "agent exited with {status}");
+    let last = agent
+        .drain_events()
+        .into_iter()
+        .rfind(|e| e["event"] == "counters")
+        .expect("a final counters report");
+    assert_eq!(counted(&last, &v4_target), 137, "IPv4 count in {last}");
+    assert_eq!(counted(&last, &v6_target), 59, "IPv6 count in {last}");
+}
+
+#[test]
+fn privileged_unregistered_traffic_is_not_counted() {
+    require_root_and_bpf();
+    let watched = receiver("127.0.0.1:0");
+    let other = receiver("127.0.0.1:0");
+    let target = format!("{}/udp", watched.local_addr().expect("addr"));
+    let mut agent = AgentProcess::spawn(&[
+        "watch",
+        "--json",
+        "--interval",
+        "50ms",
+        "--iface",
+        "lo",
+        "--target",
+        &target,
+    ]);
+    agent.wait_event("attached", START);
+    send_datagrams(other.local_addr().expect("addr"), 40);
+    let status = agent.signal_and_wait(libc::SIGTERM, Duration::from_secs(10));
+    assert!(status.success());
+    let last = agent
+        .drain_events()
+        .into_iter()
+        .rfind(|e| e["event"] == "counters")
+        .expect("a final counters report");
+    assert_eq!(counted(&last, &target), 0, "{last}");
+    assert!(
+        last["packets_seen"].as_u64().unwrap_or(0) >= 40,
+        "classifier saw the traffic: {last}"
+    );
+}
+
+/// Starts a watcher, checks the kernel lists its program and tcx link, then
+/// stops it with `signal` and checks neither remains.
+fn leaves_nothing_behind(signal: i32) {
+    require_root_and_bpf();
+    let mut agent = AgentProcess::spawn(&["watch", "--json", "--iface", "lo"]);
+    let attached = agent.wait_event("attached", START);
+    let id = attached["program_id"]
+        .as_u64()
+        .and_then(|id| u32::try_from(id).ok())
+        .expect("program_id in the attached event");
+    assert!(
+        program_loaded(id),
+        "kernel does not list program {id} while the agent runs"
+    );
+    assert_eq!(
+        links_of_program(id).len(),
+        1,
+        "expected one tcx link for program {id}"
+    );
+
+    let status = agent.signal_and_wait(signal, Duration::from_secs(10));
+    if signal == libc::SIGTERM {
+        assert!(status.success(), "clean exit expected, got {status}");
+    }
+    // The kernel frees programs asynchronously after the last fd closes.
+    assert!(
+        eventually(Duration::from_secs(5), || !program_loaded(id)
+            && links_of_program(id).is_empty()),
+        "program {id} or its link is still in the kernel after the agent exited ({status})"
+    );
+}
+
+#[test]
+fn privileged_sigterm_detaches_program_and_link() {
+    leaves_nothing_behind(libc::SIGTERM);
+}
+
+#[test]
+fn privileged_sigkill_leaves_no_program_or_link() {
+    leaves_nothing_behind(libc::SIGKILL);
+}

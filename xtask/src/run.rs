@@ -1,0 +1,56 @@
+//! Small helpers to run commands and find the workspace.
+
+use std::{
+    path::PathBuf,
+    process::{Command, Output},
+};
+
+use anyhow::{bail, Context as _};
+
+/// The workspace root (the parent of this crate's directory).
+pub fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+}
+
+/// The cargo that runs this xtask (rustup's), for nested builds.
+pub fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
+    cmd.current_dir(workspace_root());
+    cmd
+}
+
+/// Runs `cmd` with inherited stdio and fails with its command line when it
+/// does not exit 0.
+pub fn status(cmd: &mut Command) -> anyhow::Result<()> {
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+/// Runs `cmd` capturing its output; `None` when it could not start at all.
+pub fn output(cmd: &mut Command) -> Option<Output> {
+    cmd.output().ok()
+}
+
+/// Builds the agent binary (which builds and embeds the eBPF object).
+pub fn cargo_build_agent(release: bool) -> anyhow::Result<()> {
+    let mut cmd = cargo();
+    cmd.args(["build", "--package", "autostop-agent", "--bin", "autostop"]);
+    if release {
+        cmd.arg("--release");
+    }
+    status(&mut cmd)
+}
+
+/// Path of the built agent binary.
+pub fn agent_binary(release: bool) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    target
+        .join(if release { "release" } else { "debug" })
+        .join("autostop")
+}

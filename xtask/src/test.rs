@@ -1,0 +1,192 @@
+//! `cargo xtask test`: the README's test command and what CI runs.
+//!
+//! Runs setup when something is missing, then formatting, clippy, the unit
+//! tests and the privileged integration tests (real kernel, Docker, nginx).
+//! Under `CI=true` the privileged tests may not be skipped: a missing
+//! capability fails them. Ends with one summary line per suite and a total.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+};
+
+use anyhow::{bail, Context as _};
+
+use crate::{run, setup};
+
+/// Outcome of one suite.
+struct Suite {
+    name: &'static str,
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+    /// Set when the command itself failed (build error, fmt diff, clippy).
+    error: Option<String>,
+}
+
+impl Suite {
+    fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            passed: 0,
+            failed: 0,
+            ignored: 0,
+            error: None,
+        }
+    }
+
+    fn ok(&self) -> bool {
+        self.error.is_none() && self.failed == 0
+    }
+}
+
+/// Runs every suite, even after a failure, and fails if any did.
+pub fn run() -> anyhow::Result<()> {
+    setup::run(setup::Mode::Quiet).context("setup")?;
+
+    let mut suites = vec![
+        check("fmt", run::cargo().args(["fmt", "--all", "--check"])),
+        check(
+            "clippy",
+            run::cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]),
+        ),
+        cargo_test(
+            "unit",
+            run::cargo().args([
+                "test",
+                "--package",
+                "autostop-agent",
+                "--package",
+                "autostop-common",
+                "--package",
+                "xtask",
+            ]),
+        ),
+    ];
+
+    let privileged = match run::cargo_build_agent(false) {
+        Ok(()) => {
+            let mut cmd = run::cargo();
+            cmd.args([
+                "test",
+                "--package",
+                "autostop-tests",
+                "--",
+                "--test-threads=1",
+            ])
+            .env("AUTOSTOP_AGENT_BIN", run::agent_binary(false));
+            cargo_test("privileged", &mut cmd)
+        }
+        Err(e) => {
+            let mut suite = Suite::new("privileged");
+            suite.error = Some(format!("building the agent failed: {e:#}"));
+            suite
+        }
+    };
+    if is_ci() && privileged.ignored > 0 {
+        let mut suite = Suite::new("privileged-skips");
+        suite.error = Some(format!(
+            "{} privileged tests were ignored under CI=true",
+            privileged.ignored
+        ));
+        suites.push(suite);
+    }
+    suites.push(privileged);
+
+    println!("\n== summary ==");
+    let (mut passed, mut failed) = (0, 0);
+    for suite in &suites {
+        passed += suite.passed;
+        failed += suite.failed;
+        match &suite.error {
+            Some(error) => println!("{}: FAILED: {error}", suite.name),
+            None if suite.passed + suite.failed + suite.ignored == 0 => {
+                println!("{}: ok", suite.name)
+            }
+            None => println!(
+                "{}: {} passed, {} failed, {} ignored",
+                suite.name, suite.passed, suite.failed, suite.ignored
+            ),
+        }
+    }
+    println!("total: {passed} passed, {failed} failed");
+    if suites.iter().any(|s| !s.ok()) {
+        bail!("some suites failed");
+    }
+    Ok(())
+}
+
+fn is_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// A command whose only result is its exit status.
+fn check(name: &'static str, cmd: &mut Command) -> Suite {
+    println!("\n== {name} ==");
+    let mut suite = Suite::new(name);
+    if let Err(e) = run::status(cmd) {
+        suite.error = Some(format!("{e:#}"));
+    }
+    suite
+}
+
+/// Runs `cargo test`, echoing its output and adding up its result lines.
+fn cargo_test(name: &'static str, cmd: &mut Command) -> Suite {
+    println!("\n== {name} ==");
+    let mut suite = Suite::new(name);
+    let child = cmd.stdout(Stdio::piped()).spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(e) => {
+            suite.error = Some(format!("starting cargo test: {e}"));
+            return suite;
+        }
+    };
+    if let Some(stdout) = child.stdout.take() {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            println!("{line}");
+            if let Some((p, f, i)) = parse_result_line(&line) {
+                suite.passed += p;
+                suite.failed += f;
+                suite.ignored += i;
+            }
+        }
+    }
+    match child.wait() {
+        Ok(status) if status.success() => {}
+        Ok(status) => suite.error = Some(format!("cargo test exited with {status}")),
+        Err(e) => suite.error = Some(format!("waiting for cargo test: {e}")),
+    }
+    suite
+}
+
+/// Parses `test result: ok. 3 passed; 0 failed; 1 ignored; …`.
+fn parse_result_line(line: &str) -> Option<(u64, u64, u64)> {
+    let rest = line.strip_prefix("test result: ")?;
+    let count = |label: &str| -> u64 {
+        rest.split(';')
+            .find_map(|part| {
+                part.trim()
+                    .trim_start_matches("ok. ")
+                    .trim_start_matches("FAILED. ")
+                    .strip_suffix(label)
+            })
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    Some((count(" passed"), count(" failed"), count(" ignored")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_result_line;
+
+    #[test]
+    fn parses_cargo_test_result_lines() {
+        let line = "test result: ok. 3 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s";
+        assert_eq!(parse_result_line(line), Some((3, 0, 1)));
+        let line = "test result: FAILED. 2 passed; 5 failed; 0 ignored; 0 measured; 0 filtered out";
+        assert_eq!(parse_result_line(line), Some((2, 5, 0)));
+        assert_eq!(parse_result_line("running 3 tests"), None);
+    }
+}
