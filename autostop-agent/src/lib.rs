@@ -5,17 +5,25 @@
 //!
 //! - [`bpf`]: loads the kernel programs built from `autostop-ebpf`, attaches
 //!   them and reads their counters.
+//! - [`coldstart`]: the listener steered connections land on; holds them
+//!   until their service is ready, then splices them to the container.
+//! - [`commands`]: `autostop check` and `autostop import-json`.
 //! - [`config`]: the TOML configuration, its validation (errors name file,
 //!   line, column and field) and the import of the old config.json.
 //! - [`service`]: one state machine per service (stopped → starting → ready
 //!   → stopping), driven by wake events, idle timers and Docker events, with
 //!   Docker, steering and counters behind traits.
+//! - [`state`]: what the agent remembers across restarts (run-time idle
+//!   timeouts, learned start durations, RAM savings) in `state_dir`.
 //! - [`shutdown`]: one cancellation token, cancelled by SIGINT/SIGTERM, that
 //!   every task watches.
 //! - [`watch`]: the live-counter view used by `autostop watch` and the demo.
 
 pub mod bpf;
+pub mod coldstart;
+pub mod commands;
 pub mod config;
 pub mod service;
 pub mod shutdown;
+pub mod state;
 pub mod watch;

@@ -1,11 +1,11 @@
 //! The `autostop` binary: parses the command line and calls the library.
 
-use std::time::Duration;
+use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
-use autostop::{bpf::Target, shutdown, watch};
+use autostop::{bpf::Target, commands, config::DEFAULT_CONFIG_PATH, shutdown, watch};
 
 #[derive(Parser)]
 #[command(
@@ -20,6 +20,17 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Validate a configuration and print the resolved services (exit 0 or 2).
+    Check {
+        /// Configuration file.
+        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// Convert docker-autostart's config.json to autostop TOML (on stdout).
+    ImportJson {
+        /// The config.json to convert.
+        file: PathBuf,
+    },
     /// Attach the traffic classifier and print live counters until Ctrl-C.
     Watch {
         /// Interface to observe (egress side); repeatable.
@@ -41,8 +52,10 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("invalid duration {text:?}: {e}"))
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// Exit status for an invalid configuration or input (as `check` documents).
+const EXIT_INVALID: u8 = 2;
+
+fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -51,8 +64,9 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let shutdown = shutdown::on_signals().context("installing signal handlers")?;
     match cli.command {
+        Command::Check { config } => print_or_invalid(commands::check(&config)),
+        Command::ImportJson { file } => print_or_invalid(commands::import_json(&file)),
         Command::Watch {
             interfaces,
             targets,
@@ -65,11 +79,42 @@ async fn main() -> anyhow::Result<()> {
                 interval,
                 json,
             };
-            let mut stdout = std::io::stdout();
-            watch::run(&options, shutdown, &mut stdout)
-                .await
-                .context("watching the datapath (needs root, a BPF-enabled kernel and tcx)")?;
+            match run_async(watch_until_signal(options)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("autostop: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
         }
     }
-    Ok(())
+}
+
+fn print_or_invalid(result: Result<String, commands::CommandError>) -> ExitCode {
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(EXIT_INVALID)
+        }
+    }
+}
+
+fn run_async<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?
+        .block_on(f)
+}
+
+async fn watch_until_signal(options: watch::WatchOptions) -> anyhow::Result<()> {
+    let shutdown = shutdown::on_signals().context("installing signal handlers")?;
+    let mut stdout = std::io::stdout();
+    watch::run(&options, shutdown, &mut stdout)
+        .await
+        .context("watching the datapath (needs root, a BPF-enabled kernel and tcx)")
 }

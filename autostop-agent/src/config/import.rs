@@ -140,7 +140,9 @@ pub fn import_seed_json(text: &str) -> Result<String, ConfigError> {
         .and_then(|s| de.end().map(|()| s))
         .map_err(|e| json_error(&e, current.get()))?;
 
-    let mut out = String::from("# Converted from the Node.js autostop config.json.\n");
+    let mut out = String::from(
+        "# Converted from docker-autostart's config.json by `autostop import-json`.\n",
+    );
     for s in &services {
         let _ = write!(
             out,

@@ -199,6 +199,30 @@ impl Config {
         Self::parse(&text, &path.display().to_string(), themes)
     }
 
+    /// Reads and validates the file at `path`, checking theme names against
+    /// the built-ins plus the `*.html` files in the `themes_dir` the file
+    /// itself names (or [`DEFAULT_THEMES_DIR`]). This is what the agent and
+    /// `autostop check` use.
+    pub fn load_with_own_themes(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        // A malformed document is reported by `parse` below with positions;
+        // here an unreadable themes_dir simply falls back to the default.
+        let themes_dir = toml::from_str::<toml::Table>(&text)
+            .ok()
+            .and_then(|doc| {
+                doc.get("agent")?
+                    .get("themes_dir")?
+                    .as_str()
+                    .map(PathBuf::from)
+            })
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_THEMES_DIR));
+        let themes = ThemeCatalog::with_user_dir(&themes_dir)?;
+        Self::parse(&text, &path.display().to_string(), &themes)
+    }
+
     /// Parses and validates `text`; `origin` labels positions in messages
     /// (e.g. a file name). Themes are checked against `themes`.
     pub fn parse(text: &str, origin: &str, themes: &ThemeCatalog) -> Result<Config, ConfigError> {

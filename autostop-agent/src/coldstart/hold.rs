@@ -1,0 +1,207 @@
+//! One steered connection: wake the service, hold the connection until the
+//! state machine pushes `Ready`, then splice it to the container.
+
+use std::time::Duration;
+
+use tokio::{
+    io::{copy_bidirectional, AsyncWriteExt},
+    net::TcpStream,
+    time::Instant,
+};
+use tokio_util::sync::CancellationToken;
+
+use super::{Route, Upstreams};
+use crate::service::{Command, ServiceState, Trigger};
+
+/// How long connecting to a ready container may take before the client is
+/// told the start failed.
+const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long to wait for a client's first bytes when deciding whether an
+/// error reply should be HTTP.
+const PEEK_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// What became of a held connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldOutcome {
+    /// Spliced to the ready service (and since closed by one side).
+    Forwarded,
+    /// The start failed or timed out; the client was told and closed.
+    Failed,
+    /// The agent shut down or the client went away first.
+    Closed,
+}
+
+/// Why a held connection will not be forwarded.
+enum NotReady {
+    /// The start failed after the connection arrived.
+    Failed(String),
+    /// `start_timeout` passed.
+    TimedOut,
+    /// The agent is shutting down.
+    ShuttingDown,
+}
+
+/// Closes `stream` with a RST so an over-limit client learns at once.
+pub(super) fn refuse(stream: TcpStream) {
+    // Linger 0 turns close into an abortive reset; errors only mean the
+    // socket is already gone.
+    let _ = stream.set_zero_linger();
+    drop(stream);
+}
+
+/// Handles one accepted connection according to the route's mode.
+pub(super) async fn handle(
+    stream: TcpStream,
+    port: u16,
+    route: &Route,
+    upstreams: &dyn Upstreams,
+    shutdown: &CancellationToken,
+) -> HoldOutcome {
+    hold_and_forward(stream, port, route, upstreams, &[], shutdown).await
+}
+
+/// Wakes the service, waits for readiness and splices `stream` to the
+/// container, first sending `replay` (bytes already read from the client).
+pub(super) async fn hold_and_forward(
+    mut stream: TcpStream,
+    port: u16,
+    route: &Route,
+    upstreams: &dyn Upstreams,
+    replay: &[u8],
+    shutdown: &CancellationToken,
+) -> HoldOutcome {
+    let arrived = Instant::now();
+    // A full queue means wakes are already pending: one is enough.
+    let _ = route.handle.try_send(Command::Wake {
+        trigger: Trigger::HeldConnection,
+    });
+    match wait_ready(route, arrived, shutdown).await {
+        Ok(()) => {}
+        Err(NotReady::ShuttingDown) => return HoldOutcome::Closed,
+        Err(NotReady::TimedOut) => {
+            let reason = format!(
+                "{} did not start within {:?}",
+                route.service, route.start_timeout
+            );
+            reply_error(&mut stream, replay, 504, &reason).await;
+            return HoldOutcome::Failed;
+        }
+        Err(NotReady::Failed(reason)) => {
+            reply_error(
+                &mut stream,
+                replay,
+                502,
+                &format!("{} failed to start: {reason}", route.service),
+            )
+            .await;
+            return HoldOutcome::Failed;
+        }
+    }
+    let mut upstream = match connect_upstream(route, port, upstreams).await {
+        Ok(upstream) => upstream,
+        Err(reason) => {
+            tracing::warn!(service = %route.service, port, %reason, "cannot reach the ready service");
+            reply_error(&mut stream, replay, 502, &reason).await;
+            return HoldOutcome::Failed;
+        }
+    };
+    if !replay.is_empty() && upstream.write_all(replay).await.is_err() {
+        return HoldOutcome::Closed;
+    }
+    // No time cap: a websocket or download opened during the cold start
+    // lives as long as both ends want it to.
+    let _ = copy_bidirectional(&mut stream, &mut upstream).await;
+    HoldOutcome::Forwarded
+}
+
+async fn connect_upstream(
+    route: &Route,
+    port: u16,
+    upstreams: &dyn Upstreams,
+) -> Result<TcpStream, String> {
+    let addr = upstreams.upstream(&route.service, port).await?;
+    let stream = tokio::time::timeout(UPSTREAM_CONNECT_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| format!("connecting to {addr} timed out"))?
+        .map_err(|e| format!("connecting to {addr}: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// Waits for `Ready`, for a failure that happened after `arrived`, for the
+/// start timeout or for shutdown, whichever comes first.
+async fn wait_ready(
+    route: &Route,
+    arrived: Instant,
+    shutdown: &CancellationToken,
+) -> Result<(), NotReady> {
+    let mut status = route.handle.subscribe();
+    let deadline = tokio::time::sleep(route.start_timeout);
+    tokio::pin!(deadline);
+    loop {
+        {
+            let now = status.borrow_and_update();
+            match &now.state {
+                ServiceState::Ready => return Ok(()),
+                ServiceState::Failed { reason } if now.since >= arrived => {
+                    return Err(NotReady::Failed(reason.clone()))
+                }
+                _ => {}
+            }
+        }
+        tokio::select! {
+            changed = status.changed() => {
+                if changed.is_err() {
+                    return Err(NotReady::Failed("the service is no longer managed".to_owned()));
+                }
+            }
+            () = &mut deadline => return Err(NotReady::TimedOut),
+            () = shutdown.cancelled() => return Err(NotReady::ShuttingDown),
+        }
+    }
+}
+
+/// Tells the client why its connection ends: an HTTP error when its first
+/// bytes look like HTTP, a plain close otherwise (no protocol is assumed).
+async fn reply_error(stream: &mut TcpStream, replay: &[u8], status: u16, reason: &str) {
+    let mut first = [0u8; 16];
+    let head: &[u8] = if replay.is_empty() {
+        match tokio::time::timeout(PEEK_TIMEOUT, stream.peek(&mut first)).await {
+            Ok(Ok(n)) => &first[..n],
+            _ => &[],
+        }
+    } else {
+        replay
+    };
+    if looks_like_http(head) {
+        let title = if status == 504 {
+            "Gateway Timeout"
+        } else {
+            "Bad Gateway"
+        };
+        let body = format!("{reason}\n");
+        let reply = format!(
+            "HTTP/1.1 {status} {title}\r\nContent-Type: text/plain; charset=utf-8\r\n\
+             Content-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = stream.write_all(reply.as_bytes()).await;
+    }
+    let _ = stream.shutdown().await;
+}
+
+/// Whether `bytes` start like an HTTP/1.x request line.
+pub(super) fn looks_like_http(bytes: &[u8]) -> bool {
+    const METHODS: &[&[u8]] = &[
+        b"GET ",
+        b"HEAD ",
+        b"POST ",
+        b"PUT ",
+        b"DELETE ",
+        b"OPTIONS ",
+        b"PATCH ",
+        b"CONNECT ",
+        b"TRACE ",
+    ];
+    METHODS.iter().any(|m| bytes.starts_with(m))
+}

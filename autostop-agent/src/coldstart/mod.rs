@@ -1,0 +1,155 @@
+//! The cold-start listener: the socket(s) the kernel steers new connections
+//! to while a service is stopped or warming up.
+//!
+//! Each accepted connection is routed by its local port (the kernel keeps
+//! the original destination, so `getsockname()` is the service's published
+//! port), wakes the service and is held until the service's state machine
+//! pushes `Ready`; then the agent connects to the container's own address
+//! and copies bytes both ways until either side closes, with no time cap.
+//! In blocking mode no byte is read before that. Held connections are bounded
+//! per service; beyond the bound a connection is refused at once and counted.
+
+mod hold;
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, RwLock,
+    },
+    time::Duration,
+};
+
+use tokio::{net::TcpListener, sync::Semaphore, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use crate::{config::Mode, service::ServiceHandle};
+
+pub use hold::HoldOutcome;
+
+/// Finds where a ready service's port lives now: the container address can
+/// change each time its containers start, so it is asked at forward time.
+#[async_trait::async_trait]
+pub trait Upstreams: Send + Sync {
+    /// Address to forward connections for `published_port` of `service` to.
+    async fn upstream(&self, service: &str, published_port: u16) -> Result<SocketAddr, String>;
+}
+
+/// How connections to one published port are handled.
+#[derive(Clone)]
+pub struct Route {
+    /// Service name, for logs and upstream lookups.
+    pub service: String,
+    /// Blocking (hold silently) or dynamic (wait page for browsers).
+    pub mode: Mode,
+    /// The service's actor: wakes go to it, readiness comes from it.
+    pub handle: ServiceHandle,
+    /// Longest a held connection waits for readiness before giving up.
+    pub start_timeout: Duration,
+    /// Bounds the connections held at once for this service.
+    pub held: Arc<Semaphore>,
+}
+
+/// Counters of the listener, read by the status API and tests.
+#[derive(Debug, Default)]
+pub struct ColdStartStats {
+    /// Connections accepted on the agent's listener.
+    pub accepted: AtomicU64,
+    /// Connections forwarded to a ready service.
+    pub forwarded: AtomicU64,
+    /// Connections refused because too many were held already.
+    pub refused_over_limit: AtomicU64,
+    /// Connections closed because the start failed or timed out.
+    pub failed: AtomicU64,
+    /// Connections for a port no service claims (a race with a reload).
+    pub unrouted: AtomicU64,
+}
+
+/// Routing table shared with the agent, which updates it on reload.
+pub type Routes = Arc<RwLock<HashMap<u16, Route>>>;
+
+/// Accepts on `listeners` until `shutdown`, handling each connection in its
+/// own task; returns once every connection task has finished.
+pub async fn serve(
+    listeners: Vec<TcpListener>,
+    routes: Routes,
+    upstreams: Arc<dyn Upstreams>,
+    stats: Arc<ColdStartStats>,
+    shutdown: CancellationToken,
+) {
+    let mut accept_loops = JoinSet::new();
+    for listener in listeners {
+        let (routes, upstreams, stats, shutdown) = (
+            routes.clone(),
+            upstreams.clone(),
+            stats.clone(),
+            shutdown.clone(),
+        );
+        accept_loops.spawn(accept_loop(listener, routes, upstreams, stats, shutdown));
+    }
+    while accept_loops.join_next().await.is_some() {}
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    routes: Routes,
+    upstreams: Arc<dyn Upstreams>,
+    stats: Arc<ColdStartStats>,
+    shutdown: CancellationToken,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+            // Reap finished connection tasks so the set does not grow.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // EMFILE and friends: back off a little instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        stats.accepted.fetch_add(1, Ordering::Relaxed);
+        let port = match stream.local_addr() {
+            Ok(local) => local.port(),
+            Err(_) => continue,
+        };
+        let route = routes
+            .read()
+            .ok()
+            .and_then(|table| table.get(&port).cloned());
+        let Some(route) = route else {
+            stats.unrouted.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(port, %peer, "steered connection for a port no service claims");
+            continue;
+        };
+        let Ok(permit) = route.held.clone().try_acquire_owned() else {
+            stats.refused_over_limit.fetch_add(1, Ordering::Relaxed);
+            hold::refuse(stream);
+            continue;
+        };
+        let (upstreams, stats, shutdown) = (upstreams.clone(), stats.clone(), shutdown.clone());
+        connections.spawn(async move {
+            let outcome = hold::handle(stream, port, &route, upstreams.as_ref(), &shutdown).await;
+            drop(permit);
+            let counter = match outcome {
+                HoldOutcome::Forwarded => &stats.forwarded,
+                HoldOutcome::Failed => &stats.failed,
+                HoldOutcome::Closed => return,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        });
+    }
+    // Held connections end with the agent: their clients see a close, and
+    // new connections reach the stock datapath once steering is dropped.
+    connections.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,229 @@
+//! Cold-start listener tests on loopback, no root: a plain listener stands
+//! in for the steered one (routing only looks at the local port), a watch
+//! channel stands in for the state machine, and an echo server for the app.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{atomic::Ordering, Arc, RwLock},
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+    sync::{mpsc, watch, Semaphore},
+    task::JoinHandle,
+};
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::service::{Command, ServiceSettings, ServiceState, ServiceStatus};
+
+struct FixedUpstream(SocketAddr);
+
+#[async_trait::async_trait]
+impl Upstreams for FixedUpstream {
+    async fn upstream(&self, _: &str, _: u16) -> Result<SocketAddr, String> {
+        Ok(self.0)
+    }
+}
+
+/// An echo server: the "app" behind the service.
+async fn echo_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind echo");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = stream.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+struct Harness {
+    addr: SocketAddr,
+    status: watch::Sender<ServiceStatus>,
+    commands: mpsc::Receiver<Command>,
+    stats: Arc<ColdStartStats>,
+    shutdown: CancellationToken,
+    server: JoinHandle<()>,
+}
+
+impl Harness {
+    async fn start(max_held: usize, start_timeout: Duration) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind agent listener");
+        let addr = listener.local_addr().expect("addr");
+        let settings = ServiceSettings::default();
+        let mut initial = ServiceStatus::initial(&settings, tokio::time::Instant::now());
+        initial.state = ServiceState::Stopped;
+        let (status, status_rx) = watch::channel(initial);
+        let (tx, commands) = mpsc::channel(4096);
+        let route = Route {
+            service: "web".to_owned(),
+            mode: crate::config::Mode::Blocking,
+            handle: ServiceHandle { tx, status_rx },
+            start_timeout,
+            held: Arc::new(Semaphore::new(max_held)),
+        };
+        let routes: Routes = Arc::new(RwLock::new(HashMap::from([(addr.port(), route)])));
+        let upstream = Arc::new(FixedUpstream(echo_server().await));
+        let stats = Arc::new(ColdStartStats::default());
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(serve(
+            vec![listener],
+            routes,
+            upstream,
+            stats.clone(),
+            shutdown.clone(),
+        ));
+        Self {
+            addr,
+            status,
+            commands,
+            stats,
+            shutdown,
+            server,
+        }
+    }
+
+    fn set_state(&self, state: ServiceState) {
+        self.status.send_modify(|s| {
+            s.state = state;
+            s.since = tokio::time::Instant::now();
+        });
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.server.await.expect("server task joined");
+    }
+}
+
+async fn read_all(stream: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn held_connection_is_forwarded_once_ready_with_its_bytes_intact() {
+    let mut h = Harness::start(16, Duration::from_secs(30)).await;
+    let mut client = TcpStream::connect(h.addr).await.expect("connect");
+    client
+        .write_all(b"\x00\x01raw bytes, not HTTP")
+        .await
+        .expect("write");
+    // The wake reaches the state machine while the client is held.
+    let wake = tokio::time::timeout(Duration::from_secs(5), h.commands.recv()).await;
+    assert!(matches!(wake, Ok(Some(Command::Wake { .. }))), "{wake:?}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        h.stats.forwarded.load(Ordering::Relaxed),
+        0,
+        "nothing forwarded before ready"
+    );
+    h.set_state(ServiceState::Ready);
+    let mut echoed = [0u8; 21];
+    tokio::time::timeout(Duration::from_secs(5), client.read_exact(&mut echoed))
+        .await
+        .expect("echo in time")
+        .expect("read echo");
+    assert_eq!(&echoed, b"\x00\x01raw bytes, not HTTP");
+    // Still open after the first exchange: no time cap on the splice.
+    client.write_all(b"again").await.expect("write again");
+    let mut again = [0u8; 5];
+    client.read_exact(&mut again).await.expect("read again");
+    assert_eq!(&again, b"again");
+    drop(client);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn two_hundred_concurrent_connections_are_all_answered() {
+    let h = Harness::start(1024, Duration::from_secs(30)).await;
+    let mut clients = Vec::new();
+    for i in 0..200u32 {
+        let addr = h.addr;
+        clients.push(tokio::spawn(async move {
+            let mut c = TcpStream::connect(addr).await.expect("connect");
+            let msg = format!("client {i:04}");
+            c.write_all(msg.as_bytes()).await.expect("write");
+            let mut back = vec![0u8; msg.len()];
+            c.read_exact(&mut back).await.expect("read");
+            assert_eq!(back, msg.as_bytes());
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    h.set_state(ServiceState::Ready);
+    for client in clients {
+        tokio::time::timeout(Duration::from_secs(10), client)
+            .await
+            .expect("answered in time")
+            .expect("client task");
+    }
+    assert_eq!(h.stats.accepted.load(Ordering::Relaxed), 200);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn failed_start_answers_http_clients_with_502_and_closes_raw_ones() {
+    let h = Harness::start(16, Duration::from_secs(30)).await;
+    let mut http = TcpStream::connect(h.addr).await.expect("connect");
+    http.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut raw = TcpStream::connect(h.addr).await.expect("connect");
+    raw.write_all(b"\x16\x03\x01binary").await.expect("write");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    h.set_state(ServiceState::Failed {
+        reason: "exit code 1".to_owned(),
+    });
+    let reply = read_all(&mut http).await;
+    assert!(reply.starts_with("HTTP/1.1 502 "), "{reply}");
+    assert!(reply.contains("exit code 1"), "{reply}");
+    assert_eq!(
+        read_all(&mut raw).await,
+        "",
+        "raw client is closed without bytes"
+    );
+    assert_eq!(h.stats.failed.load(Ordering::Relaxed), 2);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn start_timeout_answers_504() {
+    let h = Harness::start(16, Duration::from_millis(300)).await;
+    let mut http = TcpStream::connect(h.addr).await.expect("connect");
+    http.write_all(b"POST /api HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let reply = read_all(&mut http).await;
+    assert!(reply.starts_with("HTTP/1.1 504 "), "{reply}");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn connections_over_the_limit_are_refused_at_once_and_counted() {
+    let h = Harness::start(2, Duration::from_secs(30)).await;
+    let _a = TcpStream::connect(h.addr).await.expect("connect");
+    let _b = TcpStream::connect(h.addr).await.expect("connect");
+    // Let the two be accepted and hold their permits.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut c = TcpStream::connect(h.addr).await.expect("connect");
+    let mut buf = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(2), c.read(&mut buf))
+        .await
+        .expect("closed fast");
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "third connection must be closed: {read:?}"
+    );
+    assert_eq!(h.stats.refused_over_limit.load(Ordering::Relaxed), 1);
+    h.stop().await;
+}

@@ -1,0 +1,87 @@
+//! Offline commands of the `autostop` binary that need no running agent:
+//! `check` (validate a config and show the resolved services) and
+//! `import-json` (convert the old docker-autostart config.json).
+
+use std::{fmt::Write as _, path::Path};
+
+use crate::{
+    config::{format_human, Config, ConfigError, Target},
+    state::{StateError, StateStore},
+};
+
+/// Why an offline command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The configuration is invalid or unreadable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The input file of an import could not be read.
+    #[error("{}: {source}", .path.display())]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The state directory could not be read.
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// Validates the config at `path` and renders the resolved services as a
+/// table, with run-time idle timeout overrides from the state directory when
+/// it can be read.
+pub fn check(path: &Path) -> Result<String, CommandError> {
+    let config = Config::load_with_own_themes(path)?;
+    let overrides = StateStore::open_read_only(&config.agent.state_dir).ok();
+    let mut out = String::new();
+    for warning in &config.warnings {
+        let _ = writeln!(out, "warning: {warning}");
+    }
+    let _ = writeln!(
+        out,
+        "{}: OK, {} services",
+        path.display(),
+        config.services.len()
+    );
+    let _ = writeln!(
+        out,
+        "{:<16} {:<18} {:<9} {:<15} {:<12} {:<8} TARGET",
+        "NAME", "PORTS", "MODE", "THEME", "IDLE", "START"
+    );
+    for service in &config.services {
+        let ports: Vec<String> = service.ports.iter().map(ToString::to_string).collect();
+        let idle = match overrides
+            .as_ref()
+            .and_then(|s| s.service(&service.name).idle_timeout_override())
+        {
+            Some(over) => format!("{} (set)", format_human(over)),
+            None => format_human(service.idle_timeout),
+        };
+        let target = match &service.target {
+            Target::ComposeDir(dir) => format!("compose {}", dir.display()),
+            Target::Containers(names) => format!("containers {}", names.join(",")),
+        };
+        let _ = writeln!(
+            out,
+            "{:<16} {:<18} {:<9} {:<15} {:<12} {:<8} {target}",
+            service.name,
+            ports.join(","),
+            service.mode.as_str(),
+            service.theme.as_deref().unwrap_or("-"),
+            idle,
+            format_human(service.start_timeout),
+        );
+    }
+    Ok(out)
+}
+
+/// Converts the docker-autostart `config.json` at `path` to autostop TOML.
+pub fn import_json(path: &Path) -> Result<String, CommandError> {
+    let text = std::fs::read_to_string(path).map_err(|source| CommandError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(crate::config::import_seed_json(&text)?)
+}

@@ -1,0 +1,231 @@
+//! What the agent remembers across restarts, per service, in
+//! `<state_dir>/state.json`: idle timeouts set at run time (CLI/API), learned
+//! start durations for the wait page's estimate, and the RAM-savings totals.
+//!
+//! Writes are atomic (temporary file, fsync, rename), so a crash mid-write
+//! leaves the previous state. A file that cannot be parsed is never
+//! overwritten: it is moved aside to `state.json.corrupt-<unix time>` and the
+//! agent starts from empty state, saying so.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    io::Write,
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use serde::{Deserialize, Serialize};
+
+/// File name of the state document inside `state_dir`.
+pub const STATE_FILE: &str = "state.json";
+
+/// What can go wrong reading or writing the state.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The state directory or file could not be created, read or written.
+    #[error("{}: {source}", .path.display())]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The I/O failure.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Remembered facts about one service.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServiceMemory {
+    /// Idle timeout set with `autostop set-timeout` or the API, in seconds;
+    /// it overrides the config file's value until cleared.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_override_s: Option<u64>,
+    /// Moving average of observed start durations, in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub learned_start_ms: Option<u64>,
+    /// Last memory use observed while the service ran, in bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_memory_bytes: Option<u64>,
+    /// Memory not used thanks to the service being stopped, in byte·seconds.
+    pub memory_saved_byte_seconds: f64,
+}
+
+impl ServiceMemory {
+    /// The run-time idle timeout override, if any.
+    pub fn idle_timeout_override(&self) -> Option<Duration> {
+        self.idle_timeout_override_s.map(Duration::from_secs)
+    }
+
+    /// The learned start duration, if any.
+    pub fn learned_start(&self) -> Option<Duration> {
+        self.learned_start_ms.map(Duration::from_millis)
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Document {
+    version: u32,
+    services: BTreeMap<String, ServiceMemory>,
+}
+
+/// The state file and its content in memory.
+#[derive(Debug)]
+pub struct StateStore {
+    /// `<state_dir>/state.json`.
+    path: PathBuf,
+    /// Current content; written back by [`StateStore::save`].
+    doc: Document,
+}
+
+impl StateStore {
+    /// Opens (or starts) the state in `dir`, creating the directory. Returns
+    /// the store and, when the old file was unreadable and moved aside, a
+    /// message saying where it went.
+    pub fn open(dir: &Path) -> Result<(Self, Option<String>), StateError> {
+        fs::create_dir_all(dir).map_err(|source| StateError::Io {
+            path: dir.into(),
+            source,
+        })?;
+        let path = dir.join(STATE_FILE);
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok((
+                    Self {
+                        path,
+                        doc: Document {
+                            version: 1,
+                            ..Document::default()
+                        },
+                    },
+                    None,
+                ));
+            }
+            Err(source) => return Err(StateError::Io { path, source }),
+        };
+        match serde_json::from_str::<Document>(&text) {
+            Ok(doc) => Ok((Self { path, doc }, None)),
+            Err(parse) => {
+                let stamp = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs();
+                let aside = dir.join(format!("{STATE_FILE}.corrupt-{stamp}"));
+                fs::rename(&path, &aside).map_err(|source| StateError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+                let note = format!(
+                    "{}:{}:{}: unreadable state ({parse}); kept as {} and starting empty",
+                    path.display(),
+                    parse.line(),
+                    parse.column(),
+                    aside.display()
+                );
+                Ok((
+                    Self {
+                        path,
+                        doc: Document {
+                            version: 1,
+                            ..Document::default()
+                        },
+                    },
+                    Some(note),
+                ))
+            }
+        }
+    }
+
+    /// Reads the state without creating, moving or writing anything (for
+    /// `autostop check`, which may run beside the agent or unprivileged).
+    pub fn open_read_only(dir: &Path) -> Result<Self, StateError> {
+        let path = dir.join(STATE_FILE);
+        let text = fs::read_to_string(&path).map_err(|source| StateError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let doc = serde_json::from_str(&text).map_err(|e| StateError::Io {
+            path: path.clone(),
+            source: e.into(),
+        })?;
+        Ok(Self { path, doc })
+    }
+
+    /// What is remembered about `service` (defaults when nothing is).
+    pub fn service(&self, service: &str) -> ServiceMemory {
+        self.doc.services.get(service).cloned().unwrap_or_default()
+    }
+
+    /// Changes what is remembered about `service`; call [`Self::save`] after.
+    pub fn update(&mut self, service: &str, change: impl FnOnce(&mut ServiceMemory)) {
+        change(self.doc.services.entry(service.to_owned()).or_default());
+    }
+
+    /// Writes the state atomically.
+    pub fn save(&self) -> Result<(), StateError> {
+        let io = |source| StateError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let tmp = self.path.with_extension("json.tmp");
+        let mut text = serde_json::to_string_pretty(&self.doc).map_err(|e| io(e.into()))?;
+        text.push('\n');
+        let mut file = fs::File::create(&tmp).map_err(io)?;
+        file.write_all(text.as_bytes()).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        fs::rename(&tmp, &self.path).map_err(io)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_file_starts_empty_and_round_trips() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut store, note) = StateStore::open(dir.path()).expect("open");
+        assert!(note.is_none());
+        assert_eq!(store.service("web"), ServiceMemory::default());
+        store.update("web", |m| {
+            m.idle_timeout_override_s = Some(600);
+            m.learned_start_ms = Some(1500);
+        });
+        store.save().expect("save");
+        let (again, _) = StateStore::open(dir.path()).expect("reopen");
+        assert_eq!(
+            again.service("web").idle_timeout_override(),
+            Some(Duration::from_secs(600))
+        );
+        assert_eq!(
+            again.service("web").learned_start(),
+            Some(Duration::from_millis(1500))
+        );
+    }
+
+    #[test]
+    fn corrupt_file_is_kept_aside_not_overwritten() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(STATE_FILE);
+        fs::write(&path, "{\n  \"version\": 1,\n  \"services\": {oops}\n}\n").expect("write");
+        let (store, note) = StateStore::open(dir.path()).expect("open");
+        let note = note.expect("a note about the corrupt file");
+        assert!(note.contains(":3:"), "names the line: {note}");
+        let aside: Vec<_> = fs::read_dir(dir.path())
+            .expect("list")
+            .filter_map(Result::ok)
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("state.json.corrupt-")
+            })
+            .collect();
+        assert_eq!(aside.len(), 1, "corrupt file kept");
+        let kept = fs::read_to_string(aside[0].path()).expect("read aside");
+        assert!(kept.contains("{oops}"));
+        store.save().expect("save fresh state");
+    }
+}
