@@ -3,6 +3,7 @@
 //!
 //! The agent is a library with a thin binary (`src/main.rs`). Modules:
 //!
+//! - [`api`]: the status API, Prometheus endpoint and dashboard (axum).
 //! - [`bpf`]: loads the kernel programs built from `autostop-ebpf`, attaches
 //!   them and reads their counters.
 //! - [`coldstart`]: the listener steered connections land on; holds them
@@ -19,6 +20,7 @@
 //!   every task watches.
 //! - [`watch`]: the live-counter view used by `autostop watch` and the demo.
 
+pub mod api;
 pub mod bpf;
 pub mod coldstart;
 pub mod commands;

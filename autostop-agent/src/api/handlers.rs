@@ -1,0 +1,185 @@
+//! Request handlers of the status API: thin translations between HTTP and
+//! [`Control`](super::Control), with problem-JSON errors.
+
+use axum::{
+    body::Bytes,
+    extract::{Path, State},
+    http::{header, HeaderMap, StatusCode},
+    response::{Html, IntoResponse, Response},
+    Json,
+};
+use serde_json::{json, Value};
+
+use super::{Action, ApiState, ControlError};
+
+/// The dashboard page (self-contained, polls the JSON API).
+static DASHBOARD: &str = include_str!("dashboard.html");
+
+/// A JSON problem body (RFC 9457 shape) with `status`.
+fn problem(status: StatusCode, detail: impl Into<String>) -> Response {
+    let body = json!({
+        "type": "about:blank",
+        "title": status.canonical_reason().unwrap_or("Error"),
+        "status": status.as_u16(),
+        "detail": detail.into(),
+    });
+    let mut response = (status, Json(body)).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/problem+json"),
+    );
+    response
+}
+
+fn control_error(error: ControlError) -> Response {
+    match error {
+        ControlError::UnknownService(_) => problem(StatusCode::NOT_FOUND, error.to_string()),
+        ControlError::Unavailable(_) => problem(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
+    }
+}
+
+/// Checks the bearer token when one is configured.
+fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), Response> {
+    let Some(token) = &state.token else {
+        return Ok(());
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+        Ok(())
+    } else {
+        let mut response = problem(
+            StatusCode::UNAUTHORIZED,
+            "this action needs Authorization: Bearer <token>",
+        );
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        Err(response)
+    }
+}
+
+/// Compares without leaking where the first difference is.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+pub(super) async fn dashboard() -> impl IntoResponse {
+    ([(header::CACHE_CONTROL, "no-store")], Html(DASHBOARD))
+}
+
+pub(super) async fn healthz(State(state): State<ApiState>) -> Response {
+    let health = state.control.health();
+    let status = if health.ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(health)).into_response()
+}
+
+pub(super) async fn metrics(State(state): State<ApiState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.control.metrics(),
+    )
+        .into_response()
+}
+
+pub(super) async fn list(State(state): State<ApiState>) -> Response {
+    Json(state.control.services()).into_response()
+}
+
+pub(super) async fn show(State(state): State<ApiState>, Path(name): Path<String>) -> Response {
+    match state.control.service(&name) {
+        Some(view) => Json(view).into_response(),
+        None => control_error(ControlError::UnknownService(name)),
+    }
+}
+
+pub(super) async fn act(
+    State(state): State<ApiState>,
+    Path((name, action)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let action = match action.as_str() {
+        "start" => Action::Start,
+        "stop" => Action::Stop,
+        "hold" => Action::Hold,
+        "release" => Action::Release,
+        other => {
+            return problem(
+                StatusCode::NOT_FOUND,
+                format!("unknown action {other:?}: use start, stop, hold or release"),
+            )
+        }
+    };
+    if let Err(denied) = authorize(&state, &headers) {
+        return denied;
+    }
+    match state.control.act(&name, action).await {
+        Ok(()) => (
+            StatusCode::ACCEPTED,
+            Json(json!({ "service": name, "accepted": format!("{action:?}").to_lowercase() })),
+        )
+            .into_response(),
+        Err(e) => control_error(e),
+    }
+}
+
+pub(super) async fn set_idle_timeout(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(denied) = authorize(&state, &headers) {
+        return denied;
+    }
+    if state.control.service(&name).is_none() {
+        return control_error(ControlError::UnknownService(name));
+    }
+    let timeout = match parse_idle_timeout(&body) {
+        Ok(timeout) => timeout,
+        Err(detail) => return problem(StatusCode::BAD_REQUEST, detail),
+    };
+    match state.control.set_idle_timeout(&name, timeout).await {
+        Ok(()) => {
+            Json(json!({ "service": name, "idle_timeout_s": timeout.as_secs() })).into_response()
+        }
+        Err(e) => control_error(e),
+    }
+}
+
+/// Parses `{"idle_timeout":"10m"}`; the error names the field.
+fn parse_idle_timeout(body: &[u8]) -> Result<std::time::Duration, String> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| format!("body: not valid JSON ({e})"))?;
+    let object = value.as_object().ok_or("body: expected a JSON object")?;
+    if let Some(unknown) = object.keys().find(|k| k.as_str() != "idle_timeout") {
+        return Err(format!(
+            "{unknown}: unknown field (expected only idle_timeout)"
+        ));
+    }
+    let text = object
+        .get("idle_timeout")
+        .ok_or("idle_timeout: missing field")?
+        .as_str()
+        .ok_or("idle_timeout: expected a duration string such as \"10m\"")?;
+    let timeout = humantime::parse_duration(text)
+        .map_err(|e| format!("idle_timeout: invalid duration {text:?} ({e})"))?;
+    if timeout < crate::config::MIN_TIMEOUT {
+        return Err(format!("idle_timeout: {text:?} is below the minimum of 1s"));
+    }
+    Ok(timeout)
+}
+
+pub(super) async fn not_found() -> Response {
+    problem(StatusCode::NOT_FOUND, "no such endpoint")
+}

@@ -1,0 +1,220 @@
+//! The status API and dashboard (axum), served on `status_listen`.
+//!
+//! - `GET /api/services`, `GET /api/services/{name}`: one JSON view per
+//!   service;
+//! - `POST /api/services/{name}/start|stop|hold|release` and
+//!   `PUT /api/services/{name}/idle-timeout` (`{"idle_timeout":"10m"}`);
+//! - `GET /healthz`, `GET /metrics` (Prometheus text), `GET /` (dashboard).
+//!
+//! Unknown names get 404 and malformed bodies 400, both with a JSON problem
+//! body naming the field. When a token is configured, mutations need
+//! `Authorization: Bearer <token>`. The API only reads and forwards: what a
+//! service is and does lives behind [`Control`], which the agent implements.
+
+mod handlers;
+#[cfg(test)]
+mod tests;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use axum::{
+    routing::{get, post, put},
+    Router,
+};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+/// What the API shows of one service.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ServiceView {
+    /// Service name from the config.
+    pub name: String,
+    /// `stopped`, `starting`, `ready`, `stopping`, `failed` or `unknown`.
+    pub state: String,
+    /// `dynamic` or `blocking`.
+    pub mode: String,
+    /// First published port (what nginx points at).
+    pub port: u16,
+    /// Every watched port, e.g. `8443/tcp`.
+    pub ports: Vec<String>,
+    /// Idle timeout in force, in seconds (config or run-time override).
+    pub idle_timeout_s: u64,
+    /// Connections held by the agent right now, waiting for this service.
+    pub held: u64,
+    /// Manual hold: never auto-stopped while true.
+    pub hold: bool,
+    /// Newest traffic seen by the kernel counters (RFC 3339).
+    pub last_activity: Option<String>,
+    /// Seconds since that traffic.
+    pub idle_for_s: Option<u64>,
+    /// Seconds until the idle stop, for a ready service not on hold.
+    pub seconds_until_stop: Option<u64>,
+    /// Memory in use (Docker stats), for running services.
+    pub memory_bytes: Option<u64>,
+    /// Memory limit (Docker stats), for running services.
+    pub memory_limit_bytes: Option<u64>,
+    /// Duration of the last start, in seconds.
+    pub last_start_duration_s: Option<f64>,
+    /// Learned average start duration, in seconds.
+    pub average_start_duration_s: Option<f64>,
+    /// Starts in the last 24 hours.
+    pub starts_24h: u32,
+    /// Last error (failed start or stop).
+    pub last_error: Option<String>,
+    /// RAM saved so far by keeping the service stopped, in GB·h.
+    pub ram_saved_gb_h: f64,
+}
+
+/// Agent health for `/healthz`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Health {
+    /// The Docker daemon answers.
+    pub docker_reachable: bool,
+    /// The kernel programs are loaded and attached.
+    pub datapath_attached: bool,
+}
+
+impl Health {
+    /// Healthy when both Docker and the datapath are fine.
+    pub fn ok(&self) -> bool {
+        self.docker_reachable && self.datapath_attached
+    }
+}
+
+/// A manual control sent through the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Start now.
+    Start,
+    /// Stop now.
+    Stop,
+    /// Never auto-stop until released.
+    Hold,
+    /// Undo a hold.
+    Release,
+}
+
+/// Why a control failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// No service has this name.
+    #[error("no service named {0:?}")]
+    UnknownService(String),
+    /// The service's actor is gone or its queue is full.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// What the API needs from the agent.
+#[async_trait::async_trait]
+pub trait Control: Send + Sync {
+    /// Views of every service, in config order.
+    fn services(&self) -> Vec<ServiceView>;
+    /// View of one service.
+    fn service(&self, name: &str) -> Option<ServiceView>;
+    /// Applies a manual control.
+    async fn act(&self, name: &str, action: Action) -> Result<(), ControlError>;
+    /// Sets and persists a service's idle timeout.
+    async fn set_idle_timeout(&self, name: &str, timeout: Duration) -> Result<(), ControlError>;
+    /// Agent health.
+    fn health(&self) -> Health;
+    /// Prometheus text exposition.
+    fn metrics(&self) -> String;
+}
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub(crate) struct ApiState {
+    control: Arc<dyn Control>,
+    /// Bearer token required for mutations, when configured.
+    token: Option<Arc<str>>,
+}
+
+/// Builds the router.
+pub fn router(control: Arc<dyn Control>, token: Option<String>) -> Router {
+    let state = ApiState {
+        control,
+        token: token.map(Arc::from),
+    };
+    Router::new()
+        .route("/", get(handlers::dashboard))
+        .route("/healthz", get(handlers::healthz))
+        .route("/metrics", get(handlers::metrics))
+        .route("/api/services", get(handlers::list))
+        .route("/api/services/{name}", get(handlers::show))
+        .route("/api/services/{name}/{action}", post(handlers::act))
+        .route(
+            "/api/services/{name}/idle-timeout",
+            put(handlers::set_idle_timeout),
+        )
+        .fallback(handlers::not_found)
+        .with_state(state)
+}
+
+/// Why the API could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A non-loopback listen address without a token would expose the
+    /// controls to the network.
+    #[error("agent.status_listen = {0} is not a loopback address: set agent.token_file so the API requires a token")]
+    TokenRequired(SocketAddr),
+    /// The token file could not be read or is empty.
+    #[error("agent.token_file {path}: {reason}")]
+    Token {
+        /// The configured file.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Binding or serving failed.
+    #[error("status API on {addr}: {source}")]
+    Io {
+        /// The listen address.
+        addr: SocketAddr,
+        /// The I/O failure.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Reads the token file (if any) and refuses a non-loopback listener
+/// without one.
+pub fn load_token(
+    listen: SocketAddr,
+    token_file: Option<&std::path::Path>,
+) -> Result<Option<String>, ApiError> {
+    let Some(path) = token_file else {
+        if listen.ip().is_loopback() {
+            return Ok(None);
+        }
+        return Err(ApiError::TokenRequired(listen));
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| ApiError::Token {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(ApiError::Token {
+            path: path.display().to_string(),
+            reason: "empty".to_owned(),
+        });
+    }
+    Ok(Some(token.to_owned()))
+}
+
+/// Serves `router` on `listener` until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> Result<(), ApiError> {
+    let addr = listener.local_addr().map_err(|source| ApiError::Io {
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        source,
+    })?;
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+        .map_err(|source| ApiError::Io { addr, source })
+}

@@ -1,0 +1,219 @@
+//! API tests against a fake [`Control`], through the real router.
+
+use std::{sync::Mutex, time::Duration};
+
+use axum::{
+    body::{to_bytes, Body},
+    http::{Request, StatusCode},
+};
+use tower::ServiceExt as _;
+
+use super::*;
+
+#[derive(Default)]
+struct Fake {
+    actions: Mutex<Vec<(String, Action)>>,
+    timeouts: Mutex<Vec<(String, Duration)>>,
+}
+
+#[async_trait::async_trait]
+impl Control for Fake {
+    fn services(&self) -> Vec<ServiceView> {
+        vec![ServiceView {
+            name: "web".into(),
+            state: "stopped".into(),
+            port: 8080,
+            ..ServiceView::default()
+        }]
+    }
+    fn service(&self, name: &str) -> Option<ServiceView> {
+        self.services().into_iter().find(|s| s.name == name)
+    }
+    async fn act(&self, name: &str, action: Action) -> Result<(), ControlError> {
+        self.service(name)
+            .ok_or_else(|| ControlError::UnknownService(name.into()))?;
+        self.actions
+            .lock()
+            .expect("lock")
+            .push((name.into(), action));
+        Ok(())
+    }
+    async fn set_idle_timeout(&self, name: &str, timeout: Duration) -> Result<(), ControlError> {
+        self.timeouts
+            .lock()
+            .expect("lock")
+            .push((name.into(), timeout));
+        Ok(())
+    }
+    fn health(&self) -> Health {
+        Health {
+            docker_reachable: true,
+            datapath_attached: true,
+        }
+    }
+    fn metrics(&self) -> String {
+        "# EOF\n".into()
+    }
+}
+
+async fn call(
+    router: &Router,
+    method: &str,
+    uri: &str,
+    body: &str,
+    auth: Option<&str>,
+) -> (StatusCode, serde_json::Value) {
+    let mut request = Request::builder().method(method).uri(uri);
+    if let Some(token) = auth {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let response = router
+        .clone()
+        .oneshot(request.body(Body::from(body.to_owned())).expect("request"))
+        .await
+        .expect("response");
+    let status = response.status();
+    let bytes = to_bytes(response.into_body(), 1 << 20).await.expect("body");
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn lists_and_shows_services() {
+    let router = router(Arc::new(Fake::default()), None);
+    let (status, body) = call(&router, "GET", "/api/services", "", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body[0]["name"], "web");
+    assert_eq!(body[0]["port"], 8080);
+    let (status, body) = call(&router, "GET", "/api/services/web", "", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["state"], "stopped");
+}
+
+#[tokio::test]
+async fn unknown_names_and_actions_get_404_problems() {
+    let router = router(Arc::new(Fake::default()), None);
+    let (status, body) = call(&router, "GET", "/api/services/nope", "", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["status"], 404);
+    assert!(
+        body["detail"].as_str().unwrap_or("").contains("nope"),
+        "{body}"
+    );
+    let (status, _) = call(&router, "POST", "/api/services/nope/start", "", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, body) = call(&router, "POST", "/api/services/web/explode", "", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        body["detail"].as_str().unwrap_or("").contains("explode"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn actions_reach_the_control() {
+    let fake = Arc::new(Fake::default());
+    let router = router(fake.clone(), None);
+    for (path, action) in [
+        ("start", Action::Start),
+        ("stop", Action::Stop),
+        ("hold", Action::Hold),
+        ("release", Action::Release),
+    ] {
+        let (status, _) = call(
+            &router,
+            "POST",
+            &format!("/api/services/web/{path}"),
+            "",
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{path}");
+        assert_eq!(
+            fake.actions.lock().expect("lock").last(),
+            Some(&("web".to_owned(), action))
+        );
+    }
+}
+
+#[tokio::test]
+async fn idle_timeout_body_errors_name_the_field() {
+    let fake = Arc::new(Fake::default());
+    let router = router(fake.clone(), None);
+    let put = |body: &'static str| {
+        let router = router.clone();
+        async move { call(&router, "PUT", "/api/services/web/idle-timeout", body, None).await }
+    };
+    let (status, _) = put(r#"{"idle_timeout":"10m"}"#).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        fake.timeouts.lock().expect("lock")[0],
+        ("web".to_owned(), Duration::from_secs(600))
+    );
+    for (body, field) in [
+        (r#"{"idle_timeout":"ten minutes"}"#, "idle_timeout"),
+        (r#"{"idle_timeout":600}"#, "idle_timeout"),
+        (r#"{}"#, "idle_timeout"),
+        (r#"{"idle_timeout":"10m","extra":1}"#, "extra"),
+        ("not json", "body"),
+    ] {
+        let (status, problem) = put(body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        let detail = problem["detail"].as_str().unwrap_or("");
+        assert!(detail.starts_with(field), "{body}: {detail}");
+    }
+}
+
+#[tokio::test]
+async fn token_guards_mutations_but_not_reads() {
+    let fake = Arc::new(Fake::default());
+    let router = router(fake.clone(), Some("s3cret".into()));
+    let (status, _) = call(&router, "POST", "/api/services/web/start", "", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = call(
+        &router,
+        "POST",
+        "/api/services/web/start",
+        "",
+        Some("wrong"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(fake.actions.lock().expect("lock").is_empty());
+    let (status, _) = call(
+        &router,
+        "POST",
+        "/api/services/web/start",
+        "",
+        Some("s3cret"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, _) = call(&router, "GET", "/api/services", "", None).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[test]
+fn non_loopback_listener_needs_a_token() {
+    let public: SocketAddr = "0.0.0.0:3456".parse().expect("addr");
+    assert!(matches!(
+        load_token(public, None),
+        Err(ApiError::TokenRequired(_))
+    ));
+    let local: SocketAddr = "127.0.0.1:3456".parse().expect("addr");
+    assert!(matches!(load_token(local, None), Ok(None)));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("token");
+    std::fs::write(&file, "abc\n").expect("write");
+    assert_eq!(
+        load_token(public, Some(&file)).expect("token"),
+        Some("abc".to_owned())
+    );
+    std::fs::write(&file, "  \n").expect("write");
+    assert!(matches!(
+        load_token(public, Some(&file)),
+        Err(ApiError::Token { .. })
+    ));
+}
