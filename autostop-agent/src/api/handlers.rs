@@ -48,7 +48,7 @@ fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), Response> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     if given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
-        Ok(())
+        None
     } else {
         let mut response = problem(
             StatusCode::UNAUTHORIZED,
@@ -58,7 +58,7 @@ fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), Response> {
             header::WWW_AUTHENTICATE,
             header::HeaderValue::from_static("Bearer"),
         );
-        Err(response)
+        Some(response)
     }
 }
 
@@ -120,7 +120,7 @@ pub(super) async fn act(
             )
         }
     };
-    if let Err(denied) = authorize(&state, &headers) {
+    if let Some(denied) = refusal(&state, &headers) {
         return denied;
     }
     match state.control.act(&name, action).await {
@@ -139,7 +139,7 @@ pub(super) async fn set_idle_timeout(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(denied) = authorize(&state, &headers) {
+    if let Some(denied) = refusal(&state, &headers) {
         return denied;
     }
     if state.control.service(&name).is_none() {
