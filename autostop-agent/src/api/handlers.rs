@@ -38,11 +38,10 @@ fn control_error(error: ControlError) -> Response {
     }
 }
 
-/// Checks the bearer token when one is configured.
-fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), Response> {
-    let Some(token) = &state.token else {
-        return Ok(());
-    };
+/// Checks the bearer token when one is configured; `Some` is the refusal
+/// to send back.
+fn refusal(state: &ApiState, headers: &HeaderMap) -> Option<Response> {
+    let token = state.token.as_ref()?;
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
