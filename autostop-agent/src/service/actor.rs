@@ -18,7 +18,7 @@ use tracing::info;
 
 use super::effects::{Activity, Effect, Input, Op, OpOutcome};
 use super::machine::Machine;
-use super::traits::{ActivityProbe, ContainerRuntime, Steering};
+use super::traits::{ActivityProbe, ContainerRuntime, LifecycleObserver, Steering};
 use super::types::{Command, ServiceStatus};
 use super::ServiceError;
 
@@ -38,6 +38,8 @@ pub(crate) struct Actor {
     pub steering: Arc<dyn Steering>,
     /// Kernel activity port.
     pub probe: Arc<dyn ActivityProbe>,
+    /// Hears lifecycle steps (metrics, alerts, history).
+    pub observer: Arc<dyn LifecycleObserver>,
     /// Commands from the handles.
     pub rx: mpsc::Receiver<Command>,
     /// Status publication.
@@ -93,6 +95,7 @@ impl Actor {
         let mut queue: VecDeque<Effect> = fx.into();
         while let Some(effect) = queue.pop_front() {
             match effect {
+                Effect::Notify(event) => self.observer.on_event(&self.name, &event),
                 Effect::Steer(mode) => self.steering.set_mode(&self.name, mode),
                 Effect::Run(op) => exec.op = Some(self.op_future(op)),
                 Effect::CancelOp => exec.op = None,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::traits::{Observed, SteerMode};
-use super::types::Command;
+use super::types::{Command, LifecycleEvent};
 
 /// A long-running runtime operation the actor runs on the machine's behalf.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,8 +65,10 @@ pub enum Input {
 }
 
 /// Side effect the actor must perform, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
+    /// Tell the lifecycle observer.
+    Notify(LifecycleEvent),
     /// Call `Steering::set_mode`.
     Steer(SteerMode),
     /// Run this operation, replacing (dropping) any in-flight one.

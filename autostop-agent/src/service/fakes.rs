@@ -13,9 +13,29 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    spawn_service, ActivityProbe, Command, ContainerRuntime, Observed, RuntimeError, ServiceError,
-    ServiceHandle, ServiceSettings, ServiceState, ServiceStatus, SteerMode, Steering,
+    spawn_service, ActivityProbe, Command, ContainerRuntime, LifecycleEvent, LifecycleObserver,
+    Observed, Ports, RuntimeError, ServiceError, ServiceHandle, ServiceSettings, ServiceState,
+    ServiceStatus, SteerMode, Steering,
 };
+
+/// Records lifecycle events in order.
+#[derive(Debug, Default)]
+pub struct FakeObserver(Mutex<Vec<LifecycleEvent>>);
+
+impl FakeObserver {
+    /// Events so far.
+    pub fn events(&self) -> Vec<LifecycleEvent> {
+        self.0.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+}
+
+impl LifecycleObserver for FakeObserver {
+    fn on_event(&self, _: &str, event: &LifecycleEvent) {
+        if let Ok(mut events) = self.0.lock() {
+            events.push(event.clone());
+        }
+    }
+}
 
 /// One recorded port call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,6 +212,7 @@ pub fn settings() -> ServiceSettings {
 pub struct Harness {
     pub handle: ServiceHandle,
     pub join: JoinHandle<()>,
+    pub observer: Arc<FakeObserver>,
     pub log: Arc<Log>,
     pub rt: Arc<FakeRuntime>,
     pub probe: Arc<FakeProbe>,
@@ -207,17 +228,18 @@ impl Harness {
         tweak(&rt);
         let probe = Arc::new(FakeProbe::default());
         let cancel = CancellationToken::new();
-        let (handle, join) = spawn_service(
-            "web",
-            s,
-            Arc::clone(&rt) as Arc<dyn ContainerRuntime>,
-            Arc::new(FakeSteering(Arc::clone(&log))),
-            Arc::clone(&probe) as Arc<dyn ActivityProbe>,
-            cancel.clone(),
-        );
+        let observer = Arc::new(FakeObserver::default());
+        let ports = Ports {
+            runtime: Arc::clone(&rt) as Arc<dyn ContainerRuntime>,
+            steering: Arc::new(FakeSteering(Arc::clone(&log))),
+            probe: Arc::clone(&probe) as Arc<dyn ActivityProbe>,
+            observer: Arc::clone(&observer) as Arc<dyn LifecycleObserver>,
+        };
+        let (handle, join) = spawn_service("web", s, ports, cancel.clone());
         Self {
             handle,
             join,
+            observer,
             log,
             rt,
             probe,

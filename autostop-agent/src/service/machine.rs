@@ -16,7 +16,8 @@ use super::idle::IdleTracker;
 use super::learn::StartLearner;
 use super::traits::{Observed, SteerMode};
 use super::types::{
-    Command, ContainerEvent, ManualCommand, ServiceSettings, ServiceState, ServiceStatus, Trigger,
+    Command, ContainerEvent, LifecycleEvent, ManualCommand, ServiceSettings, ServiceState,
+    ServiceStatus, Trigger,
 };
 
 /// First delay between failed `observe` attempts.
@@ -232,6 +233,9 @@ impl Machine {
                 self.enter(ServiceState::Starting, now);
                 let timeout = self.settings.start_timeout;
                 fx.extend([
+                    Effect::Notify(LifecycleEvent::Starting {
+                        trigger: Trigger::External,
+                    }),
                     Effect::CancelTimer,
                     Effect::Steer(SteerMode::Warming),
                     Effect::Run(Op::WaitReady { timeout }),
@@ -245,7 +249,12 @@ impl Machine {
                 info!(service = %self.name, event = "stopped", reason = "container_died", exit_code = ?exit_code);
                 self.idle.ready_at = None;
                 self.enter(ServiceState::Stopped, now);
-                fx.push(Effect::Steer(SteerMode::Steered));
+                fx.extend([
+                    Effect::Notify(LifecycleEvent::Stopped {
+                        reason: "container_died",
+                    }),
+                    Effect::Steer(SteerMode::Steered),
+                ]);
             }
             _ => {}
         }
@@ -263,6 +272,9 @@ impl Machine {
                         let r = self.stop_reason;
                         info!(service = %self.name, event = "stopped", reason = r.as_str(), idle_s = r.idle_s());
                         self.enter(ServiceState::Stopped, now);
+                        fx.push(Effect::Notify(LifecycleEvent::Stopped {
+                            reason: r.as_str(),
+                        }));
                     }
                     Err(e) => self.fail(format!("stop failed: {e}"), false, now, fx),
                 }
@@ -336,6 +348,7 @@ impl Machine {
         self.enter(ServiceState::Starting, now);
         let timeout = self.settings.start_timeout;
         fx.extend([
+            Effect::Notify(LifecycleEvent::Starting { trigger }),
             Effect::CancelTimer,
             Effect::Steer(SteerMode::Warming),
             Effect::Run(Op::Start { timeout }),
@@ -343,17 +356,20 @@ impl Machine {
     }
 
     fn become_ready(&mut self, now: Instant, fx: &mut Vec<Effect>) {
-        match self.start_kind {
+        let took = match self.start_kind {
             StartKind::Ours(began) => {
                 let took = now.saturating_duration_since(began);
                 self.learner.record(took);
                 info!(service = %self.name, event = "ready", duration_ms = took.as_millis() as u64,
                     estimate_ms = self.learner.estimate().map_or(0, |d| d.as_millis() as u64));
+                Some(took)
             }
             StartKind::External => {
-                info!(service = %self.name, event = "ready", trigger = "external")
+                info!(service = %self.name, event = "ready", trigger = "external");
+                None
             }
-        }
+        };
+        fx.push(Effect::Notify(LifecycleEvent::Ready { took }));
         self.guard.record_success();
         self.pending_wake = None;
         self.idle.ready_at = Some(now);
@@ -369,6 +385,9 @@ impl Machine {
         self.enter(ServiceState::Stopping, now);
         // Steer first so a connection arriving while stopping is held.
         fx.extend([
+            Effect::Notify(LifecycleEvent::Stopping {
+                reason: reason.as_str(),
+            }),
             Effect::CancelOp,
             Effect::CancelTimer,
             Effect::Steer(SteerMode::Steered),
@@ -383,8 +402,20 @@ impl Machine {
             recent_failures = self.guard.recent_failures(), crash_loop = tripped);
         self.last_error = Some(reason.clone());
         self.idle.ready_at = None;
-        self.enter(ServiceState::Failed { reason }, now);
-        fx.extend([Effect::CancelOp, Effect::Steer(SteerMode::Steered)]);
+        self.enter(
+            ServiceState::Failed {
+                reason: reason.clone(),
+            },
+            now,
+        );
+        fx.extend([
+            Effect::Notify(LifecycleEvent::Failed {
+                reason,
+                crash_loop: tripped,
+            }),
+            Effect::CancelOp,
+            Effect::Steer(SteerMode::Steered),
+        ]);
     }
 
     fn enter(&mut self, state: ServiceState, now: Instant) {

@@ -34,9 +34,13 @@ use tokio_util::sync::CancellationToken;
 pub use actor::IDLE_CHECK_PERIOD;
 pub use guard::{BACKOFF_BASE, BACKOFF_CAP, CRASH_LOOP_FAILURES, CRASH_LOOP_WINDOW};
 pub use learn::{StartLearner, START_EWMA_ALPHA};
-pub use traits::{ActivityProbe, ContainerRuntime, Observed, RuntimeError, SteerMode, Steering};
+pub use traits::{
+    ActivityProbe, ContainerRuntime, LifecycleObserver, NoObserver, Observed, RuntimeError,
+    SteerMode, Steering,
+};
 pub use types::{
-    Command, ContainerEvent, ManualCommand, ServiceSettings, ServiceState, ServiceStatus, Trigger,
+    Command, ContainerEvent, LifecycleEvent, ManualCommand, ServiceSettings, ServiceState,
+    ServiceStatus, Trigger,
 };
 
 /// Capacity of a service's command queue; wakes beyond it are redundant.
@@ -111,6 +115,20 @@ impl ServiceHandle {
     }
 }
 
+/// What a service actor talks to: Docker, the kernel, and whoever listens
+/// to lifecycle steps. Shared by all services of an agent.
+#[derive(Clone)]
+pub struct Ports {
+    /// Starts, stops and observes containers.
+    pub runtime: Arc<dyn ContainerRuntime>,
+    /// Steers the service's ports to the agent or back to the stock path.
+    pub steering: Arc<dyn Steering>,
+    /// Reads the kernel's activity counters.
+    pub probe: Arc<dyn ActivityProbe>,
+    /// Hears lifecycle steps.
+    pub observer: Arc<dyn LifecycleObserver>,
+}
+
 /// Spawns the actor of service `name` on the current tokio runtime.
 ///
 /// The actor first adopts the real container state via
@@ -120,11 +138,15 @@ impl ServiceHandle {
 pub fn spawn_service(
     name: impl Into<String>,
     settings: ServiceSettings,
-    runtime: Arc<dyn ContainerRuntime>,
-    steering: Arc<dyn Steering>,
-    probe: Arc<dyn ActivityProbe>,
+    ports: Ports,
     shutdown: CancellationToken,
 ) -> (ServiceHandle, JoinHandle<()>) {
+    let Ports {
+        runtime,
+        steering,
+        probe,
+        observer,
+    } = ports;
     let name: String = name.into();
     let now = Instant::now();
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
@@ -135,6 +157,7 @@ pub fn spawn_service(
         runtime,
         steering,
         probe,
+        observer,
         rx,
         status_tx,
         shutdown,

@@ -38,6 +38,30 @@ async fn wake_storm_starts_exactly_once() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn lifecycle_steps_reach_the_observer_in_order() {
+    use super::LifecycleEvent as E;
+    let h = Harness::spawn(Observed::AllStopped, settings(), |_| {});
+    h.wait_state(ServiceState::Stopped).await;
+    h.send(WAKE).await;
+    h.wait_state(ServiceState::Ready).await;
+    h.send(Command::Manual(ManualCommand::Stop)).await;
+    h.wait_state(ServiceState::Stopped).await;
+    assert_eq!(
+        h.observer.events(),
+        vec![
+            E::Starting {
+                trigger: Trigger::Syn
+            },
+            E::Ready {
+                took: Some(secs(5))
+            },
+            E::Stopping { reason: "manual" },
+            E::Stopped { reason: "manual" },
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn ready_learns_start_duration_as_ewma() {
     let h = Harness::spawn(Observed::AllStopped, settings(), |_| {});
     h.wait_state(ServiceState::Stopped).await;

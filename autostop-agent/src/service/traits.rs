@@ -73,3 +73,18 @@ pub trait ActivityProbe: Send + Sync {
     /// `hold_while_connected`.
     fn open_connections(&self, service: &str) -> u32;
 }
+
+/// Hears every lifecycle step of every service (metrics, alerts, history).
+/// Called from the service's actor: must not block.
+pub trait LifecycleObserver: Send + Sync {
+    /// One step of `service`.
+    fn on_event(&self, service: &str, event: &super::types::LifecycleEvent);
+}
+
+/// An observer that ignores everything (tests, tools).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoObserver;
+
+impl LifecycleObserver for NoObserver {
+    fn on_event(&self, _: &str, _: &super::types::LifecycleEvent) {}
+}

@@ -117,6 +117,55 @@ pub enum Trigger {
     Manual,
     /// A client asked via the HTTP API.
     Api,
+    /// Someone started the containers outside the agent (`docker start`).
+    External,
+}
+
+impl Trigger {
+    /// Label used in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Syn => "syn",
+            Trigger::HeldConnection => "connection",
+            Trigger::Manual => "manual",
+            Trigger::Api => "api",
+            Trigger::External => "external",
+        }
+    }
+}
+
+/// A lifecycle step, reported to the [`LifecycleObserver`](super::LifecycleObserver)
+/// as it happens (metrics, alerts and start history hang off it; the status
+/// `watch` channel may coalesce quick successions, this never does).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LifecycleEvent {
+    /// A start began.
+    Starting {
+        /// What caused it.
+        trigger: Trigger,
+    },
+    /// The service became ready; `took` is known for starts the agent made.
+    Ready {
+        /// Start to ready.
+        took: Option<Duration>,
+    },
+    /// A stop began.
+    Stopping {
+        /// `idle` or `manual`.
+        reason: &'static str,
+    },
+    /// The containers are down.
+    Stopped {
+        /// `idle`, `manual` or `container_died`.
+        reason: &'static str,
+    },
+    /// A start or stop failed.
+    Failed {
+        /// What went wrong.
+        reason: String,
+        /// The crash-loop guard tripped: no automatic retry.
+        crash_loop: bool,
+    },
 }
 
 /// Operator commands.
