@@ -11,6 +11,7 @@
 //! - [`commands`]: `autostop check` and `autostop import-json`.
 //! - [`config`]: the TOML configuration, its validation (errors name file,
 //!   line, column and field) and the import of the old config.json.
+//! - [`metrics`]: Prometheus metrics fed by lifecycle steps and samples.
 //! - [`service`]: one state machine per service (stopped → starting → ready
 //!   → stopping), driven by wake events, idle timers and Docker events, with
 //!   Docker, steering and counters behind traits.
@@ -25,6 +26,7 @@ pub mod bpf;
 pub mod coldstart;
 pub mod commands;
 pub mod config;
+pub mod metrics;
 pub mod service;
 pub mod shutdown;
 pub mod state;

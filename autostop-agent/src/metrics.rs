@@ -1,0 +1,468 @@
+//! Prometheus metrics (`autostop_` prefix), fed by the services' lifecycle
+//! steps and by the agent's periodic samples of kernel counters and Docker
+//! stats, rendered in the OpenMetrics text format for `GET /metrics`.
+
+use std::{
+    collections::HashMap,
+    sync::{atomic::AtomicU64, Mutex},
+};
+
+use prometheus_client::{
+    encoding::{text::encode, EncodeLabelSet},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+use crate::service::{LifecycleEvent, LifecycleObserver};
+
+/// Every state a service can be in, for the one-hot state gauge.
+pub const STATES: &[&str] = &[
+    "unknown", "stopped", "starting", "ready", "stopping", "failed",
+];
+
+/// Buckets of the start-duration histogram, in seconds (apps start in
+/// 0.1 s to several minutes).
+const START_BUCKETS: &[f64] = &[
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceLabel {
+    service: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    service: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TriggerLabels {
+    service: String,
+    trigger: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    service: String,
+    reason: String,
+}
+
+type FloatCounter = Counter<f64, AtomicU64>;
+
+/// The agent's metrics registry.
+pub struct Metrics {
+    registry: Registry,
+    state: Family<StateLabels, Gauge>,
+    starts: Family<TriggerLabels, Counter>,
+    start_duration: Family<ServiceLabel, Histogram>,
+    stops: Family<ReasonLabels, Counter>,
+    start_failures: Family<ServiceLabel, Counter>,
+    wake_events: Family<ServiceLabel, Counter>,
+    held: Family<ServiceLabel, Gauge>,
+    wait_pages: Family<ServiceLabel, Counter>,
+    packets: Family<ServiceLabel, Counter>,
+    bytes: Family<ServiceLabel, Counter>,
+    memory: Family<ServiceLabel, Gauge>,
+    memory_saved: Family<ServiceLabel, FloatCounter>,
+    /// Last kernel totals per service, to turn samples into increments.
+    last_activity: Mutex<HashMap<String, (u64, u64)>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn label(service: &str) -> ServiceLabel {
+    ServiceLabel {
+        service: service.to_owned(),
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("autostop");
+        let state = Family::default();
+        registry.register(
+            "service_state",
+            "1 for the state the service is in, 0 for the others",
+            state.clone(),
+        );
+        let starts = Family::default();
+        registry.register("starts", "Starts, by what triggered them", starts.clone());
+        let start_duration = Family::<ServiceLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(START_BUCKETS.iter().copied())
+        });
+        registry.register(
+            "start_duration_seconds",
+            "Time from start to ready",
+            start_duration.clone(),
+        );
+        let stops = Family::default();
+        registry.register("stops", "Stops, by reason", stops.clone());
+        let start_failures = Family::default();
+        registry.register("start_failures", "Failed starts", start_failures.clone());
+        let wake_events = Family::default();
+        registry.register(
+            "wake_events",
+            "Wake events from the kernel (first SYN to a stopped service)",
+            wake_events.clone(),
+        );
+        let held = Family::default();
+        registry.register(
+            "held_connections",
+            "Connections held by the agent while their service starts",
+            held.clone(),
+        );
+        let wait_pages = Family::default();
+        registry.register(
+            "wait_pages_served",
+            "Wait pages served to browsers",
+            wait_pages.clone(),
+        );
+        let packets = Family::default();
+        registry.register(
+            "activity_packets",
+            "Packets into the service seen by the kernel",
+            packets.clone(),
+        );
+        let bytes = Family::default();
+        registry.register(
+            "activity_bytes",
+            "Bytes into the service seen by the kernel",
+            bytes.clone(),
+        );
+        let memory = Family::default();
+        registry.register(
+            "memory_bytes",
+            "Memory used by the running service's containers",
+            memory.clone(),
+        );
+        let memory_saved = Family::default();
+        registry.register(
+            "memory_saved_byte_seconds",
+            "Last observed running memory times time spent stopped",
+            memory_saved.clone(),
+        );
+        Self {
+            registry,
+            state,
+            starts,
+            start_duration,
+            stops,
+            start_failures,
+            wake_events,
+            held,
+            wait_pages,
+            packets,
+            bytes,
+            memory,
+            memory_saved,
+            last_activity: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Sets the one-hot state gauge of `service`.
+    pub fn set_state(&self, service: &str, state: &str) {
+        for candidate in STATES {
+            let labels = StateLabels {
+                service: service.to_owned(),
+                state: (*candidate).to_owned(),
+            };
+            self.state
+                .get_or_create(&labels)
+                .set(i64::from(*candidate == state));
+        }
+    }
+
+    /// Counts one wake event.
+    pub fn wake_event(&self, service: &str) {
+        self.wake_events.get_or_create(&label(service)).inc();
+    }
+
+    /// Sets how many connections are held for `service`.
+    pub fn set_held(&self, service: &str, held: u64) {
+        self.held
+            .get_or_create(&label(service))
+            .set(i64::try_from(held).unwrap_or(i64::MAX));
+    }
+
+    /// Counts one wait page served.
+    pub fn wait_page(&self, service: &str) {
+        self.wait_pages.get_or_create(&label(service)).inc();
+    }
+
+    /// Records the kernel's running totals for `service`; counters advance
+    /// by the difference (a reset, e.g. a reloaded datapath, restarts them).
+    pub fn record_activity(&self, service: &str, packets: u64, bytes: u64) {
+        let Ok(mut last) = self.last_activity.lock() else {
+            return;
+        };
+        let (old_packets, old_bytes) = last
+            .insert(service.to_owned(), (packets, bytes))
+            .unwrap_or((0, 0));
+        let delta = |new: u64, old: u64| if new >= old { new - old } else { new };
+        self.packets
+            .get_or_create(&label(service))
+            .inc_by(delta(packets, old_packets));
+        self.bytes
+            .get_or_create(&label(service))
+            .inc_by(delta(bytes, old_bytes));
+    }
+
+    /// Sets the memory in use (0 when stopped).
+    pub fn set_memory(&self, service: &str, bytes: u64) {
+        self.memory
+            .get_or_create(&label(service))
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// Adds saved byte·seconds.
+    pub fn add_memory_saved(&self, service: &str, byte_seconds: f64) {
+        self.memory_saved
+            .get_or_create(&label(service))
+            .inc_by(byte_seconds);
+    }
+
+    /// Forgets a removed service.
+    pub fn remove_service(&self, service: &str) {
+        for state in STATES {
+            self.state.remove(&StateLabels {
+                service: service.to_owned(),
+                state: (*state).to_owned(),
+            });
+        }
+        for family in [
+            &self.start_failures,
+            &self.wake_events,
+            &self.wait_pages,
+            &self.packets,
+            &self.bytes,
+        ] {
+            family.remove(&label(service));
+        }
+        self.held.remove(&label(service));
+        self.memory.remove(&label(service));
+        if let Ok(mut last) = self.last_activity.lock() {
+            last.remove(service);
+        }
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl LifecycleObserver for Metrics {
+    fn on_event(&self, service: &str, event: &LifecycleEvent) {
+        match event {
+            LifecycleEvent::Starting { trigger } => {
+                let labels = TriggerLabels {
+                    service: service.to_owned(),
+                    trigger: trigger.as_str().to_owned(),
+                };
+                self.starts.get_or_create(&labels).inc();
+                self.set_state(service, "starting");
+            }
+            LifecycleEvent::Ready { took } => {
+                if let Some(took) = took {
+                    self.start_duration
+                        .get_or_create(&label(service))
+                        .observe(took.as_secs_f64());
+                }
+                self.set_state(service, "ready");
+            }
+            LifecycleEvent::Stopping { .. } => self.set_state(service, "stopping"),
+            LifecycleEvent::Stopped { reason } => {
+                let labels = ReasonLabels {
+                    service: service.to_owned(),
+                    reason: (*reason).to_owned(),
+                };
+                self.stops.get_or_create(&labels).inc();
+                self.set_state(service, "stopped");
+            }
+            LifecycleEvent::Failed { .. } => {
+                self.start_failures.get_or_create(&label(service)).inc();
+                self.set_state(service, "failed");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::service::Trigger;
+
+    fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            })
+            .unwrap_or_else(|| panic!("no sample {name} {labels:?}"))
+    }
+
+    #[test]
+    fn exposition_parses_and_carries_lifecycle_counts() {
+        let metrics = Metrics::new();
+        metrics.on_event(
+            "web",
+            &LifecycleEvent::Starting {
+                trigger: Trigger::Syn,
+            },
+        );
+        metrics.on_event(
+            "web",
+            &LifecycleEvent::Ready {
+                took: Some(Duration::from_millis(1500)),
+            },
+        );
+        metrics.on_event("web", &LifecycleEvent::Stopping { reason: "idle" });
+        metrics.on_event("web", &LifecycleEvent::Stopped { reason: "idle" });
+        metrics.on_event(
+            "api",
+            &LifecycleEvent::Failed {
+                reason: "exit 1".into(),
+                crash_loop: false,
+            },
+        );
+        metrics.wake_event("web");
+        metrics.wake_event("web");
+        metrics.record_activity("web", 10, 1000);
+        metrics.record_activity("web", 25, 2500);
+        metrics.set_memory("web", 6_200_000_000);
+        metrics.add_memory_saved("web", 3600.0 * 6.2e9);
+        metrics.set_held("web", 3);
+        metrics.wait_page("web");
+
+        let text = metrics.render();
+        let lines = text.lines().map(|l| Ok(l.to_owned()));
+        let scrape = prometheus_parse::Scrape::parse(lines).expect("valid exposition");
+        assert_eq!(
+            sample(
+                &scrape,
+                "autostop_starts_total",
+                &[("service", "web"), ("trigger", "syn")]
+            ),
+            1.0
+        );
+        assert_eq!(
+            sample(
+                &scrape,
+                "autostop_stops_total",
+                &[("service", "web"), ("reason", "idle")]
+            ),
+            1.0
+        );
+        assert_eq!(
+            sample(
+                &scrape,
+                "autostop_start_failures_total",
+                &[("service", "api")]
+            ),
+            1.0
+        );
+        assert_eq!(
+            sample(&scrape, "autostop_wake_events_total", &[("service", "web")]),
+            2.0
+        );
+        assert_eq!(
+            sample(
+                &scrape,
+                "autostop_activity_packets_total",
+                &[("service", "web")]
+            ),
+            25.0
+        );
+        assert_eq!(
+            sample(
+                &scrape,
+                "autostop_activity_bytes_total",
+                &[("service", "web")]
+            ),
+            2500.0
+        );
+        assert_eq!(
+            sample(&scrape, "autostop_memory_bytes", &[("service", "web")]),
+            6.2e9
+        );
+        assert_eq!(
+            sample(&scrape, "autostop_held_connections", &[("service", "web")]),
+            3.0
+        );
+        assert_eq!(
+            sample(
+                &scrape,
+                "autostop_wait_pages_served_total",
+                &[("service", "web")]
+            ),
+            1.0
+        );
+        assert_eq!(
+            sample(
+                &scrape,
+                "autostop_service_state",
+                &[("service", "web"), ("state", "stopped")]
+            ),
+            1.0
+        );
+        assert_eq!(
+            sample(
+                &scrape,
+                "autostop_service_state",
+                &[("service", "web"), ("state", "ready")]
+            ),
+            0.0
+        );
+        assert_eq!(
+            sample(
+                &scrape,
+                "autostop_service_state",
+                &[("service", "api"), ("state", "failed")]
+            ),
+            1.0
+        );
+        let saved = sample(
+            &scrape,
+            "autostop_memory_saved_byte_seconds_total",
+            &[("service", "web")],
+        );
+        assert!((saved - 3600.0 * 6.2e9).abs() < 1.0, "{saved}");
+        let histogram = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == "autostop_start_duration_seconds")
+            .expect("histogram present");
+        match &histogram.value {
+            prometheus_parse::Value::Histogram(buckets) => {
+                let le_2_5 = buckets
+                    .iter()
+                    .find(|b| (b.less_than - 2.5).abs() < 1e-9)
+                    .expect("2.5 bucket");
+                assert_eq!(le_2_5.count, 1.0);
+                let le_1 = buckets
+                    .iter()
+                    .find(|b| (b.less_than - 1.0).abs() < 1e-9)
+                    .expect("1 bucket");
+                assert_eq!(le_1.count, 0.0);
+            }
+            other => panic!("start_duration_seconds is not a histogram: {other:?}"),
+        }
+    }
+}
