@@ -272,7 +272,7 @@ impl LifecycleObserver for Metrics {
                 self.starts.get_or_create(&labels).inc();
                 self.set_state(service, "starting");
             }
-            LifecycleEvent::Ready { took } => {
+            LifecycleEvent::Ready { took, .. } => {
                 if let Some(took) = took {
                     self.start_duration
                         .get_or_create(&label(service))

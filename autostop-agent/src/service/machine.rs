@@ -369,7 +369,10 @@ impl Machine {
                 None
             }
         };
-        fx.push(Effect::Notify(LifecycleEvent::Ready { took }));
+        fx.push(Effect::Notify(LifecycleEvent::Ready {
+            took,
+            estimate: self.learner.estimate(),
+        }));
         self.guard.record_success();
         self.pending_wake = None;
         self.idle.ready_at = Some(now);

@@ -148,6 +148,8 @@ pub enum LifecycleEvent {
     Ready {
         /// Start to ready.
         took: Option<Duration>,
+        /// The learned start estimate after this start (to persist).
+        estimate: Option<Duration>,
     },
     /// A stop began.
     Stopping {
