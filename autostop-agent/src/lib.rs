@@ -12,10 +12,13 @@
 //!   Docker, steering and counters behind traits.
 //! - [`shutdown`]: one cancellation token, cancelled by SIGINT/SIGTERM, that
 //!   every task watches.
+//! - [`waitpage`]: dynamic mode's request-head reading and classification,
+//!   themed wait pages and the replies sent while a service starts.
 //! - [`watch`]: the live-counter view used by `autostop watch` and the demo.
 
 pub mod bpf;
 pub mod config;
 pub mod service;
 pub mod shutdown;
+pub mod waitpage;
 pub mod watch;
