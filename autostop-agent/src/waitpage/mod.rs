@@ -16,11 +16,20 @@
 //! `error_reply` if the start fails). On `HeadError::Malformed` write
 //! `bad_request`.
 
+pub mod request;
+pub mod response;
 pub mod template;
 pub mod theme;
 
 #[cfg(test)]
+mod tests_request;
+#[cfg(test)]
 mod tests_theme;
 
+pub use request::{
+    classify, looks_like_http, read_head, Head, HeadError, Kind, DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_MAX_HEAD_BYTES, STATUS_PATH,
+};
+pub use response::{bad_request, error_reply, status_json, wait_page, ErrorStatus, StatusBody};
 pub use template::{escape_html, TemplateError};
 pub use theme::{PageState, PageVars, ThemeError, ThemeProblem, ThemeSet, MAX_THEME_BYTES};
