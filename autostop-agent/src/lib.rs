@@ -19,6 +19,8 @@
 //!   timeouts, learned start durations, RAM savings) in `state_dir`.
 //! - [`shutdown`]: one cancellation token, cancelled by SIGINT/SIGTERM, that
 //!   every task watches.
+//! - [`waitpage`]: dynamic mode's request-head reading and classification,
+//!   themed wait pages and the replies sent while a service starts.
 //! - [`watch`]: the live-counter view used by `autostop watch` and the demo.
 
 pub mod api;
@@ -30,4 +32,5 @@ pub mod metrics;
 pub mod service;
 pub mod shutdown;
 pub mod state;
+pub mod waitpage;
 pub mod watch;

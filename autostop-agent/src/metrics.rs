@@ -331,6 +331,7 @@ mod tests {
             "web",
             &LifecycleEvent::Ready {
                 took: Some(Duration::from_millis(1500)),
+                estimate: None,
             },
         );
         metrics.on_event("web", &LifecycleEvent::Stopping { reason: "idle" });

@@ -53,7 +53,8 @@ async fn lifecycle_steps_reach_the_observer_in_order() {
                 trigger: Trigger::Syn
             },
             E::Ready {
-                took: Some(secs(5))
+                took: Some(secs(5)),
+                estimate: Some(secs(5)),
             },
             E::Stopping { reason: "manual" },
             E::Stopped { reason: "manual" },

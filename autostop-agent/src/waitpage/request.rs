@@ -1,0 +1,264 @@
+//! Reading and classifying the head of an HTTP/1 request on a connection the
+//! kernel steered to the agent while its service sleeps.
+//!
+//! [`read_head`] reads until the blank line that ends the head, under one
+//! total deadline (so a slowloris client cannot pin a task forever) and a
+//! size cap, and keeps every byte it read so a held connection can be
+//! replayed to the app byte for byte once it is ready. [`classify`] decides
+//! whether the request is the wait page's own status poll, a browser
+//! navigation (gets a wait page) or anything else (held and forwarded).
+
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt as _};
+
+/// Default cap on the size of a request head.
+pub const DEFAULT_MAX_HEAD_BYTES: usize = 16 * 1024;
+
+/// Default total time a client gets to send its whole head.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The path the wait pages poll for the start status.
+pub const STATUS_PATH: &str = "/.autostop/status";
+
+/// Most headers accepted in one head.
+const MAX_HEADERS: usize = 100;
+
+/// Why no request head could be read. Every variant that can carry bytes
+/// keeps those already read, so the caller may still replay them (for
+/// example to a non-HTTP app once it is up).
+#[derive(Debug, thiserror::Error)]
+pub enum HeadError {
+    /// The whole head did not arrive within the header timeout.
+    #[error("request head not complete within the header timeout ({} bytes read)", .raw.len())]
+    Timeout {
+        /// Bytes read before the deadline.
+        raw: Vec<u8>,
+    },
+    /// The head grew past the size limit without ending.
+    #[error("request head larger than {limit} bytes")]
+    TooLarge {
+        /// The limit that was hit.
+        limit: usize,
+        /// Bytes read (exactly `limit`).
+        raw: Vec<u8>,
+    },
+    /// The bytes are not an HTTP/1 request head.
+    #[error("malformed request head: {reason}")]
+    Malformed {
+        /// What the parser objected to.
+        reason: String,
+        /// Bytes read so far.
+        raw: Vec<u8>,
+    },
+    /// The peer closed (or half-closed) before the head was complete.
+    #[error("connection closed after {} bytes, before the request head was complete", .raw.len())]
+    Closed {
+        /// Bytes read before the end of stream.
+        raw: Vec<u8>,
+    },
+    /// Reading the socket failed.
+    #[error("reading request head: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl HeadError {
+    /// The bytes read before the failure (empty for I/O errors).
+    pub fn raw(&self) -> &[u8] {
+        match self {
+            HeadError::Timeout { raw }
+            | HeadError::TooLarge { raw, .. }
+            | HeadError::Malformed { raw, .. }
+            | HeadError::Closed { raw } => raw,
+            HeadError::Io(_) => &[],
+        }
+    }
+}
+
+/// A parsed request head plus everything read from the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    /// Every byte read, in order: the head and any body bytes that arrived
+    /// with it. Replaying exactly this to the app reproduces the request.
+    pub raw: Vec<u8>,
+    /// Length of the head within `raw` (up to and including the blank line).
+    pub head_len: usize,
+    /// Request method as sent (`GET`, `POST`, ...).
+    pub method: String,
+    /// Request target as sent (path and query).
+    pub path: String,
+    /// HTTP minor version (0 or 1).
+    pub minor_version: u8,
+    /// Headers in order, names as sent; values decoded lossily as UTF-8.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Head {
+    /// First value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Body bytes that arrived together with the head.
+    pub fn body_prefix(&self) -> &[u8] {
+        &self.raw[self.head_len..]
+    }
+
+    /// The request path without its query string.
+    pub fn path_only(&self) -> &str {
+        self.path.split(['?', '#']).next().unwrap_or_default()
+    }
+}
+
+/// What the agent should do with a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `GET /.autostop/status`: answer with the status JSON.
+    StatusPoll,
+    /// A browser loading a page: answer with the wait page.
+    Navigation,
+    /// Anything else (API clients, XHR/fetch, POST, WebSocket): hold it and
+    /// forward the raw bytes to the app once it is ready.
+    Other,
+}
+
+/// Reads a request head from `stream`: until the blank line, at most
+/// `max_bytes`, all within `header_timeout` in total.
+pub async fn read_head(
+    stream: &mut (impl AsyncRead + Unpin),
+    header_timeout: Duration,
+    max_bytes: usize,
+) -> Result<Head, HeadError> {
+    let deadline = tokio::time::Instant::now() + header_timeout;
+    let mut raw = Vec::with_capacity(max_bytes.min(4096));
+    let mut chunk = vec![0u8; max_bytes.clamp(1, 4096)];
+    loop {
+        if raw.len() >= max_bytes {
+            return Err(HeadError::TooLarge {
+                limit: max_bytes,
+                raw,
+            });
+        }
+        let want = chunk.len().min(max_bytes - raw.len());
+        let n = match tokio::time::timeout_at(deadline, stream.read(&mut chunk[..want])).await {
+            Err(_elapsed) => return Err(HeadError::Timeout { raw }),
+            Ok(Err(e)) => return Err(HeadError::Io(e)),
+            Ok(Ok(n)) => n,
+        };
+        if n == 0 {
+            return Err(HeadError::Closed { raw });
+        }
+        raw.extend_from_slice(&chunk[..n]);
+        if let Some(head) = parse(&raw).map_err(|reason| HeadError::Malformed {
+            reason,
+            raw: raw.clone(),
+        })? {
+            return Ok(Head { raw, ..head });
+        }
+    }
+}
+
+/// Parses `raw`; `Ok(None)` when the head is not complete yet. The returned
+/// head has an empty `raw` for the caller to fill.
+fn parse(raw: &[u8]) -> Result<Option<Head>, String> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let head_len = match req.parse(raw) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    let (Some(method), Some(path), Some(minor_version)) = (req.method, req.path, req.version)
+    else {
+        return Err("incomplete request line".to_string());
+    };
+    Ok(Some(Head {
+        raw: Vec::new(),
+        head_len,
+        method: method.to_string(),
+        path: path.to_string(),
+        minor_version,
+        headers: req
+            .headers
+            .iter()
+            .map(|h| {
+                let value = String::from_utf8_lossy(h.value).into_owned();
+                (h.name.to_string(), value)
+            })
+            .collect(),
+    }))
+}
+
+/// Decides how to treat a request (see [`Kind`]).
+pub fn classify(head: &Head) -> Kind {
+    let method = head.method.as_str();
+    if method == "GET" && head.path_only() == STATUS_PATH {
+        return Kind::StatusPoll;
+    }
+    if method != "GET" && method != "HEAD" {
+        return Kind::Other;
+    }
+    if head.header("upgrade").is_some() {
+        return Kind::Other;
+    }
+    // Browsers send Sec-Fetch-Mode on every request; it says exactly
+    // whether this is a page load or a script's fetch.
+    if let Some(mode) = head.header("sec-fetch-mode") {
+        return if mode.trim().eq_ignore_ascii_case("navigate") {
+            Kind::Navigation
+        } else {
+            Kind::Other
+        };
+    }
+    if head.header("x-requested-with").is_some() {
+        return Kind::Other;
+    }
+    match head.header("accept") {
+        Some(accept) if accepts_html(accept) => Kind::Navigation,
+        _ => Kind::Other,
+    }
+}
+
+/// True if an Accept header lists `text/html` explicitly with a non-zero
+/// quality (`*/*` alone, as curl sends, does not count).
+fn accepts_html(accept: &str) -> bool {
+    accept.split(',').any(|item| {
+        let mut parts = item.split(';');
+        let media = parts.next().unwrap_or_default().trim();
+        if !media.eq_ignore_ascii_case("text/html") {
+            return false;
+        }
+        !parts.any(|p| {
+            let p = p.trim();
+            p.len() > 2
+                && p[..2].eq_ignore_ascii_case("q=")
+                && p[2..].parse::<f32>().is_ok_and(|q| q <= 0.0)
+        })
+    })
+}
+
+/// Whether the first bytes of a connection look like an HTTP/1 request, so
+/// blocking mode can answer a failed start with an HTTP error instead of
+/// just closing. True for `TOKEN SP` followed by `/`, `*` or a letter
+/// (absolute form), where TOKEN is 1 to 20 upper-case letters or `-`; also
+/// true for a short prefix of such a token when nothing more arrived. The
+/// HTTP/2 preface (`PRI * HTTP/2.0`) and TLS are not HTTP/1.
+pub fn looks_like_http(first_bytes: &[u8]) -> bool {
+    let is_token = |t: &[u8]| {
+        !t.is_empty() && t.len() <= 20 && t.iter().all(|&b| b.is_ascii_uppercase() || b == b'-')
+    };
+    match first_bytes.iter().position(|&b| b == b' ') {
+        Some(i) => {
+            let token = &first_bytes[..i];
+            is_token(token)
+                && token != b"PRI"
+                && first_bytes
+                    .get(i + 1)
+                    .is_none_or(|&c| c == b'/' || c == b'*' || c.is_ascii_alphabetic())
+        }
+        None => is_token(first_bytes),
+    }
+}

@@ -1,0 +1,233 @@
+//! The complete HTTP/1.1 responses the agent writes on a steered connection
+//! while a service sleeps: the wait page (503 + Retry-After), the status
+//! JSON the page polls, error replies for failed or timed-out starts and a
+//! 400 for heads that do not parse. Every response closes the connection,
+//! so the next request opens a fresh one that reaches the app once it is up,
+//! and none may be cached.
+
+use super::theme::PageState;
+
+/// Status of an error reply for a start that did not succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorStatus {
+    /// 502: the service failed to start.
+    BadGateway,
+    /// 504: the service did not become ready within its start timeout.
+    GatewayTimeout,
+}
+
+impl ErrorStatus {
+    fn line(self) -> &'static str {
+        match self {
+            ErrorStatus::BadGateway => "502 Bad Gateway",
+            ErrorStatus::GatewayTimeout => "504 Gateway Timeout",
+        }
+    }
+}
+
+/// The fields of the status JSON (`GET /.autostop/status`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusBody {
+    /// Service name.
+    pub service: String,
+    /// Current state.
+    pub state: PageState,
+    /// Seconds since the start began.
+    pub elapsed_s: u64,
+    /// Expected start duration in seconds.
+    pub estimated_s: u64,
+    /// Why the start failed, when it did.
+    pub error: Option<String>,
+}
+
+/// Assembles a response: status line, the given headers, the standard ones
+/// (`Content-Length`, `Cache-Control: no-store`, `Connection: close`) and
+/// the body unless `head_only`.
+fn build(
+    status: &str,
+    content_type: &str,
+    extra: &[(&str, String)],
+    body: &[u8],
+    head_only: bool,
+) -> Vec<u8> {
+    let mut head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+         Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (name, value) in extra {
+        head.push_str(name);
+        head.push_str(": ");
+        head.push_str(value);
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+    let mut out = head.into_bytes();
+    if !head_only {
+        out.extend_from_slice(body);
+    }
+    out
+}
+
+/// The wait page: `503 Service Unavailable` with `Retry-After`, so crawlers
+/// and caches do not take it for the app's content. For `HEAD` requests
+/// (`head_only`) the body is left out but `Content-Length` still gives its
+/// size.
+pub fn wait_page(html: &str, retry_after_s: u64, head_only: bool) -> Vec<u8> {
+    build(
+        "503 Service Unavailable",
+        "text/html; charset=utf-8",
+        &[("Retry-After", retry_after_s.max(1).to_string())],
+        html.as_bytes(),
+        head_only,
+    )
+}
+
+/// The status JSON the wait page polls: `200` with
+/// `{"service","state","elapsed_s","estimated_s","error"}`.
+pub fn status_json(status: &StatusBody) -> Vec<u8> {
+    let body = serde_json::json!({
+        "service": status.service,
+        "state": status.state.as_str(),
+        "elapsed_s": status.elapsed_s,
+        "estimated_s": status.estimated_s,
+        "error": status.error,
+    })
+    .to_string();
+    build("200 OK", "application/json", &[], body.as_bytes(), false)
+}
+
+/// A plain-text error for a held request whose service failed to start
+/// (502) or did not become ready in time (504).
+pub fn error_reply(status: ErrorStatus, reason: &str) -> Vec<u8> {
+    let body = format!("autostop: {reason}\n");
+    build(
+        status.line(),
+        "text/plain; charset=utf-8",
+        &[],
+        body.as_bytes(),
+        false,
+    )
+}
+
+/// `400 Bad Request` for a request head that does not parse.
+pub fn bad_request() -> Vec<u8> {
+    build(
+        "400 Bad Request",
+        "text/plain; charset=utf-8",
+        &[],
+        b"autostop: malformed request\n",
+        false,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Splits a response into (status line, headers, body).
+    fn split(resp: &[u8]) -> (String, Vec<(String, String)>, Vec<u8>) {
+        let text = resp;
+        let end = text
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("blank line");
+        let head = std::str::from_utf8(&text[..end]).expect("utf8 head");
+        let mut lines = head.split("\r\n");
+        let status = lines.next().expect("status").to_string();
+        let headers = lines
+            .map(|l| {
+                let (n, v) = l.split_once(": ").expect("header");
+                (n.to_string(), v.to_string())
+            })
+            .collect();
+        (status, headers, text[end + 4..].to_vec())
+    }
+
+    fn get<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+        headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn wait_page_is_503_no_store_with_length() {
+        let (status, headers, body) = split(&wait_page("<p>hé</p>", 5, false));
+        assert_eq!(status, "HTTP/1.1 503 Service Unavailable");
+        assert_eq!(get(&headers, "Retry-After"), Some("5"));
+        assert_eq!(get(&headers, "Cache-Control"), Some("no-store"));
+        assert_eq!(
+            get(&headers, "Content-Type"),
+            Some("text/html; charset=utf-8")
+        );
+        assert_eq!(get(&headers, "Connection"), Some("close"));
+        assert_eq!(get(&headers, "Content-Length"), Some("10"));
+        assert_eq!(body, "<p>hé</p>".as_bytes());
+    }
+
+    #[test]
+    fn head_only_wait_page_has_length_but_no_body() {
+        let (_, headers, body) = split(&wait_page("<p>x</p>", 0, true));
+        assert_eq!(get(&headers, "Content-Length"), Some("8"));
+        assert_eq!(get(&headers, "Retry-After"), Some("1"));
+        assert!(body.is_empty());
+    }
+
+    #[test]
+    fn status_json_fields() {
+        let resp = status_json(&StatusBody {
+            service: "rag\"flow".into(),
+            state: PageState::Failed,
+            elapsed_s: 12,
+            estimated_s: 30,
+            error: Some("exit 1".into()),
+        });
+        let (status, headers, body) = split(&resp);
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        assert_eq!(get(&headers, "Cache-Control"), Some("no-store"));
+        assert_eq!(get(&headers, "Content-Type"), Some("application/json"));
+        assert_eq!(
+            get(&headers, "Content-Length"),
+            Some(body.len().to_string().as_str())
+        );
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(
+            v,
+            serde_json::json!({"service":"rag\"flow","state":"failed","elapsed_s":12,"estimated_s":30,"error":"exit 1"})
+        );
+        let ok = status_json(&StatusBody {
+            service: "a".into(),
+            state: PageState::Starting,
+            elapsed_s: 0,
+            estimated_s: 9,
+            error: None,
+        });
+        let v: serde_json::Value = serde_json::from_slice(&split(&ok).2).expect("json");
+        assert_eq!(v["error"], serde_json::Value::Null);
+        assert_eq!(v["state"], "starting");
+    }
+
+    #[test]
+    fn error_replies_and_bad_request() {
+        let (status, headers, body) = split(&error_reply(
+            ErrorStatus::BadGateway,
+            "ragflow failed to start: exit 1",
+        ));
+        assert_eq!(status, "HTTP/1.1 502 Bad Gateway");
+        assert_eq!(
+            get(&headers, "Content-Type"),
+            Some("text/plain; charset=utf-8")
+        );
+        assert_eq!(body, b"autostop: ragflow failed to start: exit 1\n");
+        let (status, _, _) = split(&error_reply(ErrorStatus::GatewayTimeout, "timeout"));
+        assert_eq!(status, "HTTP/1.1 504 Gateway Timeout");
+        let (status, headers, body) = split(&bad_request());
+        assert_eq!(status, "HTTP/1.1 400 Bad Request");
+        assert_eq!(get(&headers, "Connection"), Some("close"));
+        assert_eq!(
+            get(&headers, "Content-Length"),
+            Some(body.len().to_string().as_str())
+        );
+    }
+}

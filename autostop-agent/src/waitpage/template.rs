@@ -1,0 +1,237 @@
+//! The wait-page template language: `{{ variable }}` placeholders (spaces
+//! inside the braces optional) compiled once into [`Template`], and the
+//! escaping that makes every substituted value safe in HTML text, in
+//! attribute values and inside inline script string literals.
+//!
+//! Only the five known variables are accepted; an unknown one is an error
+//! naming its line, so a typo in a user theme is caught by `autostop check`
+//! instead of showing up as raw braces to visitors. Text such as `{{{` or
+//! `{{ a.b }}` that is not a placeholder at all is kept verbatim, so themes
+//! may contain ordinary code with double braces.
+
+use std::fmt::Write as _;
+
+/// What can be wrong with a template.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    /// A placeholder names a variable the agent does not provide.
+    #[error("line {line}: unknown variable {{{{ {name} }}}} (known: serviceName, estimatedTime, elapsed, status, error)")]
+    UnknownVariable {
+        /// 1-based line of the placeholder, for the operator's editor.
+        line: usize,
+        /// The variable name as written.
+        name: String,
+    },
+}
+
+/// The variables a theme may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Var {
+    /// `{{ serviceName }}`: the service's configured name.
+    ServiceName,
+    /// `{{ estimatedTime }}`: expected start duration, whole seconds.
+    EstimatedTime,
+    /// `{{ elapsed }}`: seconds since the start began.
+    Elapsed,
+    /// `{{ status }}`: `stopped`, `starting`, `ready` or `failed`.
+    Status,
+    /// `{{ error }}`: why the start failed; empty otherwise.
+    Error,
+}
+
+impl Var {
+    fn from_name(name: &str) -> Option<Var> {
+        Some(match name {
+            "serviceName" => Var::ServiceName,
+            "estimatedTime" => Var::EstimatedTime,
+            "elapsed" => Var::Elapsed,
+            "status" => Var::Status,
+            "error" => Var::Error,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Text(String),
+    Var(Var),
+}
+
+/// A compiled theme: literal text interleaved with variables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    segments: Vec<Segment>,
+    /// Size of the literal text, to size the output buffer in one go.
+    text_len: usize,
+}
+
+impl Template {
+    /// Compiles `src`, rejecting unknown variables.
+    pub fn compile(src: &str) -> Result<Template, TemplateError> {
+        let mut segments = Vec::new();
+        let mut text = String::new();
+        let mut rest = src;
+        let mut consumed = 0usize;
+        while let Some(open) = rest.find("{{") {
+            let after = &rest[open + 2..];
+            match placeholder(after) {
+                Some((name, len)) => {
+                    let Some(var) = Var::from_name(name) else {
+                        let line = src[..consumed + open].matches('\n').count() + 1;
+                        return Err(TemplateError::UnknownVariable {
+                            line,
+                            name: name.to_string(),
+                        });
+                    };
+                    text.push_str(&rest[..open]);
+                    if !text.is_empty() {
+                        segments.push(Segment::Text(std::mem::take(&mut text)));
+                    }
+                    segments.push(Segment::Var(var));
+                    consumed += open + 2 + len;
+                    rest = &after[len..];
+                }
+                None => {
+                    // Not a placeholder: keep one brace and look again from
+                    // the next one, so `{{{name}}}` still finds `{{name}}`.
+                    text.push_str(&rest[..open + 1]);
+                    consumed += open + 1;
+                    rest = &rest[open + 1..];
+                }
+            }
+        }
+        text.push_str(rest);
+        if !text.is_empty() {
+            segments.push(Segment::Text(text));
+        }
+        let text_len = segments
+            .iter()
+            .map(|s| match s {
+                Segment::Text(t) => t.len(),
+                Segment::Var(_) => 0,
+            })
+            .sum();
+        Ok(Template { segments, text_len })
+    }
+
+    /// Fills the template; `value` gives the raw (unescaped) text of each
+    /// variable, which is escaped here so no caller can forget to.
+    pub fn render(&self, value: impl Fn(Var) -> String) -> String {
+        let mut out = String::with_capacity(self.text_len + 256);
+        for seg in &self.segments {
+            match seg {
+                Segment::Text(t) => out.push_str(t),
+                Segment::Var(v) => escape_into(&mut out, &value(*v)),
+            }
+        }
+        out
+    }
+}
+
+/// If `after` (the text just past `{{`) starts a placeholder, returns the
+/// variable name and how many bytes the rest of it (up to and including
+/// `}}`) takes.
+fn placeholder(after: &str) -> Option<(&str, usize)> {
+    let trimmed = after.trim_start_matches([' ', '\t']);
+    let lead = after.len() - trimmed.len();
+    let name_len = trimmed
+        .char_indices()
+        .find(|&(i, c)| !(c.is_ascii_alphabetic() || c == '_' || (i > 0 && c.is_ascii_digit())))
+        .map_or(trimmed.len(), |(i, _)| i);
+    if name_len == 0 {
+        return None;
+    }
+    let tail = &trimmed[name_len..];
+    let tail_trimmed = tail.trim_start_matches([' ', '\t']);
+    if !tail_trimmed.starts_with("}}") {
+        return None;
+    }
+    let len = lead + name_len + (tail.len() - tail_trimmed.len()) + 2;
+    Some((&trimmed[..name_len], len))
+}
+
+/// HTML-escapes `value`: `& < > " '` as the HTML spec asks, plus `\` and
+/// `` ` `` so a value placed inside an inline script's string literal can
+/// neither end the string nor start a template expression. The output
+/// contains no `<`, so it can never close a `<script>` element either.
+pub fn escape_html(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    escape_into(&mut out, value);
+    out
+}
+
+fn escape_into(out: &mut String, value: &str) {
+    for c in value.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            '\\' => out.push_str("&#92;"),
+            '`' => out.push_str("&#96;"),
+            // Line breaks would end a JS string literal early; the numeric
+            // reference keeps them visible in text and attributes.
+            '\n' | '\r' | '\u{2028}' | '\u{2029}' => {
+                let _ = write!(out, "&#{};", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fill(src: &str) -> String {
+        Template::compile(src)
+            .expect("compile")
+            .render(|v| match v {
+                Var::ServiceName => "svc".into(),
+                Var::EstimatedTime => "42".into(),
+                Var::Elapsed => "7".into(),
+                Var::Status => "starting".into(),
+                Var::Error => "a<b".into(),
+            })
+    }
+
+    #[test]
+    fn spaces_inside_braces_are_optional() {
+        let out = fill("{{serviceName}}|{{ estimatedTime }}|{{\telapsed  }}|{{status }}|{{error}}");
+        assert_eq!(out, "svc|42|7|starting|a&lt;b");
+    }
+
+    #[test]
+    fn non_placeholders_are_kept_verbatim() {
+        let src = "a {{{ x {{ a.b }} {{}} {{ 9x }} {{ x y }} }} {{";
+        assert_eq!(fill(src), src);
+        assert_eq!(fill("{{{serviceName}}}"), "{svc}");
+    }
+
+    #[test]
+    fn unknown_variable_names_its_line() {
+        let err = Template::compile("<p>\n{{ serviceName }}\n\n  {{ serviceNmae }}</p>")
+            .expect_err("unknown variable");
+        assert_eq!(
+            err,
+            TemplateError::UnknownVariable {
+                line: 4,
+                name: "serviceNmae".into()
+            }
+        );
+        assert!(err
+            .to_string()
+            .starts_with("line 4: unknown variable {{ serviceNmae }}"));
+    }
+
+    #[test]
+    fn escaping_covers_html_and_script_string_breakers() {
+        assert_eq!(
+            escape_html("&<>\"'\\`\n x"),
+            "&amp;&lt;&gt;&quot;&#39;&#92;&#96;&#10; x"
+        );
+        assert_eq!(escape_html("ragflow-2_é"), "ragflow-2_é");
+    }
+}
