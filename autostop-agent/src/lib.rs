@@ -3,6 +3,7 @@
 //!
 //! The agent is a library with a thin binary (`src/main.rs`). Modules:
 //!
+//! - [`alerts`]: posts failure events to the alert webhook.
 //! - [`api`]: the status API, Prometheus endpoint and dashboard (axum).
 //! - [`bpf`]: loads the kernel programs built from `autostop-ebpf`, attaches
 //!   them and reads their counters.
@@ -12,6 +13,7 @@
 //! - [`config`]: the TOML configuration, its validation (errors name file,
 //!   line, column and field) and the import of the old config.json.
 //! - [`metrics`]: Prometheus metrics fed by lifecycle steps and samples.
+//! - [`procnet`]: established-connection counts inside containers.
 //! - [`service`]: one state machine per service (stopped → starting → ready
 //!   → stopping), driven by wake events, idle timers and Docker events, with
 //!   Docker, steering and counters behind traits.
@@ -23,12 +25,14 @@
 //!   themed wait pages and the replies sent while a service starts.
 //! - [`watch`]: the live-counter view used by `autostop watch` and the demo.
 
+pub mod alerts;
 pub mod api;
 pub mod bpf;
 pub mod coldstart;
 pub mod commands;
 pub mod config;
 pub mod metrics;
+pub mod procnet;
 pub mod service;
 pub mod shutdown;
 pub mod state;
