@@ -7,6 +7,9 @@
 //!   them and reads their counters.
 //! - [`config`]: the TOML configuration, its validation (errors name file,
 //!   line, column and field) and the import of the old config.json.
+//! - [`netfilter`]: the warm-up redirect, an nft table that keeps new
+//!   connections to a starting service's port away from Docker's DNAT until
+//!   the app listens.
 //! - [`service`]: one state machine per service (stopped → starting → ready
 //!   → stopping), driven by wake events, idle timers and Docker events, with
 //!   Docker, steering and counters behind traits.
@@ -16,6 +19,7 @@
 
 pub mod bpf;
 pub mod config;
+pub mod netfilter;
 pub mod service;
 pub mod shutdown;
 pub mod watch;
