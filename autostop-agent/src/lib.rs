@@ -14,6 +14,9 @@
 //!   line, column and field) and the import of the old config.json.
 //! - [`metrics`]: Prometheus metrics fed by lifecycle steps and samples.
 //! - [`procnet`]: established-connection counts inside containers.
+//! - [`netfilter`]: the warm-up redirect, an nft table that keeps new
+//!   connections to a starting service's port away from Docker's DNAT until
+//!   the app listens.
 //! - [`service`]: one state machine per service (stopped → starting → ready
 //!   → stopping), driven by wake events, idle timers and Docker events, with
 //!   Docker, steering and counters behind traits.
@@ -32,6 +35,7 @@ pub mod coldstart;
 pub mod commands;
 pub mod config;
 pub mod metrics;
+pub mod netfilter;
 pub mod procnet;
 pub mod service;
 pub mod shutdown;
