@@ -19,6 +19,66 @@ pub mod names {
     pub const DATAPATH_STATS: &str = "DATAPATH_STATS";
     /// Program: TC classifier that accounts traffic heading into services.
     pub const COUNT_TRAFFIC: &str = "count_traffic";
+    /// Map: TCP port (`u16`, host order) → service index (`u32`). Published
+    /// host ports of stopped or warming services, whose new connections are
+    /// handed to the agent's listener.
+    pub const STEERED_PORTS: &str = "STEERED_PORTS";
+    /// Map: sockmap holding the agent's listener sockets, at
+    /// [`crate::LISTENER_SLOT_V4`] and [`crate::LISTENER_SLOT_V6`].
+    pub const LISTENERS: &str = "LISTENERS";
+    /// Map: ring buffer of [`crate::WakeEvent`]s, one per steered SYN at most
+    /// every [`crate::WAKE_EVENT_INTERVAL_NS`] per port.
+    pub const WAKE_EVENTS: &str = "WAKE_EVENTS";
+    /// Map: LRU hash, port (`u16`) → `bpf_ktime_get_ns()` of the last wake
+    /// event sent for it. The kernel side of the rate limit.
+    pub const WAKE_LAST_SENT: &str = "WAKE_LAST_SENT";
+    /// Map: LRU hash, [`crate::wake_bucket_key`] (`u64`) → `u8`. The atomic
+    /// half of the rate limit: the one SYN whose `BPF_NOEXIST` insert of its
+    /// (port, 100 ms bucket) wins may send an event.
+    pub const WAKE_BUCKETS: &str = "WAKE_BUCKETS";
+    /// Map: LPM trie of source CIDRs whose traffic is not activity (health
+    /// checks, monitoring). Key: prefix length (`u32`) + 16-byte address,
+    /// IPv4 stored v4-mapped with the prefix length plus 96; value `u8` (1).
+    pub const IGNORED_SOURCES: &str = "IGNORED_SOURCES";
+    /// Program: sk_lookup program that assigns new connections to steered
+    /// ports to the agent's listener.
+    pub const STEER_LOOKUP: &str = "steer_lookup";
+}
+
+/// Slot of [`names::LISTENERS`] for the listener that takes IPv4 connections.
+pub const LISTENER_SLOT_V4: u32 = 0;
+/// Slot of [`names::LISTENERS`] for the listener that takes IPv6 connections
+/// (a dual-stack listener may sit in both slots).
+pub const LISTENER_SLOT_V6: u32 = 1;
+/// Size of the listener sockmap.
+pub const LISTENER_SLOTS: u32 = 2;
+
+/// How many host ports can be steered at once.
+pub const MAX_STEERED_PORTS: u32 = 4096;
+
+/// How many source CIDRs can be ignored.
+pub const MAX_IGNORED_SOURCES: u32 = 1024;
+
+/// The kernel sends at most one wake event per port within this many
+/// nanoseconds (100 ms), so a SYN flood cannot flood the agent.
+pub const WAKE_EVENT_INTERVAL_NS: u64 = 100_000_000;
+
+/// Key of [`names::WAKE_BUCKETS`]: the `WAKE_EVENT_INTERVAL_NS`-aligned time
+/// bucket of `ktime_ns` in the high 48 bits, the port in the low 16.
+pub const fn wake_bucket_key(port: u16, ktime_ns: u64) -> u64 {
+    ((ktime_ns / WAKE_EVENT_INTERVAL_NS) << 16) | port as u64
+}
+
+/// Size of the wake event ring buffer in bytes (a power of two, a multiple of
+/// the page size).
+pub const WAKE_RING_BYTES: u32 = 256 * 1024;
+
+/// Address families as written in [`WakeEvent::family`].
+pub mod family {
+    /// IPv4.
+    pub const IPV4: u8 = 4;
+    /// IPv6.
+    pub const IPV6: u8 = 6;
 }
 
 /// How many services one agent can account for. Sizes the per-service arrays.
@@ -58,15 +118,8 @@ pub struct TargetKey {
 impl TargetKey {
     /// Key for an IPv4 destination (octets in network order).
     pub const fn ipv4(octets: [u8; 4], port: u16, protocol: u8) -> Self {
-        let mut addr = [0u8; 16];
-        addr[10] = 0xff;
-        addr[11] = 0xff;
-        addr[12] = octets[0];
-        addr[13] = octets[1];
-        addr[14] = octets[2];
-        addr[15] = octets[3];
         Self {
-            addr,
+            addr: v4_mapped(octets),
             port,
             protocol,
             _pad: 0,
@@ -82,6 +135,44 @@ impl TargetKey {
             _pad: 0,
         }
     }
+}
+
+/// `::ffff:a.b.c.d` for an IPv4 address: how every map here stores IPv4.
+pub const fn v4_mapped(octets: [u8; 4]) -> [u8; 16] {
+    let mut addr = [0u8; 16];
+    addr[10] = 0xff;
+    addr[11] = 0xff;
+    addr[12] = octets[0];
+    addr[13] = octets[1];
+    addr[14] = octets[2];
+    addr[15] = octets[3];
+    addr
+}
+
+/// Sent by the sk_lookup program when a new connection reaches a steered
+/// port: the agent starts the service it belongs to. Rate-limited in the
+/// kernel per port, so it says "someone is knocking", not how often.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WakeEvent {
+    /// Service index the port is steered for (the value in
+    /// [`names::STEERED_PORTS`]).
+    pub service: u32,
+    /// The local (destination) port, host order.
+    pub port: u16,
+    /// [`family::IPV4`] or [`family::IPV6`].
+    pub family: u8,
+    /// 1 when the source is in [`names::IGNORED_SOURCES`] (a health check
+    /// knocking should not wake a service), else 0.
+    pub ignored_source: u8,
+    /// Source address; IPv4 v4-mapped.
+    pub source_addr: [u8; 16],
+    /// Source port, host order.
+    pub source_port: u16,
+    /// Always zero; makes the padding explicit.
+    pub _pad: [u8; 6],
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) when the SYN was looked up.
+    pub ktime_ns: u64,
 }
 
 /// Traffic seen heading into one service on one CPU. The agent sums the
@@ -107,6 +198,17 @@ pub struct DatapathStats {
     pub packets_seen: u64,
     /// Packets that matched a service target and were counted.
     pub packets_matched: u64,
+    /// Packets that matched a target but came from an ignored source.
+    pub packets_ignored: u64,
+    /// TCP socket lookups on a steered port (≈ SYNs of new connections).
+    pub steered_lookups: u64,
+    /// Steered lookups whose assignment to the agent's listener failed (no
+    /// listener of that family): those went on the stock path.
+    pub steer_failures: u64,
+    /// Wake events written to the ring buffer.
+    pub wake_events_sent: u64,
+    /// Wake events lost because the ring buffer was full.
+    pub wake_events_lost: u64,
 }
 
 #[cfg(feature = "user")]
@@ -117,6 +219,13 @@ mod user {
     unsafe impl aya::Pod for super::TargetKey {}
     // SAFETY: as above: three u64 fields.
     unsafe impl aya::Pod for super::Activity {}
-    // SAFETY: as above: two u64 fields.
+    // SAFETY: as above: u64 fields only.
     unsafe impl aya::Pod for super::DatapathStats {}
+    // SAFETY: as above: integers and byte arrays laid out without implicit
+    // padding (4+2+1+1+16+2+6 bytes, then a u64 at offset 32).
+    unsafe impl aya::Pod for super::WakeEvent {}
 }
+
+// The kernel and the agent must agree on these sizes byte for byte.
+const _: () = assert!(core::mem::size_of::<WakeEvent>() == 40);
+const _: () = assert!(core::mem::size_of::<TargetKey>() == 20);

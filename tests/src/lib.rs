@@ -6,6 +6,7 @@
 //! them. Fixtures are Drop guards, so a failing test still cleans up.
 
 pub mod netlab;
+pub mod netns;
 
 use std::{
     io::{BufRead, BufReader},

@@ -1,12 +1,6 @@
-//! The agent's handle on the kernel programs: loads the eBPF object embedded
-//! at build time, attaches the traffic classifier to interfaces through
-//! bpf_links, tells the kernel which destinations belong to which service and
-//! reads the per-service activity counters back.
-//!
-//! Everything is owned by [`Datapath`]: dropping it (or the process dying)
-//! closes the link and program file descriptors, and the kernel detaches the
-//! programs by itself. Nothing is pinned, so a dead agent leaves the stock
-//! datapath behind (fail open).
+//! The traffic classifier's side of [`Datapath`]: attaching it to
+//! interfaces through tcx bpf_links, telling the kernel which destinations
+//! belong to which service, and reading the per-service activity counters.
 
 use std::{
     fmt,
@@ -14,62 +8,10 @@ use std::{
     str::FromStr,
 };
 
+use super::{classifier, BpfError, Datapath};
 use crate::config::Protocol;
-use autostop_common::{names, proto, Activity, DatapathStats, TargetKey, MAX_SERVICES};
-use aya::{
-    maps::{HashMap, MapData, PerCpuArray},
-    programs::{tc::SchedClassifierLinkId, SchedClassifier, TcAttachType},
-    Ebpf,
-};
-
-/// The kernel object built from `autostop-ebpf` by this crate's build script.
-static EBPF_OBJECT: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/autostop.bpf.o"));
-
-/// What can go wrong between the agent and the kernel.
-#[derive(Debug, thiserror::Error)]
-pub enum BpfError {
-    /// The object could not be loaded (verifier rejection, missing privilege,
-    /// kernel without BPF support). The verifier log, if any, is inside.
-    #[error("loading the eBPF object: {0}")]
-    Load(#[from] aya::EbpfError),
-    /// A program could not be loaded or attached.
-    #[error("program {program}: {source}")]
-    Program {
-        /// Which program, by its name in the object.
-        program: &'static str,
-        /// The kernel's or aya's reason.
-        #[source]
-        source: aya::programs::ProgramError,
-    },
-    /// Attaching to an interface failed (no such interface, no tcx support).
-    #[error("attaching {program} to interface {interface}: {source}")]
-    Attach {
-        /// Which program.
-        program: &'static str,
-        /// The interface name given by the caller.
-        interface: String,
-        /// The kernel's or aya's reason.
-        #[source]
-        source: aya::programs::ProgramError,
-    },
-    /// A map the agent relies on is missing from the object or has the wrong
-    /// type: the object and the agent were built from different sources.
-    #[error("map {map}: {source}")]
-    Map {
-        /// Which map, by name.
-        map: &'static str,
-        /// The mismatch or syscall failure.
-        #[source]
-        source: aya::maps::MapError,
-    },
-    /// A map named in `autostop_common::names` is not in the object.
-    #[error("map {0} is missing from the eBPF object")]
-    MissingMap(&'static str),
-    /// A service index beyond the arrays' size.
-    #[error("service index {0} is out of range (at most {MAX_SERVICES} services)")]
-    ServiceIndex(u32),
-}
+use autostop_common::{names, proto, Activity, TargetKey, MAX_SERVICES};
+use aya::programs::TcAttachType;
 
 /// Kernel protocol number of a service port's protocol.
 fn protocol_number(protocol: Protocol) -> u8 {
@@ -139,42 +81,7 @@ impl fmt::Display for Target {
     }
 }
 
-/// The loaded kernel programs and the agent's view of their maps.
-pub struct Datapath {
-    /// Owns programs, maps and links; dropping it detaches everything.
-    ebpf: Ebpf,
-    /// Destination → service index.
-    targets: HashMap<MapData, TargetKey, u32>,
-    /// Per-service, per-CPU traffic counters.
-    activity: PerCpuArray<MapData, Activity>,
-    /// Classifier health counters.
-    stats: PerCpuArray<MapData, DatapathStats>,
-    /// Interfaces the classifier is attached to, with the link that holds it.
-    attached: Vec<(String, SchedClassifierLinkId)>,
-}
-
 impl Datapath {
-    /// Loads the embedded object into the kernel. Needs CAP_BPF and
-    /// CAP_NET_ADMIN (or root).
-    pub fn load() -> Result<Self, BpfError> {
-        let mut ebpf = Ebpf::load(EBPF_OBJECT)?;
-        let targets = take_map(&mut ebpf, names::SERVICE_TARGETS)?;
-        let activity = take_map(&mut ebpf, names::ACTIVITY)?;
-        let stats = take_map(&mut ebpf, names::DATAPATH_STATS)?;
-        let program = classifier(&mut ebpf)?;
-        program.load().map_err(|source| BpfError::Program {
-            program: names::COUNT_TRAFFIC,
-            source,
-        })?;
-        Ok(Self {
-            ebpf,
-            targets,
-            activity,
-            stats,
-            attached: Vec::new(),
-        })
-    }
-
     /// Attaches the classifier to the egress side of `interface` (traffic the
     /// host sends out of it: for a Docker bridge, traffic into containers).
     /// Uses a tcx bpf_link, so the attachment dies with the agent.
@@ -211,22 +118,6 @@ impl Datapath {
     /// Interfaces the classifier is attached to.
     pub fn attached_interfaces(&self) -> impl Iterator<Item = &str> {
         self.attached.iter().map(|(name, _)| name.as_str())
-    }
-
-    /// Kernel id of the classifier program, as listed by `bpftool prog`.
-    pub fn program_id(&self) -> Result<u32, BpfError> {
-        let program: &SchedClassifier = self
-            .ebpf
-            .program(names::COUNT_TRAFFIC)
-            .and_then(|p| p.try_into().ok())
-            .ok_or(BpfError::MissingMap(names::COUNT_TRAFFIC))?;
-        program
-            .info()
-            .map(|info| info.id())
-            .map_err(|source| BpfError::Program {
-                program: names::COUNT_TRAFFIC,
-                source,
-            })
     }
 
     /// Counts traffic to `target` as activity of service `service`.
@@ -274,38 +165,6 @@ impl Datapath {
                 last_seen_ns: sum.last_seen_ns.max(cpu.last_seen_ns),
             }))
     }
-
-    /// The classifier's own counters, summed over CPUs.
-    pub fn stats(&self) -> Result<DatapathStats, BpfError> {
-        let per_cpu = self.stats.get(&0, 0).map_err(|source| BpfError::Map {
-            map: names::DATAPATH_STATS,
-            source,
-        })?;
-        Ok(per_cpu
-            .iter()
-            .fold(DatapathStats::default(), |sum, cpu| DatapathStats {
-                packets_seen: sum.packets_seen + cpu.packets_seen,
-                packets_matched: sum.packets_matched + cpu.packets_matched,
-            }))
-    }
-}
-
-fn classifier(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, BpfError> {
-    ebpf.program_mut(names::COUNT_TRAFFIC)
-        .ok_or(BpfError::MissingMap(names::COUNT_TRAFFIC))?
-        .try_into()
-        .map_err(|source| BpfError::Program {
-            program: names::COUNT_TRAFFIC,
-            source,
-        })
-}
-
-fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, BpfError>
-where
-    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
-{
-    let map = ebpf.take_map(name).ok_or(BpfError::MissingMap(name))?;
-    T::try_from(map).map_err(|source| BpfError::Map { map: name, source })
 }
 
 #[cfg(test)]

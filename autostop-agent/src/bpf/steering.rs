@@ -1,0 +1,251 @@
+//! Steering: the sk_lookup program, attached to the agent's own network
+//! namespace, hands new TCP connections to the published host ports of
+//! stopped or warming services to the agent's listener, so the agent can
+//! hold them while the service starts. The accepted socket's local address
+//! is the original destination (say 127.0.0.1:9500), which tells the agent
+//! which service was asked for.
+//!
+//! Only ports in the steered set are touched; on any kernel-side error the
+//! stock lookup goes on (fail open). Connections the agent already accepted
+//! survive [`Datapath::unsteer`].
+
+use std::{
+    fs::File,
+    io,
+    mem::{size_of, MaybeUninit},
+    os::fd::{AsFd, AsRawFd, BorrowedFd},
+};
+
+use autostop_common::{names, LISTENER_SLOT_V4, LISTENER_SLOT_V6, MAX_SERVICES};
+use aya::maps::MapError;
+
+use super::{steering_program, BpfError, Datapath};
+
+/// Which listener slots a registered socket took: an IPv4 listener takes
+/// IPv4 connections, an IPv6-only one IPv6 connections, a dual-stack one
+/// both. (The kernel refuses to assign a connection to a socket of the other
+/// family, so a family without a listener falls through to the stock path.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerSlots {
+    /// The socket takes steered IPv4 connections.
+    pub ipv4: bool,
+    /// The socket takes steered IPv6 connections.
+    pub ipv6: bool,
+}
+
+impl Datapath {
+    /// Attaches the sk_lookup program to the agent's own network namespace
+    /// through a bpf_link owned by this `Datapath`. Idempotent.
+    pub fn attach_steering(&mut self) -> Result<(), BpfError> {
+        if self.steering_link.is_some() {
+            return Ok(());
+        }
+        let netns = File::open("/proc/self/ns/net").map_err(|source| BpfError::Io {
+            what: "opening /proc/self/ns/net",
+            source,
+        })?;
+        let link = steering_program(&mut self.ebpf)?
+            .attach(netns)
+            .map_err(|source| BpfError::Program {
+                program: names::STEER_LOOKUP,
+                source,
+            })?;
+        self.steering_link = Some(link);
+        Ok(())
+    }
+
+    /// Detaches the sk_lookup program; a no-op when it is not attached.
+    pub fn detach_steering(&mut self) -> Result<(), BpfError> {
+        let Some(link) = self.steering_link.take() else {
+            return Ok(());
+        };
+        steering_program(&mut self.ebpf)?
+            .detach(link)
+            .map_err(|source| BpfError::Program {
+                program: names::STEER_LOOKUP,
+                source,
+            })
+    }
+
+    /// Whether the sk_lookup program is attached.
+    pub fn steering_attached(&self) -> bool {
+        self.steering_link.is_some()
+    }
+
+    /// Makes `listener` (a listening TCP socket of the agent) the one that
+    /// receives steered connections of its family, replacing any previous
+    /// one. The kernel drops the entry by itself when the socket closes.
+    pub fn register_listener<S: AsFd>(&mut self, listener: &S) -> Result<ListenerSlots, BpfError> {
+        let fd = listener.as_fd();
+        let slots = listener_slots(fd)?;
+        for (wanted, slot) in [
+            (slots.ipv4, LISTENER_SLOT_V4),
+            (slots.ipv6, LISTENER_SLOT_V6),
+        ] {
+            if wanted {
+                self.listeners
+                    .set(slot, &fd, 0)
+                    .map_err(|source| BpfError::Map {
+                        map: names::LISTENERS,
+                        source,
+                    })?;
+            }
+        }
+        Ok(slots)
+    }
+
+    /// Empties both listener slots: steered connections then go on to the
+    /// stock path (refused when nothing listens on the port).
+    pub fn unregister_listeners(&mut self) -> Result<(), BpfError> {
+        for slot in [LISTENER_SLOT_V4, LISTENER_SLOT_V6] {
+            match self.listeners.clear_index(&slot) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(MapError::SyscallError(e))
+                    if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(source) => {
+                    return Err(BpfError::Map {
+                        map: names::LISTENERS,
+                        source,
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Steers new TCP connections to local port `port` (host order, any
+    /// local address, both families) to the agent's listener, and sends a
+    /// wake event for `service` on the first SYN (then at most one per
+    /// 100 ms).
+    pub fn steer(&mut self, port: u16, service: u32) -> Result<(), BpfError> {
+        if service >= MAX_SERVICES {
+            return Err(BpfError::ServiceIndex(service));
+        }
+        self.steered
+            .insert(port, service, 0)
+            .map_err(|source| BpfError::Map {
+                map: names::STEERED_PORTS,
+                source,
+            })
+    }
+
+    /// Stops steering `port`: new connections take the stock path again.
+    /// Connections already accepted by the agent are not affected. Unknown
+    /// ports are ignored.
+    pub fn unsteer(&mut self, port: u16) -> Result<(), BpfError> {
+        match self.steered.remove(&port) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(source) => Err(BpfError::Map {
+                map: names::STEERED_PORTS,
+                source,
+            }),
+        }
+    }
+
+    /// The steered ports with their service indexes, in port order.
+    pub fn steered_ports(&self) -> Result<Vec<(u16, u32)>, BpfError> {
+        let mut ports = self
+            .steered
+            .iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| BpfError::Map {
+                map: names::STEERED_PORTS,
+                source,
+            })?;
+        ports.sort_unstable();
+        Ok(ports)
+    }
+}
+
+/// Which families a listening socket can take, from its type, state,
+/// address family and IPV6_V6ONLY.
+fn listener_slots(fd: BorrowedFd<'_>) -> Result<ListenerSlots, BpfError> {
+    if int_option(fd, libc::SOL_SOCKET, libc::SO_TYPE)? != libc::SOCK_STREAM {
+        return Err(BpfError::Listener("not a TCP (stream) socket".into()));
+    }
+    if int_option(fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN)? == 0 {
+        return Err(BpfError::Listener("the socket is not listening".into()));
+    }
+    let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
+    let mut len = socklen::<libc::sockaddr_storage>();
+    // SAFETY: `storage` is large enough for any address and `len` says so;
+    // the fd is a valid socket borrowed for the call.
+    let rc = unsafe { libc::getsockname(fd.as_raw_fd(), storage.as_mut_ptr().cast(), &mut len) };
+    if rc != 0 {
+        return Err(BpfError::Io {
+            what: "getsockname on the listener",
+            source: io::Error::last_os_error(),
+        });
+    }
+    // SAFETY: zero-initialised and partly filled by the kernel; every bit
+    // pattern is a valid sockaddr_storage.
+    let family = i32::from(unsafe { storage.assume_init() }.ss_family);
+    match family {
+        libc::AF_INET => Ok(ListenerSlots {
+            ipv4: true,
+            ipv6: false,
+        }),
+        libc::AF_INET6 => {
+            let v6only = int_option(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY)? != 0;
+            Ok(ListenerSlots {
+                ipv4: !v6only,
+                ipv6: true,
+            })
+        }
+        other => Err(BpfError::Listener(format!("address family {other}"))),
+    }
+}
+
+/// Reads an `int` socket option.
+fn int_option(fd: BorrowedFd<'_>, level: i32, name: i32) -> Result<i32, BpfError> {
+    let mut value: libc::c_int = 0;
+    let mut len = socklen::<libc::c_int>();
+    // SAFETY: `value` is an int and `len` its size; the fd is borrowed for
+    // the call.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(BpfError::Io {
+            what: "getsockopt on the listener",
+            source: io::Error::last_os_error(),
+        });
+    }
+    Ok(value)
+}
+
+/// `size_of::<T>()` as a socklen_t (all socket structs are small).
+fn socklen<T>() -> libc::socklen_t {
+    libc::socklen_t::try_from(size_of::<T>()).unwrap_or(libc::socklen_t::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listener_families_follow_bind_address_and_v6only() {
+        let v4 = std::net::TcpListener::bind("127.0.0.1:0").expect("bind v4");
+        assert_eq!(
+            listener_slots(v4.as_fd()).expect("v4 listener"),
+            ListenerSlots {
+                ipv4: true,
+                ipv6: false
+            }
+        );
+        let v6 = std::net::TcpListener::bind("[::1]:0").expect("bind v6");
+        let slots = listener_slots(v6.as_fd()).expect("v6 listener");
+        assert!(slots.ipv6);
+        let connected = std::net::TcpStream::connect(v4.local_addr().expect("addr")).expect("c");
+        let err = listener_slots(connected.as_fd()).expect_err("not listening");
+        assert!(err.to_string().contains("not listening"), "{err}");
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+        assert!(listener_slots(udp.as_fd()).is_err());
+    }
+}

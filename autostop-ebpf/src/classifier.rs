@@ -1,0 +1,149 @@
+//! `count_traffic`: a TC classifier for the egress side of the Docker
+//! bridges (traffic heading into containers) and for `lo`. It looks up each
+//! IPv4/IPv6 TCP or UDP packet's destination in `SERVICE_TARGETS` and, on a
+//! match whose source is not in `IGNORED_SOURCES`, adds it to that service's
+//! per-CPU `ACTIVITY` slot. It never changes or drops a packet: whatever
+//! happens, it returns `TC_ACT_UNSPEC` so the next program and the stack
+//! decide as if we were not there.
+//!
+//! It runs on every packet, so headers are read with direct packet access
+//! (one bounds check each); only headers outside the linear part of the
+//! buffer go through `bpf_skb_load_bytes`. The source is only looked up in
+//! the trie once the destination matched, so unrelated traffic pays for one
+//! hash lookup.
+
+use core::{mem::size_of, ptr};
+
+use autostop_common::{proto, v4_mapped, TargetKey};
+use aya_ebpf::{
+    bindings::TC_ACT_UNSPEC, helpers::bpf_ktime_get_ns, macros::classifier, programs::TcContext,
+};
+
+use crate::maps::{bump, is_ignored, ACTIVITY, SERVICE_TARGETS};
+
+const ETH_HDR_LEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const IPV6_HDR_LEN: usize = 40;
+
+#[classifier]
+pub fn count_traffic(ctx: TcContext) -> i32 {
+    // The result only tells whether the packet was ours; either way the
+    // packet goes on untouched.
+    let _ = try_count_traffic(&ctx);
+    TC_ACT_UNSPEC
+}
+
+/// Why a packet was not counted. Only used to leave early.
+enum Skip {
+    /// Not IPv4/IPv6 TCP/UDP, a fragment without ports, or not a target.
+    NotTracked,
+    /// Headers were not in the packet at all.
+    Truncated,
+    /// The source is in the ignored set.
+    Ignored,
+}
+
+/// The packet with its linear area's bounds, read once.
+struct Packet<'a> {
+    ctx: &'a TcContext,
+    start: usize,
+    end: usize,
+}
+
+impl Packet<'_> {
+    /// Copies a `T` out of the packet at `offset`: directly when it lies in
+    /// the linear area, else through bpf_skb_load_bytes (non-linear skbs).
+    #[inline(always)]
+    fn read<T: Copy>(&self, offset: usize) -> Result<T, Skip> {
+        if self.start + offset + size_of::<T>() <= self.end {
+            // SAFETY: [start + offset, start + offset + size_of::<T>()) lies
+            // inside the linear packet data (checked just above, and the
+            // verifier checks it again); any bit pattern is a valid T (T is
+            // an integer or a byte array here).
+            Ok(unsafe { ptr::read_unaligned((self.start + offset) as *const T) })
+        } else {
+            self.ctx.load::<T>(offset).map_err(|_| Skip::Truncated)
+        }
+    }
+}
+
+#[inline(always)]
+fn try_count_traffic(ctx: &TcContext) -> Result<(), Skip> {
+    bump(|s| s.packets_seen += 1);
+    let packet = Packet {
+        ctx,
+        start: ctx.data(),
+        end: ctx.data_end(),
+    };
+    let (key, source) = addresses(&packet)?;
+    // SAFETY: the map is preallocated and values are plain u32 indexes; a
+    // racing update can at worst give us the neighbouring value's index,
+    // which is still a valid array index.
+    let service = unsafe { SERVICE_TARGETS.get(&key) }
+        .copied()
+        .ok_or(Skip::NotTracked)?;
+    if is_ignored(source) {
+        bump(|s| s.packets_ignored += 1);
+        return Err(Skip::Ignored);
+    }
+    let slot = ACTIVITY.get_ptr_mut(service).ok_or(Skip::NotTracked)?;
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: this CPU's slot of a per-CPU array; the verifier checked the
+    // index bound through the map lookup.
+    unsafe {
+        (*slot).packets += 1;
+        (*slot).bytes += u64::from(ctx.len());
+        (*slot).last_seen_ns = now;
+    }
+    bump(|s| s.packets_matched += 1);
+    Ok(())
+}
+
+/// Reads the packet's destination (address, port, protocol) and its source
+/// address (16 bytes, IPv4 v4-mapped).
+#[inline(always)]
+fn addresses(packet: &Packet<'_>) -> Result<(TargetKey, [u8; 16]), Skip> {
+    let ether_type = u16::from_be(packet.read::<u16>(12)?);
+    match ether_type {
+        ETH_P_IP => {
+            let ver_ihl = packet.read::<u8>(ETH_HDR_LEN)?;
+            let header_len = usize::from(ver_ihl & 0x0f) * 4;
+            if header_len < 20 {
+                return Err(Skip::NotTracked);
+            }
+            // Fragments after the first carry no L4 header.
+            let frag = u16::from_be(packet.read::<u16>(ETH_HDR_LEN + 6)?);
+            if frag & 0x1fff != 0 {
+                return Err(Skip::NotTracked);
+            }
+            let protocol = packet.read::<u8>(ETH_HDR_LEN + 9)?;
+            tracked(protocol)?;
+            let saddr = packet.read::<[u8; 4]>(ETH_HDR_LEN + 12)?;
+            let daddr = packet.read::<[u8; 4]>(ETH_HDR_LEN + 16)?;
+            let port = u16::from_be(packet.read::<u16>(ETH_HDR_LEN + header_len + 2)?);
+            Ok((TargetKey::ipv4(daddr, port, protocol), v4_mapped(saddr)))
+        }
+        ETH_P_IPV6 => {
+            // Extension headers are not followed: services are reached with
+            // plain TCP/UDP, and a miss only means one uncounted packet.
+            let protocol = packet.read::<u8>(ETH_HDR_LEN + 6)?;
+            tracked(protocol)?;
+            let saddr = packet.read::<[u8; 16]>(ETH_HDR_LEN + 8)?;
+            let daddr = packet.read::<[u8; 16]>(ETH_HDR_LEN + 24)?;
+            let port = u16::from_be(packet.read::<u16>(ETH_HDR_LEN + IPV6_HDR_LEN + 2)?);
+            Ok((TargetKey::ipv6(daddr, port, protocol), saddr))
+        }
+        _ => Err(Skip::NotTracked),
+    }
+}
+
+#[inline(always)]
+fn tracked(protocol: u8) -> Result<(), Skip> {
+    if protocol == proto::TCP || protocol == proto::UDP {
+        Ok(())
+    } else {
+        Err(Skip::NotTracked)
+    }
+}

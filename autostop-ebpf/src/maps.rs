@@ -1,0 +1,56 @@
+//! Every map of the object, in one place. Names, key and value types are
+//! documented in `autostop_common::names`.
+
+use autostop_common::{
+    Activity, DatapathStats, TargetKey, LISTENER_SLOTS, MAX_IGNORED_SOURCES, MAX_SERVICES,
+    MAX_STEERED_PORTS, MAX_TARGETS, WAKE_RING_BYTES,
+};
+use aya_ebpf::{
+    macros::map,
+    maps::{lpm_trie::Key, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf, SockMap},
+};
+
+#[map(name = "SERVICE_TARGETS")]
+pub static SERVICE_TARGETS: HashMap<TargetKey, u32> = HashMap::with_max_entries(MAX_TARGETS, 0);
+
+#[map(name = "ACTIVITY")]
+pub static ACTIVITY: PerCpuArray<Activity> = PerCpuArray::with_max_entries(MAX_SERVICES, 0);
+
+#[map(name = "DATAPATH_STATS")]
+pub static DATAPATH_STATS: PerCpuArray<DatapathStats> = PerCpuArray::with_max_entries(1, 0);
+
+#[map(name = "STEERED_PORTS")]
+pub static STEERED_PORTS: HashMap<u16, u32> = HashMap::with_max_entries(MAX_STEERED_PORTS, 0);
+
+#[map(name = "LISTENERS")]
+pub static LISTENERS: SockMap = SockMap::with_max_entries(LISTENER_SLOTS, 0);
+
+#[map(name = "WAKE_EVENTS")]
+pub static WAKE_EVENTS: RingBuf = RingBuf::with_byte_size(WAKE_RING_BYTES, 0);
+
+#[map(name = "WAKE_LAST_SENT")]
+pub static WAKE_LAST_SENT: LruHashMap<u16, u64> =
+    LruHashMap::with_max_entries(MAX_STEERED_PORTS, 0);
+
+#[map(name = "WAKE_BUCKETS")]
+pub static WAKE_BUCKETS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(MAX_STEERED_PORTS, 0);
+
+#[map(name = "IGNORED_SOURCES")]
+pub static IGNORED_SOURCES: LpmTrie<[u8; 16], u8> =
+    LpmTrie::with_max_entries(MAX_IGNORED_SOURCES, 0);
+
+/// Whether `addr` (16 bytes, IPv4 v4-mapped) falls in an ignored CIDR.
+#[inline(always)]
+pub fn is_ignored(addr: [u8; 16]) -> bool {
+    IGNORED_SOURCES.get(Key::new(128, addr)).is_some()
+}
+
+/// Adds to this CPU's health counters.
+#[inline(always)]
+pub fn bump(update: impl FnOnce(&mut DatapathStats)) {
+    if let Some(stats) = DATAPATH_STATS.get_ptr_mut(0) {
+        // SAFETY: the pointer is this CPU's slot of a per-CPU array; no other
+        // program instance runs on this CPU while we hold it.
+        update(unsafe { &mut *stats });
+    }
+}
