@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Route, Upstreams};
 use crate::service::{Command, ServiceState, Trigger};
+use crate::waitpage::{error_reply, looks_like_http, ErrorStatus};
 
 /// How long connecting to a ready container may take before the client is
 /// told the start failed.
@@ -49,17 +50,6 @@ pub(super) fn refuse(stream: TcpStream) {
     drop(stream);
 }
 
-/// Handles one accepted connection according to the route's mode.
-pub(super) async fn handle(
-    stream: TcpStream,
-    port: u16,
-    route: &Route,
-    upstreams: &dyn Upstreams,
-    shutdown: &CancellationToken,
-) -> HoldOutcome {
-    hold_and_forward(stream, port, route, upstreams, &[], shutdown).await
-}
-
 /// Wakes the service, waits for readiness and splices `stream` to the
 /// container, first sending `replay` (bytes already read from the client).
 pub(super) async fn hold_and_forward(
@@ -83,14 +73,14 @@ pub(super) async fn hold_and_forward(
                 "{} did not start within {:?}",
                 route.service, route.start_timeout
             );
-            reply_error(&mut stream, replay, 504, &reason).await;
+            reply_error(&mut stream, replay, ErrorStatus::GatewayTimeout, &reason).await;
             return HoldOutcome::Failed;
         }
         Err(NotReady::Failed(reason)) => {
             reply_error(
                 &mut stream,
                 replay,
-                502,
+                ErrorStatus::BadGateway,
                 &format!("{} failed to start: {reason}", route.service),
             )
             .await;
@@ -101,7 +91,7 @@ pub(super) async fn hold_and_forward(
         Ok(upstream) => upstream,
         Err(reason) => {
             tracing::warn!(service = %route.service, port, %reason, "cannot reach the ready service");
-            reply_error(&mut stream, replay, 502, &reason).await;
+            reply_error(&mut stream, replay, ErrorStatus::BadGateway, &reason).await;
             return HoldOutcome::Failed;
         }
     };
@@ -163,7 +153,7 @@ async fn wait_ready(
 
 /// Tells the client why its connection ends: an HTTP error when its first
 /// bytes look like HTTP, a plain close otherwise (no protocol is assumed).
-async fn reply_error(stream: &mut TcpStream, replay: &[u8], status: u16, reason: &str) {
+async fn reply_error(stream: &mut TcpStream, replay: &[u8], status: ErrorStatus, reason: &str) {
     let mut first = [0u8; 16];
     let head: &[u8] = if replay.is_empty() {
         match tokio::time::timeout(PEEK_TIMEOUT, stream.peek(&mut first)).await {
@@ -174,34 +164,7 @@ async fn reply_error(stream: &mut TcpStream, replay: &[u8], status: u16, reason:
         replay
     };
     if looks_like_http(head) {
-        let title = if status == 504 {
-            "Gateway Timeout"
-        } else {
-            "Bad Gateway"
-        };
-        let body = format!("{reason}\n");
-        let reply = format!(
-            "HTTP/1.1 {status} {title}\r\nContent-Type: text/plain; charset=utf-8\r\n\
-             Content-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        let _ = stream.write_all(reply.as_bytes()).await;
+        let _ = stream.write_all(&error_reply(status, reason)).await;
     }
     let _ = stream.shutdown().await;
-}
-
-/// Whether `bytes` start like an HTTP/1.x request line.
-pub(super) fn looks_like_http(bytes: &[u8]) -> bool {
-    const METHODS: &[&[u8]] = &[
-        b"GET ",
-        b"HEAD ",
-        b"POST ",
-        b"PUT ",
-        b"DELETE ",
-        b"OPTIONS ",
-        b"PATCH ",
-        b"CONNECT ",
-        b"TRACE ",
-    ];
-    METHODS.iter().any(|m| bytes.starts_with(m))
 }

@@ -6,9 +6,13 @@
 //! port), wakes the service and is held until the service's state machine
 //! pushes `Ready`; then the agent connects to the container's own address
 //! and copies bytes both ways until either side closes, with no time cap.
-//! In blocking mode no byte is read before that. Held connections are bounded
-//! per service; beyond the bound a connection is refused at once and counted.
+//! In blocking mode no byte is read before that. In dynamic mode the request
+//! head is read first: browsers get the themed wait page, the wait page's
+//! status poll gets JSON, everything else is held and its bytes replayed.
+//! Held connections are bounded per service; beyond the bound a connection
+//! is refused at once and counted.
 
+mod dynamic;
 mod hold;
 
 use std::{
@@ -24,7 +28,7 @@ use std::{
 use tokio::{net::TcpListener, sync::Semaphore, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use crate::{config::Mode, service::ServiceHandle};
+use crate::{config::Mode, metrics::Metrics, service::ServiceHandle, waitpage::ThemeSet};
 
 pub use hold::HoldOutcome;
 
@@ -43,6 +47,8 @@ pub struct Route {
     pub service: String,
     /// Blocking (hold silently) or dynamic (wait page for browsers).
     pub mode: Mode,
+    /// Wait-page theme (dynamic mode).
+    pub theme: Option<String>,
     /// The service's actor: wakes go to it, readiness comes from it.
     pub handle: ServiceHandle,
     /// Longest a held connection waits for readiness before giving up.
@@ -64,40 +70,41 @@ pub struct ColdStartStats {
     pub failed: AtomicU64,
     /// Connections for a port no service claims (a race with a reload).
     pub unrouted: AtomicU64,
+    /// Wait pages served (dynamic mode).
+    pub wait_pages: AtomicU64,
+    /// Request heads rejected: malformed, too large or too slow.
+    pub bad_heads: AtomicU64,
 }
 
 /// Routing table shared with the agent, which updates it on reload.
 pub type Routes = Arc<RwLock<HashMap<u16, Route>>>;
 
+/// Everything a steered connection may need.
+pub struct ColdStart {
+    /// Published port → service.
+    pub routes: Routes,
+    /// Where ready services live.
+    pub upstreams: Arc<dyn Upstreams>,
+    /// Listener counters.
+    pub stats: Arc<ColdStartStats>,
+    /// Wait-page themes (built-in and user).
+    pub themes: Arc<ThemeSet>,
+    /// Agent metrics (wait pages served).
+    pub metrics: Arc<Metrics>,
+}
+
 /// Accepts on `listeners` until `shutdown`, handling each connection in its
 /// own task; returns once every connection task has finished.
-pub async fn serve(
-    listeners: Vec<TcpListener>,
-    routes: Routes,
-    upstreams: Arc<dyn Upstreams>,
-    stats: Arc<ColdStartStats>,
-    shutdown: CancellationToken,
-) {
+pub async fn serve(listeners: Vec<TcpListener>, ctx: Arc<ColdStart>, shutdown: CancellationToken) {
     let mut accept_loops = JoinSet::new();
     for listener in listeners {
-        let (routes, upstreams, stats, shutdown) = (
-            routes.clone(),
-            upstreams.clone(),
-            stats.clone(),
-            shutdown.clone(),
-        );
-        accept_loops.spawn(accept_loop(listener, routes, upstreams, stats, shutdown));
+        accept_loops.spawn(accept_loop(listener, Arc::clone(&ctx), shutdown.clone()));
     }
     while accept_loops.join_next().await.is_some() {}
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    routes: Routes,
-    upstreams: Arc<dyn Upstreams>,
-    stats: Arc<ColdStartStats>,
-    shutdown: CancellationToken,
-) {
+async fn accept_loop(listener: TcpListener, ctx: Arc<ColdStart>, shutdown: CancellationToken) {
+    let stats = Arc::clone(&ctx.stats);
     let mut connections = JoinSet::new();
     loop {
         let accepted = tokio::select! {
@@ -120,7 +127,8 @@ async fn accept_loop(
             Ok(local) => local.port(),
             Err(_) => continue,
         };
-        let route = routes
+        let route = ctx
+            .routes
             .read()
             .ok()
             .and_then(|table| table.get(&port).cloned());
@@ -134,9 +142,22 @@ async fn accept_loop(
             hold::refuse(stream);
             continue;
         };
-        let (upstreams, stats, shutdown) = (upstreams.clone(), stats.clone(), shutdown.clone());
+        let (ctx, stats, shutdown) = (Arc::clone(&ctx), stats.clone(), shutdown.clone());
         connections.spawn(async move {
-            let outcome = hold::handle(stream, port, &route, upstreams.as_ref(), &shutdown).await;
+            let outcome = match route.mode {
+                Mode::Blocking => {
+                    hold::hold_and_forward(
+                        stream,
+                        port,
+                        &route,
+                        ctx.upstreams.as_ref(),
+                        &[],
+                        &shutdown,
+                    )
+                    .await
+                }
+                Mode::Dynamic => dynamic::handle(stream, port, &route, &ctx, &shutdown).await,
+            };
             drop(permit);
             let counter = match outcome {
                 HoldOutcome::Forwarded => &stats.forwarded,

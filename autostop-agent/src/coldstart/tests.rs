@@ -55,6 +55,14 @@ struct Harness {
 
 impl Harness {
     async fn start(max_held: usize, start_timeout: Duration) -> Self {
+        Self::start_with(crate::config::Mode::Blocking, max_held, start_timeout).await
+    }
+
+    async fn start_with(
+        mode: crate::config::Mode,
+        max_held: usize,
+        start_timeout: Duration,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind agent listener");
@@ -66,7 +74,8 @@ impl Harness {
         let (tx, commands) = mpsc::channel(4096);
         let route = Route {
             service: "web".to_owned(),
-            mode: crate::config::Mode::Blocking,
+            mode,
+            theme: Some("ghost".to_owned()),
             handle: ServiceHandle { tx, status_rx },
             start_timeout,
             held: Arc::new(Semaphore::new(max_held)),
@@ -75,13 +84,14 @@ impl Harness {
         let upstream = Arc::new(FixedUpstream(echo_server().await));
         let stats = Arc::new(ColdStartStats::default());
         let shutdown = CancellationToken::new();
-        let server = tokio::spawn(serve(
-            vec![listener],
+        let ctx = Arc::new(ColdStart {
             routes,
-            upstream,
-            stats.clone(),
-            shutdown.clone(),
-        ));
+            upstreams: upstream,
+            stats: stats.clone(),
+            themes: Arc::new(crate::waitpage::ThemeSet::builtin()),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
+        });
+        let server = tokio::spawn(serve(vec![listener], ctx, shutdown.clone()));
         Self {
             addr,
             status,
@@ -225,5 +235,82 @@ async fn connections_over_the_limit_are_refused_at_once_and_counted() {
         "third connection must be closed: {read:?}"
     );
     assert_eq!(h.stats.refused_over_limit.load(Ordering::Relaxed), 1);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn dynamic_mode_serves_browsers_the_page_and_holds_api_clients() {
+    let h = Harness::start_with(crate::config::Mode::Dynamic, 16, Duration::from_secs(30)).await;
+    let mut browser = TcpStream::connect(h.addr).await.expect("connect");
+    browser
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nAccept: text/html,application/xhtml+xml\r\n\r\n")
+        .await
+        .expect("write");
+    let page = read_all(&mut browser).await;
+    assert!(
+        page.starts_with("HTTP/1.1 503 "),
+        "{}",
+        &page[..page.len().min(200)]
+    );
+    assert!(
+        page.contains("Retry-After:") && page.contains("no-store"),
+        "headers"
+    );
+    assert_eq!(h.stats.wait_pages.load(Ordering::Relaxed), 1);
+
+    let mut poll = TcpStream::connect(h.addr).await.expect("connect");
+    poll.write_all(b"GET /.autostop/status HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let json = read_all(&mut poll).await;
+    assert!(
+        json.starts_with("HTTP/1.1 200 ") && json.contains(r#""service":"web""#),
+        "{json}"
+    );
+
+    let mut api = TcpStream::connect(h.addr).await.expect("connect");
+    let request = b"GET /v1/items HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\n\r\n";
+    api.write_all(request).await.expect("write");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    h.set_state(ServiceState::Ready);
+    // The echo "app" returns the request exactly as the client sent it.
+    let mut echoed = vec![0u8; request.len()];
+    tokio::time::timeout(Duration::from_secs(5), api.read_exact(&mut echoed))
+        .await
+        .expect("in time")
+        .expect("read");
+    assert_eq!(echoed, request);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn dynamic_mode_closes_malformed_heads_without_disturbing_others() {
+    let h = Harness::start_with(crate::config::Mode::Dynamic, 16, Duration::from_secs(30)).await;
+    let mut good = TcpStream::connect(h.addr).await.expect("connect");
+    good.write_all(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+        .await
+        .expect("write");
+    let mut bad = TcpStream::connect(h.addr).await.expect("connect");
+    bad.write_all(b"\x01\x02 not http at all\r\n\r\n")
+        .await
+        .expect("write");
+    let reply = read_all(&mut bad).await;
+    assert!(reply.starts_with("HTTP/1.1 400 "), "{reply}");
+    let mut huge = TcpStream::connect(h.addr).await.expect("connect");
+    let mut big = b"GET / HTTP/1.1\r\nX-Fill: ".to_vec();
+    big.extend(std::iter::repeat_n(b'a', 64 * 1024));
+    let _ = huge.write_all(&big).await;
+    let reply = read_all(&mut huge).await;
+    assert!(
+        reply.is_empty() || reply.starts_with("HTTP/1.1 400 "),
+        "{reply}"
+    );
+    h.set_state(ServiceState::Ready);
+    let mut echoed = [0u8; 45];
+    tokio::time::timeout(Duration::from_secs(5), good.read_exact(&mut echoed))
+        .await
+        .expect("in time")
+        .expect("the good client is still served");
+    assert_eq!(h.stats.bad_heads.load(Ordering::Relaxed), 2);
     h.stop().await;
 }
