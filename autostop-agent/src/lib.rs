@@ -7,6 +7,7 @@
 //! - [`api`]: the status API, Prometheus endpoint and dashboard (axum).
 //! - [`bpf`]: loads the kernel programs built from `autostop-ebpf`, attaches
 //!   them and reads their counters.
+//! - [`client`]: the CLI's calls to a running agent (`autostop status`, …).
 //! - [`coldstart`]: the listener steered connections land on; holds them
 //!   until their service is ready, then splices them to the container.
 //! - [`commands`]: `autostop check` and `autostop import-json`.
@@ -31,6 +32,7 @@
 pub mod alerts;
 pub mod api;
 pub mod bpf;
+pub mod client;
 pub mod coldstart;
 pub mod commands;
 pub mod config;

@@ -21,16 +21,18 @@ use axum::{
     routing::{get, post, put},
     Router,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 /// What the API shows of one service.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ServiceView {
     /// Service name from the config.
     pub name: String,
     /// `stopped`, `starting`, `ready`, `stopping`, `failed` or `unknown`.
     pub state: String,
+    /// Seconds the service has been in `state`.
+    pub state_for_s: u64,
     /// `dynamic` or `blocking`.
     pub mode: String,
     /// First published port (what nginx points at).
