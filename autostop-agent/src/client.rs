@@ -143,8 +143,8 @@ pub fn status_table(services: &[ServiceView]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<16} {:<13} {:<22} {:<18} {:<8} {:<9} {:<10} {}",
-        "NAME", "STATE", "SINCE", "RAM", "IDLE", "STOP IN", "LAST START", "SAVED"
+        "{:<16} {:<13} {:<22} {:<18} {:<8} {:<9} {:<10} SAVED",
+        "NAME", "STATE", "SINCE", "RAM", "IDLE", "STOP IN", "LAST START"
     );
     for s in services {
         let (icon, label) = match s.state.as_str() {
