@@ -7,6 +7,8 @@
 //!   them and reads their counters.
 //! - [`config`]: the TOML configuration, its validation (errors name file,
 //!   line, column and field) and the import of the old config.json.
+//! - [`docker`]: the Docker driver (bollard): starts, stops and probes the
+//!   containers of each service, and follows Docker events.
 //! - [`service`]: one state machine per service (stopped → starting → ready
 //!   → stopping), driven by wake events, idle timers and Docker events, with
 //!   Docker, steering and counters behind traits.
@@ -16,6 +18,7 @@
 
 pub mod bpf;
 pub mod config;
+pub mod docker;
 pub mod service;
 pub mod shutdown;
 pub mod watch;
