@@ -5,6 +5,8 @@
 //! test with a message naming it, so a CI run cannot pass without running
 //! them. Fixtures are Drop guards, so a failing test still cleans up.
 
+pub mod docker;
+
 use std::{
     io::{BufRead, BufReader},
     path::PathBuf,
