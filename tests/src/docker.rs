@@ -221,3 +221,92 @@ pub fn containers_service(name: &str, port: u16, names: &[&str]) -> ServiceConfi
     let names = names.iter().map(|n| n.to_string()).collect();
     service(name, port, Target::Containers(names))
 }
+
+/// A user-defined bridge network; removed on drop.
+pub struct TestNetwork {
+    /// Network name.
+    pub name: String,
+    /// Network id.
+    pub id: String,
+}
+
+impl TestNetwork {
+    /// `docker network create NAME`.
+    pub fn create(name: &str) -> Self {
+        let id = docker(&["network", "create", name]);
+        Self {
+            name: name.to_string(),
+            id,
+        }
+    }
+}
+
+impl Drop for TestNetwork {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["network", "rm", &self.name])
+            .output();
+    }
+}
+
+/// A Unix-socket relay to the real Docker socket that a test can take down
+/// and bring back, to simulate the daemon going away without touching it.
+/// Taking it down also cuts the connections it relays.
+pub struct DockerRelay {
+    /// Socket path clients connect to.
+    pub path: PathBuf,
+    /// Keeps the socket's directory alive.
+    _dir: tempfile::TempDir,
+    /// The running relay, if up.
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl DockerRelay {
+    /// A relay that is down until [`up`](Self::up).
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self {
+            path: dir.path().join("docker.sock"),
+            _dir: dir,
+            task: None,
+        }
+    }
+
+    /// Starts relaying (on the current tokio runtime).
+    pub fn up(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        let listener = tokio::net::UnixListener::bind(&self.path).expect("binding relay socket");
+        self.task = Some(tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((mut client, _)) = listener.accept().await {
+                conns.spawn(async move {
+                    if let Ok(mut daemon) =
+                        tokio::net::UnixStream::connect("/var/run/docker.sock").await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut daemon).await;
+                    }
+                });
+            }
+        }));
+    }
+
+    /// Stops relaying and cuts relayed connections.
+    pub fn down(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl Default for DockerRelay {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for DockerRelay {
+    fn drop(&mut self) {
+        self.down();
+    }
+}

@@ -9,11 +9,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use autostop::config::ServiceConfig;
-use autostop::docker::{spawn_event_watcher, DockerClient, DockerRuntime, EventSink};
+use autostop::docker::{
+    spawn_event_watcher, DockerClient, DockerRuntime, EventSink, NetworkEvent, NetworkSink,
+    EVENT_BACKOFF_MAX,
+};
 use autostop::service::{Command, ContainerEvent, ContainerRuntime, Observed};
 use autostop_tests::docker::{
     compose_service, containers_service, docker, free_port, inspect, inspect_time, require_docker,
-    unique, ComposeProject, TestContainer, TestImage,
+    unique, ComposeProject, DockerRelay, TestContainer, TestImage, TestNetwork,
 };
 use autostop_tests::require_root_and_bpf;
 use tokio::sync::mpsc;
@@ -374,4 +377,85 @@ async fn privileged_docker_measure_neighbour_pinning() {
         addr = container_addr(&name);
         rt.stop("web").await.expect("stop");
     }
+}
+
+/// Next command for `svc` within `within`, skipping other services' ones.
+async fn next_for(
+    rx: &mut mpsc::UnboundedReceiver<(String, Command)>,
+    within: Duration,
+) -> Command {
+    tokio::time::timeout(within, rx.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no command within {within:?}"))
+        .expect("watcher alive")
+        .1
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn privileged_docker_events_report_daemon_loss_and_return() {
+    setup();
+    let image = TestImage::build();
+    let port = free_port();
+    let name = unique("autostop-relay-");
+    let _c = httpd(&image, &name, port);
+    let mut relay = DockerRelay::new();
+    let socket = format!("unix://{}", relay.path.display());
+    let client = DockerClient::lazy(&socket);
+    let rt = Arc::new(DockerRuntime::new(
+        client,
+        &[containers_service("web", port, &[&name])],
+    ));
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let sink: EventSink = Arc::new(move |svc: &str, cmd: Command| {
+        let _ = tx.send((svc.to_string(), cmd));
+    });
+    let (ntx, mut nrx) = mpsc::unbounded_channel();
+    let nets: NetworkSink = Arc::new(move |ev: NetworkEvent| {
+        let _ = ntx.send(ev);
+    });
+    let stop = CancellationToken::new();
+    let task = spawn_event_watcher(Arc::clone(&rt), sink, Some(nets), stop.clone());
+
+    // Daemon "down" from the start.
+    assert_eq!(
+        next_for(&mut rx, Duration::from_secs(3)).await,
+        Command::DockerUnreachable
+    );
+    relay.up();
+    let back = EVENT_BACKOFF_MAX + Duration::from_secs(3);
+    assert_eq!(next_for(&mut rx, back).await, Command::DockerBack);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Events flow through the relay.
+    docker(&["start", &name]);
+    assert_eq!(
+        next_for(&mut rx, Duration::from_secs(1)).await,
+        Command::ContainerEvent(ContainerEvent::Started)
+    );
+    let net = TestNetwork::create(&unique("autostop-net-"));
+    let ev = tokio::time::timeout(Duration::from_secs(2), nrx.recv())
+        .await
+        .expect("network event")
+        .expect("watcher alive");
+    let want_bridge = format!("br-{}", &net.id[..12]);
+    assert_eq!(
+        ev,
+        NetworkEvent::Created {
+            id: net.id.clone(),
+            name: net.name.clone(),
+            bridge: Some(want_bridge),
+        }
+    );
+
+    // Loss while following the stream, then return again.
+    relay.down();
+    assert_eq!(
+        next_for(&mut rx, Duration::from_secs(3)).await,
+        Command::DockerUnreachable
+    );
+    relay.up();
+    assert_eq!(next_for(&mut rx, back).await, Command::DockerBack);
+    stop.cancel();
+    task.await.expect("watcher ends on cancel");
+    docker(&["stop", "-t", "1", &name]);
 }

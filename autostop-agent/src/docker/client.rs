@@ -2,6 +2,7 @@
 //! [`DockerError`] (404 → not found, transport failures → unreachable).
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bollard::models::{ContainerInspectResponse, ContainerSummary, NetworkInspect};
 use bollard::query_parameters::{
@@ -23,39 +24,73 @@ const FALLBACK_API: ClientVersion = ClientVersion {
 };
 
 /// Cheap-to-clone Docker API client shared by the runtime and the event
-/// watcher.
+/// watcher. The underlying connection is made on first use (and again after
+/// a failure to make it), so a client exists even while the daemon is down.
 #[derive(Debug, Clone)]
 pub struct DockerClient {
-    /// The bollard client (holds a connection pool).
-    pub(crate) docker: Docker,
+    /// Socket path and the connected bollard client, if made yet.
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// Socket path (without `unix://`).
+    socket: String,
+    /// bollard client (holds a connection pool); `None` until made.
+    docker: Mutex<Option<Docker>>,
 }
 
 impl DockerClient {
     /// Connects to the default socket and negotiates the API version (the
     /// daemon here speaks 1.41; bollard defaults to a newer one).
     pub async fn connect() -> Result<Self, DockerError> {
-        let client = Self::lazy(DEFAULT_SOCKET)?;
-        let docker = client.docker.negotiate_version().await.map_err(map_err)?;
-        Ok(Self { docker })
+        let client = Self::lazy(DEFAULT_SOCKET);
+        let docker = client
+            .handle()?
+            .negotiate_version()
+            .await
+            .map_err(map_err)?;
+        *client.slot() = Some(docker);
+        Ok(client)
     }
 
     /// Client for `socket` (e.g. `unix:///var/run/docker.sock`) that does not
-    /// contact the daemon: usable while Docker is down. It speaks API 1.41.
-    pub fn lazy(socket: &str) -> Result<Self, DockerError> {
+    /// contact the daemon yet: usable while Docker is down (calls then fail
+    /// with [`DockerError::Unreachable`]). It speaks API 1.41 (Docker 20.10).
+    pub fn lazy(socket: &str) -> Self {
         let path = socket.strip_prefix("unix://").unwrap_or(socket);
-        let docker = Docker::connect_with_unix(path, REQUEST_TIMEOUT_SECS, &FALLBACK_API)
+        Self {
+            inner: Arc::new(Inner {
+                socket: path.to_string(),
+                docker: Mutex::new(None),
+            }),
+        }
+    }
+
+    fn slot(&self) -> MutexGuard<'_, Option<Docker>> {
+        self.inner.docker.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The bollard client, connecting first if needed.
+    pub(crate) fn handle(&self) -> Result<Docker, DockerError> {
+        let mut slot = self.slot();
+        if let Some(d) = slot.as_ref() {
+            return Ok(d.clone());
+        }
+        let d = Docker::connect_with_unix(&self.inner.socket, REQUEST_TIMEOUT_SECS, &FALLBACK_API)
             .map_err(|e| DockerError::Unreachable(e.to_string()))?;
-        Ok(Self { docker })
+        *slot = Some(d.clone());
+        Ok(d)
     }
 
     /// Whether the daemon answers a ping.
     pub async fn ping(&self) -> Result<(), DockerError> {
-        self.docker.ping().await.map(|_| ()).map_err(map_err)
+        self.handle()?.ping().await.map(|_| ()).map_err(map_err)
     }
 
     /// Inspects one container by name or id.
     pub async fn inspect(&self, name: &str) -> Result<ContainerInspectResponse, DockerError> {
-        self.docker
+        self.handle()?
             .inspect_container(name, None)
             .await
             .map_err(map_err)
@@ -72,7 +107,7 @@ impl DockerClient {
             .all(true)
             .filters(&filters)
             .build();
-        self.docker
+        self.handle()?
             .list_containers(Some(opts))
             .await
             .map_err(map_err)
@@ -80,7 +115,7 @@ impl DockerClient {
 
     /// Starts a container (a no-op for a running one).
     pub async fn start(&self, id: &str) -> Result<(), DockerError> {
-        self.docker
+        self.handle()?
             .start_container(id, None::<StartContainerOptions>)
             .await
             .map_err(map_err)
@@ -89,7 +124,7 @@ impl DockerClient {
     /// Stops a container with Docker's default grace period.
     pub async fn stop(&self, id: &str) -> Result<(), DockerError> {
         let opts = StopContainerOptionsBuilder::default().build();
-        self.docker
+        self.handle()?
             .stop_container(id, Some(opts))
             .await
             .map_err(map_err)
@@ -97,7 +132,10 @@ impl DockerClient {
 
     /// Inspects a network by name or id.
     pub async fn network(&self, id: &str) -> Result<NetworkInspect, DockerError> {
-        self.docker.inspect_network(id, None).await.map_err(map_err)
+        self.handle()?
+            .inspect_network(id, None)
+            .await
+            .map_err(map_err)
     }
 }
 

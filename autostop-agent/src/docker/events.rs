@@ -136,7 +136,10 @@ impl Watcher {
                 ("event", vec!["start", "die", "kill", "create", "destroy"]),
             ]);
             let opts = EventsOptionsBuilder::default().filters(&filters).build();
-            let mut stream = self.runtime.client().docker.events(Some(opts));
+            let Ok(docker) = self.runtime.client().handle() else {
+                continue;
+            };
+            let mut stream = docker.events(Some(opts));
             if !reachable {
                 info!(event = "docker_back");
                 self.broadcast(&Command::DockerBack);
