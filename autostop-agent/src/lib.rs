@@ -18,6 +18,8 @@
 //! - [`netfilter`]: the warm-up redirect, an nft table that keeps new
 //!   connections to a starting service's port away from Docker's DNAT until
 //!   the app listens.
+//! - [`docker`]: the Docker driver (bollard): starts, stops and probes the
+//!   containers of each service, and follows Docker events.
 //! - [`service`]: one state machine per service (stopped → starting → ready
 //!   → stopping), driven by wake events, idle timers and Docker events, with
 //!   Docker, steering and counters behind traits.
@@ -36,6 +38,7 @@ pub mod client;
 pub mod coldstart;
 pub mod commands;
 pub mod config;
+pub mod docker;
 pub mod metrics;
 pub mod netfilter;
 pub mod procnet;

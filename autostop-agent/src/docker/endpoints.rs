@@ -1,0 +1,158 @@
+//! Where traffic into a service really goes: for each published port, the
+//! container address and container port behind it, and the Linux bridges of
+//! the networks involved (what the datapath attaches to).
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+
+use bollard::models::{ContainerInspectResponse, NetworkInspect};
+
+use super::resolve::Member;
+use crate::config::{PortSpec, Protocol};
+
+/// Docker's option naming a bridge network's Linux interface.
+const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
+
+/// One published port of a service, resolved to its container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerEndpoint {
+    /// The configured host port this endpoint serves.
+    pub published: PortSpec,
+    /// Container name (for logs).
+    pub container: String,
+    /// Container address on its first network with an address; `None` while
+    /// the container is stopped (Docker releases the address).
+    pub ip: Option<IpAddr>,
+    /// Port inside the container.
+    pub container_port: u16,
+    /// Transport of the port.
+    pub protocol: Protocol,
+    /// Bridge interface of the network `ip` belongs to, if known.
+    pub bridge: Option<String>,
+}
+
+/// Everything the datapath needs for one service.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ServiceEndpoints {
+    /// One entry per configured port that a container publishes.
+    pub endpoints: Vec<ContainerEndpoint>,
+    /// Bridge interfaces of all bridge networks the containers are on.
+    pub bridges: Vec<String>,
+}
+
+/// Linux interface of a bridge network: the `com.docker.network.bridge.name`
+/// option (set to `docker0` on the default bridge), else `br-` and the first
+/// 12 hex digits of the network id. `None` for non-bridge drivers.
+pub fn bridge_name(net: &NetworkInspect) -> Option<String> {
+    if net.driver.as_deref() != Some("bridge") {
+        return None;
+    }
+    if let Some(name) = net.options.as_ref().and_then(|o| o.get(BRIDGE_NAME_OPTION)) {
+        return Some(name.clone());
+    }
+    if net.name.as_deref() == Some("bridge") {
+        return Some("docker0".to_string());
+    }
+    let id = net.id.as_deref()?;
+    Some(format!("br-{}", id.get(..12).unwrap_or(id)))
+}
+
+/// Container port (and protocol) behind host port `spec`: from the live
+/// `NetworkSettings.Ports` when running, else from `HostConfig.PortBindings`.
+pub fn container_port(inspect: &ContainerInspectResponse, spec: PortSpec) -> Option<u16> {
+    let live = inspect
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.ports.as_ref());
+    let configured = inspect
+        .host_config
+        .as_ref()
+        .and_then(|h| h.port_bindings.as_ref());
+    let host = spec.port.to_string();
+    for map in [live, configured].into_iter().flatten() {
+        for (key, bindings) in map {
+            let (port, proto) = key.split_once('/').unwrap_or((key, "tcp"));
+            if proto != spec.protocol.to_string() {
+                continue;
+            }
+            let hit = bindings
+                .iter()
+                .flatten()
+                .any(|b| b.host_port.as_deref() == Some(host.as_str()));
+            if hit {
+                if let Ok(p) = port.parse() {
+                    return Some(p);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// First (by network name) network with an address: (network id, ip, mac).
+pub fn primary_address(inspect: &ContainerInspectResponse) -> Option<(String, IpAddr, String)> {
+    let nets = inspect.network_settings.as_ref()?.networks.as_ref()?;
+    let mut names: Vec<&String> = nets.keys().collect();
+    names.sort();
+    names.into_iter().find_map(|n| {
+        let ep = &nets[n];
+        let ip: IpAddr = ep.ip_address.as_deref()?.parse().ok()?;
+        let id = ep.network_id.clone().unwrap_or_else(|| n.clone());
+        Some((id, ip, ep.mac_address.clone().unwrap_or_default()))
+    })
+}
+
+/// Network ids (or names when the id is missing) the container is on.
+pub fn network_ids(inspect: &ContainerInspectResponse) -> Vec<String> {
+    let Some(nets) = inspect
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.networks.as_ref())
+    else {
+        return Vec::new();
+    };
+    nets.iter()
+        .map(|(name, ep)| {
+            ep.network_id
+                .clone()
+                .filter(|id| !id.is_empty())
+                .unwrap_or_else(|| name.clone())
+        })
+        .collect()
+}
+
+/// Builds the endpoints of a service from its members and the bridge names
+/// of its networks (`bridges`: network id or name → interface).
+pub fn build(
+    ports: &[PortSpec],
+    members: &[Member],
+    bridges: &HashMap<String, String>,
+) -> (ServiceEndpoints, Vec<PortSpec>) {
+    let mut out = ServiceEndpoints::default();
+    let mut missing = Vec::new();
+    for spec in ports {
+        let found = members
+            .iter()
+            .find_map(|m| container_port(&m.inspect, *spec).map(|p| (m, p)));
+        let Some((m, cport)) = found else {
+            missing.push(*spec);
+            continue;
+        };
+        let addr = primary_address(&m.inspect);
+        out.endpoints.push(ContainerEndpoint {
+            published: *spec,
+            container: m.name.clone(),
+            ip: addr.as_ref().map(|a| a.1),
+            container_port: cport,
+            protocol: spec.protocol,
+            bridge: addr.and_then(|a| bridges.get(&a.0).cloned()),
+        });
+    }
+    let set: BTreeSet<String> = members
+        .iter()
+        .flat_map(|m| network_ids(&m.inspect))
+        .filter_map(|id| bridges.get(&id).cloned())
+        .collect();
+    out.bridges = set.into_iter().collect();
+    (out, missing)
+}

@@ -1,0 +1,209 @@
+//! Follows Docker's event stream: container start/die of the configured
+//! services become [`Command::ContainerEvent`]s, daemon loss and return
+//! become [`Command::DockerUnreachable`] / [`Command::DockerBack`], and
+//! network creation/removal is reported to a separate callback (so the
+//! agent can attach to new bridges).
+//!
+//! A `die` with exit code 0 that no `kill` preceded is a one-shot container
+//! finishing (e.g. a migration job): it is not reported, so the service is
+//! neither failed nor restarted in a loop. `docker stop` always sends `kill`
+//! first, so stops by hand are still reported.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bollard::models::{EventMessage, EventMessageTypeEnum};
+use bollard::query_parameters::EventsOptionsBuilder;
+use futures_util::StreamExt;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::resolve::{LABEL_ONEOFF, LABEL_WORKING_DIR};
+use super::runtime::DockerRuntime;
+use crate::config::{ServiceConfig, Target};
+use crate::service::{Command, ContainerEvent};
+
+/// Receives `(service name, command)`; must not block (e.g. `try_send` on
+/// the service's handle).
+pub type EventSink = Arc<dyn Fn(&str, Command) + Send + Sync>;
+/// Receives network events; must not block.
+pub type NetworkSink = Arc<dyn Fn(NetworkEvent) + Send + Sync>;
+
+/// Longest wait between reconnection attempts.
+pub const EVENT_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// First wait after the daemon stops answering.
+const BACKOFF_START: Duration = Duration::from_millis(100);
+/// A `kill` this recent makes the following `die` a stop, not a completion.
+const KILL_MEMORY: Duration = Duration::from_secs(120);
+
+/// A Docker network appeared or went away.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetworkEvent {
+    /// A network was created.
+    Created {
+        /// Network id.
+        id: String,
+        /// Network name.
+        name: String,
+        /// Its bridge interface (bridge driver only).
+        bridge: Option<String>,
+    },
+    /// A network was removed.
+    Destroyed {
+        /// Network id.
+        id: String,
+        /// Network name.
+        name: String,
+    },
+}
+
+/// Services a container (by its event attributes) belongs to.
+pub fn services_of(
+    services: &[ServiceConfig],
+    id: &str,
+    attrs: &HashMap<String, String>,
+) -> Vec<String> {
+    let name = attrs.get("name").map(String::as_str).unwrap_or_default();
+    let oneoff = attrs.get(LABEL_ONEOFF).map(String::as_str) == Some("True");
+    let wd = attrs
+        .get(LABEL_WORKING_DIR)
+        .map(|w| w.trim_end_matches('/'));
+    services
+        .iter()
+        .filter(|s| match &s.target {
+            Target::Containers(names) => names.iter().any(|n| n == name || n == id),
+            Target::ComposeDir(dir) => {
+                !oneoff && wd.is_some_and(|w| w == dir.display().to_string().trim_end_matches('/'))
+            }
+        })
+        .map(|s| s.name.clone())
+        .collect()
+}
+
+/// Spawns the watcher; it ends when `shutdown` is cancelled.
+pub fn spawn_event_watcher(
+    runtime: Arc<DockerRuntime>,
+    sink: EventSink,
+    networks: Option<NetworkSink>,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut w = Watcher {
+            runtime,
+            sink,
+            networks,
+            kills: HashMap::new(),
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => {}
+            () = w.run() => {}
+        }
+    })
+}
+
+struct Watcher {
+    runtime: Arc<DockerRuntime>,
+    sink: EventSink,
+    networks: Option<NetworkSink>,
+    kills: HashMap<String, Instant>,
+}
+
+impl Watcher {
+    fn broadcast(&self, cmd: &Command) {
+        for s in self.runtime.services() {
+            (self.sink)(&s.name, cmd.clone());
+        }
+    }
+
+    async fn run(&mut self) {
+        let mut reachable = true;
+        let mut backoff = BACKOFF_START;
+        loop {
+            if let Err(e) = self.runtime.client().ping().await {
+                if reachable {
+                    warn!(event = "docker_unreachable", error = %e);
+                    self.broadcast(&Command::DockerUnreachable);
+                    reachable = false;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(EVENT_BACKOFF_MAX);
+                continue;
+            }
+            let filters = HashMap::from([
+                ("type", vec!["container", "network"]),
+                ("event", vec!["start", "die", "kill", "create", "destroy"]),
+            ]);
+            let opts = EventsOptionsBuilder::default().filters(&filters).build();
+            let Ok(docker) = self.runtime.client().handle() else {
+                continue;
+            };
+            let mut stream = docker.events(Some(opts));
+            if !reachable {
+                info!(event = "docker_back");
+                self.broadcast(&Command::DockerBack);
+                reachable = true;
+            }
+            backoff = BACKOFF_START;
+            while let Some(item) = stream.next().await {
+                match item {
+                    Ok(ev) => self.handle(ev).await,
+                    Err(e) => {
+                        debug!(error = %e, "docker event stream ended");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn handle(&mut self, ev: EventMessage) {
+        let Some(actor) = ev.actor else { return };
+        let id = actor.id.unwrap_or_default();
+        let attrs = actor.attributes.unwrap_or_default();
+        let action = ev.action.unwrap_or_default();
+        match ev.typ {
+            Some(EventMessageTypeEnum::CONTAINER) => self.container(&id, &attrs, &action),
+            Some(EventMessageTypeEnum::NETWORK) => {
+                let Some(sink) = &self.networks else { return };
+                let name = attrs.get("name").cloned().unwrap_or_default();
+                match action.as_str() {
+                    "create" => {
+                        let bridge = self.runtime.bridge(&id).await;
+                        sink(NetworkEvent::Created { id, name, bridge });
+                    }
+                    "destroy" => sink(NetworkEvent::Destroyed { id, name }),
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn container(&mut self, id: &str, attrs: &HashMap<String, String>, action: &str) {
+        let now = Instant::now();
+        self.kills
+            .retain(|_, t| now.duration_since(*t) < KILL_MEMORY);
+        let event = match action {
+            "kill" => {
+                self.kills.insert(id.to_string(), now);
+                return;
+            }
+            "start" => ContainerEvent::Started,
+            "die" => {
+                let code: Option<i64> = attrs.get("exitCode").and_then(|c| c.parse().ok());
+                let killed = self.kills.remove(id).is_some();
+                if code == Some(0) && !killed {
+                    debug!(container = id, event = "container_completed");
+                    return;
+                }
+                ContainerEvent::Died { exit_code: code }
+            }
+            _ => return,
+        };
+        for svc in services_of(&self.runtime.services(), id, attrs) {
+            (self.sink)(&svc, Command::ContainerEvent(event));
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! Readiness building blocks: waiting for a dependency's condition and the
+//! fast TCP probe of a container address (never the host port, which Docker
+//! or the agent's own steering may answer).
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use tokio::net::TcpStream;
+
+use super::client::DockerClient;
+use super::order::{DependsCondition, DependsOn};
+use super::resolve::{Member, RunState};
+use super::DockerError;
+
+/// Period of the container-state polls (inspect).
+pub const STATE_POLL: Duration = Duration::from_millis(20);
+/// Period of the TCP connect polls.
+pub const CONNECT_POLL: Duration = Duration::from_millis(10);
+/// Bound on one connect attempt.
+pub const CONNECT_ATTEMPT: Duration = Duration::from_millis(100);
+/// A container counts as started by the current start if it started no
+/// earlier than this before it (clock granularity, daemon latency).
+pub const START_SLACK: Duration = Duration::from_secs(2);
+
+/// Whether `m` was (re)started by the start that began at `began`, so that
+/// its exit belongs to this start.
+pub fn started_since(m: &Member, began: SystemTime) -> bool {
+    let since = began.checked_sub(START_SLACK).unwrap_or(began);
+    m.started_at().is_some_and(|t| t >= since)
+}
+
+/// Error for a container that exited non-zero during the current start.
+pub fn exited(m: &Member, code: i64) -> DockerError {
+    DockerError::Exited {
+        container: m.name.clone(),
+        code,
+    }
+}
+
+/// Polls the containers of compose service `dep.service` until its
+/// condition holds (healthy; completed with exit 0). A non-zero exit fails.
+/// Unbounded: the caller's `start_timeout` bounds it.
+pub async fn wait_dependency(
+    client: &DockerClient,
+    members: &mut [Member],
+    dep: &DependsOn,
+) -> Result<(), DockerError> {
+    loop {
+        let mut ok = true;
+        for m in members
+            .iter_mut()
+            .filter(|m| m.compose_service.as_deref() == Some(dep.service.as_str()))
+        {
+            m.refresh(client).await?;
+            let state = m.run_state();
+            ok &= match (dep.condition, state) {
+                (_, RunState::Failed(code)) => return Err(exited(m, code)),
+                (DependsCondition::CompletedSuccessfully, s) => s == RunState::Completed,
+                (_, s) => matches!(s, RunState::Up | RunState::Completed),
+            };
+        }
+        if ok {
+            return Ok(());
+        }
+        tokio::time::sleep(STATE_POLL).await;
+    }
+}
+
+/// One bounded TCP connect attempt.
+pub async fn try_connect(addr: SocketAddr) -> bool {
+    matches!(
+        tokio::time::timeout(CONNECT_ATTEMPT, TcpStream::connect(addr)).await,
+        Ok(Ok(_))
+    )
+}

@@ -1,0 +1,323 @@
+//! [`DockerRuntime`]: the [`ContainerRuntime`] of the agent over the Docker
+//! API. Containers are resolved afresh at every call; start follows the
+//! dependency order, stop the reverse; readiness is health plus a TCP
+//! connect to each service port at the container's own address.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Mutex, MutexGuard, RwLock};
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use rtnetlink::Handle;
+use tokio::sync::OnceCell;
+use tracing::{debug, warn};
+
+use super::client::DockerClient;
+use super::endpoints::{self, bridge_name, container_port, primary_address, ServiceEndpoints};
+use super::neigh::{self, NeighbourPin};
+use super::order::DependsCondition;
+use super::ready::{self, exited, started_since, try_connect, wait_dependency};
+use super::resolve::{resolve, Member, Resolved, RunState};
+use super::DockerError;
+use crate::config::{Protocol, ServiceConfig};
+use crate::service::{ContainerRuntime, Observed, RuntimeError};
+
+/// How often the connect phase re-inspects containers to notice an exit.
+const RECHECK_EVERY: u32 = 25;
+
+/// Docker-backed container runtime for the configured services.
+#[derive(Debug)]
+pub struct DockerRuntime {
+    /// Shared API client.
+    client: DockerClient,
+    /// Service configs by name (replaced on config reload).
+    services: RwLock<HashMap<String, ServiceConfig>>,
+    /// Pin a PERMANENT neighbour entry while probing (see `neigh`).
+    pin_neighbours: bool,
+    /// Netlink handle, opened on first use (`None` if that failed).
+    netlink: OnceCell<Option<Handle>>,
+    /// Network id/name → bridge interface (networks are immutable).
+    bridges: Mutex<HashMap<String, String>>,
+    /// When the last `start` of each service began (judges exits).
+    started: Mutex<HashMap<String, SystemTime>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Prefixes an error with the service (and container) it concerns.
+fn ctx(service: &str, container: &str, e: DockerError) -> DockerError {
+    match e {
+        DockerError::NotFound(m) => {
+            DockerError::NotFound(format!("service {service}: container {container}: {m}"))
+        }
+        DockerError::Api(m) => {
+            DockerError::Api(format!("service {service}: container {container}: {m}"))
+        }
+        other => other,
+    }
+}
+
+impl DockerRuntime {
+    /// Runtime for `services`, pinning neighbour entries during readiness.
+    pub fn new(client: DockerClient, services: &[ServiceConfig]) -> Self {
+        let rt = Self {
+            client,
+            services: RwLock::default(),
+            pin_neighbours: true,
+            netlink: OnceCell::new(),
+            bridges: Mutex::default(),
+            started: Mutex::default(),
+        };
+        rt.set_services(services);
+        rt
+    }
+
+    /// Turns the neighbour-entry fast path on or off (off: plain ARP).
+    pub fn with_neighbour_pinning(mut self, on: bool) -> Self {
+        self.pin_neighbours = on;
+        self
+    }
+
+    /// Replaces the service set (config reload).
+    pub fn set_services(&self, services: &[ServiceConfig]) {
+        let map = services
+            .iter()
+            .map(|s| (s.name.clone(), s.clone()))
+            .collect();
+        *self.services.write().unwrap_or_else(|e| e.into_inner()) = map;
+    }
+
+    /// Snapshot of the configured services.
+    pub fn services(&self) -> Vec<ServiceConfig> {
+        let map = self.services.read().unwrap_or_else(|e| e.into_inner());
+        map.values().cloned().collect()
+    }
+
+    /// The shared client (e.g. for [`spawn_event_watcher`](super::spawn_event_watcher)).
+    pub fn client(&self) -> &DockerClient {
+        &self.client
+    }
+
+    fn config(&self, service: &str) -> Result<ServiceConfig, DockerError> {
+        let map = self.services.read().unwrap_or_else(|e| e.into_inner());
+        map.get(service)
+            .cloned()
+            .ok_or_else(|| DockerError::NotFound(format!("service {service} is not configured")))
+    }
+
+    /// Bridge interface of a network id (or name), cached; `None` for
+    /// non-bridge networks or when Docker cannot tell.
+    pub async fn bridge(&self, net: &str) -> Option<String> {
+        if let Some(b) = lock(&self.bridges).get(net) {
+            return Some(b.clone());
+        }
+        let inspect = self.client.network(net).await.ok()?;
+        let name = bridge_name(&inspect)?;
+        let mut cache = lock(&self.bridges);
+        cache.insert(net.to_string(), name.clone());
+        if let Some(id) = inspect.id {
+            cache.insert(id, name.clone());
+        }
+        Some(name)
+    }
+
+    /// Container addresses/ports behind each published port of `service`
+    /// and the bridges of its networks, for the datapath. A configured port
+    /// no container publishes is an error naming it.
+    pub async fn endpoints(&self, service: &str) -> Result<ServiceEndpoints, DockerError> {
+        let svc = self.config(service)?;
+        let r = resolve(&self.client, &svc).await?;
+        let mut bridges = HashMap::new();
+        for m in &r.members {
+            for id in endpoints::network_ids(&m.inspect) {
+                if let Some(b) = self.bridge(&id).await {
+                    bridges.insert(id, b);
+                }
+            }
+        }
+        let (eps, missing) = endpoints::build(&svc.ports, &r.members, &bridges);
+        if let Some(p) = missing.first() {
+            return Err(DockerError::NotFound(format!(
+                "service {service}: no container publishes host port {p}"
+            )));
+        }
+        Ok(eps)
+    }
+
+    async fn start_inner(&self, service: &str) -> Result<(), DockerError> {
+        let svc = self.config(service)?;
+        lock(&self.started).insert(service.to_string(), SystemTime::now());
+        let Resolved { mut members, deps } = resolve(&self.client, &svc).await?;
+        for i in 0..members.len() {
+            let own = members[i].compose_service.clone();
+            for dep in own.and_then(|s| deps.get(&s)).into_iter().flatten() {
+                if dep.condition != DependsCondition::Started {
+                    wait_dependency(&self.client, &mut members, dep).await?;
+                }
+            }
+            let m = &members[i];
+            if matches!(m.run_state(), RunState::Up | RunState::Unhealthy) {
+                continue;
+            }
+            debug!(service, container = %m.name, event = "container_start");
+            self.client
+                .start(&m.id)
+                .await
+                .map_err(|e| ctx(service, &m.name, e))?;
+        }
+        Ok(())
+    }
+
+    async fn stop_inner(&self, service: &str) -> Result<(), DockerError> {
+        let svc = self.config(service)?;
+        let r = resolve(&self.client, &svc).await?;
+        for m in r.members.iter().rev() {
+            let running = m.inspect.state.as_ref().and_then(|s| s.running) == Some(true);
+            if running {
+                debug!(service, container = %m.name, event = "container_stop");
+                self.client
+                    .stop(&m.id)
+                    .await
+                    .map_err(|e| ctx(service, &m.name, e))?;
+            }
+        }
+        lock(&self.started).remove(service);
+        Ok(())
+    }
+
+    /// Refreshes every member; fails on a non-zero exit of this start.
+    /// Returns whether all are up (or completed one-shots).
+    async fn check(&self, members: &mut [Member], began: SystemTime) -> Result<bool, DockerError> {
+        let mut all = true;
+        for m in members.iter_mut() {
+            m.refresh(&self.client).await?;
+            match m.run_state() {
+                RunState::Up | RunState::Completed => {}
+                RunState::Failed(code) if started_since(m, began) => return Err(exited(m, code)),
+                _ => all = false,
+            }
+        }
+        Ok(all)
+    }
+
+    async fn wait_ready_inner(&self, service: &str) -> Result<(), DockerError> {
+        let svc = self.config(service)?;
+        let began = lock(&self.started)
+            .get(service)
+            .copied()
+            .unwrap_or_else(SystemTime::now);
+        let mut members = resolve(&self.client, &svc).await?.members;
+        while !self.check(&mut members, began).await? {
+            tokio::time::sleep(ready::STATE_POLL).await;
+        }
+        // Container address of every TCP service port.
+        let mut targets = Vec::new();
+        let mut pins = Vec::new();
+        for spec in svc.ports.iter().filter(|p| p.protocol == Protocol::Tcp) {
+            let found = members
+                .iter()
+                .find_map(|m| container_port(&m.inspect, *spec).map(|p| (m, p)));
+            let Some((m, cport)) = found else {
+                return Err(DockerError::NotFound(format!(
+                    "service {service}: no container publishes host port {spec}"
+                )));
+            };
+            let Some((net, ip, mac)) = primary_address(&m.inspect) else {
+                return Err(DockerError::Api(format!(
+                    "service {service}: container {} has no network address",
+                    m.name
+                )));
+            };
+            if self.pin_neighbours {
+                pins.extend(self.pin(&net, ip, &mac).await);
+            }
+            targets.push(SocketAddr::new(ip, cport));
+        }
+        let mut round = 0u32;
+        while !targets.is_empty() {
+            let mut left = Vec::new();
+            for t in targets {
+                if !try_connect(t).await {
+                    left.push(t);
+                }
+            }
+            targets = left;
+            if targets.is_empty() {
+                break;
+            }
+            round += 1;
+            if round.is_multiple_of(RECHECK_EVERY) {
+                self.check(&mut members, began).await?;
+            }
+            tokio::time::sleep(ready::CONNECT_POLL).await;
+        }
+        for p in pins {
+            if let Err(e) = p.remove().await {
+                warn!(service, error = %e, "removing neighbour entry");
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds a PERMANENT neighbour entry for `ip` on its network's bridge;
+    /// failures only cost the fast path and are logged.
+    async fn pin(&self, net: &str, ip: std::net::IpAddr, mac: &str) -> Option<NeighbourPin> {
+        let handle = self
+            .netlink
+            .get_or_init(|| async {
+                neigh::connect()
+                    .map_err(|e| warn!(error = %e, "netlink unavailable; no neighbour pinning"))
+                    .ok()
+            })
+            .await
+            .as_ref()?;
+        let bridge = self.bridge(net).await?;
+        NeighbourPin::add(handle, &bridge, ip, mac)
+            .await
+            .map_err(|e| warn!(%bridge, %ip, error = %e, "neighbour entry not added"))
+            .ok()
+    }
+
+    async fn observe_inner(&self, service: &str) -> Result<Observed, DockerError> {
+        let svc = self.config(service)?;
+        let members = resolve(&self.client, &svc).await?.members;
+        let (mut running, mut completed) = (0usize, 0usize);
+        for m in &members {
+            match m.run_state() {
+                RunState::Up | RunState::Unhealthy => running += 1,
+                RunState::Completed => completed += 1,
+                _ => {}
+            }
+        }
+        // An exited-0 container next to running ones is a finished one-shot.
+        Ok(if running == 0 {
+            Observed::AllStopped
+        } else if running + completed == members.len() {
+            Observed::AllRunning
+        } else {
+            Observed::Partial
+        })
+    }
+}
+
+#[async_trait]
+impl ContainerRuntime for DockerRuntime {
+    async fn start(&self, service: &str) -> Result<(), RuntimeError> {
+        Ok(self.start_inner(service).await?)
+    }
+
+    async fn stop(&self, service: &str) -> Result<(), RuntimeError> {
+        Ok(self.stop_inner(service).await?)
+    }
+
+    async fn wait_ready(&self, service: &str) -> Result<(), RuntimeError> {
+        Ok(self.wait_ready_inner(service).await?)
+    }
+
+    async fn observe(&self, service: &str) -> Result<Observed, RuntimeError> {
+        Ok(self.observe_inner(service).await?)
+    }
+}
