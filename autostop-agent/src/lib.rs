@@ -3,6 +3,7 @@
 //!
 //! The agent is a library with a thin binary (`src/main.rs`). Modules:
 //!
+//! - [`agent`]: `autostop run`, wiring every module below into the agent.
 //! - [`alerts`]: posts failure events to the alert webhook.
 //! - [`api`]: the status API, Prometheus endpoint and dashboard (axum).
 //! - [`bpf`]: loads the kernel programs built from `autostop-ebpf`, attaches
@@ -31,6 +32,7 @@
 //!   themed wait pages and the replies sent while a service starts.
 //! - [`watch`]: the live-counter view used by `autostop watch` and the demo.
 
+pub mod agent;
 pub mod alerts;
 pub mod api;
 pub mod bpf;

@@ -5,7 +5,14 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
-use autostop::{bpf::Target, commands, config::DEFAULT_CONFIG_PATH, shutdown, watch};
+use autostop::{
+    agent,
+    bpf::Target,
+    client::{self, Client},
+    commands,
+    config::{Config, DEFAULT_CONFIG_PATH, DEFAULT_STATUS_LISTEN},
+    shutdown, watch,
+};
 
 #[derive(Parser)]
 #[command(
@@ -20,6 +27,39 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the agent in the foreground (what the systemd unit starts).
+    Run {
+        /// Configuration file.
+        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// Show every service: state, uptime, RAM, idle timeout, time to stop.
+    Status {
+        /// Configuration file (for the agent's address and token).
+        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// Print the API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a service now.
+    Start(NameArgs),
+    /// Stop a service now.
+    Stop(NameArgs),
+    /// Never auto-stop a service until released.
+    Hold(NameArgs),
+    /// Undo `hold`.
+    Release(NameArgs),
+    /// Change a service's idle timeout (persisted), e.g. `set-timeout ragflow 10m`.
+    SetTimeout {
+        /// Service name.
+        name: String,
+        /// New idle timeout (humantime: 10m, 1h30m, 90s).
+        timeout: String,
+        /// Configuration file (for the agent's address and token).
+        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
     /// Validate a configuration and print the resolved services (exit 0 or 2).
     Check {
         /// Configuration file.
@@ -48,6 +88,15 @@ enum Command {
     },
 }
 
+#[derive(clap::Args)]
+struct NameArgs {
+    /// Service name.
+    name: String,
+    /// Configuration file (for the agent's address and token).
+    #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+}
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("invalid duration {text:?}: {e}"))
 }
@@ -65,6 +114,44 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Run { config } => report(run_async(async move {
+            let shutdown = shutdown::on_signals().context("installing signal handlers")?;
+            agent::run(
+                agent::AgentOptions {
+                    config_path: config,
+                },
+                shutdown,
+            )
+            .await?;
+            Ok(())
+        })),
+        Command::Status { config, json } => report(run_async(async move {
+            let services = client_for(&config).services().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&services)?);
+            } else {
+                print!("{}", client::status_table(&services));
+            }
+            Ok(())
+        })),
+        Command::Start(args) => act(args, "start"),
+        Command::Stop(args) => act(args, "stop"),
+        Command::Hold(args) => act(args, "hold"),
+        Command::Release(args) => act(args, "release"),
+        Command::SetTimeout {
+            name,
+            timeout,
+            config,
+        } => report(run_async(async move {
+            humantime::parse_duration(&timeout).with_context(|| {
+                format!("invalid timeout {timeout:?} (examples: 10m, 1h30m, 90s)")
+            })?;
+            client_for(&config)
+                .set_idle_timeout(&name, &timeout)
+                .await?;
+            println!("{name}: idle timeout set to {timeout} (persisted)");
+            Ok(())
+        })),
         Command::Check { config } => print_or_invalid(commands::check(&config)),
         Command::ImportJson { file } => print_or_invalid(commands::import_json(&file)),
         Command::Watch {
@@ -79,13 +166,43 @@ fn main() -> ExitCode {
                 interval,
                 json,
             };
-            match run_async(watch_until_signal(options)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("autostop: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+            report(run_async(watch_until_signal(options)))
+        }
+    }
+}
+
+/// The agent's API address and token, from the config when it can be read
+/// (the CLI may run unprivileged, so an unreadable config means defaults).
+fn client_for(config: &std::path::Path) -> Client {
+    let parsed = Config::load_with_own_themes(config).ok();
+    let addr = parsed
+        .as_ref()
+        .map(|c| c.agent.status_listen)
+        .or_else(|| DEFAULT_STATUS_LISTEN.parse().ok())
+        .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 3456)));
+    let token = parsed
+        .as_ref()
+        .and_then(|c| c.agent.token_file.as_ref())
+        .and_then(|f| std::fs::read_to_string(f).ok())
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty());
+    Client { addr, token }
+}
+
+fn act(args: NameArgs, action: &'static str) -> ExitCode {
+    report(run_async(async move {
+        client_for(&args.config).act(&args.name, action).await?;
+        println!("{}: {action} requested", args.name);
+        Ok(())
+    }))
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("autostop: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

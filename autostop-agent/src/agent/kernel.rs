@@ -1,0 +1,245 @@
+//! The service state machines' view of the kernel: [`KernelSteering`] turns
+//! a service's steering mode into sk_lookup entries and warm-up redirect
+//! elements, in the order that never strands a connection, and
+//! [`KernelActivity`] reads the per-service traffic counters.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, RwLock},
+    time::{Duration, Instant},
+};
+
+use tokio::sync::mpsc;
+
+use crate::{
+    bpf::Datapath,
+    netfilter::WarmupRedirect,
+    service::{ActivityProbe, SteerMode, Steering},
+};
+
+/// Kernel identity of a managed service: its index in the BPF arrays and
+/// the published TCP ports steered while it sleeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelService {
+    /// Index into the per-service BPF arrays; stable for the agent's life.
+    pub index: u32,
+    /// Published TCP ports (UDP ports are only counted, never steered).
+    pub tcp_ports: Vec<u16>,
+}
+
+/// Services known to the kernel side, by name. Shared by the steering,
+/// the activity probe and the agent (which edits it on reload).
+pub type KernelServices = Arc<RwLock<HashMap<String, KernelService>>>;
+
+/// Work for the steering worker, which runs netfilter changes in order.
+#[derive(Debug)]
+enum SteerJob {
+    /// Add the ports to the warm-up redirect and clear SYN_SENT entries of
+    /// SYNs already DNAT'd to a container that does not answer yet.
+    Warm(Vec<u16>),
+    /// Leave the warm-up set (and clear SYN_SENT entries), then un-steer:
+    /// this order never sends a new connection to a socket that does not
+    /// accept.
+    Direct(Vec<u16>),
+    /// Leave the warm-up set if in it (stop or failure: stay steered).
+    Cool(Vec<u16>),
+}
+
+/// [`Steering`] over the sk_lookup map and the warm-up redirect.
+///
+/// sk_lookup entries change synchronously (a map update), so "steer before
+/// stop" holds; netfilter changes, which take a few milliseconds each, go
+/// through one ordered worker.
+pub struct KernelSteering {
+    datapath: Arc<Mutex<Datapath>>,
+    services: KernelServices,
+    jobs: mpsc::UnboundedSender<SteerJob>,
+}
+
+impl KernelSteering {
+    /// Creates the steering and its worker; the worker ends once this value
+    /// (and every clone of its sender) is dropped, so join it after the
+    /// service actors.
+    pub fn new(
+        datapath: Arc<Mutex<Datapath>>,
+        services: KernelServices,
+        warmup: Arc<WarmupRedirect>,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let (jobs, rx) = mpsc::unbounded_channel();
+        let worker = tokio::spawn(steering_worker(rx, Arc::clone(&datapath), warmup));
+        (
+            Self {
+                datapath,
+                services,
+                jobs,
+            },
+            worker,
+        )
+    }
+
+    fn steer_now(&self, service: &str, kernel: &KernelService) {
+        let Ok(mut datapath) = self.datapath.lock() else {
+            return;
+        };
+        for &port in &kernel.tcp_ports {
+            if let Err(e) = datapath.steer(port, kernel.index) {
+                tracing::error!(service, port, error = %e, "cannot steer port to the agent");
+            }
+        }
+    }
+}
+
+impl Steering for KernelSteering {
+    fn set_mode(&self, service: &str, mode: SteerMode) {
+        let kernel = self
+            .services
+            .read()
+            .ok()
+            .and_then(|s| s.get(service).cloned());
+        let Some(kernel) = kernel else {
+            tracing::warn!(service, ?mode, "steering asked for an unknown service");
+            return;
+        };
+        let job = match mode {
+            SteerMode::Steered => {
+                self.steer_now(service, &kernel);
+                SteerJob::Cool(kernel.tcp_ports)
+            }
+            SteerMode::Warming => {
+                self.steer_now(service, &kernel);
+                SteerJob::Warm(kernel.tcp_ports)
+            }
+            SteerMode::Direct => SteerJob::Direct(kernel.tcp_ports),
+        };
+        // The worker outlives every actor; a send error means shutdown.
+        let _ = self.jobs.send(job);
+    }
+}
+
+async fn steering_worker(
+    mut jobs: mpsc::UnboundedReceiver<SteerJob>,
+    datapath: Arc<Mutex<Datapath>>,
+    warmup: Arc<WarmupRedirect>,
+) {
+    while let Some(job) = jobs.recv().await {
+        match job {
+            SteerJob::Warm(ports) => {
+                for port in ports {
+                    if let Err(e) = warmup.warm(port).await {
+                        tracing::error!(port, error = %e, "cannot add port to the warm-up redirect");
+                    }
+                    if let Err(e) = warmup.forget_syn_sent(port).await {
+                        tracing::warn!(port, error = %e, "conntrack clean-up failed");
+                    }
+                }
+            }
+            SteerJob::Direct(ports) => {
+                for port in ports {
+                    cool(&warmup, port).await;
+                    if let Ok(mut datapath) = datapath.lock() {
+                        if let Err(e) = datapath.unsteer(port) {
+                            tracing::error!(port, error = %e, "cannot un-steer port");
+                        }
+                    }
+                }
+            }
+            SteerJob::Cool(ports) => {
+                for port in ports {
+                    cool(&warmup, port).await;
+                }
+            }
+        }
+    }
+}
+
+async fn cool(warmup: &WarmupRedirect, port: u16) {
+    if !warmup.warming_ports().await.contains(&port) {
+        return;
+    }
+    if let Err(e) = warmup.cool(port).await {
+        tracing::error!(port, error = %e, "cannot remove port from the warm-up redirect");
+    }
+}
+
+/// Counts open TCP connections into a service (for `hold_while_connected`).
+pub trait ConnectionCounter: Send + Sync {
+    /// Established connections to `service` right now.
+    fn established(&self, service: &str) -> u32;
+}
+
+/// [`ActivityProbe`] over the kernel's per-service counters.
+pub struct KernelActivity {
+    datapath: Arc<Mutex<Datapath>>,
+    services: KernelServices,
+    connections: Arc<dyn ConnectionCounter>,
+}
+
+impl KernelActivity {
+    /// A probe reading `datapath`'s counters for the services in `services`.
+    pub fn new(
+        datapath: Arc<Mutex<Datapath>>,
+        services: KernelServices,
+        connections: Arc<dyn ConnectionCounter>,
+    ) -> Self {
+        Self {
+            datapath,
+            services,
+            connections,
+        }
+    }
+}
+
+impl ActivityProbe for KernelActivity {
+    fn last_activity(&self, service: &str) -> Option<Instant> {
+        let index = self.services.read().ok()?.get(service)?.index;
+        let activity = self.datapath.lock().ok()?.activity(index).ok()?;
+        instant_from_ktime(activity.last_seen_ns)
+    }
+
+    fn open_connections(&self, service: &str) -> u32 {
+        self.connections.established(service)
+    }
+}
+
+/// Converts a `bpf_ktime_get_ns()` stamp (CLOCK_MONOTONIC, the clock
+/// `Instant` uses on Linux) into an `Instant`; `None` for 0 (never seen).
+pub fn instant_from_ktime(ktime_ns: u64) -> Option<Instant> {
+    if ktime_ns == 0 {
+        return None;
+    }
+    let now_ns = monotonic_now_ns()?;
+    let age = Duration::from_nanos(now_ns.saturating_sub(ktime_ns));
+    Instant::now().checked_sub(age)
+}
+
+fn monotonic_now_ns() -> Option<u64> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into the valid pointer.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    if rc != 0 {
+        return None;
+    }
+    let secs = u64::try_from(ts.tv_sec).ok()?;
+    let nanos = u64::try_from(ts.tv_nsec).ok()?;
+    Some(secs * 1_000_000_000 + nanos)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ktime_maps_onto_instant() {
+        assert_eq!(instant_from_ktime(0), None);
+        let now = monotonic_now_ns().expect("clock");
+        let two_s_ago = instant_from_ktime(now - 2_000_000_000).expect("instant");
+        let age = two_s_ago.elapsed();
+        assert!(
+            age >= Duration::from_secs(2) && age < Duration::from_secs(3),
+            "{age:?}"
+        );
+    }
+}

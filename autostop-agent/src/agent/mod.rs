@@ -1,0 +1,309 @@
+//! `autostop run`: the agent itself. Loads the config, loads and attaches
+//! the kernel programs, installs the warm-up redirect, adopts every
+//! service's real state from Docker and runs, until shutdown:
+//!
+//! - one state machine per service ([`crate::service`]);
+//! - the cold-start listener the kernel steers connections to;
+//! - the wake-event loop (first SYN to a stopped service → start);
+//! - Docker's event stream (containers started or stopped by hand);
+//! - the endpoint refresher (container addresses → kernel counters);
+//! - the status API, metrics and dashboard;
+//! - the config reloader (SIGHUP or file change).
+//!
+//! On shutdown every task is joined, the netfilter table is deleted and the
+//! BPF links are dropped: the kernel is back to its stock behaviour.
+
+mod control;
+mod kernel;
+mod reload;
+mod table;
+mod tasks;
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+};
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use control::{FailureSink, ServiceEntry, Services};
+pub use kernel::{instant_from_ktime, ConnectionCounter, KernelService, KernelServices};
+pub use reload::{diff, needs_restart, ConfigDiff};
+
+use crate::{
+    api,
+    bpf::{BpfError, Datapath},
+    coldstart::{self, ColdStart, ColdStartStats},
+    config::{Config, ConfigError},
+    docker::{DockerClient, DockerRuntime},
+    metrics::Metrics,
+    netfilter::{NetfilterError, WarmupOptions, WarmupRedirect},
+    state::{StateError, StateStore},
+    waitpage::ThemeSet,
+};
+
+/// How the agent is started.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// The configuration file (also watched for changes).
+    pub config_path: PathBuf,
+}
+
+/// Why the agent could not start (or stopped with an error).
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The configuration is invalid; the message names file, line and field.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The state directory is unusable.
+    #[error("agent.state_dir: {0}")]
+    State(#[from] StateError),
+    /// The status API cannot be served as configured.
+    #[error(transparent)]
+    Api(#[from] api::ApiError),
+    /// The kernel programs could not be loaded or attached.
+    #[error("datapath: {0}")]
+    Bpf(#[from] BpfError),
+    /// The warm-up redirect table could not be installed.
+    #[error("warm-up redirect: {0}")]
+    Netfilter(#[from] NetfilterError),
+    /// A socket could not be opened.
+    #[error("{what}: {source}")]
+    Io {
+        /// Which socket, by its config field or role.
+        what: String,
+        /// The I/O failure.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The Docker Engine API socket.
+const DOCKER_SOCKET: &str = "unix:///var/run/docker.sock";
+
+/// Backlog of the steered listeners: a herd of first connections to a
+/// sleeping service all queue here while it starts.
+const STEERED_BACKLOG: i32 = 4096;
+
+/// Runs the agent until `shutdown` is cancelled.
+pub async fn run(options: AgentOptions, shutdown: CancellationToken) -> Result<(), AgentError> {
+    let config = Config::load_with_own_themes(&options.config_path)?;
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    let token = api::load_token(
+        config.agent.status_listen,
+        config.agent.token_file.as_deref(),
+    )?;
+    let api_listener = tokio::net::TcpListener::bind(config.agent.status_listen)
+        .await
+        .map_err(|source| AgentError::Io {
+            what: format!("agent.status_listen = {}", config.agent.status_listen),
+            source,
+        })?;
+    let (store, note) = StateStore::open(&config.agent.state_dir)?;
+    if let Some(note) = note {
+        tracing::warn!("{note}");
+    }
+
+    // Kernel side: classifier, sk_lookup, listeners, wake events.
+    let mut datapath = Datapath::load()?;
+    datapath.attach_steering()?;
+    datapath.set_ignored_sources(&config.agent.ignore_sources)?;
+    let listeners = steered_listeners()?;
+    for listener in &listeners {
+        datapath.register_listener(listener)?;
+    }
+    let wake_events = datapath.wake_events()?;
+    let datapath = Arc::new(Mutex::new(datapath));
+    let warmup = Arc::new(WarmupRedirect::install(WarmupOptions::default()).await?);
+
+    let metrics = Arc::new(Metrics::new());
+    let state = Arc::new(Mutex::new(store));
+    let alerts = config
+        .agent
+        .alert_webhook
+        .as_deref()
+        .and_then(|url| tasks::Webhook::new(url, shutdown.clone()))
+        .map(|w| Arc::new(w) as Arc<dyn FailureSink>);
+    let services = Arc::new(Services::new(metrics, state, alerts));
+    services
+        .datapath_attached
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+
+    // Lazy: the agent starts (and steers) even while Docker is down.
+    let client = DockerClient::lazy(DOCKER_SOCKET);
+    let runtime = Arc::new(DockerRuntime::new(client, &config.services));
+    let stats = Arc::new(ColdStartStats::default());
+
+    let mut table = table::ServiceTable::new(table::Deps {
+        datapath: Arc::clone(&datapath),
+        warmup: Arc::clone(&warmup),
+        runtime: Arc::clone(&runtime),
+        services: Arc::clone(&services),
+        shutdown: shutdown.clone(),
+    });
+    for service in &config.services {
+        table.add(service);
+    }
+
+    let mut background: Vec<JoinHandle<()>> = Vec::new();
+    let (themes, problems) = ThemeSet::load(Some(&config.agent.themes_dir));
+    for problem in problems {
+        tracing::warn!(
+            "theme {}: {} (falling back to a built-in theme)",
+            problem.theme,
+            problem.error
+        );
+    }
+    let coldstart = Arc::new(ColdStart {
+        routes: table.routes(),
+        upstreams: Arc::new(tasks::DockerUpstreams(Arc::clone(&runtime))),
+        stats: Arc::clone(&stats),
+        themes: Arc::new(themes),
+        metrics: Arc::clone(&services.metrics),
+    });
+    let mut steered = Vec::new();
+    for listener in listeners {
+        steered.push(
+            tokio::net::TcpListener::from_std(listener).map_err(|source| AgentError::Io {
+                what: "steered listener".to_owned(),
+                source,
+            })?,
+        );
+    }
+    background.push(tokio::spawn(coldstart::serve(
+        steered,
+        coldstart,
+        shutdown.clone(),
+    )));
+    background.push(tokio::spawn(tasks::wake_loop(
+        wake_events,
+        table.kernel_services(),
+        Arc::clone(&services),
+        shutdown.clone(),
+    )));
+    background.push(tasks::docker_events(
+        Arc::clone(&runtime),
+        Arc::clone(&services),
+        table.refresh_signal(),
+        shutdown.clone(),
+    ));
+    background.push(tokio::spawn(tasks::refresher(
+        Arc::clone(&runtime),
+        table.connections(),
+        Arc::clone(&datapath),
+        table.kernel_services(),
+        Arc::clone(&services),
+        table.refresh_signal(),
+        shutdown.clone(),
+    )));
+    let router = api::router(Arc::clone(&services) as Arc<dyn api::Control>, token);
+    let api_shutdown = shutdown.clone();
+    background.push(tokio::spawn(async move {
+        if let Err(e) = api::serve(api_listener, router, api_shutdown).await {
+            tracing::error!(error = %e, "status API stopped");
+        }
+    }));
+    let (mut reloads, reload_task) = reload::watch(options.config_path.clone(), shutdown.clone())
+        .map_err(|source| AgentError::Io {
+        what: "SIGHUP handler".to_owned(),
+        source,
+    })?;
+    background.push(reload_task);
+    tracing::info!(
+        event = "started",
+        services = config.services.len(),
+        status = %config.agent.status_listen,
+        "autostop is running"
+    );
+
+    let mut current = config;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            Some(()) = reloads.recv() => {
+                match Config::load_with_own_themes(&options.config_path) {
+                    Err(e) => tracing::error!(event = "reload_rejected", "keeping the running config:\n{e}"),
+                    Ok(new) => {
+                        let changes = diff(&current, &new);
+                        if changes.is_empty() {
+                            tracing::info!(event = "reload", "no change");
+                        } else {
+                            table.apply(&current, &new, &changes).await;
+                            runtime.set_services(&new.services);
+                            current = new;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    // Shutdown: stop accepting, end every task, then undo the kernel state.
+    for task in background {
+        let _ = task.await;
+    }
+    table.shutdown().await;
+    match Arc::try_unwrap(warmup) {
+        Ok(warmup) => {
+            if let Err(e) = warmup.shutdown().await {
+                tracing::error!(error = %e, "removing the warm-up redirect table");
+            }
+        }
+        Err(_) => tracing::error!(
+            "warm-up redirect still shared at exit; its elements expire by themselves"
+        ),
+    }
+    drop(datapath);
+    tracing::info!(
+        event = "stopped",
+        "autostop stopped; kernel programs detached"
+    );
+    Ok(())
+}
+
+/// The sockets steered connections land on: one IPv4 and one IPv6-only
+/// listener on loopback (the kernel assigns connections to them whatever
+/// their destination), with a deep backlog.
+fn steered_listeners() -> Result<Vec<std::net::TcpListener>, AgentError> {
+    let mut out = Vec::new();
+    for addr in ["127.0.0.1:0", "[::1]:0"] {
+        let addr: SocketAddr = addr.parse().map_err(|e| AgentError::Io {
+            what: "steered listener address".to_owned(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
+        })?;
+        let io = |source| AgentError::Io {
+            what: format!("steered listener {addr}"),
+            source,
+        };
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )
+        .map_err(io)?;
+        if addr.is_ipv6() {
+            socket.set_only_v6(true).map_err(io)?;
+        }
+        // Accepted sockets inherit this flag and hold the service's port
+        // (their local address is the steered destination). Without it,
+        // docker-proxy or dockerd could not bind the port when the
+        // container starts while the agent still holds connections.
+        socket.set_reuse_address(true).map_err(io)?;
+        socket.set_nonblocking(true).map_err(io)?;
+        if let Err(e) = socket.bind(&addr.into()) {
+            if addr.is_ipv6() {
+                // A host without IPv6: steer IPv4 only.
+                tracing::warn!(error = %e, "no IPv6 loopback; IPv6 connections are not steered");
+                continue;
+            }
+            return Err(io(e));
+        }
+        socket.listen(STEERED_BACKLOG).map_err(io)?;
+        out.push(socket.into());
+    }
+    Ok(out)
+}
