@@ -1,32 +1,142 @@
-//! `cargo xtask demo`: builds the agent and runs it in the foreground.
-//!
-//! For now the demo attaches the traffic classifier to `lo` (and `docker0`
-//! when present) and prints live counters for a few demo ports. Ctrl-C
-//! reaches the agent, which detaches everything before it exits.
+//! `cargo xtask demo`: the product's front door. Builds a demo image
+//! `FROM scratch` (Debian's static busybox serving a small site and a JSON
+//! API), creates two stopped containers, and runs the agent in the
+//! foreground with the embedded demo config: a dynamic site with the ghost
+//! wait page and a blocking API, both stopped after 20 s of silence.
+//! Ctrl-C stops the agent (which detaches everything), then the demo
+//! removes its containers and image.
 
-use std::{path::Path, process::Command};
+use std::{
+    fs,
+    path::Path,
+    process::{Command, Stdio},
+};
 
-use anyhow::Context as _;
+use anyhow::{bail, Context as _};
 
 use crate::{run, setup};
 
-/// Demo destinations: traffic to these counts, the rest is only "seen".
-const DEMO_TARGETS: &[&str] = &["127.0.0.1:8080/tcp", "[::1]:8080/tcp", "127.0.0.1:5353/udp"];
+/// The demo image's tag.
+const IMAGE: &str = "autostop-demo:latest";
+/// Demo containers: name, published port, document root.
+const CONTAINERS: &[(&str, u16, &str)] = &[
+    ("autostop-demo-site", 8081, "/www/site"),
+    ("autostop-demo-api", 8082, "/www/api"),
+];
+/// The agent's config for the demo.
+const CONFIG: &str = include_str!("../demo/autostop.toml");
+const SITE_INDEX: &str =
+    "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>autostop demo</title></head>\
+<body style=\"font-family:sans-serif;margin:3rem\"><h1>Hello from the demo site</h1>\
+<p>This container was stopped a moment ago. autostop held your request, started it and \
+handed the page over. Leave it alone for 20 s and it goes back to sleep.</p></body></html>\n";
+const API_STATUS: &str = "{\"service\":\"demo-api\",\"ok\":true}\n";
 
-/// Runs setup when needed, builds and runs the agent until Ctrl-C.
+/// Runs setup when needed, builds everything and runs the agent until Ctrl-C.
 pub fn run() -> anyhow::Result<()> {
     setup::run(setup::Mode::Quiet).context("setup")?;
     run::cargo_build_agent(false)?;
-    let mut cmd = Command::new(run::agent_binary(false));
-    cmd.args(["watch", "--interval", "2s", "--iface", "lo"]);
-    if Path::new("/sys/class/net/docker0").exists() {
-        cmd.args(["--iface", "docker0"]);
+    let root = run::workspace_root();
+    let demo_dir = root.join("target/demo");
+    fs::create_dir_all(&demo_dir).context("creating target/demo")?;
+    let config = demo_dir.join("autostop.toml");
+    fs::write(
+        &config,
+        CONFIG.replace("@DEMO_DIR@", &demo_dir.display().to_string()),
+    )
+    .context("writing the demo config")?;
+
+    let _cleanup = Cleanup;
+    build_image(&demo_dir)?;
+    for (name, port, root) in CONTAINERS {
+        docker(&["rm", "-f", name]).ok();
+        let publish = format!("127.0.0.1:{port}:80");
+        let serve = format!("trap 'exit 0' TERM; httpd -f -p 80 -h {root} & wait");
+        docker(&[
+            "create", "--name", name, "-p", &publish, IMAGE, "/bin/sh", "-c", &serve,
+        ])?;
     }
-    for target in DEMO_TARGETS {
-        cmd.args(["--target", target]);
+
+    println!("\nautostop demo: both services are stopped; they start on the first request.");
+    println!("  dynamic site (wait page in a browser):  http://127.0.0.1:8081/");
+    println!("  blocking API (curl waits, then answers): curl http://127.0.0.1:8082/status.json");
+    println!("  dashboard:                               http://127.0.0.1:3457/");
+    println!(
+        "  status from another shell:               {} status --config {}",
+        run::agent_binary(false).display(),
+        config.display()
+    );
+    println!("Ctrl-C stops the agent and removes the demo containers and image.\n");
+
+    ignore_interrupts_here();
+    let mut agent = Command::new(run::agent_binary(false));
+    agent
+        .current_dir(&root)
+        .args(["run", "--config"])
+        .arg(&config);
+    run::status(&mut agent)
+}
+
+fn build_image(dir: &Path) -> anyhow::Result<()> {
+    let context = dir.join("image");
+    fs::create_dir_all(context.join("www/site")).context("creating the image context")?;
+    fs::create_dir_all(context.join("www/api")).context("creating the image context")?;
+    fs::copy("/bin/busybox", context.join("busybox"))
+        .context("copying /bin/busybox (package busybox-static)")?;
+    fs::write(context.join("www/site/index.html"), SITE_INDEX)?;
+    fs::write(context.join("www/api/status.json"), API_STATUS)?;
+    fs::write(
+        context.join("Dockerfile"),
+        "FROM scratch\nCOPY busybox /bin/busybox\nCOPY busybox /bin/sh\nCOPY busybox /bin/httpd\nCOPY www /www\n",
+    )?;
+    let status = Command::new("docker")
+        .args(["build", "-q", "-t", IMAGE])
+        .arg(&context)
+        .stdout(Stdio::null())
+        .status()
+        .context("running docker build")?;
+    if !status.success() {
+        bail!("docker build of the demo image failed");
     }
-    println!("demo: try `curl http://127.0.0.1:8080/` or `echo hi > /dev/udp/127.0.0.1/5353` in another shell");
-    // The agent gets Ctrl-C too (same process group) and exits cleanly;
-    // xtask only waits for it.
-    run::status(&mut cmd)
+    Ok(())
+}
+
+fn docker(args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .context("running docker")?;
+    if !out.status.success() {
+        bail!(
+            "docker {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Removes the demo's containers and image, however the demo ends.
+struct Cleanup;
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for (name, _, _) in CONTAINERS {
+            let _ = docker(&["rm", "-f", name]);
+        }
+        let _ = docker(&["rmi", "-f", IMAGE]);
+        println!("demo: containers and image removed");
+    }
+}
+
+/// Ctrl-C reaches the whole foreground process group: the agent stops
+/// cleanly on it, and this process must live on to clean up after it.
+fn ignore_interrupts_here() {
+    extern "C" fn ignore(_: libc::c_int) {}
+    // SAFETY: installs an async-signal-safe handler that does nothing. A
+    // handler (unlike SIG_IGN) is reset to the default in the child at
+    // exec, so the agent still receives and handles SIGINT itself.
+    unsafe {
+        libc::signal(libc::SIGINT, ignore as *const () as libc::sighandler_t);
+    }
 }
