@@ -85,3 +85,52 @@ pub fn import_json(path: &Path) -> Result<String, CommandError> {
     })?;
     Ok(crate::config::import_seed_json(&text)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    fn repo_file(relative: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(relative)
+    }
+
+    #[test]
+    fn the_shipped_example_config_validates() {
+        let report =
+            check(&repo_file("packaging/autostop.toml")).expect("packaging/autostop.toml is valid");
+        assert!(report.contains("OK, 8 services"), "{report}");
+        assert!(
+            report.contains("jitsi") && report.contains("10000/udp"),
+            "{report}"
+        );
+    }
+
+    #[test]
+    fn the_seed_config_json_imports_to_a_valid_config() {
+        let toml = import_json(&repo_file(
+            "autostop-agent/src/config/testdata/seed-config.json",
+        ))
+        .expect("import");
+        let config = Config::parse(&toml, "imported", &crate::config::ThemeCatalog::builtin())
+            .expect("valid");
+        assert_eq!(config.services.len(), 8);
+    }
+
+    #[test]
+    fn check_reports_every_error_with_its_position() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("bad.toml");
+        std::fs::write(
+            &path,
+            "[[service]]\nname = \"a\"\nport = 0\ncompose_dir = \"/x\"\nmode = \"fast\"\n",
+        )
+        .expect("write");
+        let err = check(&path).expect_err("invalid").to_string();
+        assert!(err.contains("bad.toml:3:8: service[0].port"), "{err}");
+        assert!(err.contains("bad.toml:5:8: service[0].mode"), "{err}");
+    }
+}
