@@ -5,8 +5,10 @@
 //! - `build`: builds the agent (and with it the eBPF object);
 //! - `test`: setup when needed, then formatting, clippy, unit tests and the
 //!   privileged integration tests, with one summary line per suite;
-//! - `demo`: builds the agent and runs it in the foreground.
+//! - `demo`: builds the agent and runs it in the foreground;
+//! - `bench`: measures the datapath and writes `target/bench/report.json`.
 
+mod bench;
 mod demo;
 mod run;
 mod setup;
@@ -35,6 +37,8 @@ enum Command {
     Test,
     /// Build the agent and run it in the foreground with the demo settings.
     Demo,
+    /// Measure (A/B, medians) and write target/bench/report.json.
+    Bench,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,5 +47,6 @@ fn main() -> anyhow::Result<()> {
         Command::Build { release } => run::cargo_build_agent(release),
         Command::Test => test::run(),
         Command::Demo => demo::run(),
+        Command::Bench => bench::run(),
     }
 }

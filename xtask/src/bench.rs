@@ -1,0 +1,227 @@
+//! `cargo xtask bench`: measurements, never assertions. Each comparison
+//! alternates A and B in one run over several rounds and reports medians.
+//! Writes `target/bench/report.json` and prints a Markdown table.
+//!
+//! - `datapath`: the traffic classifier's kernel cost per packet
+//!   (`kernel.bpf_stats_enabled`: run_time_ns / run_cnt) and loopback UDP
+//!   throughput with the classifier attached vs not attached.
+
+use std::{
+    fs,
+    io::{BufRead, BufReader},
+    net::UdpSocket,
+    process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _};
+use serde_json::{json, Value};
+
+use crate::{run, setup};
+
+/// Rounds per side of each A/B comparison.
+const ROUNDS: usize = 5;
+/// Length of one throughput round.
+const ROUND: Duration = Duration::from_secs(2);
+/// UDP payload of the load (small packets stress per-packet cost).
+const PAYLOAD: usize = 64;
+
+/// Runs every benchmark and writes the report.
+pub fn run() -> anyhow::Result<()> {
+    setup::run(setup::Mode::Quiet).context("setup")?;
+    run::cargo_build_agent(true)?;
+    let datapath = datapath().context("datapath benchmark")?;
+    let report = json!({
+        "machine": machine(),
+        "command": "cargo xtask bench",
+        "datapath": datapath,
+    });
+    let dir = run::workspace_root().join("target/bench");
+    fs::create_dir_all(&dir)?;
+    fs::write(dir.join("report.json"), serde_json::to_string_pretty(&report)? + "\n")?;
+    println!("{}", markdown(&report));
+    println!("report: {}", dir.join("report.json").display());
+    Ok(())
+}
+
+/// The agent's `watch` mode attached to `lo`, counting one UDP target.
+struct Watcher {
+    child: Child,
+    program_id: u64,
+}
+
+impl Watcher {
+    fn start(port: u16) -> anyhow::Result<Self> {
+        let mut child = Command::new(run::agent_binary(true))
+            .args(["watch", "--json", "--interval", "1h", "--iface", "lo", "--target"])
+            .arg(format!("127.0.0.1:{port}/udp"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting autostop watch")?;
+        let stdout = child.stdout.take().context("watch stdout")?;
+        let mut first = String::new();
+        BufReader::new(stdout).read_line(&mut first)?;
+        let attached: Value = serde_json::from_str(&first).context("watch's attached line")?;
+        let program_id = attached["program_id"].as_u64().context("program_id")?;
+        Ok(Self { child, program_id })
+    }
+
+    /// (run_time_ns, run_cnt) from the kernel.
+    fn stats(&self) -> anyhow::Result<(u64, u64)> {
+        let out = Command::new("bpftool")
+            .args(["prog", "show", "id", &self.program_id.to_string(), "-j"])
+            .output()
+            .context("bpftool")?;
+        let v: Value = serde_json::from_slice(&out.stdout).context("bpftool json")?;
+        Ok((v["run_time_ns"].as_u64().unwrap_or(0), v["run_cnt"].as_u64().unwrap_or(0)))
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own unreaped child.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+/// Packets per second received on loopback during one round.
+fn udp_round(port: u16) -> anyhow::Result<f64> {
+    let receiver = UdpSocket::bind(("127.0.0.1", port))?;
+    receiver.set_read_timeout(Some(Duration::from_millis(100)))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let received = Arc::new(AtomicU64::new(0));
+    let counter = {
+        let (stop, received) = (Arc::clone(&stop), Arc::clone(&received));
+        thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while !stop.load(Ordering::Relaxed) {
+                if receiver.recv(&mut buf).is_ok() {
+                    received.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    let sender = UdpSocket::bind("127.0.0.1:0")?;
+    sender.connect(("127.0.0.1", port))?;
+    let payload = [0x5au8; PAYLOAD];
+    let started = Instant::now();
+    let before = received.load(Ordering::Relaxed);
+    while started.elapsed() < ROUND {
+        for _ in 0..256 {
+            let _ = sender.send(&payload);
+        }
+    }
+    let elapsed = started.elapsed();
+    let got = received.load(Ordering::Relaxed) - before;
+    stop.store(true, Ordering::Relaxed);
+    let _ = counter.join();
+    Ok(got as f64 / elapsed.as_secs_f64())
+}
+
+fn datapath() -> anyhow::Result<Value> {
+    let port = free_udp_port()?;
+    let set_stats = |on: bool| {
+        fs::write("/proc/sys/kernel/bpf_stats_enabled", if on { "1" } else { "0" })
+    };
+    let (mut with, mut without, mut per_packet) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        // Alternate which side goes first so drift hits both equally.
+        let order = if round % 2 == 0 { [true, false] } else { [false, true] };
+        for attached in order {
+            if attached {
+                let watcher = Watcher::start(port)?;
+                set_stats(true).context("enabling kernel.bpf_stats_enabled")?;
+                let (t0, c0) = watcher.stats()?;
+                with.push(udp_round(port)?);
+                let (t1, c1) = watcher.stats()?;
+                set_stats(false)?;
+                if c1 > c0 {
+                    per_packet.push((t1 - t0) as f64 / (c1 - c0) as f64);
+                }
+            } else {
+                without.push(udp_round(port)?);
+            }
+        }
+    }
+    if per_packet.is_empty() {
+        bail!("the classifier never ran: is it attached to lo?");
+    }
+    let (with_pps, without_pps) = (median(&mut with), median(&mut without));
+    Ok(json!({
+        "ns_per_packet": round2(median(&mut per_packet)),
+        "throughput_ratio": round3(with_pps / without_pps),
+        "pps_with_programs": with_pps.round(),
+        "pps_without_programs": without_pps.round(),
+        "rounds": ROUNDS,
+        "round_seconds": ROUND.as_secs_f64(),
+        "load": format!("{PAYLOAD}-byte UDP datagrams on loopback, every packet matched as service traffic"),
+        "targets": { "ns_per_packet_max": 50, "throughput_ratio_min": 0.98 },
+    }))
+}
+
+fn free_udp_port() -> anyhow::Result<u16> {
+    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    let n = values.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// What the numbers were measured on.
+fn machine() -> Value {
+    let read = |p: &str| fs::read_to_string(p).unwrap_or_default();
+    let cpu = read("/proc/cpuinfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned()))
+        .unwrap_or_default();
+    let cores = thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let kernel = read("/proc/sys/kernel/osrelease").trim().to_owned();
+    let clock = read("/sys/devices/system/clocksource/clocksource0/current_clocksource").trim().to_owned();
+    json!({ "cpu": cpu, "cores": cores, "kernel": kernel, "clocksource": clock })
+}
+
+fn markdown(report: &Value) -> String {
+    let d = &report["datapath"];
+    let m = &report["machine"];
+    let verdict = |ok: bool| if ok { "met" } else { "missed" };
+    let ns = d["ns_per_packet"].as_f64().unwrap_or(f64::NAN);
+    let ratio = d["throughput_ratio"].as_f64().unwrap_or(f64::NAN);
+    format!(
+        "Machine: {} ({} cores), kernel {}, clocksource {}\n\n\
+         | section | metric | value | target | |\n|---|---|---|---|---|\n\
+         | datapath | ns_per_packet | {ns} | ≤ 50 | {} |\n\
+         | datapath | throughput_ratio | {ratio} ({} vs {} pps) | ≥ 0.98 | {} |\n",
+        m["cpu"].as_str().unwrap_or("?"),
+        m["cores"],
+        m["kernel"].as_str().unwrap_or("?"),
+        m["clocksource"].as_str().unwrap_or("?"),
+        verdict(ns <= 50.0),
+        d["pps_with_programs"],
+        d["pps_without_programs"],
+        verdict(ratio >= 0.98),
+    )
+}
