@@ -135,14 +135,36 @@ pub struct ComposeProject {
 }
 
 impl ComposeProject {
-    /// Writes `yaml` and creates the containers without starting them.
+    /// Writes `yaml` and creates the containers without starting them
+    /// (`docker-compose up --no-start`).
     pub fn create(yaml: &str) -> Self {
+        Self::create_with(yaml, &["up", "--no-start"])
+    }
+
+    /// Like [`create`](Self::create) with another compose subcommand:
+    /// compose 1.29.2's `up --no-start` waits forever for a
+    /// `service_completed_successfully` dependency, so such projects use
+    /// `create` (the project's default network is then created here).
+    pub fn create_with(yaml: &str, subcommand: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("docker-compose.yml"), yaml).expect("writing compose file");
         let name = unique("autostoptest");
+        if subcommand.first() == Some(&"create") {
+            // `create` makes no networks; make the default one as compose would.
+            docker(&[
+                "network",
+                "create",
+                "--label",
+                &format!("com.docker.compose.project={name}"),
+                "--label",
+                "com.docker.compose.network=default",
+                &format!("{name}_default"),
+            ]);
+        }
         run(Command::new("docker-compose")
             .current_dir(dir.path())
-            .args(["-p", &name, "up", "--no-start"]));
+            .args(["-p", &name])
+            .args(subcommand));
         Self { dir, name }
     }
 
@@ -179,6 +201,9 @@ impl Drop for ComposeProject {
                 let _ = Command::new("docker").args(["rm", "-f", id]).output();
             }
         }
+        let _ = Command::new("docker")
+            .args(["network", "rm", &format!("{}_default", self.name)])
+            .output();
     }
 }
 

@@ -263,6 +263,67 @@ async fn privileged_docker_oneshot_exit_zero_is_completed() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn privileged_docker_compose_completed_dependency_runs_once_then_dependent() {
+    setup();
+    let image = TestImage::build();
+    let port = free_port();
+    let yaml = format!(
+        r#"version: "2.4"
+services:
+  migrate:
+    image: {tag}
+    command: ["/bin/sh", "-c", "/bin/busybox sleep 1; exit 0"]
+  web:
+    image: {tag}
+    command: ["/bin/busybox", "httpd", "-f", "-p", "80"]
+    ports: ["{port}:80"]
+    stop_grace_period: 1s
+    depends_on:
+      migrate:
+        condition: service_completed_successfully
+"#,
+        tag = image.tag
+    );
+    let project = ComposeProject::create_with(&yaml, &["create"]);
+    let (web, migrate) = (project.container("web"), project.container("migrate"));
+    let rt = runtime(&[compose_service("app", port, &project.path())]).await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let sink: EventSink = Arc::new(move |svc: &str, cmd: Command| {
+        let _ = tx.send((svc.to_string(), cmd));
+    });
+    let stop = CancellationToken::new();
+    let task = spawn_event_watcher(Arc::clone(&rt), sink, None, stop.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    start_ready(&rt, "app").await;
+    assert_eq!(
+        inspect(&migrate, "{{.State.Status}} {{.State.ExitCode}}"),
+        "exited 0"
+    );
+    let finished = inspect_time(&migrate, ".State.FinishedAt");
+    let web_start = inspect_time(&web, ".State.StartedAt");
+    assert!(
+        finished <= web_start,
+        "web started before migrate completed"
+    );
+    assert_eq!(rt.observe("app").await.unwrap(), Observed::AllRunning);
+    // The completion is not reported as a death (the actor would fail).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.cancel();
+    task.await.expect("watcher ends");
+    let mut started = 0;
+    while let Ok((svc, cmd)) = rx.try_recv() {
+        assert_eq!(svc, "app");
+        match cmd {
+            Command::ContainerEvent(ContainerEvent::Started) => started += 1,
+            other => panic!("unexpected {other:?} while the one-shot completed"),
+        }
+    }
+    assert_eq!(started, 2, "migrate and web each started exactly once");
+    rt.stop("app").await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn privileged_docker_exit_one_during_start_fails_naming_container() {
     setup();
     let image = TestImage::build();

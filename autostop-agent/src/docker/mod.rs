@@ -26,7 +26,7 @@
 //! stream follower) and `runtime` (the [`ContainerRuntime`] itself).
 
 mod client;
-mod endpoints;
+pub(crate) mod endpoints;
 mod events;
 mod neigh;
 mod order;

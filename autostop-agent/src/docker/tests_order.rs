@@ -1,4 +1,5 @@
-//! Unit tests of compose `depends_on` parsing and the start order.
+//! Unit tests of the docker module: compose `depends_on` parsing, the start
+//! order, port/bridge resolution from inspect data and event mapping.
 
 use std::collections::HashMap;
 
@@ -101,5 +102,132 @@ fn cycle_is_named() {
     match start_order(&names(&["a", "b", "c", "d"]), &deps) {
         Err(DockerError::Cycle(c)) => assert_eq!(c, "a -> b -> c -> a"),
         other => panic!("expected a cycle, got {other:?}"),
+    }
+}
+
+mod endpoints {
+    //! Port and bridge resolution from inspect data, and event mapping.
+
+    use std::collections::HashMap;
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use bollard::models::{
+        ContainerInspectResponse, HostConfig, NetworkInspect, NetworkSettings, PortBinding,
+    };
+
+    use crate::config::{Mode, PortSpec, Protocol, ServiceConfig, Target};
+    use crate::docker::endpoints::container_port;
+    use crate::docker::{bridge_name, services_of};
+
+    fn binding(host: &str) -> Option<Vec<PortBinding>> {
+        Some(vec![PortBinding {
+            host_ip: Some("0.0.0.0".into()),
+            host_port: Some(host.into()),
+        }])
+    }
+
+    #[test]
+    fn finds_container_port_live_or_configured() {
+        let tcp = |port| PortSpec {
+            port,
+            protocol: Protocol::Tcp,
+        };
+        let stopped = ContainerInspectResponse {
+            host_config: Some(HostConfig {
+                port_bindings: Some(HashMap::from([
+                    ("80/tcp".to_string(), binding("8080")),
+                    ("53/udp".to_string(), binding("8053")),
+                ])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(container_port(&stopped, tcp(8080)), Some(80));
+        assert_eq!(container_port(&stopped, tcp(8053)), None);
+        let udp = PortSpec {
+            port: 8053,
+            protocol: Protocol::Udp,
+        };
+        assert_eq!(container_port(&stopped, udp), Some(53));
+        let running = ContainerInspectResponse {
+            network_settings: Some(NetworkSettings {
+                ports: Some(HashMap::from([("3000/tcp".to_string(), binding("9000"))])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(container_port(&running, tcp(9000)), Some(3000));
+    }
+
+    #[test]
+    fn names_bridges() {
+        let net = |name: &str, id: &str, opt: Option<&str>| NetworkInspect {
+            name: Some(name.into()),
+            id: Some(id.into()),
+            driver: Some("bridge".into()),
+            options: opt.map(|b| {
+                HashMap::from([("com.docker.network.bridge.name".to_string(), b.to_string())])
+            }),
+            ..Default::default()
+        };
+        let id = "0123456789abcdef0123";
+        assert_eq!(
+            bridge_name(&net("bridge", id, Some("docker0"))).as_deref(),
+            Some("docker0")
+        );
+        assert_eq!(
+            bridge_name(&net("app_default", id, None)).as_deref(),
+            Some("br-0123456789ab")
+        );
+        assert_eq!(
+            bridge_name(&net("x", id, Some("mybr"))).as_deref(),
+            Some("mybr")
+        );
+        let host = NetworkInspect {
+            driver: Some("host".into()),
+            ..net("host", id, None)
+        };
+        assert_eq!(bridge_name(&host), None);
+    }
+
+    #[test]
+    fn maps_event_attributes_to_services() {
+        let svc = |name: &str, target| ServiceConfig {
+            name: name.into(),
+            ports: vec![PortSpec {
+                port: 1,
+                protocol: Protocol::Tcp,
+            }],
+            idle_timeout: Duration::from_secs(1),
+            mode: Mode::Blocking,
+            theme: None,
+            target,
+            start_timeout: Duration::from_secs(1),
+            hold_while_connected: false,
+            max_held_connections: 1,
+        };
+        let services = [
+            svc("named", Target::Containers(vec!["web1".into()])),
+            svc("proj", Target::ComposeDir(PathBuf::from("/srv/app"))),
+        ];
+        let attrs = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            services_of(&services, "abc", &attrs(&[("name", "web1")])),
+            vec!["named"]
+        );
+        let wd = "com.docker.compose.project.working_dir";
+        assert_eq!(
+            services_of(&services, "abc", &attrs(&[("name", "x"), (wd, "/srv/app")])),
+            vec!["proj"]
+        );
+        let oneoff = attrs(&[(wd, "/srv/app"), ("com.docker.compose.oneoff", "True")]);
+        assert!(services_of(&services, "abc", &oneoff).is_empty());
+        assert!(services_of(&services, "abc", &attrs(&[("name", "other")])).is_empty());
     }
 }
