@@ -15,6 +15,7 @@
 
 mod control;
 mod kernel;
+mod labels;
 mod reload;
 mod table;
 mod tasks;
@@ -135,7 +136,10 @@ pub async fn run(options: AgentOptions, shutdown: CancellationToken) -> Result<(
 
     // Lazy: the agent starts (and steers) even while Docker is down.
     let client = DockerClient::lazy(DOCKER_SOCKET);
-    let runtime = Arc::new(DockerRuntime::new(client, &config.services));
+    let file_config = config;
+    let mut labelled = labels::discover(&client, &file_config).await;
+    let config = labels::effective(&file_config, &labelled);
+    let runtime = Arc::new(DockerRuntime::new(client.clone(), &config.services));
     let stats = Arc::new(ColdStartStats::default());
 
     let mut table = table::ServiceTable::new(table::Deps {
@@ -220,26 +224,42 @@ pub async fn run(options: AgentOptions, shutdown: CancellationToken) -> Result<(
         "autostop is running"
     );
 
+    let mut file_config = file_config;
     let mut current = config;
+    let mut label_scan = tokio::time::interval(labels::SCAN_EVERY);
+    label_scan.tick().await;
     loop {
-        tokio::select! {
+        let new = tokio::select! {
             () = shutdown.cancelled() => break,
             Some(()) = reloads.recv() => {
                 match Config::load_with_own_themes(&options.config_path) {
-                    Err(e) => tracing::error!(event = "reload_rejected", "keeping the running config:\n{e}"),
-                    Ok(new) => {
-                        let changes = diff(&current, &new);
-                        if changes.is_empty() {
-                            tracing::info!(event = "reload", "no change");
-                        } else {
-                            table.apply(&current, &new, &changes).await;
-                            runtime.set_services(&new.services);
-                            current = new;
-                        }
+                    Err(e) => {
+                        tracing::error!(event = "reload_rejected", "keeping the running config:\n{e}");
+                        continue;
+                    }
+                    Ok(new_file) => {
+                        file_config = new_file;
+                        labels::effective(&file_config, &labelled)
                     }
                 }
             }
+            _ = label_scan.tick() => {
+                let scanned = labels::discover(&client, &file_config).await;
+                if scanned == labelled {
+                    continue;
+                }
+                labelled = scanned;
+                labels::effective(&file_config, &labelled)
+            }
+        };
+        let changes = diff(&current, &new);
+        if changes.is_empty() {
+            tracing::info!(event = "reload", "no change");
+            continue;
         }
+        table.apply(&current, &new, &changes).await;
+        runtime.set_services(&new.services);
+        current = new;
     }
 
     // Shutdown: stop accepting, end every task, then undo the kernel state.

@@ -8,6 +8,7 @@
 mod duration;
 mod error;
 mod import;
+pub mod labels;
 mod locate;
 mod ports;
 mod raw;

@@ -1,0 +1,284 @@
+//! Docker labels as a second source of services: containers labelled
+//! `autostop.enable=true` (with `autostop.port`, and optionally
+//! `autostop.idle-timeout`, `autostop.mode`, `autostop.theme`,
+//! `autostop.name`) become services, grouped by compose project (or one per
+//! container outside compose). The file config wins on conflicts, with a
+//! warning.
+//!
+//! Label values go through the same validation as the file: each group is
+//! rendered as a `[[service]]` table and parsed, so a bad label gets the
+//! same message a bad file field would, labelled with the container.
+
+use std::collections::BTreeMap;
+
+use super::{Config, ServiceConfig, ThemeCatalog};
+
+/// The label that opts a container in.
+pub const LABEL_ENABLE: &str = "autostop.enable";
+const LABEL_PORT: &str = "autostop.port";
+const LABEL_IDLE: &str = "autostop.idle-timeout";
+const LABEL_MODE: &str = "autostop.mode";
+const LABEL_THEME: &str = "autostop.theme";
+const LABEL_NAME: &str = "autostop.name";
+const COMPOSE_PROJECT: &str = "com.docker.compose.project";
+const COMPOSE_WORKING_DIR: &str = "com.docker.compose.project.working_dir";
+
+/// A container as Docker lists it: name and labels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelledContainer {
+    /// Container name (without the leading `/`).
+    pub name: String,
+    /// All its labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Services described by labels, and one message per group that could not
+/// be turned into a valid service.
+pub fn services_from_labels(
+    containers: &[LabelledContainer],
+    themes: &ThemeCatalog,
+) -> (Vec<ServiceConfig>, Vec<String>) {
+    // Group: compose working dir, else the container alone.
+    let mut groups: BTreeMap<String, Vec<&LabelledContainer>> = BTreeMap::new();
+    for container in containers {
+        if container.labels.get(LABEL_ENABLE).map(String::as_str) != Some("true") {
+            continue;
+        }
+        let key = match container.labels.get(COMPOSE_WORKING_DIR) {
+            Some(dir) => format!("compose:{dir}"),
+            None => format!("container:{}", container.name),
+        };
+        groups.entry(key).or_default().push(container);
+    }
+    let (mut services, mut problems) = (Vec::new(), Vec::new());
+    for members in groups.values() {
+        match group_service(members, themes) {
+            Ok(service) => services.push(service),
+            Err(problem) => problems.push(problem),
+        }
+    }
+    (services, problems)
+}
+
+/// The first value of `label` among the group's containers.
+fn first<'a>(members: &[&'a LabelledContainer], label: &str) -> Option<&'a str> {
+    members
+        .iter()
+        .find_map(|c| c.labels.get(label).map(String::as_str))
+}
+
+fn group_service(
+    members: &[&LabelledContainer],
+    themes: &ThemeCatalog,
+) -> Result<ServiceConfig, String> {
+    let origin = format!(
+        "labels of container{} {}",
+        if members.len() > 1 { "s" } else { "" },
+        members
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let working_dir = first(members, COMPOSE_WORKING_DIR);
+    let name = first(members, LABEL_NAME)
+        .or_else(|| working_dir.and(first(members, COMPOSE_PROJECT)))
+        .unwrap_or(members[0].name.as_str());
+    let ports =
+        first(members, LABEL_PORT).ok_or_else(|| format!("{origin}: {LABEL_PORT} is missing"))?;
+
+    let mut table = toml::Table::new();
+    table.insert("name".into(), name.into());
+    let mut port_list = Vec::new();
+    for part in ports.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        port_list.push(match part.parse::<i64>() {
+            Ok(number) => toml::Value::Integer(number),
+            Err(_) => toml::Value::String(part.to_owned()),
+        });
+    }
+    table.insert("ports".into(), toml::Value::Array(port_list));
+    if let Some(idle) = first(members, LABEL_IDLE) {
+        table.insert("idle_timeout".into(), idle.into());
+    }
+    if let Some(mode) = first(members, LABEL_MODE) {
+        table.insert("mode".into(), mode.into());
+    }
+    if let Some(theme) = first(members, LABEL_THEME) {
+        table.insert("theme".into(), theme.into());
+    }
+    match working_dir {
+        Some(dir) => table.insert("compose_dir".into(), dir.into()),
+        None => table.insert(
+            "containers".into(),
+            toml::Value::Array(members.iter().map(|c| c.name.clone().into()).collect()),
+        ),
+    };
+    let mut doc = toml::Table::new();
+    doc.insert(
+        "service".into(),
+        toml::Value::Array(vec![toml::Value::Table(table)]),
+    );
+    let text = toml::to_string(&doc).map_err(|e| format!("{origin}: {e}"))?;
+    let parsed = Config::parse(&text, &origin, themes).map_err(|e| {
+        // Positions refer to the generated table; the field names are what
+        // matter here, e.g. "service[0].idle_timeout: invalid duration".
+        e.to_string()
+            .lines()
+            .map(|l| l.replacen(&format!("{origin}:"), &format!("{origin}: "), 1))
+            .collect::<Vec<_>>()
+            .join("\n")
+    })?;
+    parsed
+        .services
+        .into_iter()
+        .next()
+        .ok_or_else(|| format!("{origin}: no service"))
+}
+
+/// The file's config plus the labelled services that do not clash with it
+/// (same name or same port): the file wins, and each clash is a warning.
+pub fn merge(file: &Config, labelled: Vec<ServiceConfig>) -> (Config, Vec<String>) {
+    let mut merged = file.clone();
+    let mut warnings = Vec::new();
+    for service in labelled {
+        let clash = merged
+            .services
+            .iter()
+            .find(|s| s.name == service.name || s.ports.iter().any(|p| service.ports.contains(p)));
+        if let Some(existing) = clash {
+            warnings.push(format!(
+                "service {:?} from Docker labels is ignored: it clashes with {:?} from the config file (name or port), and the file wins",
+                service.name, existing.name
+            ));
+            continue;
+        }
+        merged.services.push(service);
+    }
+    (merged, warnings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Mode, Target};
+
+    fn container(name: &str, labels: &[(&str, &str)]) -> LabelledContainer {
+        LabelledContainer {
+            name: name.to_owned(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn compose_containers_group_into_one_service() {
+        let web = container(
+            "shop_web_1",
+            &[
+                ("autostop.enable", "true"),
+                ("autostop.port", "8090"),
+                ("autostop.idle-timeout", "10m"),
+                ("autostop.mode", "dynamic"),
+                ("autostop.theme", "ghost"),
+                ("com.docker.compose.project", "shop"),
+                ("com.docker.compose.project.working_dir", "/opt/shop"),
+            ],
+        );
+        let db = container(
+            "shop_db_1",
+            &[
+                ("autostop.enable", "true"),
+                ("com.docker.compose.project", "shop"),
+                ("com.docker.compose.project.working_dir", "/opt/shop"),
+            ],
+        );
+        let lone = container(
+            "redis-cache",
+            &[
+                ("autostop.enable", "true"),
+                ("autostop.port", "6380, 6381/udp"),
+            ],
+        );
+        let off = container(
+            "other",
+            &[("autostop.enable", "false"), ("autostop.port", "1")],
+        );
+        let (services, problems) =
+            services_from_labels(&[web, db, lone, off], &ThemeCatalog::builtin());
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(services.len(), 2);
+        let shop = services.iter().find(|s| s.name == "shop").expect("shop");
+        assert_eq!(shop.target, Target::ComposeDir("/opt/shop".into()));
+        assert_eq!(shop.mode, Mode::Dynamic);
+        assert_eq!(shop.idle_timeout.as_secs(), 600);
+        let redis = services
+            .iter()
+            .find(|s| s.name == "redis-cache")
+            .expect("redis");
+        assert_eq!(redis.ports.len(), 2);
+        assert_eq!(redis.target, Target::Containers(vec!["redis-cache".into()]));
+    }
+
+    #[test]
+    fn bad_labels_are_reported_with_the_container_and_field() {
+        let bad = container(
+            "api",
+            &[
+                ("autostop.enable", "true"),
+                ("autostop.port", "8080"),
+                ("autostop.idle-timeout", "soon"),
+            ],
+        );
+        let missing = container("noport", &[("autostop.enable", "true")]);
+        let (services, problems) = services_from_labels(&[bad, missing], &ThemeCatalog::builtin());
+        assert!(services.is_empty());
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("container api") && p.contains("idle_timeout")),
+            "{problems:?}"
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("noport") && p.contains("autostop.port")),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn the_file_wins_on_name_or_port_clashes() {
+        let file = Config::parse(
+            "[[service]]\nname = \"shop\"\nport = 8090\ncompose_dir = \"/opt/shop\"\n",
+            "file",
+            &ThemeCatalog::builtin(),
+        )
+        .expect("valid");
+        let same_port = container(
+            "x",
+            &[("autostop.enable", "true"), ("autostop.port", "8090")],
+        );
+        let fine = container(
+            "y",
+            &[("autostop.enable", "true"), ("autostop.port", "8091")],
+        );
+        let (labelled, _) = services_from_labels(&[same_port, fine], &ThemeCatalog::builtin());
+        let (merged, warnings) = merge(&file, labelled);
+        assert_eq!(
+            merged
+                .services
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>(),
+            ["shop", "y"]
+        );
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].contains("\"x\"") && warnings[0].contains("file wins"),
+            "{warnings:?}"
+        );
+    }
+}
