@@ -43,7 +43,10 @@ pub fn run() -> anyhow::Result<()> {
     });
     let dir = run::workspace_root().join("target/bench");
     fs::create_dir_all(&dir)?;
-    fs::write(dir.join("report.json"), serde_json::to_string_pretty(&report)? + "\n")?;
+    fs::write(
+        dir.join("report.json"),
+        serde_json::to_string_pretty(&report)? + "\n",
+    )?;
     println!("{}", markdown(&report));
     println!("report: {}", dir.join("report.json").display());
     Ok(())
@@ -58,7 +61,15 @@ struct Watcher {
 impl Watcher {
     fn start(port: u16) -> anyhow::Result<Self> {
         let mut child = Command::new(run::agent_binary(true))
-            .args(["watch", "--json", "--interval", "1h", "--iface", "lo", "--target"])
+            .args([
+                "watch",
+                "--json",
+                "--interval",
+                "1h",
+                "--iface",
+                "lo",
+                "--target",
+            ])
             .arg(format!("127.0.0.1:{port}/udp"))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -79,7 +90,10 @@ impl Watcher {
             .output()
             .context("bpftool")?;
         let v: Value = serde_json::from_slice(&out.stdout).context("bpftool json")?;
-        Ok((v["run_time_ns"].as_u64().unwrap_or(0), v["run_cnt"].as_u64().unwrap_or(0)))
+        Ok((
+            v["run_time_ns"].as_u64().unwrap_or(0),
+            v["run_cnt"].as_u64().unwrap_or(0),
+        ))
     }
 }
 
@@ -128,12 +142,19 @@ fn udp_round(port: u16) -> anyhow::Result<f64> {
 fn datapath() -> anyhow::Result<Value> {
     let port = free_udp_port()?;
     let set_stats = |on: bool| {
-        fs::write("/proc/sys/kernel/bpf_stats_enabled", if on { "1" } else { "0" })
+        fs::write(
+            "/proc/sys/kernel/bpf_stats_enabled",
+            if on { "1" } else { "0" },
+        )
     };
     let (mut with, mut without, mut per_packet) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..ROUNDS {
         // Alternate which side goes first so drift hits both equally.
-        let order = if round % 2 == 0 { [true, false] } else { [false, true] };
+        let order = if round % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        };
         for attached in order {
             if attached {
                 let watcher = Watcher::start(port)?;
@@ -196,11 +217,18 @@ fn machine() -> Value {
     let read = |p: &str| fs::read_to_string(p).unwrap_or_default();
     let cpu = read("/proc/cpuinfo")
         .lines()
-        .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned()))
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
         .unwrap_or_default();
-    let cores = thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cores = thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     let kernel = read("/proc/sys/kernel/osrelease").trim().to_owned();
-    let clock = read("/sys/devices/system/clocksource/clocksource0/current_clocksource").trim().to_owned();
+    let clock = read("/sys/devices/system/clocksource/clocksource0/current_clocksource")
+        .trim()
+        .to_owned();
     json!({ "cpu": cpu, "cores": cores, "kernel": kernel, "clocksource": clock })
 }
 
