@@ -6,6 +6,7 @@
 //! them. Fixtures are Drop guards, so a failing test still cleans up.
 
 pub mod docker;
+pub mod e2e;
 pub mod netlab;
 pub mod netns;
 

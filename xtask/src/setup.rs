@@ -36,6 +36,14 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("nginx-light", "the reverse proxy of the end-to-end tests"),
     ("busybox-static", "test images built FROM scratch"),
     ("curl", "test clients"),
+    (
+        "chromium",
+        "the headless browser of the wait-page end-to-end tests",
+    ),
+    (
+        "chromium-driver",
+        "chromedriver, the WebDriver server those tests drive Chromium with",
+    ),
 ];
 
 /// bpf-linker release line that matches LLVM 22 and aya-ebpf 0.2.

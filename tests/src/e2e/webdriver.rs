@@ -1,0 +1,205 @@
+//! A headless Chromium driven over W3C WebDriver (Debian's `chromedriver`)
+//! with plain HTTP calls: enough to navigate, read the title and the
+//! document text, and save PNG screenshots. The browser's profile lives in a
+//! tempdir; on drop the session is deleted, chromedriver is killed, and any
+//! Chromium process still using that profile is killed by pid.
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::http_request;
+use crate::docker::free_port;
+use crate::eventually;
+
+/// Bound on one WebDriver call (a navigation waits for the page load).
+const CALL: Duration = Duration::from_secs(60);
+
+/// A chromedriver process with one headless Chromium session.
+pub struct Browser {
+    driver: Child,
+    addr: SocketAddr,
+    session: String,
+    profile: tempfile::TempDir,
+}
+
+impl Browser {
+    /// Starts chromedriver and a headless Chromium session
+    /// (`--headless=new --no-sandbox --disable-gpu`).
+    pub fn start() -> Self {
+        let profile = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting chromedriver (install chromium-driver: `cargo xtask setup`)");
+        let mut browser = Self {
+            driver,
+            addr,
+            session: String::new(),
+            profile,
+        };
+        let up = eventually(Duration::from_secs(20), || {
+            TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+        });
+        assert!(up, "chromedriver did not listen on {addr} within 20 s");
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu",
+                    "--disable-dev-shm-usage", "--window-size=1280,800",
+                    format!("--user-data-dir={}", browser.profile.path().display()),
+                ],
+            },
+        }}});
+        let value = browser.call("POST", "/session", Some(caps));
+        browser.session = value["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no sessionId in {value}"))
+            .to_string();
+        browser.session_call(
+            "POST",
+            "/timeouts",
+            Some(json!({"pageLoad": 30_000, "script": 10_000})),
+        );
+        browser
+    }
+
+    /// Sends one WebDriver command; panics on an HTTP or WebDriver error.
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        self.try_call(method, path, body)
+            .unwrap_or_else(|e| panic!("WebDriver {method} {path}: {e}"))
+    }
+
+    /// Sends one WebDriver command; `Err` carries the reason.
+    fn try_call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, String> {
+        let body = body.map(|b| b.to_string().into_bytes());
+        let r = http_request(self.addr, method, path, &[], body.as_deref(), CALL)
+            .map_err(|e| e.to_string())?;
+        let value: Value =
+            serde_json::from_slice(&r.body).map_err(|e| format!("{e}: {}", r.text()))?;
+        if r.status != 200 {
+            return Err(format!("HTTP {}: {value}", r.status));
+        }
+        Ok(value["value"].clone())
+    }
+
+    fn session_call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        self.call(method, &format!("/session/{}{path}", self.session), body)
+    }
+
+    /// Navigates and waits for the load (a 503 wait page loads like any page).
+    pub fn goto(&self, url: &str) {
+        self.session_call("POST", "/url", Some(json!({ "url": url })));
+    }
+
+    /// The document title.
+    pub fn title(&self) -> String {
+        self.session_call("GET", "/title", None)
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// Runs `script` (a function body) and returns its value.
+    pub fn execute(&self, script: &str) -> Value {
+        self.session_call(
+            "POST",
+            "/execute/sync",
+            Some(json!({ "script": script, "args": [] })),
+        )
+    }
+
+    /// The serialized document (`document.documentElement.outerHTML`), or
+    /// `None` while no document can run scripts (during a reload).
+    pub fn html(&self) -> Option<String> {
+        let path = format!("/session/{}/execute/sync", self.session);
+        let script = json!({"script": "return document.documentElement.outerHTML;", "args": []});
+        self.try_call("POST", &path, Some(script))
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+    }
+
+    /// Saves a PNG screenshot of the viewport to `path`; returns its size.
+    pub fn screenshot(&self, path: &Path) -> usize {
+        let b64 = self.session_call("GET", "/screenshot", None);
+        let png = decode_base64(b64.as_str().expect("screenshot is a string"));
+        assert!(
+            png.starts_with(b"\x89PNG\r\n\x1a\n"),
+            "screenshot is not a PNG"
+        );
+        std::fs::write(path, &png).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        png.len()
+    }
+
+    /// Pids of processes whose command line names our profile directory.
+    fn profile_pids(&self) -> Vec<i32> {
+        let needle = self.profile.path().to_string_lossy().into_owned();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .map(|c| String::from_utf8_lossy(&c).contains(&needle))
+                    .unwrap_or(false)
+            })
+            .collect()
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if !self.session.is_empty() {
+            let path = format!("/session/{}", self.session);
+            let _ = http_request(self.addr, "DELETE", &path, &[], None, CALL);
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+        for pid in self.profile_pids() {
+            // SAFETY: kill(2) on a pid we just read whose command line names
+            // our own private profile directory.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// Standard base64 (with padding), as WebDriver returns screenshots.
+fn decode_base64(text: &str) -> Vec<u8> {
+    let value = |c: u8| -> u32 {
+        match c {
+            b'A'..=b'Z' => u32::from(c - b'A'),
+            b'a'..=b'z' => u32::from(c - b'a') + 26,
+            b'0'..=b'9' => u32::from(c - b'0') + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => panic!("invalid base64 byte {c}"),
+        }
+    };
+    let clean: Vec<u8> = text
+        .bytes()
+        .filter(|c| !c.is_ascii_whitespace() && *c != b'=')
+        .collect();
+    let mut out = Vec::with_capacity(clean.len() * 3 / 4);
+    for chunk in clean.chunks(4) {
+        let mut acc = 0u32;
+        for (i, c) in chunk.iter().enumerate() {
+            acc |= value(*c) << (18 - 6 * i);
+        }
+        let bytes = acc.to_be_bytes();
+        out.extend_from_slice(&bytes[1..chunk.len()]);
+    }
+    out
+}
