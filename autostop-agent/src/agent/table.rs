@@ -133,6 +133,18 @@ impl ServiceTable {
                 },
             );
         }
+        // Steer at once, before the state machine exists: until it has
+        // looked at Docker, a new connection is held (and answered once the
+        // state is known) rather than refused. Its adoption un-steers a
+        // running service; the cold-start listener waits briefly for the
+        // route added below.
+        if let Ok(mut datapath) = self.deps.datapath.lock() {
+            for port in &tcp_ports {
+                if let Err(e) = datapath.steer(*port, index) {
+                    tracing::error!(service = %service.name, port, error = %e, "cannot steer port");
+                }
+            }
+        }
         let memory = self
             .deps
             .services

@@ -104,7 +104,6 @@ pub async fn serve(listeners: Vec<TcpListener>, ctx: Arc<ColdStart>, shutdown: C
 }
 
 async fn accept_loop(listener: TcpListener, ctx: Arc<ColdStart>, shutdown: CancellationToken) {
-    let stats = Arc::clone(&ctx.stats);
     let mut connections = JoinSet::new();
     loop {
         let accepted = tokio::select! {
@@ -122,54 +121,86 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<ColdStart>, shutdown: Cance
                 continue;
             }
         };
-        stats.accepted.fetch_add(1, Ordering::Relaxed);
-        let port = match stream.local_addr() {
-            Ok(local) => local.port(),
-            Err(_) => continue,
-        };
-        let route = ctx
-            .routes
-            .read()
-            .ok()
-            .and_then(|table| table.get(&port).cloned());
-        let Some(route) = route else {
-            stats.unrouted.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(port, %peer, "steered connection for a port no service claims");
+        ctx.stats.accepted.fetch_add(1, Ordering::Relaxed);
+        let Ok(port) = stream.local_addr().map(|local| local.port()) else {
             continue;
         };
-        let Ok(permit) = route.held.clone().try_acquire_owned() else {
-            stats.refused_over_limit.fetch_add(1, Ordering::Relaxed);
-            hold::refuse(stream);
-            continue;
-        };
-        let (ctx, stats, shutdown) = (Arc::clone(&ctx), stats.clone(), shutdown.clone());
-        connections.spawn(async move {
-            let outcome = match route.mode {
-                Mode::Blocking => {
-                    hold::hold_and_forward(
-                        stream,
-                        port,
-                        &route,
-                        ctx.upstreams.as_ref(),
-                        &[],
-                        &shutdown,
-                    )
-                    .await
-                }
-                Mode::Dynamic => dynamic::handle(stream, port, &route, &ctx, &shutdown).await,
-            };
-            drop(permit);
-            let counter = match outcome {
-                HoldOutcome::Forwarded => &stats.forwarded,
-                HoldOutcome::Failed => &stats.failed,
-                HoldOutcome::Closed => return,
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
-        });
+        match lookup(&ctx.routes, port) {
+            Some(route) => {
+                // Checked here, not in the task, so a refusal is immediate.
+                let Ok(permit) = route.held.clone().try_acquire_owned() else {
+                    ctx.stats.refused_over_limit.fetch_add(1, Ordering::Relaxed);
+                    hold::refuse(stream);
+                    continue;
+                };
+                let (ctx, shutdown) = (Arc::clone(&ctx), shutdown.clone());
+                connections.spawn(async move {
+                    handle(stream, port, route, &ctx, &shutdown).await;
+                    drop(permit);
+                });
+            }
+            None => {
+                // A service being added steers its port just before its
+                // route exists: give the route a moment instead of dropping
+                // the connection.
+                let (ctx, shutdown) = (Arc::clone(&ctx), shutdown.clone());
+                connections.spawn(async move {
+                    for _ in 0..ROUTE_WAIT_STEPS {
+                        tokio::time::sleep(ROUTE_WAIT_STEP).await;
+                        if let Some(route) = lookup(&ctx.routes, port) {
+                            let Ok(permit) = route.held.clone().try_acquire_owned() else {
+                                ctx.stats.refused_over_limit.fetch_add(1, Ordering::Relaxed);
+                                hold::refuse(stream);
+                                return;
+                            };
+                            handle(stream, port, route, &ctx, &shutdown).await;
+                            drop(permit);
+                            return;
+                        }
+                    }
+                    ctx.stats.unrouted.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(port, %peer, "steered connection for a port no service claims");
+                });
+            }
+        }
     }
     // Held connections end with the agent: their clients see a close, and
     // new connections reach the stock datapath once steering is dropped.
     connections.shutdown().await;
+}
+
+/// How long (steps × step) an accepted connection waits for its route.
+const ROUTE_WAIT_STEPS: u32 = 100;
+const ROUTE_WAIT_STEP: Duration = Duration::from_millis(10);
+
+fn lookup(routes: &Routes, port: u16) -> Option<Route> {
+    routes
+        .read()
+        .ok()
+        .and_then(|table| table.get(&port).cloned())
+}
+
+/// Handles one routed connection in its mode and counts the outcome.
+async fn handle(
+    stream: tokio::net::TcpStream,
+    port: u16,
+    route: Route,
+    ctx: &ColdStart,
+    shutdown: &CancellationToken,
+) {
+    let outcome = match route.mode {
+        Mode::Blocking => {
+            hold::hold_and_forward(stream, port, &route, ctx.upstreams.as_ref(), &[], shutdown)
+                .await
+        }
+        Mode::Dynamic => dynamic::handle(stream, port, &route, ctx, shutdown).await,
+    };
+    let counter = match outcome {
+        HoldOutcome::Forwarded => &ctx.stats.forwarded,
+        HoldOutcome::Failed => &ctx.stats.failed,
+        HoldOutcome::Closed => return,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
 }
 
 #[cfg(test)]
