@@ -145,21 +145,7 @@ impl ServiceTable {
                 }
             }
         }
-        let memory = self
-            .deps
-            .services
-            .state()
-            .lock()
-            .map(|s| s.service(&service.name))
-            .unwrap_or_default();
-        let settings = ServiceSettings {
-            idle_timeout: memory
-                .idle_timeout_override()
-                .unwrap_or(service.idle_timeout),
-            start_timeout: service.start_timeout,
-            hold_while_connected: service.hold_while_connected,
-            initial_start_estimate: memory.learned_start(),
-        };
+        let settings = self.settings_for(service);
         let (handle, join) = spawn_service(
             service.name.clone(),
             settings,
@@ -192,6 +178,37 @@ impl ServiceTable {
         self.actors.insert(service.name.clone(), join);
         self.refresh.notify_one();
         tracing::info!(service = %service.name, event = "managed", index, ports = ?tcp_ports);
+    }
+
+    /// The state machine's settings: the config, with the run-time idle
+    /// timeout and the learned start estimate from the state directory.
+    fn settings_for(&self, service: &ServiceConfig) -> ServiceSettings {
+        let memory = self
+            .deps
+            .services
+            .state()
+            .lock()
+            .map(|s| s.service(&service.name))
+            .unwrap_or_default();
+        ServiceSettings {
+            idle_timeout: memory
+                .idle_timeout_override()
+                .unwrap_or(service.idle_timeout),
+            start_timeout: service.start_timeout,
+            hold_while_connected: service.hold_while_connected,
+            initial_start_estimate: memory.learned_start(),
+        }
+    }
+
+    fn forget_idle_override(&self, name: &str) {
+        if let Ok(mut state) = self.deps.services.state().lock() {
+            if state.service(name).idle_timeout_override_s.is_some() {
+                state.update(name, |m| m.idle_timeout_override_s = None);
+                if let Err(e) = state.save() {
+                    tracing::warn!(service = name, error = %e, "cannot persist state");
+                }
+            }
+        }
     }
 
     /// Stops managing `name`: its actor ends (containers are left as they
@@ -233,21 +250,11 @@ impl ServiceTable {
             let Some(entry) = self.deps.services.get(&service.name) else {
                 continue;
             };
-            let memory = self
-                .deps
-                .services
-                .state()
-                .lock()
-                .map(|s| s.service(&service.name))
-                .unwrap_or_default();
-            let settings = ServiceSettings {
-                idle_timeout: memory
-                    .idle_timeout_override()
-                    .unwrap_or(service.idle_timeout),
-                start_timeout: service.start_timeout,
-                hold_while_connected: service.hold_while_connected,
-                initial_start_estimate: memory.learned_start(),
-            };
+            if old.service(&service.name).map(|o| o.idle_timeout) != Some(service.idle_timeout) {
+                // Editing the file's idle_timeout supersedes a run-time one.
+                self.forget_idle_override(&service.name);
+            }
+            let settings = self.settings_for(service);
             let _ = entry.handle.send(Command::ConfigChanged(settings)).await;
             let held = if entry.config.max_held_connections == service.max_held_connections {
                 Arc::clone(&entry.held)
