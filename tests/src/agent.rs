@@ -84,7 +84,10 @@ impl RunningAgent {
             .args(["run", "--config"])
             .arg(&config.path)
             .env("NO_COLOR", "1")
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("AUTOSTOP_TEST_LOG").unwrap_or_else(|_| "info".to_owned()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -105,7 +108,8 @@ impl RunningAgent {
         };
         agent.wait_log("autostop is running", AGENT_START);
         assert!(
-            eventually(AGENT_START, || http_get(agent.status, "/api/services").is_ok()),
+            eventually(AGENT_START, || http_get(agent.status, "/api/services")
+                .is_ok()),
             "the status API on {} never answered",
             agent.status
         );

@@ -10,7 +10,9 @@ use autostop_tests::{
         http_get, http_get_timeout, httpd_script, running, warming_elements, AgentConfig,
         AppletImage, RunningAgent,
     },
-    docker::{free_port, inspect, inspect_time, require_docker, unique, ComposeProject, TestContainer},
+    docker::{
+        free_port, inspect, inspect_time, require_docker, unique, ComposeProject, TestContainer,
+    },
     eventually, links_of_program, program_loaded, require_root_and_bpf,
 };
 
@@ -64,7 +66,10 @@ fn privileged_sigkill_fails_open_no_program_link_or_warming_element_left() {
 
     let objects = agent.kernel_objects();
     eprintln!("agent kernel objects: {objects:?}");
-    assert!(!objects.programs.is_empty(), "the agent holds no BPF program");
+    assert!(
+        !objects.programs.is_empty(),
+        "the agent holds no BPF program"
+    );
     assert!(
         objects.links.iter().any(|(_, kind)| kind == "netns"),
         "no sk_lookup (netns) link among {:?}",
@@ -149,10 +154,17 @@ fn privileged_failed_start_502_then_crash_loop_guard_holds() {
     assert_eq!(starts, 3, "three starts before the guard trips");
     for _ in 0..3 {
         let reply = http_get_timeout(local(port), "/", Duration::from_secs(5));
-        assert!(!matches!(reply, Ok((200, _))), "crash-looping service answered");
+        assert!(
+            !matches!(reply, Ok((200, _))),
+            "crash-looping service answered"
+        );
         std::thread::sleep(Duration::from_millis(1500));
     }
-    assert_eq!(agent.starts("bad"), starts, "the crash-loop guard let a start through");
+    assert_eq!(
+        agent.starts("bad"),
+        starts,
+        "the crash-loop guard let a start through"
+    );
     assert_eq!(agent.state("bad"), "failed");
 }
 
@@ -187,7 +199,9 @@ fn privileged_sighup_keeps_old_config_on_error_and_applies_valid_change() {
     config.write(&service_toml("rel", port, &c.name, "2s"));
     agent.signal(libc::SIGHUP);
     assert!(
-        eventually(Duration::from_secs(10), || agent.service("rel")["idle_timeout_s"] == 2),
+        eventually(Duration::from_secs(10), || agent.service("rel")
+            ["idle_timeout_s"]
+            == 2),
         "new idle timeout not applied: {}",
         agent.service("rel")
     );

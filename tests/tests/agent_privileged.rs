@@ -88,12 +88,20 @@ fn privileged_herd_of_200_during_one_cold_start_all_answered_one_start() {
             })
         })
         .collect();
-    let results: Vec<_> = clients.into_iter().map(|c| c.join().expect("client")).collect();
+    let results: Vec<_> = clients
+        .into_iter()
+        .map(|c| c.join().expect("client"))
+        .collect();
     let bad: Vec<_> = results
         .iter()
         .filter(|r| !matches!(r, Ok((200, body)) if body.trim() == "herd-ok"))
         .collect();
-    assert!(bad.is_empty(), "{} of 200 not answered by the app: {:?}", bad.len(), &bad[..bad.len().min(5)]);
+    assert!(
+        bad.is_empty(),
+        "{} of 200 not answered by the app: {:?}",
+        bad.len(),
+        &bad[..bad.len().min(5)]
+    );
     assert_eq!(agent.starts("herd"), 1, "exactly one start for the herd");
 }
 
@@ -136,9 +144,12 @@ fn fire_every_10ms(addr: SocketAddr, span: Duration, body: &'static str) -> (usi
     let start = Instant::now();
     let mut shots = Vec::new();
     while start.elapsed() < span {
-        shots.push(std::thread::spawn(move || match http_get(addr, "/") {
-            Ok((200, b)) if b.trim() == body => None,
-            other => Some(format!("{other:?}")),
+        shots.push(std::thread::spawn(move || {
+            let fired = humantime::format_rfc3339_micros(std::time::SystemTime::now());
+            match http_get(addr, "/") {
+                Ok((200, b)) if b.trim() == body => None,
+                other => Some(format!("fired at {fired}: {other:?}")),
+            }
         }));
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -180,7 +191,11 @@ fn privileged_warmup_zero_refused_zero_reset_from_loopback_and_netns() {
         ns_failures.len(),
         &ns_failures[..ns_failures.len().min(5)]
     );
-    assert_eq!(agent.state("warm"), "ready", "ready by the end of the shots");
+    assert_eq!(
+        agent.state("warm"),
+        "ready",
+        "ready by the end of the shots"
+    );
     assert_eq!(agent.starts("warm"), 1);
 }
 
@@ -215,7 +230,11 @@ fn privileged_adopts_hand_started_container_and_survives_agent_restart() {
     let agent = RunningAgent::start(&config);
     agent.wait_state("adopt", "ready", Duration::from_secs(10));
     get();
-    assert_eq!(agent.starts("adopt"), 0, "the restarted agent issued a start");
+    assert_eq!(
+        agent.starts("adopt"),
+        0,
+        "the restarted agent issued a start"
+    );
     assert_eq!(
         inspect(&c.name, "{{.State.StartedAt}}"),
         started_at,
