@@ -153,12 +153,14 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<ColdStart>, shutdown: Cance
                         ctx.upstreams.as_ref(),
                         &[],
                         &shutdown,
+                        permit,
                     )
                     .await
                 }
-                Mode::Dynamic => dynamic::handle(stream, port, &route, &ctx, &shutdown).await,
+                Mode::Dynamic => {
+                    dynamic::handle(stream, port, &route, &ctx, &shutdown, permit).await
+                }
             };
-            drop(permit);
             let counter = match outcome {
                 HoldOutcome::Forwarded => &stats.forwarded,
                 HoldOutcome::Failed => &stats.failed,
