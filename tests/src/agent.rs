@@ -28,6 +28,9 @@ pub struct AgentConfig {
     pub status: SocketAddr,
     /// Path of the config file.
     pub path: PathBuf,
+    /// The agent's own warm-up table (`inet NAME`, via `AUTOSTOP_NFT_TABLE`),
+    /// so other agents on this host never flush or delete it; deleted on drop.
+    pub nft_table: String,
 }
 
 impl AgentConfig {
@@ -39,7 +42,13 @@ impl AgentConfig {
             .parse()
             .expect("address");
         let path = dir.path().join("autostop.toml");
-        let config = Self { dir, status, path };
+        let nft_table = unique("astest");
+        let config = Self {
+            dir,
+            status,
+            path,
+            nft_table,
+        };
         config.write(services);
         config
     }
@@ -67,6 +76,15 @@ impl AgentConfig {
     }
 }
 
+impl Drop for AgentConfig {
+    fn drop(&mut self) {
+        let _ = Command::new("nft")
+            .args(["delete", "table", "inet", &self.nft_table])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
 /// `autostop run --config FILE` as its own process. Its stderr (the logs) is
 /// collected and echoed to the test's stderr. Dropping it SIGTERMs it (so it
 /// detaches cleanly), then kills it if it lingers.
@@ -84,6 +102,7 @@ impl RunningAgent {
             .args(["run", "--config"])
             .arg(&config.path)
             .env("NO_COLOR", "1")
+            .env("AUTOSTOP_NFT_TABLE", &config.nft_table)
             .env(
                 "RUST_LOG",
                 std::env::var("AUTOSTOP_TEST_LOG").unwrap_or_else(|_| "info".to_owned()),
@@ -392,8 +411,8 @@ pub fn running(name: &str) -> bool {
     crate::docker::inspect(name, "{{.State.Running}}") == "true"
 }
 
-/// Whether nft's `inet autostop warming` set has any element (false when the
-/// table or set is gone).
+/// How many elements the `warming` set of nft table `inet TABLE` has (0 when
+/// the table or set is gone).
 pub fn warming_elements(table: &str) -> usize {
     let out = Command::new("nft")
         .args(["-j", "list", "set", "inet", table, "warming"])

@@ -79,7 +79,9 @@ fn privileged_sigkill_fails_open_no_program_link_or_warming_element_left() {
     // Wake the slow service and kill the agent inside its warm-up window.
     let waker = std::thread::spawn(move || http_get(local(slow_port), "/"));
     assert!(
-        eventually(Duration::from_secs(10), || warming_elements("autostop") > 0),
+        eventually(Duration::from_secs(10), || warming_elements(
+            &config.nft_table
+        ) > 0),
         "the slow service's port never entered the warming set"
     );
     agent.signal_and_wait(libc::SIGKILL, Duration::from_secs(5));
@@ -104,7 +106,9 @@ fn privileged_sigkill_fails_open_no_program_link_or_warming_element_left() {
         .collect();
     assert!(left.is_empty(), "links of the agent remain: {left:?}");
     assert!(
-        eventually(Duration::from_secs(7), || warming_elements("autostop") == 0),
+        eventually(Duration::from_secs(7), || warming_elements(
+            &config.nft_table
+        ) == 0),
         "the warming set still has elements 7 s after SIGKILL"
     );
     get_ok(warm_port, "warm-ok");
