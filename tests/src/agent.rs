@@ -336,11 +336,12 @@ pub fn http_get_timeout(
         TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect {addr}: {e}"))?;
     stream.set_read_timeout(Some(timeout)).ok();
     stream.set_write_timeout(Some(timeout)).ok();
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: curl/8\r\nAccept: */*\r\n\r\n"
-    )
-    .map_err(|e| format!("write {addr}: {e}"))?;
+    // One write: a request split by Nagle is not what clients send.
+    let request =
+        format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: curl/8\r\nAccept: */*\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| format!("write {addr}: {e}"))?;
     let mut raw = Vec::new();
     stream
         .read_to_end(&mut raw)
