@@ -76,13 +76,14 @@ fn privileged_sigkill_fails_open_no_program_link_or_warming_element_left() {
         objects.links
     );
 
-    // Wake the slow service and kill the agent inside its warm-up window.
+    // Wake the slow service and kill the agent inside its warm-up window:
+    // container running (a kill during `docker start` may cancel the start),
+    // app not listening yet, port in the warming set.
     let waker = std::thread::spawn(move || http_get(local(slow_port), "/"));
     assert!(
-        eventually(Duration::from_secs(10), || warming_elements(
-            &config.nft_table
-        ) > 0),
-        "the slow service's port never entered the warming set"
+        eventually(Duration::from_secs(10), || running(&slow.name)
+            && warming_elements(&config.nft_table) > 0),
+        "the slow service never ran with its port in the warming set"
     );
     agent.signal_and_wait(libc::SIGKILL, Duration::from_secs(5));
 
