@@ -119,7 +119,7 @@ pub async fn run(options: AgentOptions, shutdown: CancellationToken) -> Result<(
     }
     let wake_events = datapath.wake_events()?;
     let datapath = Arc::new(Mutex::new(datapath));
-    let warmup = Arc::new(WarmupRedirect::install(WarmupOptions::default()).await?);
+    let warmup = Arc::new(WarmupRedirect::install(warmup_options()).await?);
 
     let metrics = Arc::new(Metrics::new());
     let state = Arc::new(Mutex::new(store));
@@ -283,6 +283,21 @@ pub async fn run(options: AgentOptions, shutdown: CancellationToken) -> Result<(
         "autostop stopped; kernel programs detached"
     );
     Ok(())
+}
+
+/// Environment variable naming the warm-up table instead of `autostop`, so
+/// that agents run side by side (integration tests on a shared host) do not
+/// flush or delete each other's table.
+pub const NFT_TABLE_ENV: &str = "AUTOSTOP_NFT_TABLE";
+
+/// The warm-up redirect's settings: the defaults, with the table name from
+/// [`NFT_TABLE_ENV`] when set.
+fn warmup_options() -> WarmupOptions {
+    let mut options = WarmupOptions::default();
+    if let Some(table) = std::env::var(NFT_TABLE_ENV).ok().filter(|t| !t.is_empty()) {
+        options.table = table;
+    }
+    options
 }
 
 /// The sockets steered connections land on: one IPv4 and one IPv6-only

@@ -5,7 +5,7 @@
 
 use std::{sync::atomic::Ordering, time::Duration};
 
-use tokio::{io::AsyncWriteExt, net::TcpStream};
+use tokio::{io::AsyncWriteExt, net::TcpStream, sync::OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -32,6 +32,7 @@ pub(super) async fn handle(
     route: &Route,
     ctx: &ColdStart,
     shutdown: &CancellationToken,
+    permit: OwnedSemaphorePermit,
 ) -> HoldOutcome {
     let head = tokio::select! {
         head = read_head(&mut stream, DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_HEAD_BYTES) => head,
@@ -60,6 +61,7 @@ pub(super) async fn handle(
                 ctx.upstreams.as_ref(),
                 &head.raw,
                 shutdown,
+                permit,
             )
             .await
         }

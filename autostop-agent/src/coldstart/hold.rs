@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio::{
     io::{copy_bidirectional, AsyncWriteExt},
     net::TcpStream,
+    sync::OwnedSemaphorePermit,
     time::Instant,
 };
 use tokio_util::sync::CancellationToken;
@@ -52,6 +53,11 @@ pub(super) fn refuse(stream: TcpStream) {
 
 /// Wakes the service, waits for readiness and splices `stream` to the
 /// container, first sending `replay` (bytes already read from the client).
+///
+/// `permit` is this connection's place under `max_held_connections`. It is
+/// given back as soon as the service is ready: the cap bounds connections
+/// waiting for a start, and a busy service whose port is still steered for
+/// a moment after readiness must not have its forwarded connections refused.
 pub(super) async fn hold_and_forward(
     mut stream: TcpStream,
     port: u16,
@@ -59,6 +65,7 @@ pub(super) async fn hold_and_forward(
     upstreams: &dyn Upstreams,
     replay: &[u8],
     shutdown: &CancellationToken,
+    permit: OwnedSemaphorePermit,
 ) -> HoldOutcome {
     let arrived = Instant::now();
     // A full queue means wakes are already pending: one is enough.
@@ -66,7 +73,7 @@ pub(super) async fn hold_and_forward(
         trigger: Trigger::HeldConnection,
     });
     match wait_ready(route, arrived, shutdown).await {
-        Ok(()) => {}
+        Ok(()) => drop(permit),
         Err(NotReady::ShuttingDown) => return HoldOutcome::Closed,
         Err(NotReady::TimedOut) => {
             let reason = format!(

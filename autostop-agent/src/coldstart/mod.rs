@@ -135,8 +135,7 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<ColdStart>, shutdown: Cance
                 };
                 let (ctx, shutdown) = (Arc::clone(&ctx), shutdown.clone());
                 connections.spawn(async move {
-                    handle(stream, port, route, &ctx, &shutdown).await;
-                    drop(permit);
+                    handle(stream, port, route, &ctx, &shutdown, permit).await;
                 });
             }
             None => {
@@ -153,8 +152,7 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<ColdStart>, shutdown: Cance
                                 hold::refuse(stream);
                                 return;
                             };
-                            handle(stream, port, route, &ctx, &shutdown).await;
-                            drop(permit);
+                            handle(stream, port, route, &ctx, &shutdown, permit).await;
                             return;
                         }
                     }
@@ -181,19 +179,22 @@ fn lookup(routes: &Routes, port: u16) -> Option<Route> {
 }
 
 /// Handles one routed connection in its mode and counts the outcome.
+/// `permit` is its place under `max_held_connections`, given back once the
+/// service is ready.
 async fn handle(
     stream: tokio::net::TcpStream,
     port: u16,
     route: Route,
     ctx: &ColdStart,
     shutdown: &CancellationToken,
+    permit: tokio::sync::OwnedSemaphorePermit,
 ) {
     let outcome = match route.mode {
         Mode::Blocking => {
-            hold::hold_and_forward(stream, port, &route, ctx.upstreams.as_ref(), &[], shutdown)
-                .await
+            let upstreams = ctx.upstreams.as_ref();
+            hold::hold_and_forward(stream, port, &route, upstreams, &[], shutdown, permit).await
         }
-        Mode::Dynamic => dynamic::handle(stream, port, &route, ctx, shutdown).await,
+        Mode::Dynamic => dynamic::handle(stream, port, &route, ctx, shutdown, permit).await,
     };
     let counter = match outcome {
         HoldOutcome::Forwarded => &ctx.stats.forwarded,

@@ -239,6 +239,29 @@ async fn connections_over_the_limit_are_refused_at_once_and_counted() {
 }
 
 #[tokio::test]
+async fn forwarded_connections_give_back_their_hold_permit() {
+    // A ready service whose port is still steered for a moment: open
+    // forwarded connections must not count against the hold limit.
+    let h = Harness::start(2, Duration::from_secs(30)).await;
+    h.set_state(ServiceState::Ready);
+    let mut open = Vec::new();
+    for i in 0..5 {
+        let mut client = TcpStream::connect(h.addr).await.expect("connect");
+        let line = format!("connection {i}\n");
+        client.write_all(line.as_bytes()).await.expect("write");
+        let mut buf = vec![0u8; line.len()];
+        tokio::time::timeout(Duration::from_secs(5), client.read_exact(&mut buf))
+            .await
+            .expect("echoed in time")
+            .expect("echoed, not refused");
+        assert_eq!(buf, line.as_bytes());
+        open.push(client);
+    }
+    assert_eq!(h.stats.refused_over_limit.load(Ordering::Relaxed), 0);
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn dynamic_mode_serves_browsers_the_page_and_holds_api_clients() {
     let h = Harness::start_with(crate::config::Mode::Dynamic, 16, Duration::from_secs(30)).await;
     let mut browser = TcpStream::connect(h.addr).await.expect("connect");

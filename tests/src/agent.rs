@@ -1,0 +1,381 @@
+//! Fixtures for end-to-end tests of `autostop run`: a per-test config file
+//! and state directory, the agent as its own process (stderr logs captured
+//! and echoed), its status API and metrics, a busybox image with applets
+//! installed, tiny HTTP/echo clients, and the kernel objects the agent owns
+//! (learned from its own file descriptors). Every resource is a Drop guard.
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpStream},
+    path::PathBuf,
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+mod kernel;
+
+pub use kernel::{kernel_objects_of, warming_elements, KernelObjects};
+
+use crate::docker::{docker, free_port, unique};
+use crate::{agent_binary, eventually};
+
+/// How long the agent may take to load its programs and answer its API.
+pub const AGENT_START: Duration = Duration::from_secs(30);
+
+/// A config file and state directory for one test; the temp dir goes away
+/// on drop.
+pub struct AgentConfig {
+    /// Holds the config file and the state directory.
+    pub dir: tempfile::TempDir,
+    /// The status API address (`agent.status_listen`).
+    pub status: SocketAddr,
+    /// Path of the config file.
+    pub path: PathBuf,
+    /// The agent's own warm-up table (`inet NAME`, via `AUTOSTOP_NFT_TABLE`),
+    /// so other agents on this host never flush or delete it; deleted on drop.
+    pub nft_table: String,
+}
+
+impl AgentConfig {
+    /// A config with a fresh status port and state dir; `services` is the
+    /// TOML of the `[[service]]` tables.
+    pub fn new(services: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let status: SocketAddr = format!("127.0.0.1:{}", free_port())
+            .parse()
+            .expect("address");
+        let path = dir.path().join("autostop.toml");
+        let nft_table = unique("astest");
+        let config = Self {
+            dir,
+            status,
+            path,
+            nft_table,
+        };
+        config.write(services);
+        config
+    }
+
+    /// The `[agent]` table this config uses.
+    pub fn agent_table(&self) -> String {
+        let state = self.dir.path().join("state");
+        let themes = self.dir.path().join("themes");
+        format!(
+            "[agent]\nstatus_listen = \"{}\"\nstate_dir = \"{}\"\nthemes_dir = \"{}\"\n\n",
+            self.status,
+            state.display(),
+            themes.display()
+        )
+    }
+
+    /// Rewrites the file with the same `[agent]` table and new services.
+    pub fn write(&self, services: &str) {
+        self.write_raw(&format!("{}{services}", self.agent_table()));
+    }
+
+    /// Rewrites the file with exactly `text`.
+    pub fn write_raw(&self, text: &str) {
+        std::fs::write(&self.path, text).expect("writing the config");
+    }
+}
+
+impl Drop for AgentConfig {
+    fn drop(&mut self) {
+        let _ = Command::new("nft")
+            .args(["delete", "table", "inet", &self.nft_table])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// `autostop run --config FILE` as its own process. Its stderr (the logs) is
+/// collected and echoed to the test's stderr. Dropping it SIGTERMs it (so it
+/// detaches cleanly), then kills it if it lingers.
+pub struct RunningAgent {
+    child: Child,
+    logs: Arc<Mutex<Vec<String>>>,
+    /// The status API address.
+    pub status: SocketAddr,
+}
+
+impl RunningAgent {
+    /// Starts the agent and waits until its API answers.
+    pub fn start(config: &AgentConfig) -> Self {
+        let mut child = Command::new(agent_binary())
+            .args(["run", "--config"])
+            .arg(&config.path)
+            .env("NO_COLOR", "1")
+            .env("AUTOSTOP_NFT_TABLE", &config.nft_table)
+            .env(
+                "RUST_LOG",
+                std::env::var("AUTOSTOP_TEST_LOG").unwrap_or_else(|_| "info".to_owned()),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting the agent");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&logs);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[agent] {line}");
+                sink.lock().expect("log lock").push(line);
+            }
+        });
+        let agent = Self {
+            child,
+            logs,
+            status: config.status,
+        };
+        agent.wait_log("autostop is running", AGENT_START);
+        assert!(
+            eventually(AGENT_START, || http_get(agent.status, "/api/services")
+                .is_ok()),
+            "the status API on {} never answered",
+            agent.status
+        );
+        agent
+    }
+
+    /// Process id, for signals.
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.id()).expect("pid fits in i32")
+    }
+
+    /// Every log line so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().expect("log lock").clone()
+    }
+
+    /// Waits for a log line containing `needle`; returns it.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> String {
+        let mut found = None;
+        let ok = eventually(timeout, || {
+            found = self.logs().into_iter().find(|l| l.contains(needle));
+            found.is_some()
+        });
+        assert!(ok, "no log line containing {needle:?} within {timeout:?}");
+        found.expect("found")
+    }
+
+    /// Sends `signal` (no wait).
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own unreaped child: the pid is still ours.
+        let rc = unsafe { libc::kill(self.pid(), signal) };
+        assert_eq!(rc, 0, "kill({}, {signal})", self.pid());
+    }
+
+    /// Sends `signal` and waits for the process to exit.
+    pub fn signal_and_wait(&mut self, signal: i32, timeout: Duration) -> ExitStatus {
+        self.signal(signal);
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agent did not exit within {timeout:?} of signal {signal}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `GET /api/services` as JSON.
+    pub fn services(&self) -> serde_json::Value {
+        let (status, body) = http_get(self.status, "/api/services").expect("status API");
+        assert_eq!(status, 200, "GET /api/services: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("API JSON {body:?}: {e}"))
+    }
+
+    /// The API view of service `name`.
+    pub fn service(&self, name: &str) -> serde_json::Value {
+        let all = self.services();
+        all.as_array()
+            .and_then(|a| a.iter().find(|s| s["name"] == name).cloned())
+            .unwrap_or_else(|| panic!("service {name} not in {all}"))
+    }
+
+    /// The API state of service `name`.
+    pub fn state(&self, name: &str) -> String {
+        self.service(name)["state"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// Waits until service `name` is in `state`.
+    pub fn wait_state(&self, name: &str, state: &str, timeout: Duration) {
+        let ok = eventually(timeout, || self.state(name) == state);
+        assert!(
+            ok,
+            "service {name} not {state} within {timeout:?}: {}",
+            self.service(name)
+        );
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub fn metrics(&self) -> String {
+        let (status, body) = http_get(self.status, "/metrics").expect("metrics");
+        assert_eq!(status, 200, "GET /metrics: {body}");
+        body
+    }
+
+    /// Starts of `name` issued by the agent (every trigger but `external`,
+    /// which only records a start someone else made).
+    pub fn starts(&self, name: &str) -> u64 {
+        metric_sum(&self.metrics(), "autostop_starts_total", name, |l| {
+            !l.contains("trigger=\"external\"")
+        })
+    }
+
+    /// Failed starts of `name`.
+    pub fn start_failures(&self, name: &str) -> u64 {
+        metric_sum(
+            &self.metrics(),
+            "autostop_start_failures_total",
+            name,
+            |_| true,
+        )
+    }
+
+    /// Program and link ids the agent holds open (from /proc/PID/fdinfo),
+    /// with each link's type.
+    pub fn kernel_objects(&self) -> KernelObjects {
+        kernel_objects_of(self.pid())
+    }
+}
+
+impl Drop for RunningAgent {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            // SAFETY: kill(2) on our own unreaped child.
+            unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Sums the samples of `metric` for `service` whose label text passes `keep`.
+pub fn metric_sum(text: &str, metric: &str, service: &str, keep: impl Fn(&str) -> bool) -> u64 {
+    let label = format!("service=\"{service}\"");
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{metric}{{")) && l.contains(&label) && keep(l))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// Test image: `FROM scratch` busybox with every applet linked into /bin,
+/// so `nc -e cat` and friends work. Removed on drop.
+pub struct AppletImage {
+    /// Unique tag.
+    pub tag: String,
+}
+
+impl AppletImage {
+    /// Builds the image (needs /bin/busybox from busybox-static).
+    pub fn build() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::copy("/bin/busybox", dir.path().join("busybox"))
+            .expect("copying /bin/busybox (install busybox-static)");
+        std::fs::write(
+            dir.path().join("Dockerfile"),
+            "FROM scratch\nCOPY busybox /bin/busybox\n\
+             RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n",
+        )
+        .expect("writing Dockerfile");
+        let tag = format!("autostop-test-applets:{}", unique("t"));
+        let path = dir.path().to_string_lossy().to_string();
+        docker(&["build", "-q", "-t", &tag, &path]);
+        Self { tag }
+    }
+}
+
+impl Drop for AppletImage {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["rmi", "-f", &self.tag])
+            .output();
+    }
+}
+
+/// A shell command (for `sh -c`) that serves `body` over HTTP on port 80
+/// after `delay_s` seconds and exits 0 on SIGTERM.
+pub fn httpd_script(body: &str, delay_s: u32) -> String {
+    format!(
+        "trap 'exit 0' TERM; mkdir -p /www; echo {body} > /www/index.html; \
+         (sleep {delay_s}; exec httpd -f -p 80 -h /www) & wait"
+    )
+}
+
+/// A shell command (for `sh -c`) that echoes every TCP connection on port 80
+/// and exits 0 on SIGTERM.
+pub fn echo_script() -> &'static str {
+    "trap 'exit 0' TERM; nc -ll -p 80 -e cat & wait"
+}
+
+/// `GET path` over HTTP/1.0; returns status and body.
+pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
+    http_get_timeout(addr, path, Duration::from_secs(30))
+}
+
+/// `GET path` with a bound on connecting and on the whole exchange.
+pub fn http_get_timeout(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
+    let mut stream =
+        TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect {addr}: {e}"))?;
+    stream.set_read_timeout(Some(timeout)).ok();
+    stream.set_write_timeout(Some(timeout)).ok();
+    // One write: a request split by Nagle is not what clients send.
+    let request =
+        format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: curl/8\r\nAccept: */*\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| format!("write {addr}: {e}"))?;
+    let mut raw = Vec::new();
+    stream
+        .read_to_end(&mut raw)
+        .map_err(|e| format!("read {addr}: {e}"))?;
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no HTTP response from {addr}: {text:?}"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("bad status line from {addr}: {head:?}"))?;
+    Ok((status, body.to_owned()))
+}
+
+/// Sends `payload` on a fresh connection, half-closes, and reads everything
+/// back.
+pub fn echo_roundtrip(addr: SocketAddr, payload: &[u8]) -> Result<Vec<u8>, String> {
+    let timeout = Duration::from_secs(30);
+    let mut stream =
+        TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect {addr}: {e}"))?;
+    stream.set_read_timeout(Some(timeout)).ok();
+    stream
+        .write_all(payload)
+        .map_err(|e| format!("write {addr}: {e}"))?;
+    let mut back = vec![0u8; payload.len()];
+    stream
+        .read_exact(&mut back)
+        .map_err(|e| format!("read {addr}: {e}"))?;
+    Ok(back)
+}
+
+/// `docker inspect` State.Running of `name`.
+pub fn running(name: &str) -> bool {
+    crate::docker::inspect(name, "{{.State.Running}}") == "true"
+}
