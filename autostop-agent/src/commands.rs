@@ -77,6 +77,38 @@ pub fn check(path: &Path) -> Result<String, CommandError> {
     Ok(out)
 }
 
+/// What Docker says about the configured services' containers.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ContainerCheck {
+    /// Services whose compose project or containers do not exist.
+    pub missing: Vec<String>,
+    /// Set when Docker did not answer: existence could not be checked (the
+    /// agent re-checks once Docker is back).
+    pub docker_down: Option<String>,
+}
+
+/// Checks that every service's compose project or containers exist.
+pub async fn check_containers(path: &Path) -> Result<ContainerCheck, CommandError> {
+    use crate::service::{ContainerRuntime, ServiceError};
+    let config = Config::load_with_own_themes(path)?;
+    let client = crate::docker::DockerClient::lazy("unix:///var/run/docker.sock");
+    let runtime = crate::docker::DockerRuntime::new(client, &config.services);
+    let mut report = ContainerCheck::default();
+    for service in &config.services {
+        match runtime.observe(&service.name).await {
+            Ok(_) => {}
+            Err(ServiceError::Unreachable(why)) => {
+                report.docker_down = Some(why);
+                break;
+            }
+            Err(e) => report
+                .missing
+                .push(format!("service {}: {e}", service.name)),
+        }
+    }
+    Ok(report)
+}
+
 /// Converts the docker-autostart `config.json` at `path` to autostop TOML.
 pub fn import_json(path: &Path) -> Result<String, CommandError> {
     let text = std::fs::read_to_string(path).map_err(|source| CommandError::Read {

@@ -152,7 +152,31 @@ fn main() -> ExitCode {
             println!("{name}: idle timeout set to {timeout} (persisted)");
             Ok(())
         })),
-        Command::Check { config } => print_or_invalid(commands::check(&config)),
+        Command::Check { config } => {
+            let status = print_or_invalid(commands::check(&config));
+            if status != ExitCode::SUCCESS {
+                return status;
+            }
+            match run_async(async move { Ok(commands::check_containers(&config).await?) }) {
+                Ok(report) => {
+                    if let Some(why) = &report.docker_down {
+                        println!("warning: Docker did not answer ({why}); containers not checked (the agent re-checks when Docker is back)");
+                    }
+                    for missing in &report.missing {
+                        eprintln!("error: {missing}");
+                    }
+                    if report.missing.is_empty() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(EXIT_INVALID)
+                    }
+                }
+                Err(e) => {
+                    eprintln!("autostop: {e:#}");
+                    ExitCode::from(EXIT_INVALID)
+                }
+            }
+        }
         Command::ImportJson { file } => print_or_invalid(commands::import_json(&file)),
         Command::Watch {
             interfaces,
@@ -220,7 +244,7 @@ fn print_or_invalid(result: Result<String, commands::CommandError>) -> ExitCode 
     }
 }
 
-fn run_async<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {
+fn run_async<T, F: std::future::Future<Output = anyhow::Result<T>>>(f: F) -> anyhow::Result<T> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
