@@ -27,6 +27,10 @@ pub enum CommandError {
     /// The state directory could not be read.
     #[error(transparent)]
     State(#[from] StateError),
+    /// User themes that cannot be served (the agent would fall back to a
+    /// built-in theme); one problem per line.
+    #[error("{0}")]
+    Themes(String),
 }
 
 /// Validates the config at `path` and renders the resolved services as a
@@ -34,6 +38,14 @@ pub enum CommandError {
 /// it can be read.
 pub fn check(path: &Path) -> Result<String, CommandError> {
     let config = Config::load_with_own_themes(path)?;
+    let (_, problems) = crate::waitpage::ThemeSet::load(Some(&config.agent.themes_dir));
+    if !problems.is_empty() {
+        let lines: Vec<String> = problems
+            .iter()
+            .map(|p| format!("{p} (the agent would serve a built-in theme instead)"))
+            .collect();
+        return Err(CommandError::Themes(lines.join("\n")));
+    }
     let overrides = StateStore::open_read_only(&config.agent.state_dir).ok();
     let mut out = String::new();
     for warning in &config.warnings {
@@ -150,6 +162,26 @@ mod tests {
         let config = Config::parse(&toml, "imported", &crate::config::ThemeCatalog::builtin())
             .expect("valid");
         assert_eq!(config.services.len(), 8);
+    }
+
+    #[test]
+    fn check_reports_a_broken_user_theme() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let themes = dir.path().join("themes");
+        std::fs::create_dir(&themes).expect("mkdir");
+        std::fs::write(
+            themes.join("mine.html"),
+            "<p>{{ serviceName }} {{ nope }}</p>",
+        )
+        .expect("write");
+        let path = dir.path().join("autostop.toml");
+        let text = format!(
+            "[agent]\nthemes_dir = \"{}\"\n\n[[service]]\nname = \"a\"\nport = 8001\nmode = \"dynamic\"\ntheme = \"mine\"\ncompose_dir = \"/x\"\n",
+            themes.display()
+        );
+        std::fs::write(&path, text).expect("write config");
+        let err = check(&path).expect_err("broken theme").to_string();
+        assert!(err.contains("mine") && err.contains("nope"), "{err}");
     }
 
     #[test]
