@@ -2,6 +2,8 @@
 //! alternates A and B in one run over several rounds and reports medians.
 //! Writes `target/bench/report.json` and prints a Markdown table.
 //!
+//! - `cold` (`bench_cold.rs`): first-byte time of a cold start through nginx
+//!   minus the app's own start-to-first-byte time, blocking and dynamic;
 //! - `datapath`: the traffic classifier's kernel cost per packet
 //!   (`kernel.bpf_stats_enabled`: run_time_ns / run_cnt) and loopback UDP
 //!   throughput with the classifier attached vs not attached.
@@ -36,13 +38,15 @@ pub fn run() -> anyhow::Result<()> {
     setup::run(setup::Mode::Quiet).context("setup")?;
     run::cargo_build_agent(true)?;
     let datapath = datapath().context("datapath benchmark")?;
+    let dir = run::workspace_root().join("target/bench");
+    fs::create_dir_all(&dir)?;
+    let cold = crate::bench_cold::cold(&dir).context("cold-start benchmark")?;
     let report = json!({
         "machine": machine(),
         "command": "cargo xtask bench",
         "datapath": datapath,
+        "cold": cold,
     });
-    let dir = run::workspace_root().join("target/bench");
-    fs::create_dir_all(&dir)?;
     fs::write(
         dir.join("report.json"),
         serde_json::to_string_pretty(&report)? + "\n",
@@ -242,7 +246,10 @@ fn markdown(report: &Value) -> String {
         "Machine: {} ({} cores), kernel {}, clocksource {}\n\n\
          | section | metric | value | target | |\n|---|---|---|---|---|\n\
          | datapath | ns_per_packet | {ns} | ≤ 50 | {} |\n\
-         | datapath | throughput_ratio | {ratio} ({} vs {} pps) | ≥ 0.98 | {} |\n",
+         | datapath | throughput_ratio | {ratio} ({} vs {} pps) | ≥ 0.98 | {} |\n\
+         | cold | blocking_overhead_ms_p50 | {} | ≤ 10 | {} |\n\
+         | cold | blocking_overhead_ms_p99 | {} | | |\n\
+         | cold | dynamic_overhead_ms_p50 | {} | ≤ 10 | {} |\n",
         m["cpu"].as_str().unwrap_or("?"),
         m["cores"],
         m["kernel"].as_str().unwrap_or("?"),
@@ -251,5 +258,18 @@ fn markdown(report: &Value) -> String {
         d["pps_with_programs"],
         d["pps_without_programs"],
         verdict(ratio >= 0.98),
+        report["cold"]["blocking"]["overhead_ms_p50"],
+        verdict(
+            report["cold"]["blocking"]["overhead_ms_p50"]
+                .as_f64()
+                .is_some_and(|v| v <= 10.0)
+        ),
+        report["cold"]["blocking"]["overhead_ms_p99"],
+        report["cold"]["dynamic"]["overhead_ms_p50"],
+        verdict(
+            report["cold"]["dynamic"]["overhead_ms_p50"]
+                .as_f64()
+                .is_some_and(|v| v <= 10.0)
+        ),
     )
 }

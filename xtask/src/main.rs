@@ -9,6 +9,7 @@
 //! - `bench`: measures the datapath and writes `target/bench/report.json`.
 
 mod bench;
+mod bench_cold;
 mod demo;
 mod run;
 mod setup;
