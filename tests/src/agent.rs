@@ -17,7 +17,7 @@ mod kernel;
 
 pub use kernel::{kernel_objects_of, warming_elements, KernelObjects};
 
-use crate::docker::{docker, free_port, unique};
+use crate::docker::{docker, free_port, unique, TestContainer};
 use crate::{agent_binary, eventually};
 
 /// How long the agent may take to load its programs and answer its API.
@@ -378,4 +378,35 @@ pub fn echo_roundtrip(addr: SocketAddr, payload: &[u8]) -> Result<Vec<u8>, Strin
 /// `docker inspect` State.Running of `name`.
 pub fn running(name: &str) -> bool {
     crate::docker::inspect(name, "{{.State.Running}}") == "true"
+}
+
+/// A blocking `[[service]]` for named containers.
+pub fn service_toml(name: &str, port: u16, container: &str, idle: &str) -> String {
+    format!(
+        "[[service]]\nname = \"{name}\"\nport = {port}\nmode = \"blocking\"\n\
+         containers = [\"{container}\"]\nidle_timeout = \"{idle}\"\nstart_timeout = \"60s\"\n\n"
+    )
+}
+
+/// One stopped container publishing `port` → 80, running `sh -c script`.
+pub fn container(image: &AppletImage, port: u16, script: &str) -> TestContainer {
+    let publish = format!("{port}:80");
+    TestContainer::create(
+        &unique("as-e2e"),
+        &["-p", &publish],
+        &image.tag,
+        &["sh", "-c", script],
+    )
+}
+
+/// `127.0.0.1:port`.
+pub fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Fails loudly without root, BPF or Docker, then builds the applet image.
+pub fn setup() -> AppletImage {
+    crate::require_root_and_bpf();
+    crate::docker::require_docker();
+    AppletImage::build()
 }

@@ -5,21 +5,15 @@
 
 use std::{
     io::{Read, Write},
-    net::{SocketAddr, TcpStream},
+    net::TcpStream,
     time::{Duration, Instant},
 };
 
 use autostop_tests::{
-    agent::{echo_script, running, AgentConfig, AppletImage, RunningAgent},
-    docker::{free_port, require_docker, unique, TestContainer},
-    eventually, require_root_and_bpf,
+    agent::{echo_script, local, running, setup, AgentConfig, AppletImage, RunningAgent},
+    docker::{free_port, unique, TestContainer},
+    eventually,
 };
-
-fn setup() -> AppletImage {
-    require_root_and_bpf();
-    require_docker();
-    AppletImage::build()
-}
 
 fn echo_service(image: &AppletImage, port: u16) -> TestContainer {
     let publish = format!("{port}:80");
@@ -57,7 +51,7 @@ fn echo(stream: &mut TcpStream, line: &str) {
 }
 
 fn connect(port: u16) -> TcpStream {
-    let stream = TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).expect("connect");
+    let stream = TcpStream::connect(local(port)).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");

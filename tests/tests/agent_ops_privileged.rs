@@ -3,46 +3,16 @@
 //! and the crash-loop guard, SIGHUP reloads (broken and valid), and a
 //! two-container compose project.
 
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 
 use autostop_tests::{
     agent::{
-        http_get, http_get_timeout, httpd_script, running, warming_elements, AgentConfig,
-        AppletImage, RunningAgent,
+        container, http_get, http_get_timeout, httpd_script, local, running, service_toml, setup,
+        warming_elements, AgentConfig, RunningAgent,
     },
-    docker::{
-        free_port, inspect, inspect_time, require_docker, unique, ComposeProject, TestContainer,
-    },
-    eventually, links_of_program, program_loaded, require_root_and_bpf,
+    docker::{free_port, inspect, inspect_time, ComposeProject},
+    eventually, links_of_program, program_loaded,
 };
-
-/// A blocking `[[service]]` for named containers.
-fn service_toml(name: &str, port: u16, container: &str, idle: &str) -> String {
-    format!(
-        "[[service]]\nname = \"{name}\"\nport = {port}\nmode = \"blocking\"\n\
-         containers = [\"{container}\"]\nidle_timeout = \"{idle}\"\nstart_timeout = \"60s\"\n\n"
-    )
-}
-
-fn container(image: &AppletImage, port: u16, script: &str) -> TestContainer {
-    let publish = format!("{port}:80");
-    TestContainer::create(
-        &unique("as-e2e"),
-        &["-p", &publish],
-        &image.tag,
-        &["sh", "-c", script],
-    )
-}
-
-fn local(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-fn setup() -> AppletImage {
-    require_root_and_bpf();
-    require_docker();
-    AppletImage::build()
-}
 
 fn get_ok(port: u16, body: &str) {
     let (status, got) = http_get(local(port), "/").expect("request");

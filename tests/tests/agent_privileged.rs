@@ -16,43 +16,13 @@ use std::{
 
 use autostop_tests::{
     agent::{
-        echo_roundtrip, echo_script, http_get, httpd_script, running, AgentConfig, AppletImage,
-        RunningAgent,
+        container, echo_roundtrip, echo_script, http_get, httpd_script, local, running,
+        service_toml, setup, AgentConfig, RunningAgent,
     },
-    docker::{docker, free_port, inspect, require_docker, unique, TestContainer},
+    docker::{docker, free_port, inspect},
     eventually,
     netns::VethNamespace,
-    require_root_and_bpf,
 };
-
-/// A blocking `[[service]]` for named containers.
-fn service_toml(name: &str, port: u16, container: &str, idle: &str) -> String {
-    format!(
-        "[[service]]\nname = \"{name}\"\nport = {port}\nmode = \"blocking\"\n\
-         containers = [\"{container}\"]\nidle_timeout = \"{idle}\"\nstart_timeout = \"60s\"\n\n"
-    )
-}
-
-/// One stopped container publishing `port` → 80, running `sh -c script`.
-fn container(image: &AppletImage, port: u16, script: &str) -> TestContainer {
-    let publish = format!("{port}:80");
-    TestContainer::create(
-        &unique("as-e2e"),
-        &["-p", &publish],
-        &image.tag,
-        &["sh", "-c", script],
-    )
-}
-
-fn local(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-fn setup() -> AppletImage {
-    require_root_and_bpf();
-    require_docker();
-    AppletImage::build()
-}
 
 #[test]
 fn privileged_cold_start_raw_tcp_roundtrips_first_bytes_with_one_start() {
