@@ -17,7 +17,7 @@ mod kernel;
 
 pub use kernel::{kernel_objects_of, warming_elements, KernelObjects};
 
-use crate::docker::{docker, free_port, unique, TestContainer};
+use crate::docker::{free_port, unique, TestContainer};
 use crate::{agent_binary, eventually};
 
 /// How long the agent may take to load its programs and answer its API.
@@ -282,18 +282,11 @@ pub struct AppletImage {
 impl AppletImage {
     /// Builds the image (needs /bin/busybox from busybox-static).
     pub fn build() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::copy("/bin/busybox", dir.path().join("busybox"))
-            .expect("copying /bin/busybox (install busybox-static)");
-        std::fs::write(
-            dir.path().join("Dockerfile"),
+        let tag = crate::docker::build_busybox_image(
+            "autostop-test-applets",
             "FROM scratch\nCOPY busybox /bin/busybox\n\
              RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n",
-        )
-        .expect("writing Dockerfile");
-        let tag = format!("autostop-test-applets:{}", unique("t"));
-        let path = dir.path().to_string_lossy().to_string();
-        docker(&["build", "-q", "-t", &tag, &path]);
+        );
         Self { tag }
     }
 }

@@ -73,19 +73,26 @@ pub struct TestImage {
 impl TestImage {
     /// Builds the image (needs /bin/busybox from busybox-static).
     pub fn build() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::copy("/bin/busybox", dir.path().join("busybox"))
-            .expect("copying /bin/busybox (install busybox-static)");
-        std::fs::write(
-            dir.path().join("Dockerfile"),
+        let tag = build_busybox_image(
+            "autostop-test-busybox",
             "FROM scratch\nCOPY busybox /bin/busybox\nCOPY busybox /bin/sh\n",
-        )
-        .expect("writing Dockerfile");
-        let tag = format!("autostop-test-busybox:{}", unique("t"));
-        let path = dir.path().to_string_lossy().to_string();
-        docker(&["build", "-q", "-t", &tag, &path]);
+        );
         Self { tag }
     }
+}
+
+/// Builds a `FROM scratch` image from `dockerfile`, with Debian's static
+/// busybox copied into the build context as `busybox`; returns its unique
+/// tag (`<repository>:<unique>`).
+pub fn build_busybox_image(repository: &str, dockerfile: &str) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::copy("/bin/busybox", dir.path().join("busybox"))
+        .expect("copying /bin/busybox (install busybox-static)");
+    std::fs::write(dir.path().join("Dockerfile"), dockerfile).expect("writing Dockerfile");
+    let tag = format!("{repository}:{}", unique("t"));
+    let path = dir.path().to_string_lossy().to_string();
+    docker(&["build", "-q", "-t", &tag, &path]);
+    tag
 }
 
 impl Drop for TestImage {

@@ -121,8 +121,7 @@ fn measure(work: &Path, mode: &str) -> anyhow::Result<Value> {
                     .parse()
                     .context("container address")?;
                 loop {
-                    if let Ok(d) = first_byte(addr, Duration::from_millis(500)) {
-                        let _ = d;
+                    if first_byte(addr, Duration::from_millis(500)).is_ok() {
                         break started.elapsed().as_secs_f64() * 1000.0;
                     }
                     if started.elapsed() > Duration::from_secs(60) {
