@@ -85,6 +85,9 @@ enum Command {
         /// Print one JSON object per line.
         #[arg(long)]
         json: bool,
+        /// Attach an empty classifier instead (benchmark baseline).
+        #[arg(long)]
+        calibrate: bool,
     },
 }
 
@@ -183,12 +186,14 @@ fn main() -> ExitCode {
             targets,
             interval,
             json,
+            calibrate,
         } => {
             let options = watch::WatchOptions {
                 interfaces,
                 targets,
                 interval,
                 json,
+                calibrate,
             };
             report(run_async(watch_until_signal(options)))
         }

@@ -7,7 +7,7 @@ use std::{io::Write, time::Duration};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::bpf::{BpfError, Datapath, Target};
+use crate::bpf::{calibration::Calibration, BpfError, Datapath, Target};
 
 /// What to watch and how to print it.
 #[derive(Debug, Clone)]
@@ -20,6 +20,9 @@ pub struct WatchOptions {
     pub interval: Duration,
     /// One JSON object per line instead of a human table.
     pub json: bool,
+    /// Attach the empty `calibrate_noop` classifier instead of the real one
+    /// (benchmarks subtract its per-run cost); nothing is counted.
+    pub calibrate: bool,
 }
 
 /// Why watching failed.
@@ -40,6 +43,9 @@ pub async fn run(
     shutdown: CancellationToken,
     out: &mut (dyn Write + Send),
 ) -> Result<(), WatchError> {
+    if options.calibrate {
+        return calibrate(options, shutdown, out).await;
+    }
     let mut datapath = Datapath::load()?;
     for interface in &options.interfaces {
         datapath.attach_egress(interface)?;
@@ -80,6 +86,41 @@ pub async fn run(
         writeln!(out, "autostop: detached")?;
     }
     out.flush()?;
+    Ok(())
+}
+
+/// Keeps the empty classifier attached to the interfaces until `shutdown`.
+async fn calibrate(
+    options: &WatchOptions,
+    shutdown: CancellationToken,
+    out: &mut (dyn Write + Send),
+) -> Result<(), WatchError> {
+    let mut attached = Vec::with_capacity(options.interfaces.len());
+    for interface in &options.interfaces {
+        attached.push(Calibration::attach(interface)?);
+    }
+    let ids = attached
+        .iter_mut()
+        .map(|c| c.program_id().map(|id| id.to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    // Each interface has its own instance; the first is the one reported.
+    let program_id = ids.first().map_or("null", String::as_str);
+    if options.json {
+        writeln!(
+            out,
+            r#"{{"event":"attached","program_id":{program_id},"calibration":true,"interfaces":{}}}"#,
+            json_strings(&options.interfaces)
+        )?;
+    } else {
+        writeln!(
+            out,
+            "autostop: empty calibration classifier (program ids {}) attached; Ctrl-C to stop",
+            ids.join(", ")
+        )?;
+    }
+    out.flush()?;
+    shutdown.cancelled().await;
+    drop(attached);
     Ok(())
 }
 

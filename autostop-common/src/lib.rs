@@ -19,6 +19,11 @@ pub mod names {
     pub const DATAPATH_STATS: &str = "DATAPATH_STATS";
     /// Program: TC classifier that accounts traffic heading into services.
     pub const COUNT_TRAFFIC: &str = "count_traffic";
+    /// Program: TC classifier that returns at once. Only `autostop watch
+    /// --calibrate` loads it, so a benchmark can measure what
+    /// `kernel.bpf_stats_enabled` itself adds to every run (the floor under
+    /// `count_traffic`'s figure).
+    pub const CALIBRATE_NOOP: &str = "calibrate_noop";
     /// Map: TCP port (`u16`, host order) → service index (`u32`). Published
     /// host ports of stopped or warming services, whose new connections are
     /// handed to the agent's listener.
@@ -40,6 +45,10 @@ pub mod names {
     /// checks, monitoring). Key: prefix length (`u32`) + 16-byte address,
     /// IPv4 stored v4-mapped with the prefix length plus 96; value `u8` (1).
     pub const IGNORED_SOURCES: &str = "IGNORED_SOURCES";
+    /// Map: one-slot array holding how many CIDRs `IGNORED_SOURCES` has
+    /// (`u32`), so the programs skip the trie lookup, the classifier's
+    /// costliest step, when nothing is ignored.
+    pub const IGNORED_SOURCE_COUNT: &str = "IGNORED_SOURCE_COUNT";
     /// Program: sk_lookup program that assigns new connections to steered
     /// ports to the agent's listener.
     pub const STEER_LOOKUP: &str = "steer_lookup";

@@ -34,6 +34,13 @@ pub fn count_traffic(ctx: TcContext) -> i32 {
     TC_ACT_UNSPEC
 }
 
+/// Does nothing: the baseline a benchmark subtracts from `count_traffic`'s
+/// `run_time_ns / run_cnt` (the stats' own clock reads are in both).
+#[classifier]
+pub fn calibrate_noop(_ctx: TcContext) -> i32 {
+    TC_ACT_UNSPEC
+}
+
 /// Why a packet was not counted. Only used to leave early.
 enum Skip {
     /// Not IPv4/IPv6 TCP/UDP, a fragment without ports, or not a target.

@@ -2,7 +2,8 @@
 //!
 //! - [`classifier::count_traffic`]: TC classifier on the egress side of the
 //!   Docker bridges and `lo` that counts traffic heading into services,
-//!   except from ignored sources.
+//!   except from ignored sources; [`classifier::calibrate_noop`], its
+//!   empty twin for benchmarks.
 //! - [`steering::steer_lookup`]: sk_lookup program that hands new TCP
 //!   connections to the published ports of stopped services to the agent's
 //!   listener and tells the agent through a ring buffer.

@@ -7,7 +7,7 @@ use autostop_common::{
 };
 use aya_ebpf::{
     macros::map,
-    maps::{lpm_trie::Key, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf, SockMap},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf, SockMap},
 };
 
 #[map(name = "SERVICE_TARGETS")]
@@ -39,10 +39,15 @@ pub static WAKE_BUCKETS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(MAX_
 pub static IGNORED_SOURCES: LpmTrie<[u8; 16], u8> =
     LpmTrie::with_max_entries(MAX_IGNORED_SOURCES, 0);
 
-/// Whether `addr` (16 bytes, IPv4 v4-mapped) falls in an ignored CIDR.
+#[map(name = "IGNORED_SOURCE_COUNT")]
+pub static IGNORED_SOURCE_COUNT: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Whether `addr` (16 bytes, IPv4 v4-mapped) falls in an ignored CIDR. The
+/// trie is only searched when user space put something in it.
 #[inline(always)]
 pub fn is_ignored(addr: [u8; 16]) -> bool {
-    IGNORED_SOURCES.get(Key::new(128, addr)).is_some()
+    let in_use = IGNORED_SOURCE_COUNT.get(0).is_some_and(|count| *count != 0);
+    in_use && IGNORED_SOURCES.get(Key::new(128, addr)).is_some()
 }
 
 /// Adds to this CPU's health counters.

@@ -110,9 +110,11 @@ fn privileged_unregistered_traffic_is_not_counted() {
 
 /// Starts a watcher, checks the kernel lists its program and tcx link, then
 /// stops it with `signal` and checks neither remains.
-fn leaves_nothing_behind(signal: i32) {
+fn leaves_nothing_behind(signal: i32, extra_args: &[&str]) {
     require_root_and_bpf();
-    let mut agent = AgentProcess::spawn(&["watch", "--json", "--iface", "lo"]);
+    let mut args = vec!["watch", "--json", "--iface", "lo"];
+    args.extend_from_slice(extra_args);
+    let mut agent = AgentProcess::spawn(&args);
     let attached = agent.wait_event("attached", START);
     let id = attached["program_id"]
         .as_u64()
@@ -142,10 +144,17 @@ fn leaves_nothing_behind(signal: i32) {
 
 #[test]
 fn privileged_sigterm_detaches_program_and_link() {
-    leaves_nothing_behind(libc::SIGTERM);
+    leaves_nothing_behind(libc::SIGTERM, &[]);
+}
+
+/// The benchmark's empty classifier is attached and released like the real
+/// one, so a bench run leaves nothing behind either.
+#[test]
+fn privileged_calibration_program_is_attached_then_released() {
+    leaves_nothing_behind(libc::SIGTERM, &["--calibrate"]);
 }
 
 #[test]
 fn privileged_sigkill_leaves_no_program_or_link() {
-    leaves_nothing_behind(libc::SIGKILL);
+    leaves_nothing_behind(libc::SIGKILL, &[]);
 }

@@ -7,12 +7,14 @@
 //!   stopped services' ports to the agent's listener.
 //! - [`events`]: the wake events that program sends, as an async stream.
 //! - [`sources`]: source CIDRs whose traffic is not activity.
+//! - [`calibration`]: an empty classifier, the benchmark's yardstick.
 //!
 //! Everything is owned by [`Datapath`]: dropping it (or the process dying)
 //! closes the link and program file descriptors, and the kernel detaches the
 //! programs by itself. Nothing is pinned, so a dead agent leaves the stock
 //! datapath behind (fail open).
 
+pub mod calibration;
 pub mod events;
 pub mod sources;
 pub mod steering;
@@ -22,7 +24,7 @@ use std::collections::BTreeSet;
 
 use autostop_common::{names, Activity, DatapathStats, TargetKey, MAX_SERVICES};
 use aya::{
-    maps::{HashMap, LpmTrie, MapData, PerCpuArray, RingBuf, SockMap},
+    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf, SockMap},
     programs::{sk_lookup::SkLookupLinkId, tc::SchedClassifierLinkId, SchedClassifier, SkLookup},
     Ebpf,
 };
@@ -122,6 +124,8 @@ pub struct Datapath {
     /// The (prefix length, address) keys now in `ignored`, so a new set can
     /// replace the old one entry by entry.
     ignored_keys: BTreeSet<(u32, [u8; 16])>,
+    /// How many keys `ignored` has, read by the programs before the trie.
+    ignored_count: Array<MapData, u32>,
     /// The bpf_link of the sk_lookup program in the agent's netns, if
     /// attached.
     steering_link: Option<SkLookupLinkId>,
@@ -139,6 +143,7 @@ impl Datapath {
         let listeners = take_map(&mut ebpf, names::LISTENERS)?;
         let wake_ring = take_map(&mut ebpf, names::WAKE_EVENTS)?;
         let ignored = take_map(&mut ebpf, names::IGNORED_SOURCES)?;
+        let ignored_count = take_map(&mut ebpf, names::IGNORED_SOURCE_COUNT)?;
         classifier(&mut ebpf)?
             .load()
             .map_err(|source| BpfError::Program {
@@ -162,6 +167,7 @@ impl Datapath {
             wake_ring: Some(wake_ring),
             ignored,
             ignored_keys: BTreeSet::new(),
+            ignored_count,
             steering_link: None,
         })
     }

@@ -25,6 +25,7 @@ impl Datapath {
                 })?;
             self.ignored_keys.insert((prefix, addr));
         }
+        self.publish_ignored_count()?;
         let removed: Vec<_> = self.ignored_keys.difference(&wanted).copied().collect();
         for (prefix, addr) in removed {
             match self.ignored.remove(&Key::new(prefix, addr)) {
@@ -38,7 +39,18 @@ impl Datapath {
             }
             self.ignored_keys.remove(&(prefix, addr));
         }
-        Ok(())
+        self.publish_ignored_count()
+    }
+
+    /// Tells the programs how many CIDRs the trie holds (0: skip it).
+    fn publish_ignored_count(&mut self) -> Result<(), BpfError> {
+        let count = u32::try_from(self.ignored_keys.len()).unwrap_or(u32::MAX);
+        self.ignored_count
+            .set(0, count, 0)
+            .map_err(|source| BpfError::Map {
+                map: names::IGNORED_SOURCE_COUNT,
+                source,
+            })
     }
 
     /// The ignored CIDRs now in the kernel, as given (IPv4 as IPv4).
