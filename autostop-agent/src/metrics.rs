@@ -66,6 +66,9 @@ pub struct Metrics {
     bytes: Family<ServiceLabel, Counter>,
     memory: Family<ServiceLabel, Gauge>,
     memory_saved: Family<ServiceLabel, FloatCounter>,
+    /// Connections the cold-start listener accepted (all services): flat
+    /// while every service is warm, since warm traffic never reaches us.
+    listener_accepted: Counter,
     /// Last kernel totals per service, to turn samples into increments.
     last_activity: Mutex<HashMap<String, (u64, u64)>>,
 }
@@ -148,6 +151,12 @@ impl Metrics {
             "Last observed running memory times time spent stopped",
             memory_saved.clone(),
         );
+        let listener_accepted = Counter::default();
+        registry.register(
+            "listener_accepted",
+            "Connections steered to and accepted by the agent's cold-start listener",
+            listener_accepted.clone(),
+        );
         Self {
             registry,
             state,
@@ -162,6 +171,7 @@ impl Metrics {
             bytes,
             memory,
             memory_saved,
+            listener_accepted,
             last_activity: Mutex::new(HashMap::new()),
         }
     }
@@ -189,6 +199,11 @@ impl Metrics {
         self.held
             .get_or_create(&label(service))
             .set(i64::try_from(held).unwrap_or(i64::MAX));
+    }
+
+    /// Counts one connection accepted by the cold-start listener.
+    pub fn listener_accepted(&self) {
+        self.listener_accepted.inc();
     }
 
     /// Counts one wait page served.
@@ -351,6 +366,8 @@ mod tests {
         metrics.add_memory_saved("web", 3600.0 * 6.2e9);
         metrics.set_held("web", 3);
         metrics.wait_page("web");
+        metrics.listener_accepted();
+        metrics.listener_accepted();
 
         let text = metrics.render();
         let lines = text.lines().map(|l| Ok(l.to_owned()));
@@ -381,6 +398,10 @@ mod tests {
         );
         assert_eq!(
             sample(&scrape, "autostop_wake_events_total", &[("service", "web")]),
+            2.0
+        );
+        assert_eq!(
+            sample(&scrape, "autostop_listener_accepted_total", &[]),
             2.0
         );
         assert_eq!(

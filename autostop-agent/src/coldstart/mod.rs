@@ -122,6 +122,7 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<ColdStart>, shutdown: Cance
             }
         };
         ctx.stats.accepted.fetch_add(1, Ordering::Relaxed);
+        ctx.metrics.listener_accepted();
         let Ok(port) = stream.local_addr().map(|local| local.port()) else {
             continue;
         };
