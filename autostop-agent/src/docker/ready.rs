@@ -14,8 +14,10 @@ use super::DockerError;
 
 /// Period of the container-state polls (inspect).
 pub const STATE_POLL: Duration = Duration::from_millis(20);
-/// Period of the TCP connect polls.
-pub const CONNECT_POLL: Duration = Duration::from_millis(10);
+/// Period of the TCP connect polls. A refused connect to a container on a
+/// local bridge costs microseconds, so polling often is cheap, and the
+/// period is what a held client waits on average past the app's listen.
+pub const CONNECT_POLL: Duration = Duration::from_millis(2);
 /// Bound on one connect attempt.
 pub const CONNECT_ATTEMPT: Duration = Duration::from_millis(100);
 /// A container counts as started by the current start if it started no

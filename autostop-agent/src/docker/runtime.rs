@@ -24,7 +24,7 @@ use crate::config::{Protocol, ServiceConfig};
 use crate::service::{ContainerRuntime, Observed, RuntimeError};
 
 /// How often the connect phase re-inspects containers to notice an exit.
-const RECHECK_EVERY: u32 = 25;
+const RECHECK_PERIOD: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Docker-backed container runtime for the configured services.
 #[derive(Debug)]
@@ -41,6 +41,9 @@ pub struct DockerRuntime {
     bridges: Mutex<HashMap<String, String>>,
     /// When the last `start` of each service began (judges exits).
     started: Mutex<HashMap<String, SystemTime>>,
+    /// The containers the last `start` resolved, handed to the readiness
+    /// wait that follows so it does not list and inspect them all again.
+    resolved_at_start: Mutex<HashMap<String, Vec<Member>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -70,6 +73,7 @@ impl DockerRuntime {
             netlink: OnceCell::new(),
             bridges: Mutex::default(),
             started: Mutex::default(),
+            resolved_at_start: Mutex::default(),
         };
         rt.set_services(services);
         rt
@@ -168,6 +172,7 @@ impl DockerRuntime {
                 .await
                 .map_err(|e| ctx(service, &m.name, e))?;
         }
+        lock(&self.resolved_at_start).insert(service.to_string(), members);
         Ok(())
     }
 
@@ -185,6 +190,7 @@ impl DockerRuntime {
             }
         }
         lock(&self.started).remove(service);
+        lock(&self.resolved_at_start).remove(service);
         Ok(())
     }
 
@@ -209,7 +215,13 @@ impl DockerRuntime {
             .get(service)
             .copied()
             .unwrap_or_else(SystemTime::now);
-        let mut members = resolve(&self.client, &svc).await?.members;
+        // The start's own resolution, if this wait follows one: `check`
+        // inspects every member again anyway.
+        let cached = lock(&self.resolved_at_start).remove(service);
+        let mut members = match cached {
+            Some(members) => members,
+            None => resolve(&self.client, &svc).await?.members,
+        };
         while !self.check(&mut members, began).await? {
             tokio::time::sleep(ready::STATE_POLL).await;
         }
@@ -236,7 +248,7 @@ impl DockerRuntime {
             }
             targets.push(SocketAddr::new(ip, cport));
         }
-        let mut round = 0u32;
+        let mut last_check = std::time::Instant::now();
         while !targets.is_empty() {
             let mut left = Vec::new();
             for t in targets {
@@ -248,9 +260,9 @@ impl DockerRuntime {
             if targets.is_empty() {
                 break;
             }
-            round += 1;
-            if round.is_multiple_of(RECHECK_EVERY) {
+            if last_check.elapsed() >= RECHECK_PERIOD {
                 self.check(&mut members, began).await?;
+                last_check = std::time::Instant::now();
             }
             tokio::time::sleep(ready::CONNECT_POLL).await;
         }
