@@ -51,7 +51,10 @@ fn privileged_scenario6_agent_recovers_from_a_dockerd_restart_and_cold_starts_af
     let config = AgentConfig::new(&service_toml("web", port, &app.name, "1h"));
     let agent = RunningAgent::start(&config);
     agent.wait_state("web", "stopped", Duration::from_secs(30));
-    assert!(docker_reachable(&agent));
+    assert!(
+        eventually(Duration::from_secs(30), || docker_reachable(&agent)),
+        "the agent never reported Docker reachable"
+    );
 
     daemon.stop();
     assert!(
