@@ -42,15 +42,39 @@ fn get_from(client: &VethNamespace, port: u16) -> Result<(u16, String), String> 
         .expect("namespace client")
 }
 
+/// `GET /` from 127.0.0.1 and from the client namespace at the same time:
+/// both must be answered by the app with `body`.
+fn first_connections_both_ways(client: &VethNamespace, port: u16, body: &str) {
+    let from_loopback = std::thread::spawn(move || http_get(local(port), "/"));
+    let from_outside = get_from(client, port);
+    let from_loopback = from_loopback.join().expect("loopback client");
+    for (path, answer) in [("127.0.0.1", from_loopback), ("external", from_outside)] {
+        let (status, text) = answer.unwrap_or_else(|e| panic!("{path} first connection: {e}"));
+        assert_eq!(
+            (status, text.trim()),
+            (200, body),
+            "{path} first connection"
+        );
+    }
+}
+
 #[test]
 fn privileged_scenario6_agent_recovers_from_a_dockerd_restart_and_cold_starts_after_it() {
     let image = setup();
     let daemon = DockerDaemon::take();
-    let port = free_port();
-    let app = container(&image, port, &httpd_script("after-restart", 1));
-    let config = AgentConfig::new(&service_toml("web", port, &app.name, "1h"));
+    let (cold_port, warm_port) = (free_port(), free_port());
+    let cold = container(&image, cold_port, &httpd_script("cold", 1));
+    let warm = container(&image, warm_port, &httpd_script("warm", 1));
+    let config = AgentConfig::new(&format!(
+        "{}{}",
+        service_toml("cold", cold_port, &cold.name, "1h"),
+        service_toml("warm", warm_port, &warm.name, "1h")
+    ));
     let agent = RunningAgent::start(&config);
-    agent.wait_state("web", "stopped", Duration::from_secs(30));
+    agent.wait_state("cold", "stopped", Duration::from_secs(30));
+    let (status, _) = http_get(local(warm_port), "/").expect("first start of warm");
+    assert_eq!(status, 200);
+    agent.wait_state("warm", "ready", Duration::from_secs(30));
     assert!(
         eventually(Duration::from_secs(30), || docker_reachable(&agent)),
         "the agent never reported Docker reachable"
@@ -66,16 +90,29 @@ fn privileged_scenario6_agent_recovers_from_a_dockerd_restart_and_cold_starts_af
         eventually(Duration::from_secs(60), || docker_reachable(&agent)),
         "the agent did not see Docker again within 60 s of dockerd answering"
     );
-    assert_eq!(agent.state("web"), "stopped");
+    // dockerd stopped the warm service's container with itself (no
+    // live-restore here): the agent must see it stopped and steer again.
+    assert!(!running(&warm.name), "{} survived the restart", warm.name);
+    agent.wait_state("cold", "stopped", Duration::from_secs(30));
+    agent.wait_state("warm", "stopped", Duration::from_secs(30));
 
-    // The next cold start, by a first connection through nginx.
-    let nginx = Nginx::start(port);
+    // The next cold starts, by a first connection: through nginx, and
+    // straight from 127.0.0.1 for the service that was warm before.
+    let nginx = Nginx::start(cold_port);
     let (status, body) = http_get(nginx.addr, "/")
         .unwrap_or_else(|e| panic!("cold start through nginx: {e}\n{}", nginx.error_log()));
-    assert_eq!((status, body.trim()), (200, "after-restart"));
-    assert_eq!(agent.starts("web"), 1, "exactly one start");
-    agent.wait_state("web", "ready", Duration::from_secs(30));
-    assert!(running(&app.name));
+    assert_eq!((status, body.trim()), (200, "cold"));
+    let (status, body) = http_get(local(warm_port), "/").expect("second start of warm");
+    assert_eq!((status, body.trim()), (200, "warm"));
+    assert_eq!(agent.starts("cold"), 1, "exactly one start of cold");
+    assert_eq!(
+        agent.starts("warm"),
+        2,
+        "one start before the restart, one after"
+    );
+    agent.wait_state("cold", "ready", Duration::from_secs(30));
+    agent.wait_state("warm", "ready", Duration::from_secs(30));
+    assert!(running(&cold.name) && running(&warm.name));
 }
 
 #[test]
@@ -122,17 +159,7 @@ fn privileged_scenario7_userland_proxy_off_cold_warm_idle_and_exact_counts() {
     assert_packets(&agent, "udp", total + 53, "external client, proxy off");
 
     // Cold start: first connections from 127.0.0.1 and from outside at once.
-    let from_loopback = std::thread::spawn(move || http_get(local(web_port), "/"));
-    let from_outside = get_from(&client, web_port);
-    let from_loopback = from_loopback.join().expect("loopback client");
-    for (path, answer) in [("127.0.0.1", from_loopback), ("external", from_outside)] {
-        let (status, body) = answer.unwrap_or_else(|e| panic!("{path} cold start: {e}"));
-        assert_eq!(
-            (status, body.trim()),
-            (200, "proxy-off"),
-            "{path} cold start"
-        );
-    }
+    first_connections_both_ways(&client, web_port, "proxy-off");
     assert_eq!(
         agent.starts("web"),
         1,
@@ -159,14 +186,13 @@ fn privileged_scenario7_userland_proxy_off_cold_warm_idle_and_exact_counts() {
     }
 
     // Idle stop, and the port is steered again: the next first connection
-    // (from outside) cold-starts it once more.
+    // (from both sides at once) cold-starts it once more.
     agent.wait_state("web", "stopped", Duration::from_secs(60));
     assert!(
         !running(&web.name),
         "{} still runs after the idle stop",
         web.name
     );
-    let (status, body) = get_from(&client, web_port).expect("second cold start");
-    assert_eq!((status, body.trim()), (200, "proxy-off"));
+    first_connections_both_ways(&client, web_port, "proxy-off");
     assert_eq!(agent.starts("web"), 2);
 }
