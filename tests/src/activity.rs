@@ -148,15 +148,23 @@ pub fn packets(agent: &RunningAgent, service: &str) -> u64 {
 }
 
 /// Sends one datagram per second with `send_one` until the counter of
-/// `service` moves (the agent has registered the container's address and
-/// attached its bridge), then returns the settled count.
-pub fn wait_counting(agent: &RunningAgent, service: &str, mut send_one: impl FnMut()) -> u64 {
+/// `service` rises above `above` (the agent has registered the container's
+/// address and attached its bridge), then returns the settled count.
+pub fn wait_counting(
+    agent: &RunningAgent,
+    service: &str,
+    above: u64,
+    mut send_one: impl FnMut(),
+) -> u64 {
     let counting = eventually(Duration::from_secs(60), || {
         send_one();
         std::thread::sleep(Duration::from_secs(1));
-        packets(agent, service) > 0
+        packets(agent, service) > above
     });
-    assert!(counting, "the agent never counted traffic into {service}");
+    assert!(
+        counting,
+        "the agent never counted traffic into {service} (above {above} packets)"
+    );
     std::thread::sleep(SAMPLE);
     packets(agent, service)
 }

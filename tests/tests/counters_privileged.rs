@@ -47,7 +47,7 @@ fn privileged_udp_counts_are_exact_on_every_path_with_the_userland_proxy() {
     let agent = RunningAgent::start(&config);
     let client = VethNamespace::new("cnt");
 
-    let mut total = wait_counting(&agent, SERVICE, || {
+    let mut total = wait_counting(&agent, SERVICE, 0, || {
         send_datagrams(from("127.0.0.1"), local(port), 1);
     });
 
@@ -92,7 +92,7 @@ fn privileged_an_ignored_source_does_not_move_the_counter() {
     ));
     let agent = RunningAgent::start(&config);
 
-    let mut total = wait_counting(&agent, SERVICE, || {
+    let mut total = wait_counting(&agent, SERVICE, 0, || {
         send_datagrams(from("127.0.0.1"), local(port), 1);
     });
 

@@ -20,7 +20,7 @@ use autostop_tests::agent::{
     RunningAgent,
 };
 use autostop_tests::daemon::{docker_proxy_running, DockerDaemon};
-use autostop_tests::docker::{docker, free_port};
+use autostop_tests::docker::{docker, free_port, unique, TestNetwork};
 use autostop_tests::e2e::Nginx;
 use autostop_tests::eventually;
 use autostop_tests::netns::VethNamespace;
@@ -31,6 +31,11 @@ fn docker_reachable(agent: &RunningAgent) -> bool {
     let health: serde_json::Value =
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("healthz JSON {body:?}: {e}"));
     health["docker_reachable"] == true
+}
+
+/// 127.0.0.1, any port: where loopback senders bind.
+fn loopback() -> SocketAddr {
+    "127.0.0.1:0".parse().expect("address")
 }
 
 /// `GET /` from the client namespace to the host's address.
@@ -65,12 +70,22 @@ fn privileged_scenario6_agent_recovers_from_a_dockerd_restart_and_cold_starts_af
     let (cold_port, warm_port) = (free_port(), free_port());
     let cold = container(&image, cold_port, &httpd_script("cold", 1));
     let warm = container(&image, warm_port, &httpd_script("warm", 1));
+    // A counted service on a bridge of its own, which dockerd brings back
+    // after its restart: the classifier must still see traffic into it.
+    let network = TestNetwork::create(&unique("as-restart"));
+    let udp_port = free_port();
+    let udp = udp_container(&image, udp_port, Some(&network.name));
+    docker(&["start", &udp.name]);
+    let sink = UdpSink::bind(&udp.name, false);
     let config = AgentConfig::new(&format!(
-        "{}{}",
+        "{}{}{}",
         service_toml("cold", cold_port, &cold.name, "1h"),
-        service_toml("warm", warm_port, &warm.name, "1h")
+        service_toml("warm", warm_port, &warm.name, "1h"),
+        udp_service_toml("udp", udp_port, &udp.name)
     ));
     let agent = RunningAgent::start(&config);
+    let send_one = || send_datagrams(loopback(), local(udp_port), 1);
+    let before = wait_counting(&agent, "udp", 0, send_one);
     agent.wait_state("cold", "stopped", Duration::from_secs(30));
     let (status, _) = http_get(local(warm_port), "/").expect("first start of warm");
     assert_eq!(status, 200);
@@ -95,6 +110,14 @@ fn privileged_scenario6_agent_recovers_from_a_dockerd_restart_and_cold_starts_af
     assert!(!running(&warm.name), "{} survived the restart", warm.name);
     agent.wait_state("cold", "stopped", Duration::from_secs(30));
     agent.wait_state("warm", "stopped", Duration::from_secs(30));
+
+    // Counting goes on across the restart, on the same bridge.
+    drop(sink);
+    docker(&["start", &udp.name]);
+    let _sink = UdpSink::bind(&udp.name, false);
+    let total = wait_counting(&agent, "udp", before, send_one);
+    send_datagrams(loopback(), local(udp_port), 71);
+    assert_packets(&agent, "udp", total + 71, "after the dockerd restart");
 
     // The next cold starts, by a first connection: through nginx, and
     // straight from 127.0.0.1 for the service that was warm before.
@@ -142,11 +165,10 @@ fn privileged_scenario7_userland_proxy_off_cold_warm_idle_and_exact_counts() {
 
     // Counts on the DNAT'd paths: 127.0.0.1 (OUTPUT DNAT, route_localnet)
     // and an external client (PREROUTING DNAT).
-    let loopback: SocketAddr = "127.0.0.1:0".parse().expect("address");
-    let mut total = wait_counting(&agent, "udp", || {
-        send_datagrams(loopback, local(udp_port), 1);
+    let mut total = wait_counting(&agent, "udp", 0, || {
+        send_datagrams(loopback(), local(udp_port), 1);
     });
-    send_datagrams(loopback, local(udp_port), 97);
+    send_datagrams(loopback(), local(udp_port), 97);
     total = assert_packets(&agent, "udp", total + 97, "127.0.0.1, proxy off (DNAT)");
     let (bind, to) = (
         SocketAddr::new(client.ns_addr.into(), 0),
