@@ -20,20 +20,28 @@
 //! Switching the proxy off makes Docker add a MASQUERADE rule and set
 //! `route_localnet=1` on its bridges; Docker leaves both behind when the
 //! proxy is switched back on. The harness does not fight that.
+//!
+//! Guards in different processes wait for each other (an flock on
+//! `/run/autostop-tests-dockerd.lock`).
 
 use std::{
     ffi::OsString,
-    fs::OpenOptions,
+    fs::{File, OpenOptions},
+    os::fd::AsRawFd,
     os::unix::ffi::OsStringExt,
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use crate::eventually;
 
 /// The daemon's configuration file.
 pub const DAEMON_JSON: &str = "/etc/docker/daemon.json";
+/// Serialises users of this harness across processes.
+const LOCK_FILE: &str = "/run/autostop-tests-dockerd.lock";
+/// How long a guard waits for other containers on the machine to stop.
+const BUSY_WAIT: Duration = Duration::from_secs(600);
 /// Where dockerd writes its pid.
 const PID_FILE: &str = "/var/run/docker.pid";
 /// Bound on dockerd's clean shutdown (it stops every container first).
@@ -66,12 +74,27 @@ pub struct DockerDaemon {
     original: Option<Vec<u8>>,
     /// Whether daemon.json was rewritten by this guard.
     changed: bool,
+    /// An exclusive flock on [`LOCK_FILE`], so two test processes on this
+    /// machine never restart dockerd at the same time; released after
+    /// `drop` has restored the daemon (fields drop after it).
+    _lock: File,
 }
 
 impl DockerDaemon {
     /// Takes the running daemon: fails loudly unless it runs and answers.
     pub fn take() -> Self {
+        let lock = File::create(LOCK_FILE).unwrap_or_else(|e| panic!("creating {LOCK_FILE}: {e}"));
+        // SAFETY: flock(2) on a file we own; blocks until no other guard
+        // (in any process) holds the lock.
+        let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+        assert_eq!(
+            rc,
+            0,
+            "flock {LOCK_FILE}: {}",
+            std::io::Error::last_os_error()
+        );
         crate::docker::require_docker();
+        wait_until_no_container_runs();
         let launch = if is_systemd() {
             Launch::Systemd
         } else {
@@ -101,43 +124,59 @@ impl DockerDaemon {
             launch,
             original,
             changed: false,
+            _lock: lock,
         }
     }
 
     /// Stops the daemon and waits until it has exited (the API no longer
     /// answers). Containers it ran are stopped with it.
     pub fn stop(&self) {
-        match &self.launch {
-            Launch::Systemd => systemctl("stop"),
-            Launch::Manual { .. } => {
-                let Some(pid) = daemon_pid() else { return };
-                // SAFETY: kill(2) with a pid read from dockerd's pid file and
-                // checked to be alive; SIGTERM asks it to shut down cleanly.
-                let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
-                assert_eq!(rc, 0, "SIGTERM to dockerd {pid}");
-                assert!(
-                    eventually(STOP_TIMEOUT, || !alive(pid)),
-                    "dockerd {pid} did not exit within {STOP_TIMEOUT:?} of SIGTERM"
-                );
-            }
-        }
-        assert!(
-            !answers(),
-            "the Docker API still answers after stopping dockerd"
-        );
+        self.try_stop().unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// Starts the daemon and waits until its API answers.
     pub fn start(&self) {
+        self.try_start().unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    fn try_stop(&self) -> Result<(), String> {
         match &self.launch {
-            Launch::Systemd => systemctl("start"),
-            Launch::Manual { argv, env, log } => spawn_detached(argv, env, log),
+            Launch::Systemd => systemctl("stop")?,
+            Launch::Manual { .. } => {
+                if let Some(pid) = daemon_pid() {
+                    // SAFETY: kill(2) with a pid read from dockerd's pid file
+                    // and checked to be dockerd and alive; SIGTERM asks it to
+                    // shut down cleanly.
+                    if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+                        let e = std::io::Error::last_os_error();
+                        return Err(format!("SIGTERM to dockerd {pid}: {e}"));
+                    }
+                    if !eventually(STOP_TIMEOUT, || !alive(pid)) {
+                        return Err(format!(
+                            "dockerd {pid} did not exit within {STOP_TIMEOUT:?} of SIGTERM"
+                        ));
+                    }
+                }
+            }
         }
-        assert!(
-            eventually(START_TIMEOUT, answers),
-            "dockerd did not answer within {START_TIMEOUT:?} of starting it ({:?})",
-            self.log_path()
-        );
+        if answers() {
+            return Err("the Docker API still answers after stopping dockerd".into());
+        }
+        Ok(())
+    }
+
+    fn try_start(&self) -> Result<(), String> {
+        match &self.launch {
+            Launch::Systemd => systemctl("start")?,
+            Launch::Manual { argv, env, log } => spawn_detached(argv, env, log)?,
+        }
+        if !eventually(START_TIMEOUT, answers) {
+            return Err(format!(
+                "dockerd did not answer within {START_TIMEOUT:?} of starting it (log: {:?})",
+                self.log_path()
+            ));
+        }
+        Ok(())
     }
 
     /// Stops and starts the daemon.
@@ -177,6 +216,8 @@ impl DockerDaemon {
 }
 
 impl Drop for DockerDaemon {
+    /// Never panics (it may run while a failed test unwinds): problems are
+    /// printed, and each step is tried regardless of the previous one.
     fn drop(&mut self) {
         if self.changed {
             let restored = match &self.original {
@@ -186,10 +227,14 @@ impl Drop for DockerDaemon {
             if let Err(e) = restored {
                 eprintln!("restoring {DAEMON_JSON} failed: {e}");
             }
-            self.stop();
-            self.start();
-        } else if !answers() {
-            self.start();
+            if let Err(e) = self.try_stop() {
+                eprintln!("restoring dockerd: {e}");
+            }
+        }
+        if !answers() {
+            if let Err(e) = self.try_start() {
+                eprintln!("restoring dockerd: {e}");
+            }
         }
     }
 }
@@ -218,6 +263,25 @@ pub fn docker_proxy_running(port: u16) -> bool {
     })
 }
 
+/// Restarting dockerd stops every container on the machine: wait (bounded)
+/// until none runs, so a test never kills someone else's containers. Under
+/// `cargo xtask test` nothing else runs and this returns at once.
+fn wait_until_no_container_runs() {
+    let deadline = std::time::Instant::now() + BUSY_WAIT;
+    loop {
+        let running = crate::docker::docker(&["ps", "--format", "{{.Names}}"]);
+        if running.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "containers still run after {BUSY_WAIT:?}, and restarting dockerd would stop them: {}",
+            running.replace('\n', ", ")
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
 /// Whether the Docker API answers.
 pub fn answers() -> bool {
     Command::new("docker")
@@ -232,8 +296,16 @@ fn is_systemd() -> bool {
     std::fs::read_to_string("/proc/1/comm").is_ok_and(|c| c.trim() == "systemd")
 }
 
-fn systemctl(verb: &str) {
-    crate::docker::run(Command::new("systemctl").args([verb, "docker"]));
+fn systemctl(verb: &str) -> Result<(), String> {
+    let status = Command::new("systemctl")
+        .args([verb, "docker"])
+        .status()
+        .map_err(|e| format!("systemctl {verb} docker: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("systemctl {verb} docker: {status}"))
+    }
 }
 
 /// The live dockerd's pid, from its pid file.
@@ -272,13 +344,18 @@ fn split_nul(bytes: &[u8]) -> Vec<OsString> {
 
 /// Runs `argv` with exactly `env`, in a new session (`setsid --fork`, so it
 /// is not our child and outlives the test), output appended to `log`.
-fn spawn_detached(argv: &[OsString], env: &[(OsString, OsString)], log: &Path) {
-    let out = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap_or_else(|e| panic!("opening {}: {e}", log.display()));
-    let err = out.try_clone().expect("cloning the log fd");
+fn spawn_detached(
+    argv: &[OsString],
+    env: &[(OsString, OsString)],
+    log: &Path,
+) -> Result<(), String> {
+    let open = || {
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(|e| format!("opening {}: {e}", log.display()))
+    };
     let status = Command::new("/usr/bin/setsid")
         .arg("--fork")
         .args(argv)
@@ -286,15 +363,17 @@ fn spawn_detached(argv: &[OsString], env: &[(OsString, OsString)], log: &Path) {
         .envs(env.iter().map(|(k, v)| (k, v)))
         .current_dir("/")
         .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
+        .stdout(open()?)
+        .stderr(open()?)
         .status()
-        .unwrap_or_else(|e| panic!("starting {argv:?} with setsid: {e}"));
-    assert!(status.success(), "setsid --fork {argv:?}: {status}");
-    let started = Instant::now();
-    assert!(
-        eventually(START_TIMEOUT, || daemon_pid().is_some()),
-        "dockerd wrote no pid file within {:?}",
-        started.elapsed()
-    );
+        .map_err(|e| format!("starting {argv:?} with setsid: {e}"))?;
+    if !status.success() {
+        return Err(format!("setsid --fork {argv:?}: {status}"));
+    }
+    if !eventually(START_TIMEOUT, || daemon_pid().is_some()) {
+        return Err(format!(
+            "dockerd wrote no pid file within {START_TIMEOUT:?}"
+        ));
+    }
+    Ok(())
 }

@@ -19,7 +19,7 @@ use autostop_tests::agent::{
     container, http_get, httpd_script, local, running, service_toml, setup, AgentConfig,
     RunningAgent,
 };
-use autostop_tests::daemon::{docker_proxy_running, DockerDaemon};
+use autostop_tests::daemon::{answers, docker_proxy_running, DockerDaemon, DAEMON_JSON};
 use autostop_tests::docker::{docker, free_port, unique, TestNetwork};
 use autostop_tests::e2e::Nginx;
 use autostop_tests::eventually;
@@ -217,4 +217,38 @@ fn privileged_scenario7_userland_proxy_off_cold_warm_idle_and_exact_counts() {
     );
     first_connections_both_ways(&client, web_port, "proxy-off");
     assert_eq!(agent.starts("web"), 2);
+}
+
+#[test]
+fn privileged_a_failing_test_leaves_dockerd_configured_as_found_and_running() {
+    let image = setup();
+    let original = std::fs::read(DAEMON_JSON).ok();
+    let failed = std::panic::catch_unwind(|| {
+        let mut daemon = DockerDaemon::take();
+        daemon.set_userland_proxy(false);
+        daemon.stop();
+        panic!("a test failing with the proxy off and dockerd stopped");
+    });
+    assert!(failed.is_err());
+    assert_eq!(
+        std::fs::read(DAEMON_JSON).ok(),
+        original,
+        "{DAEMON_JSON} was not restored byte for byte"
+    );
+    assert!(answers(), "dockerd was left stopped");
+    // Back on the original setting: a published port gets a docker-proxy
+    // again exactly when the original daemon.json does not turn it off.
+    let proxy_was_on = original
+        .as_deref()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+        .and_then(|v| v["userland-proxy"].as_bool())
+        .unwrap_or(true);
+    let port = free_port();
+    let probe = udp_container(&image, port, None);
+    docker(&["start", &probe.name]);
+    assert_eq!(
+        docker_proxy_running(port),
+        proxy_was_on,
+        "the userland proxy is not back to its original setting"
+    );
 }
