@@ -32,13 +32,23 @@ pub const SAMPLE: Duration = Duration::from_millis(5_500);
 /// Docker's default bridge otherwise), idling until SIGTERM. Created
 /// stopped.
 pub fn udp_container(image: &AppletImage, host_port: u16, network: Option<&str>) -> TestContainer {
+    udp_container_named(&unique("as-udp"), image, host_port, network)
+}
+
+/// [`udp_container`] with a given name.
+pub fn udp_container_named(
+    name: &str,
+    image: &AppletImage,
+    host_port: u16,
+    network: Option<&str>,
+) -> TestContainer {
     let publish = format!("{host_port}:{CONTAINER_PORT}/udp");
     let mut opts = vec!["-p", publish.as_str()];
     if let Some(network) = network {
         opts.extend(["--network", network]);
     }
     TestContainer::create(
-        &unique("as-udp"),
+        name,
         &opts,
         &image.tag,
         &["sh", "-c", "trap 'exit 0' TERM; sleep 2147483647 & wait"],

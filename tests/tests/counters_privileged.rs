@@ -9,11 +9,11 @@ use std::net::SocketAddr;
 
 use autostop_tests::activity::{
     any_for, assert_packets, container_ipv6, ipv6_network, send_datagrams, udp_container,
-    udp_service_toml, wait_counting, UdpSink, CONTAINER_PORT,
+    udp_container_named, udp_service_toml, wait_counting, UdpSink, CONTAINER_PORT,
 };
 use autostop_tests::agent::{local, setup, AgentConfig, RunningAgent};
 use autostop_tests::daemon::docker_proxy_running;
-use autostop_tests::docker::{docker, free_port};
+use autostop_tests::docker::{docker, free_port, unique, TestNetwork};
 use autostop_tests::netns::VethNamespace;
 
 const SERVICE: &str = "udpsvc";
@@ -109,4 +109,35 @@ fn privileged_an_ignored_source_does_not_move_the_counter() {
         .join()
         .expect("namespace sender");
     assert_packets(&agent, SERVICE, total + 31, "external client not ignored");
+}
+
+#[test]
+fn privileged_a_bridge_made_again_under_the_same_name_is_counted_again() {
+    let image = setup();
+    // A fixed bridge name (compose `driver_opts`), at most 15 bytes.
+    let bridge = format!("asbr{:x}", std::process::id());
+    let option = format!("com.docker.network.bridge.name={bridge}");
+    let network = || TestNetwork::create_with(&unique("as-samebr"), &["-o", &option]);
+    let (name, port) = (unique("as-samebr"), free_port());
+    let first_network = network();
+    let first = udp_container_named(&name, &image, port, Some(&first_network.name));
+    docker(&["start", &first.name]);
+    let sink = UdpSink::bind(&first.name, false);
+    let config = AgentConfig::new(&udp_service_toml(SERVICE, port, &name));
+    let agent = RunningAgent::start(&config);
+    let send_one = || send_datagrams(from("127.0.0.1"), local(port), 1);
+    let before = wait_counting(&agent, SERVICE, 0, send_one);
+
+    // Network and bridge go away with the container; both come back under
+    // the same names (a new interface, which the old attachment died with).
+    drop(sink);
+    drop(first);
+    drop(first_network);
+    let second_network = network();
+    let second = udp_container_named(&name, &image, port, Some(&second_network.name));
+    docker(&["start", &second.name]);
+    let _sink = UdpSink::bind(&second.name, false);
+    let total = wait_counting(&agent, SERVICE, before, send_one);
+    send_datagrams(from("127.0.0.1"), local(port), 43);
+    assert_packets(&agent, SERVICE, total + 43, "bridge made again");
 }
