@@ -3,7 +3,9 @@
 //! the machine's default userland proxy: an external client DNAT'd to the
 //! container, 127.0.0.1 and ::1 relayed by docker-proxy, and IPv6 routed to
 //! the container's own address. Traffic from an ignored source CIDR does not
-//! count. (Loopback with the userland proxy off is in `daemon_privileged`.)
+//! count, and a bridge deleted and made again under the same name is
+//! counted again. (Loopback with the userland proxy off is in
+//! `daemon_privileged`.)
 
 use std::net::SocketAddr;
 
