@@ -265,7 +265,15 @@ pub struct TestNetwork {
 impl TestNetwork {
     /// `docker network create NAME`.
     pub fn create(name: &str) -> Self {
-        let id = docker(&["network", "create", name]);
+        Self::create_with(name, &[])
+    }
+
+    /// `docker network create OPTS… NAME`.
+    pub fn create_with(name: &str, opts: &[&str]) -> Self {
+        let mut args = vec!["network", "create"];
+        args.extend_from_slice(opts);
+        args.push(name);
+        let id = docker(&args);
         Self {
             name: name.to_string(),
             id,

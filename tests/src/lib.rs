@@ -5,7 +5,9 @@
 //! test with a message naming it, so a CI run cannot pass without running
 //! them. Fixtures are Drop guards, so a failing test still cleans up.
 
+pub mod activity;
 pub mod agent;
+pub mod daemon;
 pub mod docker;
 pub mod e2e;
 pub mod netlab;

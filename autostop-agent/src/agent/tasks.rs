@@ -193,8 +193,10 @@ pub(super) async fn refresher(
             let targets: HashSet<Target> = endpoints
                 .endpoints
                 .iter()
-                .filter_map(|e| {
-                    e.ip.map(|ip| Target {
+                .flat_map(|e| {
+                    // Both families: docker-proxy relays `[::]` to the IPv6
+                    // address, and IPv6 clients may route to it directly.
+                    [e.ip, e.ipv6].into_iter().flatten().map(|ip| Target {
                         addr: SocketAddr::new(ip, e.container_port),
                         protocol: e.protocol,
                     })

@@ -25,7 +25,7 @@ use std::collections::BTreeSet;
 use autostop_common::{names, Activity, DatapathStats, TargetKey, MAX_SERVICES};
 use aya::{
     maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf, SockMap},
-    programs::{sk_lookup::SkLookupLinkId, tc::SchedClassifierLinkId, SchedClassifier, SkLookup},
+    programs::{sk_lookup::SkLookupLinkId, SchedClassifier, SkLookup},
     Ebpf,
 };
 
@@ -112,7 +112,7 @@ pub struct Datapath {
     /// Classifier and steering health counters.
     stats: PerCpuArray<MapData, DatapathStats>,
     /// Interfaces the classifier is attached to, with the link that holds it.
-    attached: Vec<(String, SchedClassifierLinkId)>,
+    attached: Vec<targets::Attachment>,
     /// Steered TCP port → service index.
     steered: HashMap<MapData, u16, u32>,
     /// The agent's listener sockets, by family slot.

@@ -11,7 +11,27 @@ use std::{
 use super::{classifier, BpfError, Datapath};
 use crate::config::Protocol;
 use autostop_common::{names, proto, Activity, TargetKey, MAX_SERVICES};
-use aya::programs::TcAttachType;
+use aya::programs::{tc::SchedClassifierLinkId, TcAttachType};
+
+/// The classifier on one interface.
+pub(super) struct Attachment {
+    /// Interface name, as the caller gave it.
+    pub(super) interface: String,
+    /// Its index when attached (`None` if it could not be read): a new
+    /// index under the same name is a new interface.
+    pub(super) index: Option<u32>,
+    /// The tcx link that holds the program there.
+    pub(super) link: SchedClassifierLinkId,
+}
+
+/// Index of interface `name`, `None` if there is none.
+fn interface_index(name: &str) -> Option<u32> {
+    let name = std::ffi::CString::new(name).ok()?;
+    // SAFETY: `name` is a valid NUL-terminated string that outlives the
+    // call; if_nametoindex only reads it.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    (index != 0).then_some(index)
+}
 
 /// Kernel protocol number of a service port's protocol.
 fn protocol_number(protocol: Protocol) -> u8 {
@@ -85,9 +105,21 @@ impl Datapath {
     /// Attaches the classifier to the egress side of `interface` (traffic the
     /// host sends out of it: for a Docker bridge, traffic into containers).
     /// Uses a tcx bpf_link, so the attachment dies with the agent.
+    ///
+    /// A no-op when already attached to that very interface. An interface
+    /// deleted and made again under the same name (a network removed and
+    /// recreated with a fixed `com.docker.network.bridge.name`) is a new
+    /// interface whose old link died with the old one: it is attached again.
     pub fn attach_egress(&mut self, interface: &str) -> Result<(), BpfError> {
-        if self.attached.iter().any(|(name, _)| name == interface) {
-            return Ok(());
+        let index = interface_index(interface);
+        if let Some(position) = self.attached.iter().position(|a| a.interface == interface) {
+            if index.is_some() && self.attached[position].index == index {
+                return Ok(());
+            }
+            let stale = self.attached.swap_remove(position);
+            // The kernel already dropped this link with its interface;
+            // detaching only releases our file descriptor.
+            let _ = classifier(&mut self.ebpf)?.detach(stale.link);
         }
         let link = classifier(&mut self.ebpf)?
             .attach(interface, TcAttachType::Egress)
@@ -96,19 +128,23 @@ impl Datapath {
                 interface: interface.to_owned(),
                 source,
             })?;
-        self.attached.push((interface.to_owned(), link));
+        self.attached.push(Attachment {
+            interface: interface.to_owned(),
+            index,
+            link,
+        });
         Ok(())
     }
 
     /// Detaches the classifier from `interface`; a no-op if it was not
     /// attached (the interface may already be gone with its link).
     pub fn detach(&mut self, interface: &str) -> Result<(), BpfError> {
-        let Some(position) = self.attached.iter().position(|(name, _)| name == interface) else {
+        let Some(position) = self.attached.iter().position(|a| a.interface == interface) else {
             return Ok(());
         };
-        let (_, link) = self.attached.swap_remove(position);
+        let attachment = self.attached.swap_remove(position);
         classifier(&mut self.ebpf)?
-            .detach(link)
+            .detach(attachment.link)
             .map_err(|source| BpfError::Program {
                 program: names::COUNT_TRAFFIC,
                 source,
@@ -117,7 +153,7 @@ impl Datapath {
 
     /// Interfaces the classifier is attached to.
     pub fn attached_interfaces(&self) -> impl Iterator<Item = &str> {
-        self.attached.iter().map(|(name, _)| name.as_str())
+        self.attached.iter().map(|a| a.interface.as_str())
     }
 
     /// Counts traffic to `target` as activity of service `service`.

@@ -23,6 +23,10 @@ pub struct ContainerEndpoint {
     /// Container address on its first network with an address; `None` while
     /// the container is stopped (Docker releases the address).
     pub ip: Option<IpAddr>,
+    /// The container's global IPv6 address on that same network, when the
+    /// network has IPv6 enabled: traffic to it (routed to the container, or
+    /// relayed by docker-proxy from `[::]`) reaches the container over IPv6.
+    pub ipv6: Option<IpAddr>,
     /// Port inside the container.
     pub container_port: u16,
     /// Transport of the port.
@@ -102,6 +106,15 @@ pub fn primary_address(inspect: &ContainerInspectResponse) -> Option<(String, Ip
     })
 }
 
+/// Global IPv6 address of the container on network `network` (id or name),
+/// if that network has IPv6 enabled and the container is running.
+pub fn global_ipv6(inspect: &ContainerInspectResponse, network: &str) -> Option<IpAddr> {
+    let nets = inspect.network_settings.as_ref()?.networks.as_ref()?;
+    nets.iter()
+        .find(|(name, ep)| *name == network || ep.network_id.as_deref() == Some(network))
+        .and_then(|(_, ep)| ep.global_ipv6_address.as_deref()?.parse().ok())
+}
+
 /// Network ids (or names when the id is missing) the container is on.
 pub fn network_ids(inspect: &ContainerInspectResponse) -> Vec<String> {
     let Some(nets) = inspect
@@ -143,6 +156,7 @@ pub fn build(
             published: *spec,
             container: m.name.clone(),
             ip: addr.as_ref().map(|a| a.1),
+            ipv6: addr.as_ref().and_then(|a| global_ipv6(&m.inspect, &a.0)),
             container_port: cport,
             protocol: spec.protocol,
             bridge: addr.and_then(|a| bridges.get(&a.0).cloned()),
@@ -155,4 +169,66 @@ pub fn build(
         .collect();
     out.bridges = set.into_iter().collect();
     (out, missing)
+}
+
+#[cfg(test)]
+mod tests {
+    use bollard::models::{EndpointSettings, NetworkSettings, PortBinding};
+
+    use super::*;
+
+    fn member(ipv6: Option<&str>) -> Member {
+        let endpoint = EndpointSettings {
+            network_id: Some("net1".into()),
+            ip_address: Some("172.18.0.2".into()),
+            global_ipv6_address: ipv6.map(str::to_owned),
+            ..Default::default()
+        };
+        let binding = PortBinding {
+            host_ip: Some("0.0.0.0".into()),
+            host_port: Some("45353".into()),
+        };
+        let inspect = ContainerInspectResponse {
+            network_settings: Some(NetworkSettings {
+                networks: Some(HashMap::from([("v6net".to_owned(), endpoint)])),
+                ports: Some(HashMap::from([("80/udp".to_owned(), Some(vec![binding]))])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        Member {
+            id: "c1".into(),
+            name: "c1".into(),
+            compose_service: None,
+            inspect,
+        }
+    }
+
+    fn udp(port: u16) -> PortSpec {
+        PortSpec {
+            port,
+            protocol: Protocol::Udp,
+        }
+    }
+
+    #[test]
+    fn an_ipv6_network_gives_the_endpoint_both_addresses() {
+        let bridges = HashMap::from([("net1".to_owned(), "br-net1".to_owned())]);
+        let (eps, missing) = build(&[udp(45353)], &[member(Some("fd00:a5::2"))], &bridges);
+        assert!(missing.is_empty());
+        let ep = &eps.endpoints[0];
+        assert_eq!(ep.ip, Some("172.18.0.2".parse().unwrap()));
+        assert_eq!(ep.ipv6, Some("fd00:a5::2".parse().unwrap()));
+        assert_eq!(ep.container_port, 80);
+        assert_eq!(ep.bridge.as_deref(), Some("br-net1"));
+        assert_eq!(eps.bridges, ["br-net1"]);
+    }
+
+    #[test]
+    fn an_ipv4_only_network_has_no_ipv6_endpoint() {
+        for empty in [None, Some("")] {
+            let (eps, _) = build(&[udp(45353)], &[member(empty)], &HashMap::new());
+            assert_eq!(eps.endpoints[0].ipv6, None);
+        }
+    }
 }
