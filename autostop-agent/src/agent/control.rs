@@ -152,7 +152,10 @@ impl Services {
             })
             .unwrap_or((0, None));
         let memory = self.state.lock().ok().map(|s| s.service(&config.name));
-        let live = self.memory.live(&config.name);
+        let live = self
+            .memory
+            .live(&config.name)
+            .filter(|_| status.state == ServiceState::Ready);
         let to_gb_h = |byte_seconds: f64| byte_seconds / 1e9 / 3600.0;
         let max_held = u64::from(config.max_held_connections);
         let available = u64::try_from(entry.held.available_permits()).unwrap_or(max_held);

@@ -212,6 +212,14 @@ pub async fn sample(source: &dyn MemorySource, services: &Services) {
             }
         };
         tracing::debug!(service = %name, took_ms = took.as_millis() as u64, used = sample.map(|s| s.used_bytes), "memory sampled");
+        // A stop that began while the sample was in flight already zeroed
+        // the figures: do not bring them back.
+        let still_ready = services
+            .get(&name)
+            .is_some_and(|e| e.handle.status().state == ServiceState::Ready);
+        if !still_ready {
+            continue;
+        }
         services.memory.set_live(&name, sample);
         services
             .metrics

@@ -191,6 +191,42 @@ async fn a_failed_sample_keeps_the_last_value() {
     assert_eq!(remembered.last_memory_bytes, Some(300_000_000));
 }
 
+/// Answers only when told to, to model a sample still in flight.
+struct SlowSource(tokio::sync::Notify);
+
+#[async_trait::async_trait]
+impl MemorySource for SlowSource {
+    async fn memory(&self, _service: &str) -> Result<Option<MemoryUse>, String> {
+        self.0.notified().await;
+        Ok(Some(MemoryUse {
+            used_bytes: GB,
+            limit_bytes: 2 * GB,
+        }))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sample_answering_after_the_stop_is_not_shown() {
+    let f = Fixture::new();
+    f.enter(ServiceState::Ready);
+    let source = SlowSource(tokio::sync::Notify::new());
+    let sampling = sample(&source, &f.services);
+    let stop = async {
+        tokio::task::yield_now().await;
+        f.enter(ServiceState::Stopping);
+        on_stopped(&f.services, "web");
+        source.0.notify_one();
+    };
+    tokio::join!(sampling, stop);
+    let view = f.services.service("web").expect("view");
+    assert_eq!(view.memory_bytes, None, "{view:?}");
+    assert!(f
+        .services
+        .metrics
+        .render()
+        .contains("autostop_memory_bytes{service=\"web\"} 0"));
+}
+
 #[tokio::test(start_paused = true)]
 async fn savings_survive_a_restart_through_the_state_file() {
     let f = Fixture::new();
