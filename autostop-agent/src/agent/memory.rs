@@ -143,12 +143,16 @@ fn credit(services: &Services, service: &str, seconds: f64, wall: SystemTime) {
     services.memory.dirty.store(true, Ordering::Relaxed);
 }
 
-/// Credits every stopped service's downtime up to `now`.
+/// Credits every stopped service's downtime up to `now` (and shows its
+/// memory gauge at 0, also for services adopted stopped).
 pub fn accrue(services: &Services, now: Instant, wall: SystemTime) {
     for entry in services.all() {
         let status = entry.handle.status();
         let stopped_since = (status.state == ServiceState::Stopped).then_some(status.since);
         let name = &entry.config.name;
+        if stopped_since.is_some() {
+            services.metrics.set_memory(name, 0);
+        }
         let seconds = match services.memory.ledger.lock() {
             Ok(mut ledger) => ledger.tick(name, stopped_since, now),
             Err(_) => return,
