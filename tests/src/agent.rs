@@ -108,8 +108,18 @@ impl RunningAgent {
     /// Like [`Self::start`], with the agent's command line prefixed by
     /// `wrapper` (e.g. `setpriv … --`).
     pub fn start_under(config: &AgentConfig, wrapper: &[String]) -> Self {
-        let agent = Self::spawn_under(config, wrapper);
-        agent.wait_log("autostop is running", AGENT_START);
+        let mut agent = Self::spawn_under(config, wrapper);
+        let needle = "autostop is running";
+        eventually(AGENT_START, || {
+            agent.logs().iter().any(|l| l.contains(needle)) || agent.exited().is_some()
+        });
+        if let Some(status) = agent.exited() {
+            panic!(
+                "the agent exited ({status}) before running:\n{}",
+                agent.logs().join("\n")
+            );
+        }
+        agent.wait_log(needle, Duration::ZERO);
         assert!(
             eventually(AGENT_START, || http_get(agent.status, "/api/services")
                 .is_ok()),

@@ -1,8 +1,9 @@
 //! A headless Chromium driven over W3C WebDriver (Debian's `chromedriver`)
 //! with plain HTTP calls: enough to navigate, read the title and the
-//! document text, click elements, run scripts and save PNG screenshots. The browser's profile lives in a
-//! tempdir; on drop the session is deleted, chromedriver is killed, and any
-//! Chromium process still using that profile is killed by pid.
+//! document text, click elements, run scripts and save PNG screenshots.
+//! The browser's profile lives in a tempdir; on drop the session is
+//! deleted, chromedriver is killed, and any Chromium process still using
+//! that profile is killed by pid.
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
