@@ -175,7 +175,7 @@ pub fn status_table(services: &[ServiceView]) -> String {
             .map_or("-".to_owned(), |d| format!("{d:.1}s"));
         let _ = writeln!(
             out,
-            "{:<16} {icon} {:<10} {:<22} {:<18} {:<8} {:<9} {:<10} {:.1} GB·h",
+            "{:<16} {icon} {:<10} {:<22} {:<18} {:<8} {:<9} {:<10} {:.1} GB·h ({:.1} in 24 h)",
             s.name,
             label,
             since,
@@ -183,7 +183,8 @@ pub fn status_table(services: &[ServiceView]) -> String {
             human(s.idle_timeout_s),
             stop_in,
             last,
-            s.ram_saved_gb_h
+            s.ram_saved_gb_h,
+            s.ram_saved_gb_h_24h
         );
         if let Some(error) = &s.last_error {
             let _ = writeln!(out, "{:<16} last error: {error}", "");
@@ -235,6 +236,7 @@ mod tests {
                 state_for_s: 3 * 3600 + 10,
                 idle_timeout_s: 180,
                 ram_saved_gb_h: 59.0,
+                ram_saved_gb_h_24h: 2.5,
                 ..ServiceView::default()
             },
         ];
@@ -245,7 +247,7 @@ mod tests {
         assert!(table.contains("1 minute"), "{table}");
         assert!(table.contains("45.2s"), "{table}");
         assert!(table.contains("Exited 3 hours ago"), "{table}");
-        assert!(table.contains("59.0 GB·h"), "{table}");
+        assert!(table.contains("59.0 GB·h (2.5 in 24 h)"), "{table}");
     }
 
     #[tokio::test]

@@ -50,7 +50,15 @@ pub struct ServiceMemory {
     pub last_memory_bytes: Option<u64>,
     /// Memory not used thanks to the service being stopped, in byte·seconds.
     pub memory_saved_byte_seconds: f64,
+    /// The same savings by wall-clock hour (Unix time / 3600), the last
+    /// [`SAVED_HOURS_KEPT`] hours only, for the "last 24 h" figure.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub memory_saved_by_hour: BTreeMap<u64, f64>,
 }
+
+/// How many hourly savings buckets are kept (24 full hours plus the
+/// current one).
+pub const SAVED_HOURS_KEPT: u64 = 25;
 
 impl ServiceMemory {
     /// The run-time idle timeout override, if any.
@@ -62,6 +70,32 @@ impl ServiceMemory {
     pub fn learned_start(&self) -> Option<Duration> {
         self.learned_start_ms.map(Duration::from_millis)
     }
+
+    /// Adds saved memory (byte·seconds) to the total and to the bucket of
+    /// `hour` (Unix time / 3600), forgetting buckets too old to matter.
+    pub fn credit_saved(&mut self, byte_seconds: f64, hour: u64) {
+        self.memory_saved_byte_seconds += byte_seconds;
+        *self.memory_saved_by_hour.entry(hour).or_default() += byte_seconds;
+        let oldest = hour.saturating_sub(SAVED_HOURS_KEPT - 1);
+        self.memory_saved_by_hour.retain(|h, _| *h >= oldest);
+    }
+
+    /// Savings of the last 24 hours as of `hour`, in byte·seconds: the
+    /// current hour's bucket and the 23 before it (so the window is between
+    /// 23 and 24 hours long).
+    pub fn saved_last_24h(&self, hour: u64) -> f64 {
+        let oldest = hour.saturating_sub(23);
+        self.memory_saved_by_hour
+            .range(oldest..=hour)
+            .map(|(_, v)| v)
+            .sum()
+    }
+}
+
+/// The wall-clock hour of `at` (Unix time / 3600), the key of the savings
+/// buckets.
+pub fn unix_hour(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() / 3600
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -204,6 +238,40 @@ mod tests {
             again.service("web").learned_start(),
             Some(Duration::from_millis(1500))
         );
+    }
+
+    #[test]
+    fn savings_keep_a_total_and_a_sliding_day() {
+        let mut m = ServiceMemory::default();
+        m.credit_saved(100.0, 1000);
+        m.credit_saved(50.0, 1000);
+        m.credit_saved(10.0, 1010);
+        assert_eq!(m.memory_saved_byte_seconds, 160.0);
+        assert_eq!(m.saved_last_24h(1010), 160.0);
+        assert_eq!(m.saved_last_24h(1023), 160.0);
+        // Hour 1000 leaves the window at 1024, and the file at 1025.
+        assert_eq!(m.saved_last_24h(1024), 10.0);
+        m.credit_saved(1.0, 1025);
+        assert_eq!(m.memory_saved_by_hour.len(), 2, "hour 1000 is forgotten");
+        assert_eq!(
+            m.memory_saved_byte_seconds, 161.0,
+            "the total never shrinks"
+        );
+    }
+
+    #[test]
+    fn savings_round_trip_through_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut store, _) = StateStore::open(dir.path()).expect("open");
+        store.update("web", |m| {
+            m.last_memory_bytes = Some(6_200_000_000);
+            m.credit_saved(6.2e9 * 3600.0, 500_000);
+        });
+        store.save().expect("save");
+        let (again, _) = StateStore::open(dir.path()).expect("reopen");
+        let m = again.service("web");
+        assert_eq!(m.last_memory_bytes, Some(6_200_000_000));
+        assert_eq!(m.saved_last_24h(500_001), 6.2e9 * 3600.0);
     }
 
     #[test]

@@ -102,7 +102,44 @@ pub struct RunningAgent {
 impl RunningAgent {
     /// Starts the agent and waits until its API answers.
     pub fn start(config: &AgentConfig) -> Self {
-        let mut child = Command::new(agent_binary())
+        Self::start_under(config, &[])
+    }
+
+    /// Like [`Self::start`], with the agent's command line prefixed by
+    /// `wrapper` (e.g. `setpriv … --`).
+    pub fn start_under(config: &AgentConfig, wrapper: &[String]) -> Self {
+        let mut agent = Self::spawn_under(config, wrapper);
+        let needle = "autostop is running";
+        eventually(AGENT_START, || {
+            agent.logs().iter().any(|l| l.contains(needle)) || agent.exited().is_some()
+        });
+        if let Some(status) = agent.exited() {
+            panic!(
+                "the agent exited ({status}) before running:\n{}",
+                agent.logs().join("\n")
+            );
+        }
+        agent.wait_log(needle, Duration::ZERO);
+        assert!(
+            eventually(AGENT_START, || http_get(agent.status, "/api/services")
+                .is_ok()),
+            "the status API on {} never answered",
+            agent.status
+        );
+        agent
+    }
+
+    /// Starts the agent (prefixed by `wrapper`) without waiting for it.
+    pub fn spawn_under(config: &AgentConfig, wrapper: &[String]) -> Self {
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(agent_binary());
+                c
+            }
+            None => Command::new(agent_binary()),
+        };
+        let mut child = command
             .args(["run", "--config"])
             .arg(&config.path)
             .env("NO_COLOR", "1")
@@ -124,19 +161,16 @@ impl RunningAgent {
                 sink.lock().expect("log lock").push(line);
             }
         });
-        let agent = Self {
+        Self {
             child,
             logs,
             status: config.status,
-        };
-        agent.wait_log("autostop is running", AGENT_START);
-        assert!(
-            eventually(AGENT_START, || http_get(agent.status, "/api/services")
-                .is_ok()),
-            "the status API on {} never answered",
-            agent.status
-        );
-        agent
+        }
+    }
+
+    /// The exit status, if the agent has exited.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("try_wait")
     }
 
     /// Process id, for signals.

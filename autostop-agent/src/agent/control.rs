@@ -1,7 +1,7 @@
 //! The agent's shared table of services and what the status API sees of
 //! it: [`Services`] implements [`Control`] (views, manual actions, health,
 //! metrics) and [`LifecycleObserver`] (start history, metrics, persisted
-//! start estimates, alerts).
+//! start estimates, RAM accounting, alerts).
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
@@ -14,6 +14,7 @@ use std::{
 
 use tokio::sync::Semaphore;
 
+use super::memory::{self, MemoryBook};
 use crate::{
     api::{Action, Control, ControlError, Health, ServiceView},
     config::ServiceConfig,
@@ -22,7 +23,7 @@ use crate::{
         Command, LifecycleEvent, LifecycleObserver, ManualCommand, ServiceHandle, ServiceState,
         Trigger,
     },
-    state::StateStore,
+    state::{unix_hour, StateStore},
 };
 
 /// How far back "starts in the last 24 h" looks.
@@ -65,6 +66,8 @@ pub struct Services {
     pub docker_reachable: AtomicBool,
     /// The kernel programs are attached.
     pub datapath_attached: AtomicBool,
+    /// Memory samples and the RAM-savings ledger.
+    pub memory: MemoryBook,
     alerts: Option<Arc<dyn FailureSink>>,
 }
 
@@ -82,6 +85,7 @@ impl Services {
             state,
             docker_reachable: AtomicBool::new(false),
             datapath_attached: AtomicBool::new(false),
+            memory: MemoryBook::default(),
             alerts,
         }
     }
@@ -148,6 +152,11 @@ impl Services {
             })
             .unwrap_or((0, None));
         let memory = self.state.lock().ok().map(|s| s.service(&config.name));
+        let live = self
+            .memory
+            .live(&config.name)
+            .filter(|_| status.state == ServiceState::Ready);
+        let to_gb_h = |byte_seconds: f64| byte_seconds / 1e9 / 3600.0;
         let max_held = u64::from(config.max_held_connections);
         let available = u64::try_from(entry.held.available_permits()).unwrap_or(max_held);
         ServiceView {
@@ -165,13 +174,17 @@ impl Services {
                 .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
             idle_for_s: idle_for.map(|d| d.as_secs()),
             seconds_until_stop: until_stop,
-            memory_bytes: None,
-            memory_limit_bytes: None,
+            memory_bytes: live.map(|m| m.used_bytes),
+            memory_limit_bytes: live.map(|m| m.limit_bytes),
             last_start_duration_s: last_start.map(|d| d.as_secs_f64()),
             average_start_duration_s: status.start_estimate.map(|d| d.as_secs_f64()),
             starts_24h,
             last_error: status.last_error.clone(),
-            ram_saved_gb_h: memory.map_or(0.0, |m| m.memory_saved_byte_seconds / 1e9 / 3600.0),
+            ram_saved_gb_h: memory
+                .as_ref()
+                .map_or(0.0, |m| to_gb_h(m.memory_saved_byte_seconds)),
+            ram_saved_gb_h_24h: memory
+                .map_or(0.0, |m| to_gb_h(m.saved_last_24h(unix_hour(now_wall)))),
         }
     }
 
@@ -241,6 +254,13 @@ impl LifecycleObserver for Services {
     fn on_event(&self, service: &str, event: &LifecycleEvent) {
         self.metrics.on_event(service, event);
         match event {
+            LifecycleEvent::Starting { .. } => memory::on_starting(self, service),
+            LifecycleEvent::Stopping { .. } | LifecycleEvent::Stopped { .. } => {
+                memory::on_stopped(self, service);
+            }
+            _ => {}
+        }
+        match event {
             LifecycleEvent::Starting { trigger } if *trigger != Trigger::External => {
                 if let Ok(mut history) = self.history.lock() {
                     let h = history.entry(service.to_owned()).or_default();
@@ -255,6 +275,10 @@ impl LifecycleObserver for Services {
                     }
                 }
             }
+            LifecycleEvent::Ready { .. } => self.memory.sample_now.notify_one(),
+            _ => {}
+        }
+        match event {
             LifecycleEvent::Ready {
                 took: Some(took),
                 estimate,

@@ -7,6 +7,7 @@
 //! - the wake-event loop (first SYN to a stopped service → start);
 //! - Docker's event stream (containers started or stopped by hand);
 //! - the endpoint refresher (container addresses → kernel counters);
+//! - memory sampling and RAM-savings accounting (Docker stats);
 //! - the status API, metrics and dashboard;
 //! - the config reloader (SIGHUP or file change).
 //!
@@ -16,6 +17,7 @@
 mod control;
 mod kernel;
 mod labels;
+mod memory;
 mod reload;
 mod table;
 mod tasks;
@@ -31,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use control::{FailureSink, ServiceEntry, Services};
 pub use kernel::{instant_from_ktime, ConnectionCounter, KernelService, KernelServices};
+pub use memory::{MemoryBook, MemorySource, SAMPLE_EVERY as MEMORY_SAMPLE_EVERY};
 pub use reload::{diff, needs_restart, ConfigDiff};
 
 use crate::{
@@ -202,6 +205,11 @@ pub async fn run(options: AgentOptions, shutdown: CancellationToken) -> Result<(
         table.kernel_services(),
         Arc::clone(&services),
         table.refresh_signal(),
+        shutdown.clone(),
+    )));
+    background.push(tokio::spawn(memory::run(
+        Arc::clone(&runtime) as Arc<dyn memory::MemorySource>,
+        Arc::clone(&services),
         shutdown.clone(),
     )));
     let router = api::router(Arc::clone(&services) as Arc<dyn api::Control>, token);

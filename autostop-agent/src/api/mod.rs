@@ -51,9 +51,12 @@ pub struct ServiceView {
     pub idle_for_s: Option<u64>,
     /// Seconds until the idle stop, for a ready service not on hold.
     pub seconds_until_stop: Option<u64>,
-    /// Memory in use (Docker stats), for running services.
+    /// Memory in use (Docker stats: usage minus inactive page cache, summed
+    /// over the service's containers), for running services once sampled.
     pub memory_bytes: Option<u64>,
-    /// Memory limit (Docker stats), for running services.
+    /// Memory limit (Docker stats: the containers' limits summed, a
+    /// container without a limit counting as the host's RAM; capped at the
+    /// host's RAM), alongside `memory_bytes`.
     pub memory_limit_bytes: Option<u64>,
     /// Duration of the last start, in seconds.
     pub last_start_duration_s: Option<f64>,
@@ -63,8 +66,13 @@ pub struct ServiceView {
     pub starts_24h: u32,
     /// Last error (failed start or stop).
     pub last_error: Option<String>,
-    /// RAM saved so far by keeping the service stopped, in GB·h.
+    /// RAM saved so far by keeping the service stopped, in GB·h (last
+    /// observed running memory × time stopped; 1 GB = 10^9 bytes).
     pub ram_saved_gb_h: f64,
+    /// The part of `ram_saved_gb_h` saved in the last 24 hours (the current
+    /// clock hour and the 23 before it): the seed's "GB·h per day".
+    #[serde(default)]
+    pub ram_saved_gb_h_24h: f64,
 }
 
 /// Agent health for `/healthz`.

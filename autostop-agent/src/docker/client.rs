@@ -4,11 +4,15 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bollard::models::{ContainerInspectResponse, ContainerSummary, NetworkInspect};
+use bollard::models::{
+    ContainerInspectResponse, ContainerStatsResponse, ContainerSummary, NetworkInspect,
+};
 use bollard::query_parameters::{
-    ListContainersOptionsBuilder, StartContainerOptions, StopContainerOptionsBuilder,
+    ListContainersOptionsBuilder, StartContainerOptions, StatsOptionsBuilder,
+    StopContainerOptionsBuilder,
 };
 use bollard::{ClientVersion, Docker};
+use futures_util::StreamExt;
 
 use super::DockerError;
 
@@ -128,6 +132,23 @@ impl DockerClient {
             .stop_container(id, Some(opts))
             .await
             .map_err(map_err)
+    }
+
+    /// One stats sample of a container (`stream=false`, `one-shot=true`:
+    /// the daemon answers with its latest reading instead of waiting for
+    /// two collection cycles).
+    pub async fn stats_once(&self, id: &str) -> Result<ContainerStatsResponse, DockerError> {
+        let opts = StatsOptionsBuilder::default()
+            .stream(false)
+            .one_shot(true)
+            .build();
+        let mut stream = self.handle()?.stats(id, Some(opts));
+        match stream.next().await {
+            Some(sample) => sample.map_err(map_err),
+            None => Err(DockerError::Api(format!(
+                "container {id}: empty stats answer"
+            ))),
+        }
     }
 
     /// Inspects a network by name or id.

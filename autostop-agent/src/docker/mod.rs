@@ -23,7 +23,8 @@
 //! topological start order), `ready` (health and TCP readiness), `neigh`
 //! (the permanent neighbour entry that avoids the first-SYN ARP stall),
 //! `endpoints` (addresses and bridges for the datapath), `events` (the event
-//! stream follower) and `runtime` (the [`ContainerRuntime`] itself).
+//! stream follower), `stats` (memory use as `docker stats` shows it) and
+//! `runtime` (the [`ContainerRuntime`] itself).
 
 mod client;
 pub(crate) mod endpoints;
@@ -33,6 +34,7 @@ mod order;
 mod ready;
 mod resolve;
 mod runtime;
+mod stats;
 
 #[cfg(test)]
 mod tests_order;
@@ -47,6 +49,7 @@ pub use order::{
     parse_compose_depends, parse_depends_label, start_order, DependsCondition, DependsOn,
 };
 pub use runtime::DockerRuntime;
+pub use stats::{host_memory_bytes, memory_of, MemoryUse};
 
 use crate::service::ServiceError;
 

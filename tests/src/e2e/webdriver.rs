@@ -1,8 +1,9 @@
 //! A headless Chromium driven over W3C WebDriver (Debian's `chromedriver`)
 //! with plain HTTP calls: enough to navigate, read the title and the
-//! document text, and save PNG screenshots. The browser's profile lives in a
-//! tempdir; on drop the session is deleted, chromedriver is killed, and any
-//! Chromium process still using that profile is killed by pid.
+//! document text, click elements, run scripts and save PNG screenshots.
+//! The browser's profile lives in a tempdir; on drop the session is
+//! deleted, chromedriver is killed, and any Chromium process still using
+//! that profile is killed by pid.
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
@@ -116,6 +117,23 @@ impl Browser {
             "/execute/sync",
             Some(json!({ "script": script, "args": [] })),
         )
+    }
+
+    /// Clicks the first element matching the CSS `selector` the way a user
+    /// would (WebDriver's element click: scrolled into view, real mouse
+    /// events); panics when nothing matches.
+    pub fn click(&self, selector: &str) {
+        let found = self.session_call(
+            "POST",
+            "/element",
+            Some(json!({"using": "css selector", "value": selector})),
+        );
+        // W3C names the element reference with this fixed key.
+        let id = found["element-6066-11e4-a52e-4f735466cecf"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no element for {selector:?}: {found}"))
+            .to_string();
+        self.session_call("POST", &format!("/element/{id}/click"), Some(json!({})));
     }
 
     /// The serialized document (`document.documentElement.outerHTML`), or

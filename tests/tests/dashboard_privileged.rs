@@ -1,0 +1,168 @@
+//! Privileged end to end: the dashboard (`GET /`) in a real headless
+//! Chromium against `autostop run`. A stopped service's row, a click on its
+//! "start" button that really starts the container and updates the row in
+//! place (no reload), the RAM column showing a sampled figure with the
+//! container's real limit, then a click on "stop" and the RAM savings
+//! accrued, shown and persisted in `state.json` at shutdown. Screenshots
+//! land in `target/test-artifacts/`.
+
+use std::time::Duration;
+
+use autostop_tests::{
+    agent::{httpd_script, running, service_toml, setup, AgentConfig, RunningAgent},
+    docker::{free_port, unique, TestContainer},
+    e2e::{artifacts_dir, webdriver::Browser},
+    eventually,
+};
+
+/// The container's memory limit: the RAM column must show exactly this.
+const LIMIT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Text of `service`'s row cell matching `selector` (within the row).
+fn cell(browser: &Browser, service: &str, selector: &str) -> String {
+    let script = format!(
+        "const c = document.querySelector('tr[data-service=\"{service}\"] {selector}'); \
+         return c ? c.textContent : null;"
+    );
+    browser
+        .execute(&script)
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[test]
+fn privileged_dashboard_in_chromium_starts_a_stopped_service_and_shows_its_ram() {
+    let image = setup();
+    let port = free_port();
+    let publish = format!("{port}:80");
+    let c = TestContainer::create(
+        &unique("as-dash"),
+        &["-p", &publish, "--memory", "64m"],
+        &image.tag,
+        &["sh", "-c", &httpd_script("dash-ok", 0)],
+    );
+    let config = AgentConfig::new(&service_toml("dash", port, &c.name, "10m"));
+    let mut agent = RunningAgent::start(&config);
+    agent.wait_state("dash", "stopped", Duration::from_secs(10));
+
+    let browser = Browser::start();
+    browser.goto(&format!("http://{}/", agent.status));
+    assert_eq!(browser.title(), "autostop");
+    assert!(
+        eventually(Duration::from_secs(10), || cell(&browser, "dash", ".state")
+            == "stopped"),
+        "no stopped row for dash: {:?}",
+        browser.html()
+    );
+    assert_eq!(
+        cell(&browser, "dash", ".ram"),
+        "–",
+        "a stopped service has no RAM figure"
+    );
+    let shots = artifacts_dir();
+    let size = browser.screenshot(&shots.join("dashboard-stopped.png"));
+    assert!(size > 1000, "screenshot of {size} bytes");
+
+    // A marker on the page: still there later means the page never reloaded.
+    browser.execute("window.autostopMarker = 42; return null;");
+    browser.click("tr[data-service=\"dash\"] button[data-action=\"start\"]");
+    assert!(
+        eventually(Duration::from_secs(30), || running(&c.name)),
+        "the click on start did not start the container"
+    );
+    assert!(
+        eventually(Duration::from_secs(30), || cell(&browser, "dash", ".state")
+            == "ready"),
+        "the row never showed ready: {:?}",
+        cell(&browser, "dash", ".state")
+    );
+    // RAM sampled from Docker stats: "N MB / 67 MB" (64 MiB limit).
+    assert!(
+        eventually(Duration::from_secs(30), || cell(&browser, "dash", ".ram")
+            .ends_with("/ 67 MB")),
+        "the RAM column never showed the sampled figure: {:?}",
+        cell(&browser, "dash", ".ram")
+    );
+    assert_eq!(
+        browser.execute("return window.autostopMarker;"),
+        serde_json::json!(42),
+        "the page reloaded instead of updating in place"
+    );
+    browser.screenshot(&shots.join("dashboard-running.png"));
+    let view = agent.service("dash");
+    let used = view["memory_bytes"]
+        .as_u64()
+        .expect("memory_bytes once sampled");
+    assert_eq!(
+        view["memory_limit_bytes"].as_u64(),
+        Some(LIMIT_BYTES),
+        "{view}"
+    );
+    assert!(
+        used > 0 && used < LIMIT_BYTES,
+        "implausible RAM use {used}: {view}"
+    );
+    let metrics = agent.metrics();
+    let gauge = metrics
+        .lines()
+        .find(|l| l.starts_with("autostop_memory_bytes{service=\"dash\"}"))
+        .unwrap_or_else(|| panic!("no memory gauge in {metrics}"));
+    assert!(!gauge.ends_with(" 0"), "memory gauge is zero: {gauge}");
+
+    // Stop from the dashboard; the savings accrue while stopped (one
+    // accounting round is 15 s).
+    browser.click("tr[data-service=\"dash\"] button[data-action=\"stop\"]");
+    assert!(
+        eventually(Duration::from_secs(30), || !running(&c.name)),
+        "the click on stop did not stop the container"
+    );
+    agent.wait_state("dash", "stopped", Duration::from_secs(10));
+    assert!(
+        eventually(Duration::from_secs(40), || agent.service("dash")
+            ["ram_saved_gb_h"]
+            .as_f64()
+            .is_some_and(|g| g > 0.0)),
+        "no RAM savings credited: {}",
+        agent.service("dash")
+    );
+    let view = agent.service("dash");
+    assert!(
+        view["memory_bytes"].is_null(),
+        "stopped but RAM shown: {view}"
+    );
+    assert!(
+        view["ram_saved_gb_h_24h"].as_f64().is_some_and(|g| g > 0.0),
+        "{view}"
+    );
+    // A few MB for some seconds: a small figure, not "0.0 GB·h".
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let saved = cell(&browser, "dash", ".saved");
+            let amount = saved.split(' ').next().and_then(|n| n.parse::<f64>().ok());
+            amount.is_some_and(|a| a > 0.0) && saved.ends_with("in 24 h)")
+        }),
+        "the savings cell shows nothing saved: {:?}",
+        cell(&browser, "dash", ".saved")
+    );
+    browser.screenshot(&shots.join("dashboard-saved.png"));
+
+    // Saved at shutdown: the totals survive the agent.
+    agent.signal_and_wait(libc::SIGTERM, Duration::from_secs(15));
+    let state = config.dir.path().join("state").join("state.json");
+    let text = std::fs::read_to_string(&state).expect("state.json");
+    let json: serde_json::Value = serde_json::from_str(&text).expect("state.json is JSON");
+    let remembered = &json["services"]["dash"];
+    assert!(
+        remembered["last_memory_bytes"]
+            .as_u64()
+            .is_some_and(|b| b > 0),
+        "{text}"
+    );
+    assert!(
+        remembered["memory_saved_byte_seconds"]
+            .as_f64()
+            .is_some_and(|s| s > 0.0),
+        "savings not persisted: {text}"
+    );
+}
