@@ -145,8 +145,11 @@ pub async fn run(options: AgentOptions, shutdown: CancellationToken) -> Result<(
     let runtime = Arc::new(DockerRuntime::new(client.clone(), &config.services));
     let stats = Arc::new(ColdStartStats::default());
 
+    let ignored_sources: coldstart::IgnoredSources =
+        Arc::new(std::sync::RwLock::new(config.agent.ignore_sources.clone()));
     let mut table = table::ServiceTable::new(table::Deps {
         datapath: Arc::clone(&datapath),
+        ignored_sources: Arc::clone(&ignored_sources),
         warmup: Arc::clone(&warmup),
         runtime: Arc::clone(&runtime),
         services: Arc::clone(&services),
@@ -171,6 +174,7 @@ pub async fn run(options: AgentOptions, shutdown: CancellationToken) -> Result<(
         stats: Arc::clone(&stats),
         themes: Arc::new(themes),
         metrics: Arc::clone(&services.metrics),
+        ignored_sources,
     });
     let mut steered = Vec::new();
     for listener in listeners {

@@ -32,6 +32,8 @@ use crate::{
 /// What the table needs to build services.
 pub(super) struct Deps {
     pub datapath: Arc<Mutex<Datapath>>,
+    /// The cold-start listener's copy of `agent.ignore_sources`.
+    pub ignored_sources: crate::coldstart::IgnoredSources,
     pub warmup: Arc<WarmupRedirect>,
     pub runtime: Arc<DockerRuntime>,
     pub services: Arc<Services>,
@@ -287,6 +289,9 @@ impl ServiceTable {
                     if let Err(e) = datapath.set_ignored_sources(&new.agent.ignore_sources) {
                         tracing::error!(error = %e, "cannot update agent.ignore_sources");
                     }
+                }
+                if let Ok(mut ignored) = self.deps.ignored_sources.write() {
+                    ignored.clone_from(&new.agent.ignore_sources);
                 }
             }
             let mut rest_old = old.agent.clone();

@@ -28,7 +28,12 @@ use std::{
 use tokio::{net::TcpListener, sync::Semaphore, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use crate::{config::Mode, metrics::Metrics, service::ServiceHandle, waitpage::ThemeSet};
+use crate::{
+    config::Mode,
+    metrics::Metrics,
+    service::{ServiceHandle, ServiceState},
+    waitpage::ThemeSet,
+};
 
 pub use hold::HoldOutcome;
 
@@ -74,10 +79,16 @@ pub struct ColdStartStats {
     pub wait_pages: AtomicU64,
     /// Request heads rejected: malformed, too large or too slow.
     pub bad_heads: AtomicU64,
+    /// Connections from an ignored source to a stopped service, refused.
+    pub ignored_refused: AtomicU64,
 }
 
 /// Routing table shared with the agent, which updates it on reload.
 pub type Routes = Arc<RwLock<HashMap<u16, Route>>>;
+
+/// `agent.ignore_sources`, shared with the agent, which updates it on
+/// reload: connections from these networks never wake a service.
+pub type IgnoredSources = Arc<RwLock<Vec<ipnet::IpNet>>>;
 
 /// Everything a steered connection may need.
 pub struct ColdStart {
@@ -91,6 +102,10 @@ pub struct ColdStart {
     pub themes: Arc<ThemeSet>,
     /// Agent metrics (wait pages served).
     pub metrics: Arc<Metrics>,
+    /// Monitoring networks: their connections to a stopped service are
+    /// refused instead of waking it (they are held like any other while a
+    /// start someone else caused is under way).
+    pub ignored_sources: IgnoredSources,
 }
 
 /// Accepts on `listeners` until `shutdown`, handling each connection in its
@@ -127,6 +142,11 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<ColdStart>, shutdown: Cance
             continue;
         };
         match lookup(&ctx.routes, port) {
+            Some(route) if must_not_wake(&ctx, &route, peer) => {
+                ctx.stats.ignored_refused.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(service = %route.service, %peer, "ignored source refused: it does not wake services");
+                hold::refuse(stream);
+            }
             Some(route) => {
                 // Checked here, not in the task, so a refusal is immediate.
                 let Ok(permit) = route.held.clone().try_acquire_owned() else {
@@ -171,6 +191,21 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<ColdStart>, shutdown: Cance
 /// How long (steps × step) an accepted connection waits for its route.
 const ROUTE_WAIT_STEPS: u32 = 100;
 const ROUTE_WAIT_STEP: Duration = Duration::from_millis(10);
+
+/// Whether `peer` is in an ignored network while the route's service is not
+/// starting: such a connection would be the one to wake it.
+fn must_not_wake(ctx: &ColdStart, route: &Route, peer: SocketAddr) -> bool {
+    let ip = peer.ip().to_canonical();
+    let ignored = ctx
+        .ignored_sources
+        .read()
+        .is_ok_and(|nets| nets.iter().any(|net| net.contains(&ip)));
+    ignored
+        && !matches!(
+            route.handle.subscribe().borrow().state,
+            ServiceState::Starting | ServiceState::Ready
+        )
+}
 
 fn lookup(routes: &Routes, port: u16) -> Option<Route> {
     routes

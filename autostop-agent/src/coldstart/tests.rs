@@ -46,6 +46,7 @@ async fn echo_server() -> SocketAddr {
 
 struct Harness {
     addr: SocketAddr,
+    ignored: super::IgnoredSources,
     status: watch::Sender<ServiceStatus>,
     commands: mpsc::Receiver<Command>,
     stats: Arc<ColdStartStats>,
@@ -84,7 +85,9 @@ impl Harness {
         let upstream = Arc::new(FixedUpstream(echo_server().await));
         let stats = Arc::new(ColdStartStats::default());
         let shutdown = CancellationToken::new();
+        let ignored = super::IgnoredSources::default();
         let ctx = Arc::new(ColdStart {
+            ignored_sources: Arc::clone(&ignored),
             routes,
             upstreams: upstream,
             stats: stats.clone(),
@@ -94,6 +97,7 @@ impl Harness {
         let server = tokio::spawn(serve(vec![listener], ctx, shutdown.clone()));
         Self {
             addr,
+            ignored,
             status,
             commands,
             stats,
@@ -151,6 +155,46 @@ async fn held_connection_is_forwarded_once_ready_with_its_bytes_intact() {
     client.read_exact(&mut again).await.expect("read again");
     assert_eq!(&again, b"again");
     drop(client);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn an_ignored_source_is_refused_while_stopped_and_held_while_starting() {
+    let mut h = Harness::start(16, Duration::from_secs(30)).await;
+    h.ignored
+        .write()
+        .expect("lock")
+        .push("127.0.0.0/8".parse().expect("cidr"));
+
+    // Stopped: the monitor's connection is reset and wakes nothing.
+    let mut monitor = TcpStream::connect(h.addr).await.expect("connect");
+    let mut buf = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(5), monitor.read(&mut buf))
+        .await
+        .expect("closed in time");
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "refused, not held: {read:?}"
+    );
+    assert_eq!(h.stats.ignored_refused.load(Ordering::Relaxed), 1);
+    assert!(
+        h.commands.try_recv().is_err(),
+        "no wake from an ignored source"
+    );
+
+    // Starting (someone else woke it): held and forwarded like any client.
+    h.set_state(ServiceState::Starting);
+    let mut during = TcpStream::connect(h.addr).await.expect("connect");
+    during.write_all(b"ping").await.expect("write");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    h.set_state(ServiceState::Ready);
+    let mut echoed = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(5), during.read_exact(&mut echoed))
+        .await
+        .expect("echo in time")
+        .expect("read echo");
+    assert_eq!(&echoed, b"ping");
+    assert_eq!(h.stats.ignored_refused.load(Ordering::Relaxed), 1);
     h.stop().await;
 }
 
