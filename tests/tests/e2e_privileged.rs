@@ -5,7 +5,8 @@
 //!   (each a new upstream connection) succeed while the agent's cold-start
 //!   listener accepts nothing, and the kernel still counts their traffic;
 //! - a seed-style `config.json` converted by `autostop import-json` drives a
-//!   cold start of a compose project through nginx.
+//!   cold start of a compose project through nginx;
+//! - a monitor in `ignore_sources` never wakes a stopped service.
 
 use std::net::SocketAddr;
 use std::process::Command;
@@ -17,6 +18,7 @@ use autostop_tests::agent::{
 };
 use autostop_tests::docker::{free_port, inspect, ComposeProject};
 use autostop_tests::e2e::Nginx;
+use autostop_tests::netns::VethNamespace;
 use autostop_tests::{agent_binary, eventually};
 
 /// Requests sent through the warm path.
@@ -151,6 +153,52 @@ fn privileged_imported_seed_config_drives_a_compose_cold_start_through_nginx() {
     assert_eq!(inspect(&web, "{{.State.Running}}"), "true");
     assert_eq!(agent.starts("seedweb"), 1);
     assert_eq!(agent.service("seedweb")["idle_timeout_s"], 600);
+}
+
+#[test]
+fn privileged_an_ignored_monitor_never_wakes_a_stopped_service() {
+    let image = setup();
+    let port = free_port();
+    let app = container(&image, port, &httpd_script("monitored", 0));
+    let monitor = VethNamespace::new("mon");
+    let config = AgentConfig::new("");
+    config.write_raw(&format!(
+        "{}ignore_sources = [\"{}/32\"]\n\n[[service]]\nname = \"quiet\"\nport = {port}\n\
+         mode = \"blocking\"\ncontainers = [\"{}\"]\nidle_timeout = \"10m\"\n",
+        config.agent_table(),
+        monitor.ns_addr,
+        app.name
+    ));
+    let agent = RunningAgent::start(&config);
+    agent.wait_state("quiet", "stopped", Duration::from_secs(10));
+
+    // The monitor probes the published port through the host's address.
+    let target = SocketAddr::new(monitor.host_addr.into(), port);
+    for _ in 0..3 {
+        let probe = monitor
+            .spawn(move || http_get(target, "/"))
+            .join()
+            .expect("monitor thread");
+        assert!(probe.is_err(), "a probe of a stopped service got {probe:?}");
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(agent.starts("quiet"), 0, "the monitor woke the service");
+    assert_eq!(agent.state("quiet"), "stopped");
+    assert_eq!(inspect(&app.name, "{{.State.Running}}"), "false");
+
+    // Anyone else still wakes it, and then the monitor sees it up.
+    let (status, body) = http_get(SocketAddr::from(([127, 0, 0, 1], port)), "/")
+        .unwrap_or_else(|e| panic!("first request: {e}"));
+    assert_eq!((status, body.trim()), (200, "monitored"));
+    assert_eq!(agent.starts("quiet"), 1);
+    let probe = monitor
+        .spawn(move || http_get(target, "/"))
+        .join()
+        .expect("monitor thread");
+    assert!(
+        matches!(&probe, Ok((200, body)) if body.trim() == "monitored"),
+        "the monitor's probe of the running service: {probe:?}"
+    );
 }
 
 /// A one-service compose project (`web`, busybox httpd answering
