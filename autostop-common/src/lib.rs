@@ -148,14 +148,11 @@ impl TargetKey {
 
 /// `::ffff:a.b.c.d` for an IPv4 address: how every map here stores IPv4.
 pub const fn v4_mapped(octets: [u8; 4]) -> [u8; 16] {
-    let mut addr = [0u8; 16];
-    addr[10] = 0xff;
-    addr[11] = 0xff;
-    addr[12] = octets[0];
-    addr[13] = octets[1];
-    addr[14] = octets[2];
-    addr[15] = octets[3];
-    addr
+    // Built as one integer rather than by zeroing an array: the BPF target
+    // would lower the zeroing to a byte loop over a stack pointer, which
+    // the verifier refuses without CAP_PERFMON.
+    let address = 0xffff_0000_0000_u128 | u32::from_be_bytes(octets) as u128;
+    address.to_be_bytes()
 }
 
 /// Sent by the sk_lookup program when a new connection reaches a steered
@@ -178,8 +175,12 @@ pub struct WakeEvent {
     pub source_addr: [u8; 16],
     /// Source port, host order.
     pub source_port: u16,
-    /// Always zero; makes the padding explicit.
-    pub _pad: [u8; 6],
+    /// Always zero; makes the padding explicit. Two integers rather than a
+    /// byte array, which the BPF target would zero with a byte loop the
+    /// verifier refuses without CAP_PERFMON.
+    pub _pad16: u16,
+    /// Always zero (see `_pad16`).
+    pub _pad32: u32,
     /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) when the SYN was looked up.
     pub ktime_ns: u64,
 }

@@ -129,7 +129,18 @@ fn addresses(packet: &Packet<'_>) -> Result<(TargetKey, [u8; 16]), Skip> {
             tracked(protocol)?;
             let saddr = packet.read::<[u8; 4]>(ETH_HDR_LEN + 12)?;
             let daddr = packet.read::<[u8; 4]>(ETH_HDR_LEN + 16)?;
-            let port = u16::from_be(packet.read::<u16>(ETH_HDR_LEN + header_len + 2)?);
+            // A constant offset for the usual 20-byte header; options (rare)
+            // go through the load helper, so no packet pointer ever moves by
+            // a variable amount (refused without CAP_PERFMON).
+            let port = if header_len == 20 {
+                packet.read::<u16>(ETH_HDR_LEN + 20 + 2)?
+            } else {
+                packet
+                    .ctx
+                    .load::<u16>(ETH_HDR_LEN + header_len + 2)
+                    .map_err(|_| Skip::Truncated)?
+            };
+            let port = u16::from_be(port);
             Ok((TargetKey::ipv4(daddr, port, protocol), v4_mapped(saddr)))
         }
         ETH_P_IPV6 => {

@@ -129,7 +129,8 @@ fn try_steer(ctx: &SkLookupContext) {
             ignored_source: u8::from(is_ignored(source_addr)),
             source_addr,
             source_port: u16::from_be(lookup.remote_port),
-            _pad: [0; 6],
+            _pad16: 0,
+            _pad32: 0,
             ktime_ns: now,
         };
         if WAKE_EVENTS.output::<WakeEvent>(&event, 0).is_ok() {

@@ -163,7 +163,8 @@ mod tests {
             ignored_source: 1,
             source_addr: autostop_common::v4_mapped([10, 250, 0, 2]),
             source_port: 40000,
-            _pad: [0; 6],
+            _pad16: 0,
+            _pad32: 0,
             ktime_ns: 42,
         };
         let event = WakeEvent::from_raw(&raw).expect("v4");
