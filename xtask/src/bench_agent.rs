@@ -3,16 +3,17 @@
 //! containers). Once every service reads `stopped` and the agent has
 //! settled, its resident set (`VmRSS`, with the anonymous/file split) is
 //! read from `/proc/<pid>/status`, then its CPU time (utime + stime from
-//! `/proc/<pid>/stat`) over 60 idle seconds.
+//! `/proc/<pid>/stat`) over 60 idle seconds, with dockerd's over the same
+//! window (the agent's polling costs dockerd CPU too).
 
 use std::{fs, path::Path, thread, time::Duration};
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use serde_json::{json, Value};
 
 use crate::bench_stack::{
-    create_container, free_port, http_get, httpd_script, round_to, section_dir, unique, wait_for,
-    Agent, Containers, Image,
+    cpu_seconds, create_container, dockerd_pid, free_port, http_get, httpd_script, round_to,
+    section_dir, unique, wait_for, Agent, Containers, Image,
 };
 
 /// Configured services (one container each).
@@ -52,15 +53,15 @@ pub fn agent(work: &Path, image: &Image) -> anyhow::Result<Value> {
     thread::sleep(SETTLE);
     let pid = agent.pid();
     let status = proc_status(pid)?;
-    let cpu_before = cpu_ticks(pid)?;
+    let dockerd = dockerd_pid()?;
+    let (cpu_before, dockerd_before) = (cpu_seconds(pid)?, cpu_seconds(dockerd)?);
     thread::sleep(IDLE);
-    let cpu_after = cpu_ticks(pid)?;
+    let (cpu_after, dockerd_after) = (cpu_seconds(pid)?, cpu_seconds(dockerd)?);
     let status_after = proc_status(pid)?;
     agent.stop();
     drop(containers);
-    // SAFETY: sysconf(3) has no preconditions.
-    let ticks_per_s = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let cpu_s = (cpu_after - cpu_before) as f64 / ticks_per_s;
+    let cpu_s = cpu_after - cpu_before;
+    let idle_percent = |s: f64| round_to(s / IDLE.as_secs_f64() * 100.0, 3);
     let field = |s: &Status, key: &str| s.iter().find(|(k, _)| k == key).map(|(_, v)| *v);
     let rss = field(&status, "VmRSS").context("VmRSS")?;
     Ok(json!({
@@ -70,7 +71,8 @@ pub fn agent(work: &Path, image: &Image) -> anyhow::Result<Value> {
         "rss_bytes_after_idle": field(&status_after, "VmRSS"),
         "peak_rss_bytes": field(&status_after, "VmHWM"),
         "threads": field(&status, "Threads"),
-        "idle_cpu_percent": round_to(cpu_s / IDLE.as_secs_f64() * 100.0, 3),
+        "idle_cpu_percent": idle_percent(cpu_s),
+        "dockerd_cpu_percent_meanwhile": idle_percent(dockerd_after - dockerd_before),
         "idle_cpu_seconds": round_to(cpu_s, 3),
         "services": SERVICES,
         "idle_seconds": IDLE.as_secs(),
@@ -93,19 +95,4 @@ fn proc_status(pid: u32) -> anyhow::Result<Status> {
             Some((key.to_owned(), number * scale))
         })
         .collect())
-}
-
-/// utime + stime of `pid`, in clock ticks.
-fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).context("agent stat")?;
-    // Fields after the command name, which may contain spaces: state is
-    // field 3, utime 14 and stime 15.
-    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    if fields.len() < 13 {
-        bail!("short /proc/{pid}/stat");
-    }
-    let utime: u64 = fields[11].parse()?;
-    let stime: u64 = fields[12].parse()?;
-    Ok(utime + stime)
 }

@@ -385,3 +385,26 @@ pub fn section_dir(work: &Path, section: &str) -> anyhow::Result<PathBuf> {
     fs::create_dir_all(&dir)?;
     Ok(dir)
 }
+
+/// CPU time (utime + stime) `pid` has used so far, in seconds.
+pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("/proc/{pid}/stat"))?;
+    // Fields after the command name, which may contain spaces: state is
+    // field 3, utime 14 and stime 15.
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    if fields.len() < 13 {
+        bail!("short /proc/{pid}/stat");
+    }
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    // SAFETY: sysconf(3) has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    Ok(ticks as f64 / per_second as f64)
+}
+
+/// The Docker daemon's process id (from its pid file).
+pub fn dockerd_pid() -> anyhow::Result<u32> {
+    let text = fs::read_to_string("/var/run/docker.pid").context("/var/run/docker.pid")?;
+    text.trim().parse().context("dockerd's pid file")
+}

@@ -11,6 +11,7 @@
 use std::{
     net::SocketAddr,
     path::Path,
+    thread,
     time::{Duration, Instant},
 };
 
@@ -20,13 +21,15 @@ use serde_json::{json, Value};
 use crate::{
     bench_load,
     bench_stack::{
-        create_container, docker, free_port, http_get, httpd_script, median, round_to, section_dir,
-        unique, wait_for, Agent, Containers, Image, Nginx,
+        cpu_seconds, create_container, docker, dockerd_pid, free_port, http_get, httpd_script,
+        median, round_to, section_dir, unique, wait_for, Agent, Containers, Image, Nginx,
     },
 };
 
 /// Rounds per side.
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 7;
+/// Wait after the agent reads the service ready, before the load.
+const SETTLE: Duration = Duration::from_secs(2);
 /// Client connections of the load (keep-alive, each one in flight).
 const CONCURRENCY: usize = 16;
 /// Unrecorded load before each round.
@@ -55,6 +58,8 @@ pub fn warm(work: &Path, image: &Image) -> anyhow::Result<Value> {
     let (mut rps, mut p50, mut p99, mut errors) =
         ([vec![], vec![]], [vec![], vec![]], [vec![], vec![]], [0, 0]);
     let mut agent_setup_s = Vec::new();
+    // CPU use during the load, % of one core (warm-up included).
+    let (mut agent_cpu, mut dockerd_cpu) = (Vec::new(), [vec![], vec![]]);
     for round in 0..ROUNDS {
         let order = if round % 2 == 0 {
             [true, false]
@@ -71,11 +76,26 @@ pub fn warm(work: &Path, image: &Image) -> anyhow::Result<Value> {
                     bail!("the agent's datapath is not attached: {health}");
                 }
                 agent_setup_s.push(started.elapsed().as_secs_f64());
+                // Let its start-up work (first Docker refresh, label scan,
+                // samples) finish: the load measures the warm steady state.
+                thread::sleep(SETTLE);
                 Some(agent)
             } else {
                 None
             };
+            let dockerd = dockerd_pid()?;
+            let agent_pid = agent.as_ref().map(Agent::pid);
+            let before = (
+                cpu_seconds(dockerd)?,
+                agent_pid.map(cpu_seconds).transpose()?,
+            );
             let result = bench_load::run(front, CONCURRENCY, WARMUP, ROUND)?;
+            let load_s = (WARMUP + ROUND).as_secs_f64();
+            let percent = |s: f64| s / load_s * 100.0;
+            dockerd_cpu[usize::from(!with_agent)].push(percent(cpu_seconds(dockerd)? - before.0));
+            if let (Some(pid), Some(before)) = (agent_pid, before.1) {
+                agent_cpu.push(percent(cpu_seconds(pid)? - before));
+            }
             if let Some(agent) = agent {
                 // The agent must not have touched the warm service.
                 if agent.state("warm").as_deref() != Some("ready") {
@@ -104,6 +124,10 @@ pub fn warm(work: &Path, image: &Image) -> anyhow::Result<Value> {
         "p99_ms_without_agent": round_to(p99_without, 3),
         "errors_with_agent": errors[0],
         "errors_without_agent": errors[1],
+        "agent_cpu_percent_during_load": round_to(median(&mut agent_cpu), 2),
+        "dockerd_cpu_percent_with_agent": round_to(median(&mut dockerd_cpu[0]), 2),
+        "dockerd_cpu_percent_without_agent": round_to(median(&mut dockerd_cpu[1]), 2),
+        "agent_settle_s": SETTLE.as_secs_f64(),
         "agent_start_to_ready_s_median": round_to(median(&mut agent_setup_s), 2),
         "rounds": ROUNDS,
         "round_seconds": ROUND.as_secs_f64(),
