@@ -3,7 +3,8 @@
 //! httpd), (A) with the agent running, its programs attached and the
 //! service ready, vs (B) the same stack with no agent loaded (the agent is
 //! started and stopped around each A round). Rounds alternate which side
-//! goes first; medians of requests/s and p50/p99 latency are reported.
+//! goes first; medians of requests/s and p50/p99 latency are reported, and
+//! the ratios are medians of each round's A/B ratio (adjacent in time).
 //!
 //! The load generator, nginx, docker-proxy, the container and the agent all
 //! share the machine's cores, so absolute numbers measure the whole box.
@@ -110,12 +111,23 @@ pub fn warm(work: &Path, image: &Image) -> anyhow::Result<Value> {
             errors[side] += result.errors;
         }
     }
+    // Ratios pair each A round with the B round next to it in time, so
+    // slow drift (other load on the box) cancels; then the median.
+    let paired = |v: &[Vec<f64>; 2]| {
+        let mut ratios: Vec<f64> = v[0].iter().zip(&v[1]).map(|(a, b)| a / b).collect();
+        median(&mut ratios)
+    };
+    let (rps_ratio, p99_ratio) = (paired(&rps), paired(&p99));
     let [rps_with, rps_without] = rps.map(|mut v| median(&mut v));
     let [p50_with, p50_without] = p50.map(|mut v| median(&mut v));
     let [p99_with, p99_without] = p99.map(|mut v| median(&mut v));
     Ok(json!({
-        "rps_ratio": round_to(rps_with / rps_without, 3),
-        "p99_ratio": round_to(p99_with / p99_without, 3),
+        "rps_ratio": round_to(rps_ratio, 3),
+        "p99_ratio": round_to(p99_ratio, 3),
+        "ratio_of_medians": {
+            "rps": round_to(rps_with / rps_without, 3),
+            "p99": round_to(p99_with / p99_without, 3),
+        },
         "rps_with_agent": rps_with.round(),
         "rps_without_agent": rps_without.round(),
         "p50_ms_with_agent": round_to(p50_with, 3),
