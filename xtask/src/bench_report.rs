@@ -93,6 +93,18 @@ fn rows(report: &Value) -> Vec<Row> {
             "",
             None,
         );
+        let failed = num(&c["blocking"]["failed_first_requests"]).unwrap_or(0.0)
+            + num(&c["dynamic"]["failed_first_requests"]).unwrap_or(0.0);
+        push(
+            "cold",
+            "failed_first_requests",
+            format!(
+                "{failed} (blocking {}, dynamic {})",
+                c["blocking"]["failed_first_requests"], c["dynamic"]["failed_first_requests"]
+            ),
+            "0",
+            Some(failed == 0.0),
+        );
         let d50 = &c["dynamic"]["overhead_ms_p50"];
         push(
             "cold",
