@@ -28,9 +28,14 @@ pub fn agent(work: &Path, image: &Image) -> anyhow::Result<Value> {
     let dir = section_dir(work, "agent")?;
     let mut containers = Containers(Vec::new());
     let mut services = String::new();
+    let mut ports = std::collections::HashSet::new();
     for i in 0..SERVICES {
         let name = unique(&format!("idle-{i}"));
-        let port = free_port()?;
+        // free_port() may hand out a port twice: each service needs its own.
+        let mut port = free_port()?;
+        while !ports.insert(port) {
+            port = free_port()?;
+        }
         create_container(image, &name, port, &httpd_script("0"))?;
         services.push_str(&format!(
             "[[service]]\nname = \"idle{i}\"\nport = {port}\nmode = \"blocking\"\n\

@@ -226,16 +226,22 @@ impl Agent {
             .stderr(log)
             .spawn()
             .context("starting the agent")?;
-        let agent = Self {
+        let mut agent = Self {
             child,
             api: SocketAddr::from(([127, 0, 0, 1], status_port)),
             table,
         };
-        wait_for(
-            || http_get(agent.api, "/healthz").is_some(),
-            Duration::from_secs(30),
-        )
-        .with_context(|| format!("the agent's API (log: {d}/agent.log)"))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while http_get(agent.api, "/healthz").is_none() {
+            if let Ok(Some(status)) = agent.child.try_wait() {
+                let log = fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
+                bail!("the agent exited ({status}): {}", log.trim());
+            }
+            if Instant::now() > deadline {
+                bail!("the agent's API did not answer within 30 s (log: {d}/agent.log)");
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
         Ok(agent)
     }
 
