@@ -77,13 +77,20 @@ pub fn run(only: &[String]) -> anyhow::Result<()> {
         ("herd", crate::bench_herd::herd),
         ("agent", crate::bench_agent::agent),
     ];
+    // A failing section is reported (its error in the JSON and the table)
+    // and the others still run; the command fails at the end.
+    let mut failed = Vec::new();
     for (name, section) in sections {
         if wanted(name) {
             eprintln!("bench: {name}");
-            let value = section(&dir, &image).with_context(|| format!("{name} benchmark"))?;
+            let value = section(&dir, &image).unwrap_or_else(|e| {
+                failed.push(name);
+                json!({ "error": format!("{e:#}") })
+            });
             report.insert(name.to_owned(), value);
         }
     }
+    drop(image);
     let report = Value::Object(report);
     fs::write(
         dir.join("report.json"),
@@ -91,6 +98,9 @@ pub fn run(only: &[String]) -> anyhow::Result<()> {
     )?;
     println!("{}", crate::bench_report::markdown(&report));
     println!("report: {}", dir.join("report.json").display());
+    if !failed.is_empty() {
+        bail!("sections failed: {}", failed.join(", "));
+    }
     Ok(())
 }
 

@@ -25,6 +25,15 @@ pub fn markdown(report: &Value) -> String {
         m["kernel"].as_str().unwrap_or("?"),
         m["clocksource"].as_str().unwrap_or("?"),
     );
+    for section in ["datapath", "cold", "warm", "herd", "agent"] {
+        if let Some(error) = report[section]["error"].as_str() {
+            let error: String = error.chars().take(200).collect();
+            out.push_str(&format!(
+                "| {section} | error | {} | | failed |\n",
+                error.replace('|', "/").replace('\n', " ")
+            ));
+        }
+    }
     for row in rows(report) {
         let verdict = match row.met {
             Some(true) => "met",
@@ -55,7 +64,7 @@ fn rows(report: &Value) -> Vec<Row> {
         });
     };
     let d = &report["datapath"];
-    if d.is_object() {
+    if d.is_object() && d.get("error").is_none() {
         let ns = num(&d["ns_per_packet"]);
         push(
             "datapath",
@@ -77,7 +86,7 @@ fn rows(report: &Value) -> Vec<Row> {
         );
     }
     let c = &report["cold"];
-    if c.is_object() {
+    if c.is_object() && c.get("error").is_none() {
         let b50 = &c["blocking"]["overhead_ms_p50"];
         push(
             "cold",
@@ -115,7 +124,7 @@ fn rows(report: &Value) -> Vec<Row> {
         );
     }
     let w = &report["warm"];
-    if w.is_object() {
+    if w.is_object() && w.get("error").is_none() {
         push(
             "warm",
             "rps_ratio",
@@ -148,7 +157,7 @@ fn rows(report: &Value) -> Vec<Row> {
         );
     }
     let h = &report["herd"];
-    if h.is_object() {
+    if h.is_object() && h.get("error").is_none() {
         let is = |key: &str, want: f64| Some(num(&h[key]) == Some(want));
         push(
             "herd",
@@ -176,7 +185,7 @@ fn rows(report: &Value) -> Vec<Row> {
         );
     }
     let a = &report["agent"];
-    if a.is_object() {
+    if a.is_object() && a.get("error").is_none() {
         let rss = num(&a["rss_bytes"]).unwrap_or(f64::NAN);
         push(
             "agent",
