@@ -1,12 +1,19 @@
 //! `cargo xtask bench`: measurements, never assertions. Each comparison
 //! alternates A and B in one run over several rounds and reports medians.
-//! Writes `target/bench/report.json` and prints a Markdown table.
+//! Writes `target/bench/report.json` and prints a Markdown table
+//! (`bench_report.rs`). The end-to-end sections share one busybox image and
+//! the stack helpers of `bench_stack.rs`.
 //!
-//! - `cold` (`bench_cold.rs`): first-byte time of a cold start through nginx
-//!   minus the app's own start-to-first-byte time, blocking and dynamic;
 //! - `datapath`: the traffic classifier's kernel cost per packet
 //!   (`kernel.bpf_stats_enabled`: run_time_ns / run_cnt) and loopback UDP
-//!   throughput with the classifier attached vs not attached.
+//!   throughput with the classifier attached vs not attached;
+//! - `cold` (`bench_cold.rs`): first-byte time of a cold start through nginx
+//!   minus the app's own start-to-first-byte time, blocking and dynamic;
+//! - `warm` (`bench_warm.rs`): requests/s and latency through nginx to a
+//!   warm service with vs without the agent (`bench_load.rs` is the load);
+//! - `herd` (`bench_herd.rs`): 1,000 connections to a stopped service;
+//! - `agent` (`bench_agent.rs`): the agent's RSS with 50 services and its
+//!   idle CPU.
 
 use std::{
     fs,
@@ -24,7 +31,10 @@ use std::{
 use anyhow::{bail, Context as _};
 use serde_json::{json, Value};
 
-use crate::{run, setup};
+use crate::{
+    bench_stack::{self, median, round_to},
+    run, setup,
+};
 
 /// Rounds per side of each A/B comparison.
 const ROUNDS: usize = 5;
@@ -33,26 +43,64 @@ const ROUND: Duration = Duration::from_secs(2);
 /// UDP payload of the load (small packets stress per-packet cost).
 const PAYLOAD: usize = 64;
 
-/// Runs every benchmark and writes the report.
-pub fn run() -> anyhow::Result<()> {
+/// Every section, in the order they run.
+pub const SECTIONS: &[&str] = &["datapath", "cold", "warm", "herd", "agent"];
+
+/// Runs the `only` sections (all when empty) and writes the report.
+pub fn run(only: &[String]) -> anyhow::Result<()> {
+    if let Some(unknown) = only.iter().find(|s| !SECTIONS.contains(&s.as_str())) {
+        bail!(
+            "unknown section {unknown:?}; sections: {}",
+            SECTIONS.join(", ")
+        );
+    }
+    let wanted = |section: &str| only.is_empty() || only.iter().any(|s| s == section);
     setup::run(setup::Mode::Quiet).context("setup")?;
     run::cargo_build_agent(true)?;
-    let datapath = datapath().context("datapath benchmark")?;
     let dir = run::workspace_root().join("target/bench");
     fs::create_dir_all(&dir)?;
-    let cold = crate::bench_cold::cold(&dir).context("cold-start benchmark")?;
-    let report = json!({
-        "machine": machine(),
-        "command": "cargo xtask bench",
-        "datapath": datapath,
-        "cold": cold,
-    });
+    bench_stack::remove_leftovers();
+    let mut report = serde_json::Map::new();
+    report.insert("machine".to_owned(), machine());
+    report.insert("command".to_owned(), json!("cargo xtask bench"));
+    if wanted("datapath") {
+        report.insert(
+            "datapath".to_owned(),
+            datapath().context("datapath benchmark")?,
+        );
+    }
+    let image = bench_stack::Image::build(&dir)?;
+    type Section = fn(&std::path::Path, &bench_stack::Image) -> anyhow::Result<Value>;
+    let sections: [(&str, Section); 4] = [
+        ("cold", crate::bench_cold::cold),
+        ("warm", crate::bench_warm::warm),
+        ("herd", crate::bench_herd::herd),
+        ("agent", crate::bench_agent::agent),
+    ];
+    // A failing section is reported (its error in the JSON and the table)
+    // and the others still run; the command fails at the end.
+    let mut failed = Vec::new();
+    for (name, section) in sections {
+        if wanted(name) {
+            eprintln!("bench: {name}");
+            let value = section(&dir, &image).unwrap_or_else(|e| {
+                failed.push(name);
+                json!({ "error": format!("{e:#}") })
+            });
+            report.insert(name.to_owned(), value);
+        }
+    }
+    drop(image);
+    let report = Value::Object(report);
     fs::write(
         dir.join("report.json"),
         serde_json::to_string_pretty(&report)? + "\n",
     )?;
-    println!("{}", markdown(&report));
+    println!("{}", crate::bench_report::markdown(&report));
     println!("report: {}", dir.join("report.json").display());
+    if !failed.is_empty() {
+        bail!("sections failed: {}", failed.join(", "));
+    }
     Ok(())
 }
 
@@ -180,8 +228,8 @@ fn datapath() -> anyhow::Result<Value> {
     }
     let (with_pps, without_pps) = (median(&mut with), median(&mut without));
     Ok(json!({
-        "ns_per_packet": round2(median(&mut per_packet)),
-        "throughput_ratio": round3(with_pps / without_pps),
+        "ns_per_packet": round_to(median(&mut per_packet), 2),
+        "throughput_ratio": round_to(with_pps / without_pps, 3),
         "pps_with_programs": with_pps.round(),
         "pps_without_programs": without_pps.round(),
         "rounds": ROUNDS,
@@ -193,27 +241,6 @@ fn datapath() -> anyhow::Result<Value> {
 
 fn free_udp_port() -> anyhow::Result<u16> {
     Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(|a, b| a.total_cmp(b));
-    let n = values.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    }
-}
-
-fn round2(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
 }
 
 /// What the numbers were measured on.
@@ -234,42 +261,4 @@ fn machine() -> Value {
         .trim()
         .to_owned();
     json!({ "cpu": cpu, "cores": cores, "kernel": kernel, "clocksource": clock })
-}
-
-fn markdown(report: &Value) -> String {
-    let d = &report["datapath"];
-    let m = &report["machine"];
-    let verdict = |ok: bool| if ok { "met" } else { "missed" };
-    let ns = d["ns_per_packet"].as_f64().unwrap_or(f64::NAN);
-    let ratio = d["throughput_ratio"].as_f64().unwrap_or(f64::NAN);
-    format!(
-        "Machine: {} ({} cores), kernel {}, clocksource {}\n\n\
-         | section | metric | value | target | |\n|---|---|---|---|---|\n\
-         | datapath | ns_per_packet | {ns} | ≤ 50 | {} |\n\
-         | datapath | throughput_ratio | {ratio} ({} vs {} pps) | ≥ 0.98 | {} |\n\
-         | cold | blocking_overhead_ms_p50 | {} | ≤ 10 | {} |\n\
-         | cold | blocking_overhead_ms_p99 | {} | | |\n\
-         | cold | dynamic_overhead_ms_p50 | {} | ≤ 10 | {} |\n",
-        m["cpu"].as_str().unwrap_or("?"),
-        m["cores"],
-        m["kernel"].as_str().unwrap_or("?"),
-        m["clocksource"].as_str().unwrap_or("?"),
-        verdict(ns <= 50.0),
-        d["pps_with_programs"],
-        d["pps_without_programs"],
-        verdict(ratio >= 0.98),
-        report["cold"]["blocking"]["overhead_ms_p50"],
-        verdict(
-            report["cold"]["blocking"]["overhead_ms_p50"]
-                .as_f64()
-                .is_some_and(|v| v <= 10.0)
-        ),
-        report["cold"]["blocking"]["overhead_ms_p99"],
-        report["cold"]["dynamic"]["overhead_ms_p50"],
-        verdict(
-            report["cold"]["dynamic"]["overhead_ms_p50"]
-                .as_f64()
-                .is_some_and(|v| v <= 10.0)
-        ),
-    )
 }

@@ -6,10 +6,17 @@
 //! - `test`: setup when needed, then formatting, clippy, unit tests and the
 //!   privileged integration tests, with one summary line per suite;
 //! - `demo`: builds the agent and runs it in the foreground;
-//! - `bench`: measures the datapath and writes `target/bench/report.json`.
+//! - `bench`: measures datapath, cold, warm, herd and agent (A/B, medians)
+//!   and writes `target/bench/report.json`.
 
 mod bench;
+mod bench_agent;
 mod bench_cold;
+mod bench_herd;
+mod bench_load;
+mod bench_report;
+mod bench_stack;
+mod bench_warm;
 mod demo;
 mod run;
 mod setup;
@@ -39,7 +46,10 @@ enum Command {
     /// Build the agent and run it in the foreground with the demo settings.
     Demo,
     /// Measure (A/B, medians) and write target/bench/report.json.
-    Bench,
+    Bench {
+        /// Sections to run (datapath, cold, warm, herd, agent); all when none.
+        sections: Vec<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -48,6 +58,6 @@ fn main() -> anyhow::Result<()> {
         Command::Build { release } => run::cargo_build_agent(release),
         Command::Test => test::run(),
         Command::Demo => demo::run(),
-        Command::Bench => bench::run(),
+        Command::Bench { sections } => bench::run(&sections),
     }
 }

@@ -4,7 +4,7 @@
 //! [`KernelActivity`] reads the per-service traffic counters.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex, RwLock},
     time::{Duration, Instant},
 };
@@ -54,6 +54,12 @@ pub struct KernelSteering {
     datapath: Arc<Mutex<Datapath>>,
     services: KernelServices,
     jobs: mpsc::UnboundedSender<SteerJob>,
+    /// Ports whose latest requested mode is `Direct`. The worker un-steers
+    /// a port only if it is still here: a service that stops right after
+    /// turning ready is steered again at once (synchronously), and the
+    /// un-steer queued behind a slow netfilter call must not undo that
+    /// (it did: new connections to the stopped service were refused).
+    direct: Arc<Mutex<HashSet<u16>>>,
 }
 
 impl KernelSteering {
@@ -66,12 +72,19 @@ impl KernelSteering {
         warmup: Arc<WarmupRedirect>,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (jobs, rx) = mpsc::unbounded_channel();
-        let worker = tokio::spawn(steering_worker(rx, Arc::clone(&datapath), warmup));
+        let direct = Arc::new(Mutex::new(HashSet::new()));
+        let worker = tokio::spawn(steering_worker(
+            rx,
+            Arc::clone(&datapath),
+            warmup,
+            Arc::clone(&direct),
+        ));
         (
             Self {
                 datapath,
                 services,
                 jobs,
+                direct,
             },
             worker,
         )
@@ -100,6 +113,15 @@ impl Steering for KernelSteering {
             tracing::warn!(service, ?mode, "steering asked for an unknown service");
             return;
         };
+        if let Ok(mut direct) = self.direct.lock() {
+            for port in &kernel.tcp_ports {
+                if mode == SteerMode::Direct {
+                    direct.insert(*port);
+                } else {
+                    direct.remove(port);
+                }
+            }
+        }
         let job = match mode {
             SteerMode::Steered => {
                 self.steer_now(service, &kernel);
@@ -120,6 +142,7 @@ async fn steering_worker(
     mut jobs: mpsc::UnboundedReceiver<SteerJob>,
     datapath: Arc<Mutex<Datapath>>,
     warmup: Arc<WarmupRedirect>,
+    direct: Arc<Mutex<HashSet<u16>>>,
 ) {
     while let Some(job) = jobs.recv().await {
         match job {
@@ -137,6 +160,13 @@ async fn steering_worker(
                 for port in ports {
                     cool(&warmup, port).await;
                     if let Ok(mut datapath) = datapath.lock() {
+                        // Checked under the datapath lock: a later steer
+                        // (which records its mode first) cannot slip in
+                        // between this check and the un-steer.
+                        let still_direct = direct.lock().is_ok_and(|d| d.contains(&port));
+                        if !still_direct {
+                            continue;
+                        }
                         if let Err(e) = datapath.unsteer(port) {
                             tracing::error!(port, error = %e, "cannot un-steer port");
                         }

@@ -91,6 +91,19 @@ const DOCKER_SOCKET: &str = "unix:///var/run/docker.sock";
 /// sleeping service all queue here while it starts.
 const STEERED_BACKLOG: i32 = 4096;
 
+/// Gives the heap pages freed so far back to the kernel. Loading the
+/// kernel programs parses the kernel's BTF (about 5 MB of it, some 30 MB of
+/// short-lived allocations); glibc keeps those pages once freed, which was
+/// more than half of the settled agent's RSS (27.5 MiB before, measured by
+/// `cargo xtask bench agent`).
+fn release_freed_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim(3) only returns unused pages of glibc's own arenas.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Runs the agent until `shutdown` is cancelled.
 pub async fn run(options: AgentOptions, shutdown: CancellationToken) -> Result<(), AgentError> {
     let config = Config::load_with_own_themes(&options.config_path)?;
@@ -114,6 +127,7 @@ pub async fn run(options: AgentOptions, shutdown: CancellationToken) -> Result<(
 
     // Kernel side: classifier, sk_lookup, listeners, wake events.
     let mut datapath = Datapath::load()?;
+    release_freed_heap();
     datapath.attach_steering()?;
     datapath.set_ignored_sources(&config.agent.ignore_sources)?;
     let listeners = steered_listeners()?;

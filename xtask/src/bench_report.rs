@@ -1,0 +1,233 @@
+//! The Markdown table `cargo xtask bench` prints (and `BENCHMARKS.md`
+//! keeps): one row per reported metric, its target and whether the run met
+//! it. Sections absent from the report (not run) have no rows.
+
+use serde_json::Value;
+
+/// One table row: section, metric, value, target and verdict (`None`: no
+/// target).
+struct Row {
+    section: &'static str,
+    metric: &'static str,
+    value: String,
+    target: &'static str,
+    met: Option<bool>,
+}
+
+/// The table for `report`, headed by the machine line.
+pub fn markdown(report: &Value) -> String {
+    let m = &report["machine"];
+    let mut out = format!(
+        "Machine: {} ({} cores), kernel {}, clocksource {}\n\n\
+         | section | metric | value | target | |\n|---|---|---|---|---|\n",
+        m["cpu"].as_str().unwrap_or("?"),
+        m["cores"],
+        m["kernel"].as_str().unwrap_or("?"),
+        m["clocksource"].as_str().unwrap_or("?"),
+    );
+    for section in ["datapath", "cold", "warm", "herd", "agent"] {
+        if let Some(error) = report[section]["error"].as_str() {
+            let error: String = error.chars().take(200).collect();
+            out.push_str(&format!(
+                "| {section} | error | {} | | failed |\n",
+                error.replace('|', "/").replace('\n', " ")
+            ));
+        }
+    }
+    for row in rows(report) {
+        let verdict = match row.met {
+            Some(true) => "met",
+            Some(false) => "missed",
+            None => "",
+        };
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {verdict} |\n",
+            row.section, row.metric, row.value, row.target
+        ));
+    }
+    out
+}
+
+fn num(v: &Value) -> Option<f64> {
+    v.as_f64()
+}
+
+fn rows(report: &Value) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let mut push = |section, metric, value: String, target, met: Option<bool>| {
+        rows.push(Row {
+            section,
+            metric,
+            value,
+            target,
+            met,
+        });
+    };
+    let d = &report["datapath"];
+    if d.is_object() && d.get("error").is_none() {
+        let ns = num(&d["ns_per_packet"]);
+        push(
+            "datapath",
+            "ns_per_packet",
+            d["ns_per_packet"].to_string(),
+            "≤ 50",
+            Some(ns.is_some_and(|v| v <= 50.0)),
+        );
+        let ratio = num(&d["throughput_ratio"]);
+        push(
+            "datapath",
+            "throughput_ratio",
+            format!(
+                "{} ({} vs {} pps)",
+                d["throughput_ratio"], d["pps_with_programs"], d["pps_without_programs"]
+            ),
+            "≥ 0.98",
+            Some(ratio.is_some_and(|v| v >= 0.98)),
+        );
+    }
+    let c = &report["cold"];
+    if c.is_object() && c.get("error").is_none() {
+        let b50 = &c["blocking"]["overhead_ms_p50"];
+        push(
+            "cold",
+            "blocking_overhead_ms_p50",
+            b50.to_string(),
+            "≤ 10",
+            Some(num(b50).is_some_and(|v| v <= 10.0)),
+        );
+        push(
+            "cold",
+            "blocking_overhead_ms_p99",
+            c["blocking"]["overhead_ms_p99"].to_string(),
+            "",
+            None,
+        );
+        let failed = num(&c["blocking"]["failed_first_requests"]).unwrap_or(0.0)
+            + num(&c["dynamic"]["failed_first_requests"]).unwrap_or(0.0);
+        push(
+            "cold",
+            "failed_first_requests",
+            format!(
+                "{failed} (blocking {}, dynamic {})",
+                c["blocking"]["failed_first_requests"], c["dynamic"]["failed_first_requests"]
+            ),
+            "0",
+            Some(failed == 0.0),
+        );
+        let d50 = &c["dynamic"]["overhead_ms_p50"];
+        push(
+            "cold",
+            "dynamic_overhead_ms_p50",
+            d50.to_string(),
+            "≤ 10",
+            Some(num(d50).is_some_and(|v| v <= 10.0)),
+        );
+    }
+    let w = &report["warm"];
+    if w.is_object() && w.get("error").is_none() {
+        push(
+            "warm",
+            "rps_ratio",
+            format!(
+                "{} ({} vs {} req/s)",
+                w["rps_ratio"], w["rps_with_agent"], w["rps_without_agent"]
+            ),
+            "≥ 0.99",
+            Some(num(&w["rps_ratio"]).is_some_and(|v| v >= 0.99)),
+        );
+        push(
+            "warm",
+            "p99_ratio",
+            format!(
+                "{} ({} vs {} ms)",
+                w["p99_ratio"], w["p99_ms_with_agent"], w["p99_ms_without_agent"]
+            ),
+            "≤ 1.02",
+            Some(num(&w["p99_ratio"]).is_some_and(|v| v <= 1.02)),
+        );
+        push(
+            "warm",
+            "p50_ms",
+            format!(
+                "{} vs {}",
+                w["p50_ms_with_agent"], w["p50_ms_without_agent"]
+            ),
+            "",
+            None,
+        );
+    }
+    let h = &report["herd"];
+    if h.is_object() && h.get("error").is_none() {
+        let is = |key: &str, want: f64| Some(num(&h[key]) == Some(want));
+        push(
+            "herd",
+            "connections",
+            h["connections"].to_string(),
+            "1000",
+            is("connections", 1000.0),
+        );
+        push(
+            "herd",
+            "answered",
+            h["answered"].to_string(),
+            "1000",
+            is("answered", 1000.0),
+        );
+        push(
+            "herd",
+            "starts",
+            format!(
+                "{} (Docker start events: {})",
+                h["starts"], h["docker_start_events"]
+            ),
+            "1",
+            is("starts", 1.0),
+        );
+    }
+    let a = &report["agent"];
+    if a.is_object() && a.get("error").is_none() {
+        let rss = num(&a["rss_bytes"]).unwrap_or(f64::NAN);
+        push(
+            "agent",
+            "rss_bytes",
+            format!("{} ({:.1} MiB)", a["rss_bytes"], rss / 1048576.0),
+            "≤ 15 MiB",
+            Some(rss <= 15.0 * 1048576.0),
+        );
+        let cpu = num(&a["idle_cpu_percent"]);
+        // "≈ 0": under a hundredth of one core.
+        push(
+            "agent",
+            "idle_cpu_percent",
+            a["idle_cpu_percent"].to_string(),
+            "≈ 0 (< 0.01)",
+            Some(cpu.is_some_and(|v| v < 0.01)),
+        );
+    }
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn rows_only_for_sections_run_with_verdicts() {
+        let report = json!({
+            "machine": { "cpu": "X", "cores": 2, "kernel": "6", "clocksource": "tsc" },
+            "herd": { "connections": 1000, "answered": 999, "starts": 1.0, "docker_start_events": 1 },
+        });
+        let table = markdown(&report);
+        assert!(
+            table.contains("| herd | answered | 999 | 1000 | missed |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| herd | starts | 1.0 (Docker start events: 1) | 1 | met |"),
+            "{table}"
+        );
+        assert!(!table.contains("datapath"), "{table}");
+    }
+}
