@@ -111,7 +111,9 @@ struct Watcher {
 }
 
 impl Watcher {
-    fn start(port: u16) -> anyhow::Result<Self> {
+    /// `calibrate`: attach the object's empty classifier instead, whose
+    /// per-run time is what `bpf_stats` itself costs on this machine.
+    fn start(port: u16, calibrate: bool) -> anyhow::Result<Self> {
         let mut child = Command::new(run::agent_binary(true))
             .args([
                 "watch",
@@ -123,6 +125,7 @@ impl Watcher {
                 "--target",
             ])
             .arg(format!("127.0.0.1:{port}/udp"))
+            .args(calibrate.then_some("--calibrate"))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -200,6 +203,18 @@ fn datapath() -> anyhow::Result<Value> {
         )
     };
     let (mut with, mut without, mut per_packet) = (Vec::new(), Vec::new(), Vec::new());
+    let mut empty_per_run = Vec::new();
+    // run_time_ns / run_cnt of a program under the same load, in a round
+    // of its own.
+    let timed_round = |calibrate: bool| -> anyhow::Result<(f64, Option<f64>)> {
+        let watcher = Watcher::start(port, calibrate)?;
+        set_stats(true).context("enabling kernel.bpf_stats_enabled")?;
+        let (t0, c0) = watcher.stats()?;
+        let pps = udp_round(port)?;
+        let (t1, c1) = watcher.stats()?;
+        set_stats(false)?;
+        Ok((pps, (c1 > c0).then(|| (t1 - t0) as f64 / (c1 - c0) as f64)))
+    };
     for round in 0..ROUNDS {
         // Alternate which side goes first so drift hits both equally.
         let order = if round % 2 == 0 {
@@ -209,15 +224,10 @@ fn datapath() -> anyhow::Result<Value> {
         };
         for attached in order {
             if attached {
-                let watcher = Watcher::start(port)?;
-                set_stats(true).context("enabling kernel.bpf_stats_enabled")?;
-                let (t0, c0) = watcher.stats()?;
-                with.push(udp_round(port)?);
-                let (t1, c1) = watcher.stats()?;
-                set_stats(false)?;
-                if c1 > c0 {
-                    per_packet.push((t1 - t0) as f64 / (c1 - c0) as f64);
-                }
+                let (pps, ns) = timed_round(false)?;
+                with.push(pps);
+                per_packet.extend(ns);
+                empty_per_run.extend(timed_round(true)?.1);
             } else {
                 without.push(udp_round(port)?);
             }
@@ -227,8 +237,14 @@ fn datapath() -> anyhow::Result<Value> {
         bail!("the classifier never ran: is it attached to lo?");
     }
     let (with_pps, without_pps) = (median(&mut with), median(&mut without));
+    let ns_per_packet = median(&mut per_packet);
+    let empty_ns = (!empty_per_run.is_empty()).then(|| median(&mut empty_per_run));
     Ok(json!({
-        "ns_per_packet": round_to(median(&mut per_packet), 2),
+        "ns_per_packet": round_to(ns_per_packet, 2),
+        // What bpf_stats' two clock reads cost per run here: the same figure
+        // for a program that returns at once (`watch --calibrate`).
+        "empty_program_ns_per_run": empty_ns.map(|e| round_to(e, 2)),
+        "ns_per_packet_above_empty_program": empty_ns.map(|e| round_to(ns_per_packet - e, 2)),
         "throughput_ratio": round_to(with_pps / without_pps, 3),
         "pps_with_programs": with_pps.round(),
         "pps_without_programs": without_pps.round(),
