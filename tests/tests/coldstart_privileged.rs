@@ -1,7 +1,8 @@
 //! Privileged, end to end: the agent binary (`autostop run --config`) in
 //! front of real stopped containers, reached the way users reach them:
 //! through nginx (blocking mode), with curl-like clients (dynamic mode: wait
-//! page for browsers, held replay for API clients), with a real headless
+//! page for browsers, held replay for API clients; the wait page also
+//! through nginx), with a real headless
 //! Chromium for every built-in theme (wait page, then the app without a
 //! click), and with hostile clients (malformed heads, slowloris).
 
@@ -91,6 +92,37 @@ fn privileged_blocking_http_through_nginx_first_request_is_answered() {
     assert_eq!(r.status, 200, "{}\n{}", r.text(), nginx.error_log());
     assert_eq!(r.text(), INDEX);
     assert!(running(&c), "the first request started the app");
+}
+
+#[test]
+fn privileged_dynamic_through_nginx_wait_page_then_the_app() {
+    let image = setup();
+    let port = free_port();
+    let c = app(&image, port, 2);
+    let _agent = AgentRun::start(&service("site", port, "dynamic", &c.name, None), &[]);
+    let nginx = Nginx::start(port);
+    assert!(!running(&c), "the app must start stopped");
+
+    // A browser's first navigation through nginx: the themed 503 page, which
+    // nginx passes on with the agent's headers.
+    let r = http_get(nginx.addr, "/", &[HTML_ACCEPT], Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("GET through nginx: {e}\n{}", nginx.error_log()));
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    assert!(r.header("retry-after").is_some(), "Retry-After missing");
+    assert!(r.text().contains("site"), "the page names the service");
+
+    // The page's reload (the same navigation) lands on the app once it is up.
+    let landed = eventually(COLD, || {
+        http_get(nginx.addr, "/", &[HTML_ACCEPT], Duration::from_secs(10))
+            .is_ok_and(|r| r.status == 200 && r.text() == INDEX)
+    });
+    assert!(
+        landed,
+        "never reached the app through nginx\n{}",
+        nginx.error_log()
+    );
+    assert!(running(&c));
 }
 
 #[test]
