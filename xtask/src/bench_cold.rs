@@ -6,21 +6,29 @@
 //! overhead of a round is B − A; rounds alternate A and B. A B request
 //! that does not get the app's page is counted as a failure (target 0) and
 //! its round redone.
+//!
+//! `docker start` alone varies by ±100 ms here, which drowns B − A over a
+//! few rounds. So each side is also split at the container's own
+//! `State.StartedAt` (the app's process start): the part after it (app
+//! start → first byte: the app's listen delay plus, in B, readiness
+//! detection and the forward through the agent and nginx) compares with
+//! no Docker noise, and the part before it (request → process start, in B
+//! the wake path plus Docker's start) is reported beside it.
 
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpStream},
     path::Path,
     thread,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::{bail, Context as _};
 use serde_json::{json, Value};
 
 use crate::bench_stack::{
-    container_ip, create_container, docker, free_port, httpd_script, percentile, round_to,
-    section_dir, unique, Agent, Containers, Image, Nginx,
+    container_ip, create_container, docker, docker_out, free_port, httpd_script, percentile,
+    round_to, section_dir, unique, Agent, Containers, Image, Nginx,
 };
 
 const ROUNDS: usize = 7;
@@ -58,6 +66,9 @@ fn measure(work: &Path, image: &Image, mode: &str) -> anyhow::Result<Value> {
 
     let mut overhead = Vec::new();
     let (mut direct, mut through) = (Vec::new(), Vec::new());
+    // Per side: ms from the app's process start to the first byte, and
+    // from the request (or the start call) to the process start.
+    let (mut after_start, mut before_start) = ([Vec::new(), Vec::new()], [Vec::new(), Vec::new()]);
     // First requests through the agent that did not get the app's page
     // (the promise is none): counted and reported, the round redone.
     let mut failures: Vec<String> = Vec::new();
@@ -68,6 +79,7 @@ fn measure(work: &Path, image: &Image, mode: &str) -> anyhow::Result<Value> {
         }
         round += 1;
         let mut pair = [0.0f64; 2];
+        let mut split = [(0.0f64, 0.0f64); 2];
         let order: [bool; 2] = if round % 2 == 0 {
             [false, true]
         } else {
@@ -76,6 +88,7 @@ fn measure(work: &Path, image: &Image, mode: &str) -> anyhow::Result<Value> {
         for via_agent in order {
             docker(&["stop", &name])?;
             agent.wait_state("bench", "stopped", Duration::from_secs(30))?;
+            let began = SystemTime::now();
             let took = if via_agent {
                 let front = SocketAddr::from(([127, 0, 0, 1], nginx_port));
                 match first_byte(front, Duration::from_secs(60)) {
@@ -102,11 +115,24 @@ fn measure(work: &Path, image: &Image, mode: &str) -> anyhow::Result<Value> {
                 }
             };
             pair[usize::from(via_agent)] = took;
+            let to_process = ms_between(began, process_started(&name)?);
+            split[usize::from(via_agent)] = (took - to_process, to_process);
         }
         direct.push(pair[0]);
         through.push(pair[1]);
         overhead.push(pair[1] - pair[0]);
+        for side in 0..2 {
+            after_start[side].push(split[side].0);
+            before_start[side].push(split[side].1);
+        }
     }
+    let [after_direct, after_agent] = &mut after_start;
+    let [before_direct, before_agent] = &mut before_start;
+    let after_overhead: Vec<f64> = after_agent
+        .iter()
+        .zip(after_direct.iter())
+        .map(|(b, a)| b - a)
+        .collect();
     agent.stop();
     let p50 = percentile(&mut overhead.clone(), 0.5);
     let p99 = percentile(&mut overhead, 0.99);
@@ -115,11 +141,36 @@ fn measure(work: &Path, image: &Image, mode: &str) -> anyhow::Result<Value> {
         "overhead_ms_p99": round_to(p99, 1),
         "direct_first_byte_ms_p50": round_to(percentile(&mut direct, 0.5), 1),
         "through_agent_first_byte_ms_p50": round_to(percentile(&mut through, 0.5), 1),
+        "after_app_start_overhead_ms_p50": round_to(percentile(&mut after_overhead.clone(), 0.5), 1),
+        "after_app_start_overhead_ms_p99": round_to(percentile(&mut after_overhead.clone(), 0.99), 1),
+        "app_start_to_first_byte_ms_p50": {
+            "direct": round_to(percentile(after_direct, 0.5), 1),
+            "through_agent": round_to(percentile(after_agent, 0.5), 1),
+        },
+        "to_process_start_ms_p50": {
+            "direct_start_call": round_to(percentile(before_direct, 0.5), 1),
+            "through_agent_request": round_to(percentile(before_agent, 0.5), 1),
+        },
         "rounds": ROUNDS,
         "failed_first_requests": failures.len(),
         "failures": failures,
         "app_listen_delay_s": APP_DELAY,
     }))
+}
+
+/// The container's last `State.StartedAt` (its process start).
+fn process_started(name: &str) -> anyhow::Result<SystemTime> {
+    let text = docker_out(&["inspect", "-f", "{{.State.StartedAt}}", name])?;
+    humantime::parse_rfc3339(text.trim())
+        .with_context(|| format!("StartedAt of {name}: {:?}", text.trim()))
+}
+
+/// Milliseconds from `from` to `to` (negative if `to` is earlier).
+fn ms_between(from: SystemTime, to: SystemTime) -> f64 {
+    match to.duration_since(from) {
+        Ok(d) => d.as_secs_f64() * 1000.0,
+        Err(e) => -e.duration().as_secs_f64() * 1000.0,
+    }
 }
 
 /// Milliseconds from now to the first response byte of `GET /` at `addr`.

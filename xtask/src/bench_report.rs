@@ -131,6 +131,29 @@ fn rows(report: &Value) -> Vec<Row> {
             "≤ 10",
             Some(num(d50).is_some_and(|v| v <= 10.0)),
         );
+        // The same comparison from the app's process start on, free of
+        // `docker start`'s own variance (see bench_cold.rs); no verdict.
+        for mode in ["blocking", "dynamic"] {
+            let m = &c[mode];
+            if m["after_app_start_overhead_ms_p50"].is_number() {
+                push(
+                    "cold",
+                    if mode == "blocking" {
+                        "blocking_after_app_start_ms_p50"
+                    } else {
+                        "dynamic_after_app_start_ms_p50"
+                    },
+                    format!(
+                        "{} (request → process start: {} ms via agent, {} ms direct start call)",
+                        m["after_app_start_overhead_ms_p50"],
+                        m["to_process_start_ms_p50"]["through_agent_request"],
+                        m["to_process_start_ms_p50"]["direct_start_call"]
+                    ),
+                    "",
+                    None,
+                );
+            }
+        }
     }
     let w = &report["warm"];
     if w.is_object() && w.get("error").is_none() {
