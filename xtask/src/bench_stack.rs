@@ -116,26 +116,7 @@ impl Drop for Containers {
     }
 }
 
-/// Runs `docker ARGS`, failing with its stderr.
-pub fn docker(args: &[&str]) -> anyhow::Result<()> {
-    docker_out(args).map(drop)
-}
-
-/// Runs `docker ARGS` and returns its stdout.
-pub fn docker_out(args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .context("running docker")?;
-    if !out.status.success() {
-        bail!(
-            "docker {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
+pub use crate::run::{docker, docker_out};
 
 /// The address of a running container on its Docker network.
 pub fn container_ip(name: &str) -> anyhow::Result<String> {

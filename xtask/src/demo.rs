@@ -14,7 +14,10 @@ use std::{
 
 use anyhow::{bail, Context as _};
 
-use crate::{run, setup};
+use crate::{
+    run::{self, docker},
+    setup,
+};
 
 /// The demo image's tag.
 const IMAGE: &str = "autostop-demo:latest";
@@ -97,21 +100,6 @@ fn build_image(dir: &Path) -> anyhow::Result<()> {
         .context("running docker build")?;
     if !status.success() {
         bail!("docker build of the demo image failed");
-    }
-    Ok(())
-}
-
-fn docker(args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .context("running docker")?;
-    if !out.status.success() {
-        bail!(
-            "docker {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
     }
     Ok(())
 }

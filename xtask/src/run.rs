@@ -54,3 +54,24 @@ pub fn agent_binary(release: bool) -> PathBuf {
         .join(if release { "release" } else { "debug" })
         .join("autostop")
 }
+
+/// Runs `docker ARGS`, failing with its stderr.
+pub fn docker(args: &[&str]) -> anyhow::Result<()> {
+    docker_out(args).map(drop)
+}
+
+/// Runs `docker ARGS` and returns its stdout.
+pub fn docker_out(args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .context("running docker")?;
+    if !out.status.success() {
+        bail!(
+            "docker {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
