@@ -204,17 +204,7 @@ impl RunningAgent {
     /// Sends `signal` and waits for the process to exit.
     pub fn signal_and_wait(&mut self, signal: i32, timeout: Duration) -> ExitStatus {
         self.signal(signal);
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "agent did not exit within {timeout:?} of signal {signal}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        crate::wait_for_exit(&mut self.child, timeout, signal)
     }
 
     /// `GET /api/services` as JSON.

@@ -123,17 +123,7 @@ impl AgentProcess {
         // yet, so the pid cannot have been reused.
         let rc = unsafe { libc::kill(self.pid(), signal) };
         assert_eq!(rc, 0, "kill({}, {signal})", self.pid());
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "agent did not exit within {timeout:?} of signal {signal}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_exit(&mut self.child, timeout, signal)
     }
 }
 
@@ -174,4 +164,23 @@ pub fn links_of_program(id: u32) -> Vec<u32> {
         .filter(|link| link.program_id() == id)
         .map(|link| link.id())
         .collect()
+}
+
+/// Waits until `child` (an agent sent `signal`) exits; fails after `timeout`.
+pub fn wait_for_exit(
+    child: &mut std::process::Child,
+    timeout: Duration,
+    signal: i32,
+) -> ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "agent did not exit within {timeout:?} of signal {signal}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

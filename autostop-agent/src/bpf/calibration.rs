@@ -52,11 +52,5 @@ impl Calibration {
 }
 
 fn noop(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, BpfError> {
-    ebpf.program_mut(names::CALIBRATE_NOOP)
-        .ok_or(BpfError::MissingMap(names::CALIBRATE_NOOP))?
-        .try_into()
-        .map_err(|source| BpfError::Program {
-            program: names::CALIBRATE_NOOP,
-            source,
-        })
+    super::typed_program(ebpf, names::CALIBRATE_NOOP)
 }

@@ -225,26 +225,28 @@ impl Datapath {
     }
 }
 
-/// The classifier program inside the object.
-fn classifier(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, BpfError> {
-    ebpf.program_mut(names::COUNT_TRAFFIC)
-        .ok_or(BpfError::MissingMap(names::COUNT_TRAFFIC))?
+/// Program `name` of the object as its typed program.
+fn typed_program<'a, P>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut P, BpfError>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(BpfError::MissingMap(name))?
         .try_into()
         .map_err(|source| BpfError::Program {
-            program: names::COUNT_TRAFFIC,
+            program: name,
             source,
         })
 }
 
+/// The classifier program inside the object.
+fn classifier(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, BpfError> {
+    typed_program(ebpf, names::COUNT_TRAFFIC)
+}
+
 /// The sk_lookup program inside the object.
 fn steering_program(ebpf: &mut Ebpf) -> Result<&mut SkLookup, BpfError> {
-    ebpf.program_mut(names::STEER_LOOKUP)
-        .ok_or(BpfError::MissingMap(names::STEER_LOOKUP))?
-        .try_into()
-        .map_err(|source| BpfError::Program {
-            program: names::STEER_LOOKUP,
-            source,
-        })
+    typed_program(ebpf, names::STEER_LOOKUP)
 }
 
 /// Moves map `name` out of the object as a typed map.
