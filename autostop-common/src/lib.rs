@@ -13,6 +13,12 @@ pub mod names {
     /// Map: [`crate::TargetKey`] → service index (`u32`). Which destinations
     /// belong to which managed service.
     pub const SERVICE_TARGETS: &str = "SERVICE_TARGETS";
+    /// Map: array of `u8`, indexed by destination port (host order): 1 when
+    /// some entry of `SERVICE_TARGETS` has that port, else 0. Checked
+    /// before the hash lookup, so traffic to no service's port (replies to
+    /// containers' own connections, unrelated loopback traffic) leaves the
+    /// classifier after an array read.
+    pub const TARGET_PORTS: &str = "TARGET_PORTS";
     /// Map: per-CPU array of [`crate::Activity`], indexed by service index.
     pub const ACTIVITY: &str = "ACTIVITY";
     /// Map: per-CPU array of [`crate::DatapathStats`] with a single slot.
@@ -96,6 +102,9 @@ pub const MAX_SERVICES: u32 = 1024;
 /// How many distinct destinations (container address × port × protocol, plus
 /// published host ports) the kernel can match. Several per service.
 pub const MAX_TARGETS: u32 = 8192;
+
+/// Entries of [`names::TARGET_PORTS`]: one per port number.
+pub const PORT_SLOTS: u32 = 65536;
 
 /// IP protocol numbers as found in the IPv4 `protocol` / IPv6 `next header`
 /// field, used in [`TargetKey::protocol`].
@@ -194,8 +203,9 @@ pub struct Activity {
     pub packets: u64,
     /// Bytes counted (whole frames as the classifier saw them).
     pub bytes: u64,
-    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the newest counted packet;
-    /// 0 when none was seen.
+    /// `bpf_ktime_get_coarse_ns()` (CLOCK_MONOTONIC as of the last tick,
+    /// at most a few ms behind) of the newest counted packet; 0 when none
+    /// was seen.
     pub last_seen_ns: u64,
 }
 

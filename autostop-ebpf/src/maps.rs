@@ -3,7 +3,7 @@
 
 use autostop_common::{
     Activity, DatapathStats, TargetKey, LISTENER_SLOTS, MAX_IGNORED_SOURCES, MAX_SERVICES,
-    MAX_STEERED_PORTS, MAX_TARGETS, WAKE_RING_BYTES,
+    MAX_STEERED_PORTS, MAX_TARGETS, PORT_SLOTS, WAKE_RING_BYTES,
 };
 use aya_ebpf::{
     macros::map,
@@ -12,6 +12,18 @@ use aya_ebpf::{
 
 #[map(name = "SERVICE_TARGETS")]
 pub static SERVICE_TARGETS: HashMap<TargetKey, u32> = HashMap::with_max_entries(MAX_TARGETS, 0);
+
+#[map(name = "TARGET_PORTS")]
+pub static TARGET_PORTS: Array<u8> = Array::with_max_entries(PORT_SLOTS, 0);
+
+/// Whether some target has destination port `port`: an array read, where
+/// the target lookup hashes a 20-byte key.
+#[inline(always)]
+pub fn is_target_port(port: u16) -> bool {
+    TARGET_PORTS
+        .get(u32::from(port))
+        .is_some_and(|used| *used != 0)
+}
 
 #[map(name = "ACTIVITY")]
 pub static ACTIVITY: PerCpuArray<Activity> = PerCpuArray::with_max_entries(MAX_SERVICES, 0);

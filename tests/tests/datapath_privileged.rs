@@ -4,6 +4,10 @@
 
 use std::{net::UdpSocket, time::Duration};
 
+use autostop::{
+    bpf::{Datapath, Target},
+    config::Protocol,
+};
 use autostop_tests::{
     eventually, links_of_program, program_loaded, require_root_and_bpf, AgentProcess,
 };
@@ -106,6 +110,98 @@ fn privileged_unregistered_traffic_is_not_counted() {
         last["packets_seen"].as_u64().unwrap_or(0) >= 40,
         "classifier saw the traffic: {last}"
     );
+}
+
+/// The port pre-filter (`TARGET_PORTS`) follows the targets: two targets
+/// on one port are both counted, a target added twice goes with one
+/// removal, the other keeps counting, and a port whose last target left
+/// and came back is counted again.
+#[test]
+fn privileged_targets_sharing_a_port_count_until_each_is_removed() {
+    require_root_and_bpf();
+    let first = receiver("127.0.0.1:0");
+    let port = first.local_addr().expect("addr").port();
+    let second = receiver(&format!("127.0.0.2:{port}"));
+    let (first, second) = (
+        Target {
+            addr: first.local_addr().expect("addr"),
+            protocol: Protocol::Udp,
+        },
+        Target {
+            addr: second.local_addr().expect("addr"),
+            protocol: Protocol::Udp,
+        },
+    );
+    let mut datapath = Datapath::load().expect("load");
+    datapath.attach_egress("lo").expect("attach to lo");
+    datapath.add_target(&first, 0).expect("first target");
+    datapath.add_target(&first, 0).expect("first target again");
+    datapath.add_target(&second, 1).expect("second target");
+    let packets = |datapath: &Datapath, service| datapath.activity(service).expect("read").packets;
+
+    send_datagrams(first.addr, 10);
+    send_datagrams(second.addr, 7);
+    assert_eq!((packets(&datapath, 0), packets(&datapath, 1)), (10, 7));
+
+    datapath.remove_target(&first).expect("remove first");
+    send_datagrams(first.addr, 10);
+    send_datagrams(second.addr, 7);
+    assert_eq!(
+        (packets(&datapath, 0), packets(&datapath, 1)),
+        (10, 14),
+        "one removal ends a target added twice; the port stays open for the other"
+    );
+
+    datapath.remove_target(&second).expect("remove second");
+    send_datagrams(second.addr, 7);
+    assert_eq!(packets(&datapath, 1), 14, "no target left on the port");
+    datapath.add_target(&second, 1).expect("second target back");
+    send_datagrams(second.addr, 3);
+    assert_eq!(packets(&datapath, 1), 17, "the port is open again");
+}
+
+/// IPv4 headers with options (IHL > 5) take the classifier's other way to
+/// the port (the load helper instead of a fixed offset); they count too.
+#[test]
+fn privileged_ipv4_with_header_options_is_counted() {
+    use std::os::fd::AsRawFd;
+    require_root_and_bpf();
+    let watched = receiver("127.0.0.1:0");
+    let target = Target {
+        addr: watched.local_addr().expect("addr"),
+        protocol: Protocol::Udp,
+    };
+    let mut datapath = Datapath::load().expect("load");
+    datapath.attach_egress("lo").expect("attach to lo");
+    datapath.add_target(&target, 0).expect("target");
+
+    let sender = UdpSocket::bind("127.0.0.1:0").expect("sender");
+    // Three NOPs and an end-of-options: a 24-byte header (IHL 6).
+    let options = [1u8, 1, 1, 0];
+    // SAFETY: setsockopt reads `options.len()` bytes from a live array.
+    let rc = unsafe {
+        libc::setsockopt(
+            sender.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_OPTIONS,
+            options.as_ptr().cast(),
+            options.len() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "IP_OPTIONS: {}", std::io::Error::last_os_error());
+    for i in 0..9 {
+        sender
+            .send_to(format!("with options {i}").as_bytes(), target.addr)
+            .expect("send");
+    }
+    let mut buf = [0u8; 64];
+    watched
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    for _ in 0..9 {
+        watched.recv(&mut buf).expect("datagram delivered");
+    }
+    assert_eq!(datapath.activity(0).expect("read").packets, 9);
 }
 
 /// Starts a watcher, checks the kernel lists its program and tcx link, then

@@ -107,6 +107,14 @@ pub struct Datapath {
     ebpf: Ebpf,
     /// Destination → service index.
     targets: HashMap<MapData, TargetKey, u32>,
+    /// Port → 1 while some target has that port (the classifier's first,
+    /// cheap filter).
+    target_ports: Array<MapData, u8>,
+    /// How many targets use each port, so `target_ports` is cleared when
+    /// the last one goes.
+    port_users: std::collections::HashMap<u16, u32>,
+    /// The keys now in `targets`, so adding one twice counts once.
+    target_keys: std::collections::HashSet<TargetKey>,
     /// Per-service, per-CPU traffic counters.
     activity: PerCpuArray<MapData, Activity>,
     /// Classifier and steering health counters.
@@ -137,6 +145,7 @@ impl Datapath {
     pub fn load() -> Result<Self, BpfError> {
         let mut ebpf = Ebpf::load(EBPF_OBJECT)?;
         let targets = take_map(&mut ebpf, names::SERVICE_TARGETS)?;
+        let target_ports = take_map(&mut ebpf, names::TARGET_PORTS)?;
         let activity = take_map(&mut ebpf, names::ACTIVITY)?;
         let stats = take_map(&mut ebpf, names::DATAPATH_STATS)?;
         let steered = take_map(&mut ebpf, names::STEERED_PORTS)?;
@@ -159,6 +168,9 @@ impl Datapath {
         Ok(Self {
             ebpf,
             targets,
+            target_ports,
+            port_users: std::collections::HashMap::new(),
+            target_keys: std::collections::HashSet::new(),
             activity,
             stats,
             attached: Vec::new(),

@@ -156,28 +156,79 @@ impl Datapath {
         self.attached.iter().map(|a| a.interface.as_str())
     }
 
-    /// Counts traffic to `target` as activity of service `service`.
+    /// Counts traffic to `target` as activity of service `service` (adding
+    /// a known target again only updates its service).
     pub fn add_target(&mut self, target: &Target, service: u32) -> Result<(), BpfError> {
         if service >= MAX_SERVICES {
             return Err(BpfError::ServiceIndex(service));
         }
-        self.targets
-            .insert(target.key(), service, 0)
-            .map_err(|source| BpfError::Map {
+        let key = target.key();
+        let is_new = !self.target_keys.contains(&key);
+        // The port is let through before the target exists, so the
+        // classifier never sees one without the other.
+        if is_new {
+            self.use_port(key.port)?;
+        }
+        if let Err(source) = self.targets.insert(key, service, 0) {
+            if is_new {
+                self.release_port(key.port)?;
+            }
+            return Err(BpfError::Map {
                 map: names::SERVICE_TARGETS,
                 source,
-            })
+            });
+        }
+        self.target_keys.insert(key);
+        Ok(())
     }
 
     /// Stops counting traffic to `target`. Unknown targets are ignored.
     pub fn remove_target(&mut self, target: &Target) -> Result<(), BpfError> {
-        match self.targets.remove(&target.key()) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(source) => Err(BpfError::Map {
-                map: names::SERVICE_TARGETS,
-                source,
-            }),
+        let key = target.key();
+        match self.targets.remove(&key) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(source) => {
+                return Err(BpfError::Map {
+                    map: names::SERVICE_TARGETS,
+                    source,
+                })
+            }
         }
+        if self.target_keys.remove(&key) {
+            self.release_port(key.port)?;
+        }
+        Ok(())
+    }
+
+    /// One more target has destination port `port`.
+    fn use_port(&mut self, port: u16) -> Result<(), BpfError> {
+        let users = self.port_users.get(&port).copied().unwrap_or(0);
+        if users == 0 {
+            self.target_ports
+                .set(u32::from(port), 1, 0)
+                .map_err(|source| BpfError::Map {
+                    map: names::TARGET_PORTS,
+                    source,
+                })?;
+        }
+        self.port_users.insert(port, users + 1);
+        Ok(())
+    }
+
+    /// One target fewer has destination port `port`; the last one closes
+    /// the port's filter slot.
+    fn release_port(&mut self, port: u16) -> Result<(), BpfError> {
+        let users = self.port_users.remove(&port).unwrap_or(0);
+        if users > 1 {
+            self.port_users.insert(port, users - 1);
+            return Ok(());
+        }
+        self.target_ports
+            .set(u32::from(port), 0, 0)
+            .map_err(|source| BpfError::Map {
+                map: names::TARGET_PORTS,
+                source,
+            })
     }
 
     /// Activity of one service, summed over CPUs (`last_seen_ns` is the
