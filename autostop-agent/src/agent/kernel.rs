@@ -34,9 +34,15 @@ pub type KernelServices = Arc<RwLock<HashMap<String, KernelService>>>;
 /// Work for the steering worker, which runs netfilter changes in order.
 #[derive(Debug)]
 enum SteerJob {
-    /// Add the ports to the warm-up redirect and clear SYN_SENT entries of
-    /// SYNs already DNAT'd to a container that does not answer yet.
-    Warm(Vec<u16>),
+    /// Add the ports to the warm-up redirect; with `already_started`, also
+    /// clear SYN_SENT entries of SYNs already DNAT'd to a container that
+    /// does not answer yet.
+    Warm {
+        /// The service's TCP ports.
+        ports: Vec<u16>,
+        /// See [`SteerMode::Warming`].
+        already_started: bool,
+    },
     /// Leave the warm-up set (and clear SYN_SENT entries), then un-steer:
     /// this order never sends a new connection to a socket that does not
     /// accept.
@@ -127,9 +133,12 @@ impl Steering for KernelSteering {
                 self.steer_now(service, &kernel);
                 SteerJob::Cool(kernel.tcp_ports)
             }
-            SteerMode::Warming => {
+            SteerMode::Warming { already_started } => {
                 self.steer_now(service, &kernel);
-                SteerJob::Warm(kernel.tcp_ports)
+                SteerJob::Warm {
+                    ports: kernel.tcp_ports,
+                    already_started,
+                }
             }
             SteerMode::Direct => SteerJob::Direct(kernel.tcp_ports),
         };
@@ -146,10 +155,16 @@ async fn steering_worker(
 ) {
     while let Some(job) = jobs.recv().await {
         match job {
-            SteerJob::Warm(ports) => {
+            SteerJob::Warm {
+                ports,
+                already_started,
+            } => {
                 for port in ports {
                     if let Err(e) = warmup.warm(port).await {
                         tracing::error!(port, error = %e, "cannot add port to the warm-up redirect");
+                    }
+                    if !already_started {
+                        continue;
                     }
                     if let Err(e) = warmup.forget_syn_sent(port).await {
                         tracing::warn!(port, error = %e, "conntrack clean-up failed");
@@ -231,8 +246,9 @@ impl ActivityProbe for KernelActivity {
     }
 }
 
-/// Converts a `bpf_ktime_get_ns()` stamp (CLOCK_MONOTONIC, the clock
-/// `Instant` uses on Linux) into an `Instant`; `None` for 0 (never seen).
+/// Converts a `bpf_ktime_get_*ns()` stamp (CLOCK_MONOTONIC, the clock
+/// `Instant` uses on Linux; the coarse variant only lags by up to a tick)
+/// into an `Instant`; `None` for 0 (never seen).
 pub fn instant_from_ktime(ktime_ns: u64) -> Option<Instant> {
     if ktime_ns == 0 {
         return None;

@@ -1,5 +1,5 @@
 //! RAM now and RAM saved. A background task samples the memory of every
-//! ready service from Docker's stats every [`SAMPLE_EVERY`] (and right after
+//! ready service from Docker's stats every [`SAMPLE_EVERY`] (and shortly after
 //! a start), a few services at a time, and feeds the status API's view,
 //! the `memory_bytes` gauge and the persisted `last_memory_bytes`. While a
 //! service is stopped, its last observed running memory × the time it stays
@@ -41,6 +41,10 @@ pub const SAVE_EVERY: Duration = Duration::from_secs(300);
 const SAMPLE_CONCURRENCY: usize = 4;
 /// Longest wait for one service's sample.
 const SAMPLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long after a service turns ready its sample is taken: the connections
+/// held through its cold start are forwarded first, without dockerd
+/// computing stats beside them.
+const AFTER_READY: Duration = Duration::from_millis(500);
 
 /// Where memory samples come from (Docker in the agent, a fake in tests).
 #[async_trait::async_trait]
@@ -248,7 +252,12 @@ pub async fn run(
         tokio::select! {
             () = shutdown.cancelled() => break,
             _ = every.tick() => {}
-            () = services.memory.sample_now.notified() => {}
+            () = services.memory.sample_now.notified() => {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(AFTER_READY) => {}
+                }
+            }
         }
         accrue(&services, Instant::now(), SystemTime::now());
         tokio::select! {

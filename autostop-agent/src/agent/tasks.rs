@@ -26,12 +26,17 @@ const REFRESH_EVERY: Duration = Duration::from_secs(30);
 /// How often kernel counters are copied into the metrics.
 const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 
-/// Held connections are forwarded to the container's own address.
+/// Held connections are forwarded to the container's own address: the one
+/// the readiness probe just reached, else (a connection forwarded long
+/// after readiness) as Docker reports it now.
 pub(super) struct DockerUpstreams(pub Arc<DockerRuntime>);
 
 #[async_trait::async_trait]
 impl Upstreams for DockerUpstreams {
     async fn upstream(&self, service: &str, published_port: u16) -> Result<SocketAddr, String> {
+        if let Some(addr) = self.0.ready_upstream(service, published_port) {
+            return Ok(addr);
+        }
         let endpoints = self.0.endpoints(service).await.map_err(|e| e.to_string())?;
         endpoints
             .endpoints

@@ -45,6 +45,12 @@ pub struct DockerRuntime {
     /// The containers the last `start` resolved, handed to the readiness
     /// wait that follows so it does not list and inspect them all again.
     resolved_at_start: Mutex<HashMap<String, Vec<Member>>>,
+    /// Published TCP port → container address:port of each service, as the
+    /// last successful readiness wait probed them. Held connections are
+    /// forwarded there the moment the service is ready, without a Docker
+    /// call each (200 held connections asked dockerd 200 times, on the
+    /// first response's critical path). Cleared by `start` and `stop`.
+    ready_upstreams: Mutex<HashMap<String, HashMap<u16, SocketAddr>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -75,6 +81,7 @@ impl DockerRuntime {
             bridges: Mutex::default(),
             started: Mutex::default(),
             resolved_at_start: Mutex::default(),
+            ready_upstreams: Mutex::default(),
         };
         rt.set_services(services);
         rt
@@ -152,8 +159,20 @@ impl DockerRuntime {
         Ok(eps)
     }
 
+    /// Where the published TCP port `port` of `service` was found ready:
+    /// the container address the readiness probe connected to. `None`
+    /// unless the service's last readiness wait succeeded since its last
+    /// start or stop.
+    pub fn ready_upstream(&self, service: &str, port: u16) -> Option<SocketAddr> {
+        lock(&self.ready_upstreams)
+            .get(service)?
+            .get(&port)
+            .copied()
+    }
+
     async fn start_inner(&self, service: &str) -> Result<(), DockerError> {
         let svc = self.config(service)?;
+        lock(&self.ready_upstreams).remove(service);
         lock(&self.started).insert(service.to_string(), SystemTime::now());
         let Resolved { mut members, deps } = resolve(&self.client, &svc).await?;
         for i in 0..members.len() {
@@ -192,6 +211,7 @@ impl DockerRuntime {
         }
         lock(&self.started).remove(service);
         lock(&self.resolved_at_start).remove(service);
+        lock(&self.ready_upstreams).remove(service);
         Ok(())
     }
 
@@ -226,8 +246,10 @@ impl DockerRuntime {
         while !self.check(&mut members, began).await? {
             tokio::time::sleep(ready::STATE_POLL).await;
         }
+        lock(&self.ready_upstreams).remove(service);
         // Container address of every TCP service port.
         let mut targets = Vec::new();
+        let mut upstreams = HashMap::new();
         let mut pins = Vec::new();
         for spec in svc.ports.iter().filter(|p| p.protocol == Protocol::Tcp) {
             let found = members
@@ -248,6 +270,7 @@ impl DockerRuntime {
                 pins.extend(self.pin(&net, ip, &mac).await);
             }
             targets.push(SocketAddr::new(ip, cport));
+            upstreams.insert(spec.port, SocketAddr::new(ip, cport));
         }
         let mut last_check = std::time::Instant::now();
         while !targets.is_empty() {
@@ -267,6 +290,7 @@ impl DockerRuntime {
             }
             tokio::time::sleep(ready::CONNECT_POLL).await;
         }
+        lock(&self.ready_upstreams).insert(service.to_string(), upstreams);
         for p in pins {
             if let Err(e) = p.remove().await {
                 warn!(service, error = %e, "removing neighbour entry");

@@ -188,18 +188,17 @@ impl WarmupRedirect {
     }
 
     /// Starts warm-up for `port`: new connections to any local address on
-    /// that TCP port skip Docker's DNAT. Then deletes the port's SYN_SENT
-    /// conntrack entries, so SYNs already DNATed to a container that does
-    /// not answer yet are redirected on retransmit. Call it before
-    /// `docker start`.
+    /// that TCP port skip Docker's DNAT. Call it before `docker start`; when
+    /// the containers may already run (started by someone else), follow it
+    /// with [`forget_syn_sent`](Self::forget_syn_sent) so SYNs already
+    /// DNATed to a container that does not answer yet are redirected on
+    /// retransmit.
     pub async fn warm(&self, port: u16) -> Result<(), NetfilterError> {
-        {
-            let mut warming = self.shared.warming.lock().await;
-            let doc = ruleset::add_fresh(&self.shared.options, &[port]);
-            command::nft_apply(Operation::Warm(port), &self.shared.options.nft, &doc).await?;
-            warming.insert(port);
-        }
-        self.forget_syn_sent(port).await.map(|_| ())
+        let mut warming = self.shared.warming.lock().await;
+        let doc = ruleset::add_fresh(&self.shared.options, &[port]);
+        command::nft_apply(Operation::Warm(port), &self.shared.options.nft, &doc).await?;
+        warming.insert(port);
+        Ok(())
     }
 
     /// Ends warm-up for `port`: new connections go to the container again
@@ -218,7 +217,8 @@ impl WarmupRedirect {
     }
 
     /// Deletes `port`'s TCP conntrack entries in SYN_SENT (IPv4 and IPv6)
-    /// and returns how many there were. `warm` and `cool` call it.
+    /// and returns how many there were. `cool` calls it; the caller of
+    /// `warm` does when the containers may already run.
     pub async fn forget_syn_sent(&self, port: u16) -> Result<u64, NetfilterError> {
         conntrack::forget_syn_sent(&self.shared.options.conntrack, port).await
     }

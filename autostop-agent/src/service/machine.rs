@@ -237,7 +237,9 @@ impl Machine {
                         trigger: Trigger::External,
                     }),
                     Effect::CancelTimer,
-                    Effect::Steer(SteerMode::Warming),
+                    Effect::Steer(SteerMode::Warming {
+                        already_started: true,
+                    }),
                     Effect::Run(Op::WaitReady { timeout }),
                 ]);
             }
@@ -350,7 +352,9 @@ impl Machine {
         fx.extend([
             Effect::Notify(LifecycleEvent::Starting { trigger }),
             Effect::CancelTimer,
-            Effect::Steer(SteerMode::Warming),
+            Effect::Steer(SteerMode::Warming {
+                already_started: false,
+            }),
             Effect::Run(Op::Start { timeout }),
         ]);
     }

@@ -33,7 +33,10 @@ async fn start_timeout_fails_and_keeps_steering() {
         .as_deref()
         .is_some_and(|e| e.contains("start timeout")));
     use SteerMode::*;
-    assert_eq!(h.log.steering(), vec![Steered, Warming, Steered]);
+    let warming = Warming {
+        already_started: false,
+    };
+    assert_eq!(h.log.steering(), vec![Steered, warming, Steered]);
 }
 
 #[tokio::test(start_paused = true)]

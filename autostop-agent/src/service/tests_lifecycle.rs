@@ -26,7 +26,12 @@ async fn wake_storm_starts_exactly_once() {
         h.send(WAKE).await;
     }
     h.wait_state(ServiceState::Starting).await;
-    assert_eq!(h.log.steering().last(), Some(&SteerMode::Warming));
+    assert_eq!(
+        h.log.steering().last(),
+        Some(&SteerMode::Warming {
+            already_started: false
+        })
+    );
     h.wait_state(ServiceState::Ready).await;
     assert_eq!(h.log.count(Call::Start), 1);
     assert_eq!(
@@ -34,7 +39,10 @@ async fn wake_storm_starts_exactly_once() {
         vec![Call::Observe, Call::Start, Call::WaitReady]
     );
     use SteerMode::*;
-    assert_eq!(h.log.steering(), vec![Steered, Warming, Direct]);
+    let warming = Warming {
+        already_started: false,
+    };
+    assert_eq!(h.log.steering(), vec![Steered, warming, Direct]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -207,6 +215,11 @@ async fn external_start_and_death() {
         "external start duration is unknown"
     );
     assert_eq!(h.log.runtime_calls(), vec![Call::Observe, Call::WaitReady]);
+    // Docker's DNAT may have taken SYNs before the agent heard of the
+    // start: the warm-up must release them.
+    assert!(h.log.steering().contains(&SteerMode::Warming {
+        already_started: true
+    }));
     let died = ContainerEvent::Died {
         exit_code: Some(137),
     };

@@ -52,7 +52,15 @@ pub enum SteerMode {
     Steered,
     /// Service starting: new connections still go to the agent, even past
     /// Docker's DNAT, until readiness is confirmed.
-    Warming,
+    Warming {
+        /// The containers were started by someone else before the agent
+        /// knew, so Docker's DNAT may already have taken SYNs to a
+        /// container that does not answer yet: those are released too.
+        /// When the agent starts them itself, the port was steered until
+        /// now and no SYN can have been DNAT'd, so that clean-up (two
+        /// `conntrack` runs racing `docker start` for the CPU) is skipped.
+        already_started: bool,
+    },
     /// Service ready: kernel stock path, the agent is off the data path.
     Direct,
 }
