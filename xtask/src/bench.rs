@@ -6,7 +6,9 @@
 //!
 //! - `datapath`: the traffic classifier's kernel cost per packet
 //!   (`kernel.bpf_stats_enabled`: run_time_ns / run_cnt) and loopback UDP
-//!   throughput with the classifier attached vs not attached;
+//!   throughput with the classifier attached vs not attached, and the
+//!   program's own time per packet from `BPF_PROG_TEST_RUN`
+//!   (`bench_testrun.rs`);
 //! - `cold` (`bench_cold.rs`): first-byte time of a cold start through nginx
 //!   minus the app's own start-to-first-byte time, blocking and dynamic;
 //! - `warm` (`bench_warm.rs`): requests/s and latency through nginx to a
@@ -33,7 +35,7 @@ use serde_json::{json, Value};
 
 use crate::{
     bench_stack::{self, median, round_to},
-    run, setup,
+    bench_testrun, run, setup,
 };
 
 /// Rounds per side of each A/B comparison.
@@ -203,17 +205,28 @@ fn datapath() -> anyhow::Result<Value> {
         )
     };
     let (mut with, mut without, mut per_packet) = (Vec::new(), Vec::new(), Vec::new());
-    let mut empty_per_run = Vec::new();
+    let (mut empty_per_run, mut test_run, mut empty_test_run) =
+        (Vec::new(), Vec::new(), Vec::new());
+    let mut unmatched_test_run = Vec::new();
+    let frame = bench_testrun::udp_frame(port, PAYLOAD);
+    // The same packet to a port no target has: the classifier's early exit.
+    let unmatched_frame = bench_testrun::udp_frame(port.wrapping_add(1), PAYLOAD);
     // run_time_ns / run_cnt of a program under the same load, in a round
-    // of its own.
-    let timed_round = |calibrate: bool| -> anyhow::Result<(f64, Option<f64>)> {
+    // of its own, then its BPF_PROG_TEST_RUN time on the load's packet and
+    // on the unmatched one.
+    let timed_round = |calibrate: bool| -> anyhow::Result<(f64, Option<f64>, [f64; 2])> {
         let watcher = Watcher::start(port, calibrate)?;
         set_stats(true).context("enabling kernel.bpf_stats_enabled")?;
         let (t0, c0) = watcher.stats()?;
         let pps = udp_round(port)?;
         let (t1, c1) = watcher.stats()?;
         set_stats(false)?;
-        Ok((pps, (c1 > c0).then(|| (t1 - t0) as f64 / (c1 - c0) as f64)))
+        let per_run = (c1 > c0).then(|| (t1 - t0) as f64 / (c1 - c0) as f64);
+        let test_run = [
+            bench_testrun::ns_per_run(watcher.program_id, &frame)?,
+            bench_testrun::ns_per_run(watcher.program_id, &unmatched_frame)?,
+        ];
+        Ok((pps, per_run, test_run))
     };
     for round in 0..ROUNDS {
         // Alternate which side goes first so drift hits both equally.
@@ -224,10 +237,14 @@ fn datapath() -> anyhow::Result<Value> {
         };
         for attached in order {
             if attached {
-                let (pps, ns) = timed_round(false)?;
+                let (pps, ns, test_ns) = timed_round(false)?;
                 with.push(pps);
                 per_packet.extend(ns);
-                empty_per_run.extend(timed_round(true)?.1);
+                test_run.push(test_ns[0]);
+                unmatched_test_run.push(test_ns[1]);
+                let (_, empty_ns, empty_test_ns) = timed_round(true)?;
+                empty_per_run.extend(empty_ns);
+                empty_test_run.push(empty_test_ns[0]);
             } else {
                 without.push(udp_round(port)?);
             }
@@ -245,6 +262,14 @@ fn datapath() -> anyhow::Result<Value> {
         // for a program that returns at once (`watch --calibrate`).
         "empty_program_ns_per_run": empty_ns.map(|e| round_to(e, 2)),
         "ns_per_packet_above_empty_program": empty_ns.map(|e| round_to(ns_per_packet - e, 2)),
+        // The program alone, timed by BPF_PROG_TEST_RUN over a million
+        // runs on the load's packet: no per-run clock reads inside.
+        "test_run_ns_per_packet": round_to(median(&mut test_run), 2),
+        "test_run_empty_program_ns": round_to(median(&mut empty_test_run), 2),
+        // A packet to a port no service uses (most traffic on `lo` and the
+        // replies to containers' own connections on a bridge).
+        "test_run_unmatched_ns_per_packet": round_to(median(&mut unmatched_test_run), 2),
+        "test_run_repeat": bench_testrun::REPEAT,
         "throughput_ratio": round_to(with_pps / without_pps, 3),
         "pps_with_programs": with_pps.round(),
         "pps_without_programs": without_pps.round(),

@@ -31,7 +31,9 @@ use crate::bench_stack::{
     round_to, section_dir, unique, Agent, Containers, Image, Nginx,
 };
 
-const ROUNDS: usize = 7;
+const ROUNDS: usize = 15;
+/// Pause between a stop and the next measured start.
+const SETTLE: Duration = Duration::from_secs(1);
 /// The app listens this long after its container starts.
 const APP_DELAY: &str = "1";
 
@@ -88,6 +90,10 @@ fn measure(work: &Path, image: &Image, mode: &str) -> anyhow::Result<Value> {
         for via_agent in order {
             docker(&["stop", &name])?;
             agent.wait_state("bench", "stopped", Duration::from_secs(30))?;
+            // dockerd tears the old sandbox down after `stop` returns; a
+            // start racing that clean-up is what made `docker start` vary
+            // by ±100 ms, on both sides alike.
+            thread::sleep(SETTLE);
             let began = SystemTime::now();
             let took = if via_agent {
                 let front = SocketAddr::from(([127, 0, 0, 1], nginx_port));
@@ -134,11 +140,13 @@ fn measure(work: &Path, image: &Image, mode: &str) -> anyhow::Result<Value> {
         .map(|(b, a)| b - a)
         .collect();
     agent.stop();
+    let each: Vec<f64> = overhead.iter().map(|v| round_to(*v, 1)).collect();
     let p50 = percentile(&mut overhead.clone(), 0.5);
     let p99 = percentile(&mut overhead, 0.99);
     Ok(json!({
         "overhead_ms_p50": round_to(p50, 1),
         "overhead_ms_p99": round_to(p99, 1),
+        "overhead_ms_each_round": each,
         "direct_first_byte_ms_p50": round_to(percentile(&mut direct, 0.5), 1),
         "through_agent_first_byte_ms_p50": round_to(percentile(&mut through, 0.5), 1),
         "after_app_start_overhead_ms_p50": round_to(percentile(&mut after_overhead.clone(), 0.5), 1),

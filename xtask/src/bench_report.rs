@@ -82,6 +82,31 @@ fn rows(report: &Value) -> Vec<Row> {
             "≤ 50",
             Some(ns.is_some_and(|v| v <= 50.0)),
         );
+        let test_run = num(&d["test_run_ns_per_packet"]);
+        if test_run.is_some() {
+            push(
+                "datapath",
+                "test_run_ns_per_packet",
+                format!(
+                    "{} (empty program {}; BPF_PROG_TEST_RUN, {} runs)",
+                    d["test_run_ns_per_packet"],
+                    d["test_run_empty_program_ns"],
+                    d["test_run_repeat"]
+                ),
+                "≤ 50",
+                Some(test_run.is_some_and(|v| v <= 50.0)),
+            );
+            push(
+                "datapath",
+                "test_run_unmatched_ns_per_packet",
+                format!(
+                    "{} (a packet to no service's port)",
+                    d["test_run_unmatched_ns_per_packet"]
+                ),
+                "",
+                None,
+            );
+        }
         let ratio = num(&d["throughput_ratio"]);
         push(
             "datapath",

@@ -16,6 +16,7 @@ mod bench_herd;
 mod bench_load;
 mod bench_report;
 mod bench_stack;
+mod bench_testrun;
 mod bench_warm;
 mod demo;
 mod run;
