@@ -157,6 +157,7 @@ impl ServiceTable {
         let held = Arc::new(Semaphore::new(
             usize::try_from(service.max_held_connections).unwrap_or(1024),
         ));
+        let handover = Arc::new(Semaphore::new(crate::coldstart::HANDOVER_WINDOW));
         if let Ok(mut routes) = self.routes.write() {
             for port in &tcp_ports {
                 routes.insert(
@@ -168,6 +169,7 @@ impl ServiceTable {
                         handle: handle.clone(),
                         start_timeout: service.start_timeout,
                         held: Arc::clone(&held),
+                        handover: Arc::clone(&handover),
                     },
                 );
             }

@@ -1,7 +1,7 @@
 //! One steered connection: wake the service, hold the connection until the
 //! state machine pushes `Ready`, then splice it to the container.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use tokio::{
     io::{copy_bidirectional, AsyncWriteExt},
@@ -21,6 +21,18 @@ const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long to wait for a client's first bytes when deciding whether an
 /// error reply should be HTTP.
 const PEEK_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// How many held connections of one service may be in their first
+/// [`HANDOVER_GRACE`] with the app at once. Readiness releases every held
+/// connection at the same instant; opened all together they overflow a
+/// small listen backlog (busybox httpd: 9), the app's kernel drops the
+/// handshakes it has no room for, and their retransmits, all on the same
+/// back-off schedule, collide again: in a test, some of 300 waited over
+/// 30 s. Eight at a time, each given a moment to be accepted, keeps the
+/// app's queue short and still hands over hundreds per second.
+pub const HANDOVER_WINDOW: usize = 8;
+/// How long a forwarded connection keeps its place in the window.
+const HANDOVER_GRACE: Duration = Duration::from_millis(10);
 
 /// What became of a held connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +106,8 @@ pub(super) async fn hold_and_forward(
             return HoldOutcome::Failed;
         }
     }
+    // The semaphore is never closed, so acquiring cannot fail.
+    let handover = Arc::clone(&route.handover).acquire_owned().await.ok();
     let mut upstream = match connect_upstream(route, port, upstreams).await {
         Ok(upstream) => upstream,
         Err(reason) => {
@@ -107,7 +121,13 @@ pub(super) async fn hold_and_forward(
     }
     // No time cap: a websocket or download opened during the cold start
     // lives as long as both ends want it to.
-    let _ = copy_bidirectional(&mut stream, &mut upstream).await;
+    let copy = copy_bidirectional(&mut stream, &mut upstream);
+    tokio::pin!(copy);
+    tokio::select! {
+        _ = &mut copy => return HoldOutcome::Forwarded,
+        () = tokio::time::sleep(HANDOVER_GRACE) => drop(handover),
+    }
+    let _ = copy.await;
     HoldOutcome::Forwarded
 }
 

@@ -35,7 +35,7 @@ use crate::{
     waitpage::ThemeSet,
 };
 
-pub use hold::HoldOutcome;
+pub use hold::{HoldOutcome, HANDOVER_WINDOW};
 
 /// Finds where a ready service's port lives now: the container address can
 /// change each time its containers start, so it is asked at forward time.
@@ -60,6 +60,9 @@ pub struct Route {
     pub start_timeout: Duration,
     /// Bounds the connections held at once for this service.
     pub held: Arc<Semaphore>,
+    /// Paces the hand-over of held connections to the ready service (see
+    /// [`HANDOVER_WINDOW`]); one per service, shared by its ports.
+    pub handover: Arc<Semaphore>,
 }
 
 /// Counters of the listener, read by the status API and tests.

@@ -80,6 +80,7 @@ impl Harness {
             handle: ServiceHandle { tx, status_rx },
             start_timeout,
             held: Arc::new(Semaphore::new(max_held)),
+            handover: Arc::new(Semaphore::new(super::HANDOVER_WINDOW)),
         };
         let routes: Routes = Arc::new(RwLock::new(HashMap::from([(addr.port(), route)])));
         let upstream = Arc::new(FixedUpstream(echo_server().await));
@@ -222,6 +223,40 @@ async fn two_hundred_concurrent_connections_are_all_answered() {
             .expect("client task");
     }
     assert_eq!(h.stats.accepted.load(Ordering::Relaxed), 200);
+    h.stop().await;
+}
+
+/// The hand-over window paces connections to the app, it does not cap
+/// them: three windows' worth, each kept open until all are answered, all
+/// get through.
+#[tokio::test]
+async fn connections_beyond_the_handover_window_are_forwarded_while_others_stay_open() {
+    let h = Harness::start(1024, Duration::from_secs(30)).await;
+    let count = 3 * super::HANDOVER_WINDOW;
+    let all_answered = Arc::new(tokio::sync::Barrier::new(count));
+    let mut clients = Vec::new();
+    for i in 0..count {
+        let (addr, all_answered) = (h.addr, Arc::clone(&all_answered));
+        clients.push(tokio::spawn(async move {
+            let mut c = TcpStream::connect(addr).await.expect("connect");
+            let msg = format!("long-lived {i:02}");
+            c.write_all(msg.as_bytes()).await.expect("write");
+            let mut back = vec![0u8; msg.len()];
+            c.read_exact(&mut back).await.expect("read");
+            assert_eq!(back, msg.as_bytes());
+            // Open until every other connection was answered too.
+            all_answered.wait().await;
+            drop(c);
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    h.set_state(ServiceState::Ready);
+    for client in clients {
+        tokio::time::timeout(Duration::from_secs(10), client)
+            .await
+            .expect("answered in time")
+            .expect("client task");
+    }
     h.stop().await;
 }
 
