@@ -19,10 +19,10 @@ use tracing::info;
 use super::effects::{Activity, Effect, Input, Op, OpOutcome};
 use super::machine::Machine;
 use super::traits::{ActivityProbe, ContainerRuntime, LifecycleObserver, Steering};
-use super::types::{Command, ServiceStatus};
+use super::types::{Command, ServiceState, ServiceStatus};
 use super::ServiceError;
 
-/// Period of the idle check.
+/// Period of the idle check (while the service is ready).
 pub const IDLE_CHECK_PERIOD: Duration = Duration::from_secs(1);
 
 /// Boxed in-flight runtime operation.
@@ -66,6 +66,9 @@ impl Actor {
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             let timer = exec.timer;
+            // Only a ready service can go idle: the others skip the tick, so
+            // fifty sleeping services cost no wake-ups at all.
+            let watch_idle = *machine.state() == ServiceState::Ready;
             let input = tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => break,
@@ -81,7 +84,7 @@ impl Actor {
                     None | Some(Command::Shutdown) => break,
                     Some(cmd) => Input::Command(cmd),
                 },
-                _ = ticker.tick() => Input::Tick(self.read_activity()),
+                _ = ticker.tick(), if watch_idle => Input::Tick(self.read_activity()),
             };
             let fx = machine.handle(input, Instant::now());
             self.apply(&mut machine, &mut exec, fx);
