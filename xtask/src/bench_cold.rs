@@ -67,6 +67,9 @@ fn measure(work: &Path, image: &Image, mode: &str) -> anyhow::Result<Value> {
     agent.wait_state("bench", "stopped", Duration::from_secs(30))?;
 
     let mut overhead = Vec::new();
+    // Every round's four parts, so an outlier shows on which side of the
+    // app's process start it happened.
+    let mut detail = Vec::new();
     let (mut direct, mut through) = (Vec::new(), Vec::new());
     // Per side: ms from the app's process start to the first byte, and
     // from the request (or the start call) to the process start.
@@ -131,6 +134,12 @@ fn measure(work: &Path, image: &Image, mode: &str) -> anyhow::Result<Value> {
             after_start[side].push(split[side].0);
             before_start[side].push(split[side].1);
         }
+        detail.push(json!({
+            "direct_to_process_ms": round_to(split[0].1, 1),
+            "direct_after_process_ms": round_to(split[0].0, 1),
+            "agent_to_process_ms": round_to(split[1].1, 1),
+            "agent_after_process_ms": round_to(split[1].0, 1),
+        }));
     }
     let [after_direct, after_agent] = &mut after_start;
     let [before_direct, before_agent] = &mut before_start;
@@ -147,6 +156,7 @@ fn measure(work: &Path, image: &Image, mode: &str) -> anyhow::Result<Value> {
         "overhead_ms_p50": round_to(p50, 1),
         "overhead_ms_p99": round_to(p99, 1),
         "overhead_ms_each_round": each,
+        "rounds_detail": detail,
         "direct_first_byte_ms_p50": round_to(percentile(&mut direct, 0.5), 1),
         "through_agent_first_byte_ms_p50": round_to(percentile(&mut through, 0.5), 1),
         "after_app_start_overhead_ms_p50": round_to(percentile(&mut after_overhead.clone(), 0.5), 1),
