@@ -195,7 +195,14 @@ impl WarmupRedirect {
     /// retransmit.
     pub async fn warm(&self, port: u16) -> Result<(), NetfilterError> {
         let mut warming = self.shared.warming.lock().await;
-        let doc = ruleset::add_fresh(&self.shared.options, &[port]);
+        // A port not warming has no element: the table is created empty at
+        // install and `cool` deletes elements (if a failed `cool` left one,
+        // still ticking, the refresher renews it within one interval).
+        let doc = if warming.contains(&port) {
+            ruleset::add_fresh(&self.shared.options, &[port])
+        } else {
+            ruleset::add_new(&self.shared.options, &[port])
+        };
         command::nft_apply(Operation::Warm(port), &self.shared.options.nft, &doc).await?;
         warming.insert(port);
         Ok(())
