@@ -126,6 +126,17 @@ async fn read_all(stream: &mut TcpStream) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Opens a connection to the agent and asserts the agent closes it (EOF or
+/// reset) within `within` instead of holding it.
+async fn assert_closed_by_agent(addr: SocketAddr, within: Duration, what: &str) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let mut buf = [0u8; 1];
+    let read = tokio::time::timeout(within, stream.read(&mut buf))
+        .await
+        .unwrap_or_else(|_| panic!("{what}: still open after {within:?}"));
+    assert!(matches!(read, Ok(0) | Err(_)), "{what}: {read:?}");
+}
+
 #[tokio::test]
 async fn held_connection_is_forwarded_once_ready_with_its_bytes_intact() {
     let mut h = Harness::start(16, Duration::from_secs(30)).await;
@@ -168,15 +179,7 @@ async fn an_ignored_source_is_refused_while_stopped_and_held_while_starting() {
         .push("127.0.0.0/8".parse().expect("cidr"));
 
     // Stopped: the monitor's connection is reset and wakes nothing.
-    let mut monitor = TcpStream::connect(h.addr).await.expect("connect");
-    let mut buf = [0u8; 1];
-    let read = tokio::time::timeout(Duration::from_secs(5), monitor.read(&mut buf))
-        .await
-        .expect("closed in time");
-    assert!(
-        matches!(read, Ok(0) | Err(_)),
-        "refused, not held: {read:?}"
-    );
+    assert_closed_by_agent(h.addr, Duration::from_secs(5), "refused, not held").await;
     assert_eq!(h.stats.ignored_refused.load(Ordering::Relaxed), 1);
     assert!(
         h.commands.try_recv().is_err(),
@@ -304,15 +307,12 @@ async fn connections_over_the_limit_are_refused_at_once_and_counted() {
     let _b = TcpStream::connect(h.addr).await.expect("connect");
     // Let the two be accepted and hold their permits.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let mut c = TcpStream::connect(h.addr).await.expect("connect");
-    let mut buf = [0u8; 1];
-    let read = tokio::time::timeout(Duration::from_secs(2), c.read(&mut buf))
-        .await
-        .expect("closed fast");
-    assert!(
-        matches!(read, Ok(0) | Err(_)),
-        "third connection must be closed: {read:?}"
-    );
+    assert_closed_by_agent(
+        h.addr,
+        Duration::from_secs(2),
+        "third connection must be closed",
+    )
+    .await;
     assert_eq!(h.stats.refused_over_limit.load(Ordering::Relaxed), 1);
     h.stop().await;
 }
