@@ -19,6 +19,12 @@ pub mod names {
     /// containers' own connections, unrelated loopback traffic) leaves the
     /// classifier after an array read.
     pub const TARGET_PORTS: &str = "TARGET_PORTS";
+    /// Map: array of [`crate::TargetSlotV4`], indexed by
+    /// [`crate::TargetSlotV4::index`] of an IPv4 destination. A direct-mapped
+    /// copy of the IPv4 part of `SERVICE_TARGETS`: one array read where
+    /// the hash lookup walks a bucket. A slot that several targets hash to
+    /// says so, and those destinations are looked up in `SERVICE_TARGETS`.
+    pub const TARGETS_V4: &str = "TARGETS_V4";
     /// Map: per-CPU array of [`crate::Activity`], indexed by service index.
     pub const ACTIVITY: &str = "ACTIVITY";
     /// Map: per-CPU array of [`crate::DatapathStats`] with a single slot.
@@ -106,6 +112,10 @@ pub const MAX_TARGETS: u32 = 8192;
 /// Entries of [`names::TARGET_PORTS`]: one per port number.
 pub const PORT_SLOTS: u32 = 65536;
 
+/// Entries of [`names::TARGETS_V4`]: twice [`MAX_TARGETS`], so few targets
+/// share a slot. A power of two (the index is masked).
+pub const V4_SLOTS: u32 = 2 * MAX_TARGETS;
+
 /// IP protocol numbers as found in the IPv4 `protocol` / IPv6 `next header`
 /// field, used in [`TargetKey::protocol`].
 pub mod proto {
@@ -162,6 +172,69 @@ pub const fn v4_mapped(octets: [u8; 4]) -> [u8; 16] {
     // the verifier refuses without CAP_PERFMON.
     let address = 0xffff_0000_0000_u128 | u32::from_be_bytes(octets) as u128;
     address.to_be_bytes()
+}
+
+/// One slot of [`names::TARGETS_V4`]. Empty (all zero), one IPv4 target
+/// with its service, or [`TargetSlotV4::SHARED`]: several targets hash here
+/// and the classifier asks `SERVICE_TARGETS`, which holds every target.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TargetSlotV4 {
+    /// The target's IPv4 address as the packet carries it (network-order
+    /// octets read as a native `u32`).
+    pub addr: u32,
+    /// The service index the target maps to.
+    pub service: u32,
+    /// Destination port in host byte order.
+    pub port: u16,
+    /// [`proto::TCP`] or [`proto::UDP`].
+    pub protocol: u8,
+    /// [`TargetSlotV4::USED`], [`TargetSlotV4::SHARED`] or 0 (empty).
+    pub flags: u8,
+}
+
+impl TargetSlotV4 {
+    /// The slot holds exactly one target: the fields above.
+    pub const USED: u8 = 1;
+    /// Several targets hash to this slot: look the packet up in
+    /// `SERVICE_TARGETS`.
+    pub const SHARED: u8 = 2;
+
+    /// The slot of IPv4 destination `octets:port` over `protocol`. Both
+    /// sides call this one function, so they cannot disagree. A few ALU
+    /// operations (a 32-bit integer mix), cheaper than the hash map's jhash
+    /// over a 20-byte key.
+    pub const fn index(octets: [u8; 4], port: u16, protocol: u8) -> u32 {
+        let mut x = u32::from_ne_bytes(octets) ^ ((port as u32) << 8) ^ (protocol as u32);
+        x ^= x >> 16;
+        x = x.wrapping_mul(0x7feb_352d);
+        x ^= x >> 15;
+        x = x.wrapping_mul(0x846c_a68b);
+        x ^= x >> 16;
+        x & (V4_SLOTS - 1)
+    }
+
+    /// A slot holding one target.
+    pub const fn single(octets: [u8; 4], port: u16, protocol: u8, service: u32) -> Self {
+        Self {
+            addr: u32::from_ne_bytes(octets),
+            service,
+            port,
+            protocol,
+            flags: Self::USED,
+        }
+    }
+
+    /// A slot several targets hash to.
+    pub const fn shared() -> Self {
+        Self {
+            addr: 0,
+            service: 0,
+            port: 0,
+            protocol: 0,
+            flags: Self::SHARED,
+        }
+    }
 }
 
 /// Sent by the sk_lookup program when a new connection reaches a steered
@@ -237,6 +310,8 @@ mod user {
     // byte arrays, and has no implicit padding (TargetKey's padding byte is an
     // explicit field), so any bit pattern is a valid value.
     unsafe impl aya::Pod for super::TargetKey {}
+    // SAFETY: as above: u32, u32, u16, u8, u8 (12 bytes, no padding).
+    unsafe impl aya::Pod for super::TargetSlotV4 {}
     // SAFETY: as above: three u64 fields.
     unsafe impl aya::Pod for super::Activity {}
     // SAFETY: as above: u64 fields only.
@@ -249,3 +324,5 @@ mod user {
 // The kernel and the agent must agree on these sizes byte for byte.
 const _: () = assert!(core::mem::size_of::<WakeEvent>() == 40);
 const _: () = assert!(core::mem::size_of::<TargetKey>() == 20);
+const _: () = assert!(core::mem::size_of::<TargetSlotV4>() == 12);
+const _: () = assert!(V4_SLOTS.is_power_of_two());

@@ -1,6 +1,8 @@
 //! `count_traffic`: a TC classifier for the egress side of the Docker
 //! bridges (traffic heading into containers) and for `lo`. It looks up each
-//! IPv4/IPv6 TCP or UDP packet's destination in `SERVICE_TARGETS` and, on a
+//! IPv4/IPv6 TCP or UDP packet's destination among the service targets
+//! (`TARGETS_V4`, a direct-mapped array, for IPv4; `SERVICE_TARGETS`, a hash
+//! map, for IPv6 and for IPv4 targets that share an array slot) and, on a
 //! match whose source is not in `IGNORED_SOURCES`, adds it to that service's
 //! per-CPU `ACTIVITY` slot. It never changes or drops a packet: whatever
 //! happens, it returns `TC_ACT_UNSPEC` so the next program and the stack
@@ -20,7 +22,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 
-use crate::maps::{bump, is_ignored, is_target_port, ACTIVITY, SERVICE_TARGETS};
+use crate::maps::{bump, is_ignored, is_target_port, service_of, service_of_v4, ACTIVITY};
 
 const ETH_HDR_LEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
@@ -84,13 +86,16 @@ fn try_count_traffic(ctx: &TcContext) -> Result<(), Skip> {
         start: ctx.data(),
         end: ctx.data_end(),
     };
-    let (key, source) = addresses(&packet)?;
-    // SAFETY: the map is preallocated and values are plain u32 indexes; a
-    // racing update can at worst give us the neighbouring value's index,
-    // which is still a valid array index.
-    let service = unsafe { SERVICE_TARGETS.get(&key) }
-        .copied()
-        .ok_or(Skip::NotTracked)?;
+    let (destination, source) = addresses(&packet)?;
+    let service = match destination {
+        Destination::V4 {
+            addr,
+            port,
+            protocol,
+        } => service_of_v4(addr, port, protocol),
+        Destination::V6(key) => service_of(&key),
+    }
+    .ok_or(Skip::NotTracked)?;
     if is_ignored(source) {
         bump(|s| s.packets_ignored += 1);
         return Err(Skip::Ignored);
@@ -113,10 +118,23 @@ fn try_count_traffic(ctx: &TcContext) -> Result<(), Skip> {
     Ok(())
 }
 
+/// Where a packet is heading: IPv4 is kept apart because its targets are
+/// found in an array before any hash lookup.
+enum Destination {
+    /// An IPv4 destination (octets in network order).
+    V4 {
+        addr: [u8; 4],
+        port: u16,
+        protocol: u8,
+    },
+    /// An IPv6 destination, as the hash map's key.
+    V6(TargetKey),
+}
+
 /// Reads the packet's destination (address, port, protocol) and its source
 /// address (16 bytes, IPv4 v4-mapped).
 #[inline(always)]
-fn addresses(packet: &Packet<'_>) -> Result<(TargetKey, [u8; 16]), Skip> {
+fn addresses(packet: &Packet<'_>) -> Result<(Destination, [u8; 16]), Skip> {
     let ether_type = u16::from_be(packet.read::<u16>(12)?);
     match ether_type {
         ETH_P_IP => {
@@ -149,7 +167,12 @@ fn addresses(packet: &Packet<'_>) -> Result<(TargetKey, [u8; 16]), Skip> {
             if !is_target_port(port) {
                 return Err(Skip::NotTracked);
             }
-            Ok((TargetKey::ipv4(daddr, port, protocol), v4_mapped(saddr)))
+            let destination = Destination::V4 {
+                addr: daddr,
+                port,
+                protocol,
+            };
+            Ok((destination, v4_mapped(saddr)))
         }
         ETH_P_IPV6 => {
             // Extension headers are not followed: services are reached with
@@ -162,7 +185,10 @@ fn addresses(packet: &Packet<'_>) -> Result<(TargetKey, [u8; 16]), Skip> {
             }
             let saddr = packet.read::<[u8; 16]>(ETH_HDR_LEN + 8)?;
             let daddr = packet.read::<[u8; 16]>(ETH_HDR_LEN + 24)?;
-            Ok((TargetKey::ipv6(daddr, port, protocol), saddr))
+            Ok((
+                Destination::V6(TargetKey::ipv6(daddr, port, protocol)),
+                saddr,
+            ))
         }
         _ => Err(Skip::NotTracked),
     }

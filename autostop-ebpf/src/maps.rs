@@ -2,8 +2,8 @@
 //! documented in `autostop_common::names`.
 
 use autostop_common::{
-    Activity, DatapathStats, TargetKey, LISTENER_SLOTS, MAX_IGNORED_SOURCES, MAX_SERVICES,
-    MAX_STEERED_PORTS, MAX_TARGETS, PORT_SLOTS, WAKE_RING_BYTES,
+    Activity, DatapathStats, TargetKey, TargetSlotV4, LISTENER_SLOTS, MAX_IGNORED_SOURCES,
+    MAX_SERVICES, MAX_STEERED_PORTS, MAX_TARGETS, PORT_SLOTS, V4_SLOTS, WAKE_RING_BYTES,
 };
 use aya_ebpf::{
     macros::map,
@@ -23,6 +23,35 @@ pub fn is_target_port(port: u16) -> bool {
     TARGET_PORTS
         .get(u32::from(port))
         .is_some_and(|used| *used != 0)
+}
+
+#[map(name = "TARGETS_V4")]
+pub static TARGETS_V4: Array<TargetSlotV4> = Array::with_max_entries(V4_SLOTS, 0);
+
+/// The service IPv4 destination `addr:port` over `protocol` belongs to:
+/// one array read for a target alone in its slot, the hash lookup only for
+/// a slot several targets share.
+#[inline(always)]
+pub fn service_of_v4(addr: [u8; 4], port: u16, protocol: u8) -> Option<u32> {
+    let slot = TARGETS_V4.get(TargetSlotV4::index(addr, port, protocol))?;
+    if slot.flags == TargetSlotV4::USED {
+        let same =
+            slot.addr == u32::from_ne_bytes(addr) && slot.port == port && slot.protocol == protocol;
+        same.then_some(slot.service)
+    } else if slot.flags == TargetSlotV4::SHARED {
+        service_of(&TargetKey::ipv4(addr, port, protocol))
+    } else {
+        None
+    }
+}
+
+/// The service `key` belongs to, from the hash map of every target.
+#[inline(always)]
+pub fn service_of(key: &TargetKey) -> Option<u32> {
+    // SAFETY: the map is preallocated and values are plain u32 indexes; a
+    // racing update can at worst give us the neighbouring value's index,
+    // which is still a valid array index.
+    unsafe { SERVICE_TARGETS.get(key) }.copied()
 }
 
 #[map(name = "ACTIVITY")]

@@ -8,6 +8,7 @@ use autostop::{
     bpf::{Datapath, Target},
     config::Protocol,
 };
+use autostop_common::{proto, TargetSlotV4};
 use autostop_tests::{
     eventually, links_of_program, program_loaded, require_root_and_bpf, AgentProcess,
 };
@@ -158,6 +159,57 @@ fn privileged_targets_sharing_a_port_count_until_each_is_removed() {
     datapath.add_target(&second, 1).expect("second target back");
     send_datagrams(second.addr, 3);
     assert_eq!(packets(&datapath, 1), 17, "the port is open again");
+}
+
+/// Two IPv4 targets that hash to the same `TARGETS_V4` slot are both
+/// counted (the slot then sends the classifier to the hash map), and
+/// whichever stays after the other is removed keeps counting (the slot
+/// holds it alone again).
+#[test]
+fn privileged_targets_sharing_an_array_slot_are_counted() {
+    require_root_and_bpf();
+    let first = receiver("127.0.0.1:0");
+    let port = first.local_addr().expect("addr").port();
+    let index = |octets| TargetSlotV4::index(octets, port, proto::UDP);
+    let twin = (2..=u32::from(u16::MAX))
+        .map(|n| {
+            let [_, _, b, c] = n.to_be_bytes();
+            [127, 1, b, c]
+        })
+        .find(|octets| index(*octets) == index([127, 0, 0, 1]))
+        .expect("a loopback address in the same slot");
+    let second = receiver(&format!("{}:{port}", std::net::Ipv4Addr::from(twin)));
+    let target = |socket: &UdpSocket| Target {
+        addr: socket.local_addr().expect("addr"),
+        protocol: Protocol::Udp,
+    };
+    let (first, second) = (target(&first), target(&second));
+    let packets = |datapath: &Datapath, service| datapath.activity(service).expect("read").packets;
+
+    for stays in [&first, &second] {
+        let mut datapath = Datapath::load().expect("load");
+        datapath.attach_egress("lo").expect("attach to lo");
+        datapath.add_target(&first, 0).expect("first target");
+        datapath.add_target(&second, 1).expect("second target");
+        send_datagrams(first.addr, 10);
+        send_datagrams(second.addr, 7);
+        assert_eq!((packets(&datapath, 0), packets(&datapath, 1)), (10, 7));
+
+        let (goes, service) = if *stays == first {
+            (&second, 0)
+        } else {
+            (&first, 1)
+        };
+        datapath.remove_target(goes).expect("remove one");
+        send_datagrams(first.addr, 10);
+        send_datagrams(second.addr, 7);
+        let expected = if service == 0 { (20, 7) } else { (10, 14) };
+        assert_eq!(
+            (packets(&datapath, 0), packets(&datapath, 1)),
+            expected,
+            "{stays} alone in its slot"
+        );
+    }
 }
 
 /// IPv4 headers with options (IHL > 5) take the classifier's other way to

@@ -22,7 +22,7 @@ pub mod targets;
 
 use std::collections::BTreeSet;
 
-use autostop_common::{names, Activity, DatapathStats, TargetKey, MAX_SERVICES};
+use autostop_common::{names, Activity, DatapathStats, TargetKey, TargetSlotV4, MAX_SERVICES};
 use aya::{
     maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf, SockMap},
     programs::{sk_lookup::SkLookupLinkId, SchedClassifier, SkLookup},
@@ -113,8 +113,12 @@ pub struct Datapath {
     /// How many targets use each port, so `target_ports` is cleared when
     /// the last one goes.
     port_users: std::collections::HashMap<u16, u32>,
-    /// The keys now in `targets`, so adding one twice counts once.
-    target_keys: std::collections::HashSet<TargetKey>,
+    /// IPv4 slot → target (or "shared"): the classifier's direct-mapped
+    /// copy of the IPv4 part of `targets`.
+    targets_v4: Array<MapData, TargetSlotV4>,
+    /// The keys now in `targets` with their service, so adding one twice
+    /// counts once and a slot can be rebuilt from the keys that hash to it.
+    target_keys: std::collections::HashMap<TargetKey, u32>,
     /// Per-service, per-CPU traffic counters.
     activity: PerCpuArray<MapData, Activity>,
     /// Classifier and steering health counters.
@@ -146,6 +150,7 @@ impl Datapath {
         let mut ebpf = Ebpf::load(EBPF_OBJECT)?;
         let targets = take_map(&mut ebpf, names::SERVICE_TARGETS)?;
         let target_ports = take_map(&mut ebpf, names::TARGET_PORTS)?;
+        let targets_v4 = take_map(&mut ebpf, names::TARGETS_V4)?;
         let activity = take_map(&mut ebpf, names::ACTIVITY)?;
         let stats = take_map(&mut ebpf, names::DATAPATH_STATS)?;
         let steered = take_map(&mut ebpf, names::STEERED_PORTS)?;
@@ -170,7 +175,8 @@ impl Datapath {
             targets,
             target_ports,
             port_users: std::collections::HashMap::new(),
-            target_keys: std::collections::HashSet::new(),
+            targets_v4,
+            target_keys: std::collections::HashMap::new(),
             activity,
             stats,
             attached: Vec::new(),

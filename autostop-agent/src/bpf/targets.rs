@@ -10,7 +10,7 @@ use std::{
 
 use super::{classifier, BpfError, Datapath};
 use crate::config::Protocol;
-use autostop_common::{names, proto, Activity, TargetKey, MAX_SERVICES};
+use autostop_common::{names, proto, Activity, TargetKey, TargetSlotV4, MAX_SERVICES};
 use aya::programs::{tc::SchedClassifierLinkId, TcAttachType};
 
 /// The classifier on one interface.
@@ -163,9 +163,10 @@ impl Datapath {
             return Err(BpfError::ServiceIndex(service));
         }
         let key = target.key();
-        let is_new = !self.target_keys.contains(&key);
-        // The port is let through before the target exists, so the
-        // classifier never sees one without the other.
+        let is_new = !self.target_keys.contains_key(&key);
+        // The port is let through before the target exists, and the hash map
+        // holds a target before its IPv4 slot points at it, so the
+        // classifier never sees a half-added target.
         if is_new {
             self.use_port(key.port)?;
         }
@@ -178,13 +179,16 @@ impl Datapath {
                 source,
             });
         }
-        self.target_keys.insert(key);
-        Ok(())
+        self.target_keys.insert(key, service);
+        self.rebuild_v4_slot(&key)
     }
 
     /// Stops counting traffic to `target`. Unknown targets are ignored.
     pub fn remove_target(&mut self, target: &Target) -> Result<(), BpfError> {
         let key = target.key();
+        let was_known = self.target_keys.remove(&key).is_some();
+        // The slot forgets the target before the hash map does.
+        self.rebuild_v4_slot(&key)?;
         match self.targets.remove(&key) {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
             Err(source) => {
@@ -194,10 +198,34 @@ impl Datapath {
                 })
             }
         }
-        if self.target_keys.remove(&key) {
+        if was_known {
             self.release_port(key.port)?;
         }
         Ok(())
+    }
+
+    /// Rewrites the `TARGETS_V4` slot `key` hashes to from the targets now
+    /// known: empty, the one target there, or "shared" (the classifier then
+    /// asks the hash map). A no-op for IPv6 keys. Rare (targets change when
+    /// containers start or stop), so scanning every key is fine.
+    fn rebuild_v4_slot(&mut self, key: &TargetKey) -> Result<(), BpfError> {
+        let Some(octets) = ipv4_octets(key) else {
+            return Ok(());
+        };
+        let index = TargetSlotV4::index(octets, key.port, key.protocol);
+        let slot = slot_for(
+            self.target_keys
+                .iter()
+                .filter_map(|(k, service)| Some((ipv4_octets(k)?, k, *service)))
+                .filter(|(o, k, _)| TargetSlotV4::index(*o, k.port, k.protocol) == index)
+                .map(|(o, k, service)| (o, k.port, k.protocol, service)),
+        );
+        self.targets_v4
+            .set(index, slot, 0)
+            .map_err(|source| BpfError::Map {
+                map: names::TARGETS_V4,
+                source,
+            })
     }
 
     /// One more target has destination port `port`.
@@ -254,6 +282,26 @@ impl Datapath {
     }
 }
 
+/// The IPv4 address of a v4-mapped key, `None` for IPv6.
+fn ipv4_octets(key: &TargetKey) -> Option<[u8; 4]> {
+    let (prefix, octets) = key.addr.split_at(12);
+    (prefix == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff])
+        .then(|| octets.try_into().ok())
+        .flatten()
+}
+
+/// The slot value for the IPv4 targets (address, port, protocol, service)
+/// that hash to one slot.
+fn slot_for(mut targets: impl Iterator<Item = ([u8; 4], u16, u8, u32)>) -> TargetSlotV4 {
+    match (targets.next(), targets.next()) {
+        (None, _) => TargetSlotV4::default(),
+        (Some((octets, port, protocol, service)), None) => {
+            TargetSlotV4::single(octets, port, protocol, service)
+        }
+        (Some(_), Some(_)) => TargetSlotV4::shared(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,6 +324,52 @@ mod tests {
         assert!(err.to_string().contains("sctp"), "{err}");
         assert!("localhost:80".parse::<Target>().is_err());
         assert!("127.0.0.1".parse::<Target>().is_err());
+    }
+
+    #[test]
+    fn a_slot_is_empty_single_or_shared() {
+        assert_eq!(slot_for(std::iter::empty()), TargetSlotV4::default());
+        let one = slot_for([([10, 0, 0, 2], 80, proto::TCP, 7)].into_iter());
+        assert_eq!(one.flags, TargetSlotV4::USED);
+        assert_eq!(
+            (one.addr, one.port, one.protocol, one.service),
+            (u32::from_ne_bytes([10, 0, 0, 2]), 80, proto::TCP, 7)
+        );
+        let two = [
+            ([10, 0, 0, 2], 80, proto::TCP, 7),
+            ([10, 0, 0, 3], 80, proto::TCP, 8),
+        ];
+        assert_eq!(slot_for(two.into_iter()), TargetSlotV4::shared());
+    }
+
+    #[test]
+    fn only_v4_mapped_keys_have_ipv4_octets() {
+        let v4: Target = "172.17.0.2:80".parse().expect("valid");
+        assert_eq!(ipv4_octets(&v4.key()), Some([172, 17, 0, 2]));
+        let v6: Target = "[fd00::2]:80".parse().expect("valid");
+        assert_eq!(ipv4_octets(&v6.key()), None);
+    }
+
+    #[test]
+    fn slot_indexes_spread_docker_addresses() {
+        // Typical Docker bridge addresses: 10 networks of 40 containers, two
+        // ports each. Most must get a slot of their own (else the array
+        // buys nothing over the hash map).
+        let mut used = std::collections::HashMap::<u32, u32>::new();
+        for network in 17..27u8 {
+            for host in 2..42u8 {
+                for port in [80, 443] {
+                    let index = TargetSlotV4::index([172, network, 0, host], port, proto::TCP);
+                    assert!(index < autostop_common::V4_SLOTS);
+                    *used.entry(index).or_default() += 1;
+                }
+            }
+        }
+        let alone = used.values().filter(|n| **n == 1).count();
+        assert!(
+            alone * 100 >= 800 * 90,
+            "{alone} of 800 targets alone in their slot"
+        );
     }
 
     #[test]
