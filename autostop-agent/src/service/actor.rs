@@ -92,9 +92,15 @@ impl Actor {
         info!(service = %self.name, event = "actor_stopped", state = machine.state().as_str());
     }
 
-    /// Executes effects in order (probe re-reads feed back into the
-    /// machine), then publishes the status if it changed.
+    /// Publishes the status if it changed, executes effects in order
+    /// (probe re-reads feed back into the machine), then publishes again.
+    ///
+    /// The first publish comes before the effects: the held connections
+    /// wait on the status, and an observer's work (the `Ready` event
+    /// persists the learned start time with an fsync, slow on an SD card)
+    /// must not delay their forward.
     fn apply(&self, machine: &mut Machine, exec: &mut Exec, fx: Vec<Effect>) {
+        self.publish(machine);
         let mut queue: VecDeque<Effect> = fx.into();
         while let Some(effect) = queue.pop_front() {
             match effect {
@@ -114,6 +120,11 @@ impl Actor {
                 }
             }
         }
+        self.publish(machine);
+    }
+
+    /// Sends the machine's status to watchers if it changed.
+    fn publish(&self, machine: &Machine) {
         let status = machine.status();
         self.status_tx.send_if_modified(|cur| {
             if *cur == status {

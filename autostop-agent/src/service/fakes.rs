@@ -18,22 +18,31 @@ use super::{
     ServiceStatus, SteerMode, Steering,
 };
 
-/// Records lifecycle events in order.
+/// Records lifecycle events in order, each with the state the service's
+/// watchers saw while the observer ran.
 #[derive(Debug, Default)]
-pub struct FakeObserver(Mutex<Vec<LifecycleEvent>>);
+pub struct FakeObserver {
+    events: Mutex<Vec<(LifecycleEvent, Option<ServiceState>)>>,
+    /// The service's status, once the harness has spawned it.
+    watch: std::sync::OnceLock<tokio::sync::watch::Receiver<ServiceStatus>>,
+}
 
 impl FakeObserver {
     /// Events so far.
     pub fn events(&self) -> Vec<LifecycleEvent> {
-        self.0.lock().map(|e| e.clone()).unwrap_or_default()
+        lock(&self.events).iter().map(|(e, _)| e.clone()).collect()
+    }
+
+    /// What watchers saw during each event so far.
+    pub fn states_seen(&self) -> Vec<Option<ServiceState>> {
+        lock(&self.events).iter().map(|(_, s)| s.clone()).collect()
     }
 }
 
 impl LifecycleObserver for FakeObserver {
     fn on_event(&self, _: &str, event: &LifecycleEvent) {
-        if let Ok(mut events) = self.0.lock() {
-            events.push(event.clone());
-        }
+        let seen = self.watch.get().map(|w| w.borrow().state.clone());
+        lock(&self.events).push((event.clone(), seen));
     }
 }
 
@@ -236,6 +245,7 @@ impl Harness {
             observer: Arc::clone(&observer) as Arc<dyn LifecycleObserver>,
         };
         let (handle, join) = spawn_service("web", s, ports, cancel.clone());
+        let _ = observer.watch.set(handle.subscribe());
         Self {
             handle,
             join,
