@@ -99,8 +99,13 @@ pub fn create_container(image: &Image, name: &str, port: u16, script: &str) -> a
 }
 
 /// The shell line of an httpd that listens `delay_s` seconds after start.
+/// Just before it execs httpd it prints the time (busybox `adjtimex`:
+/// `time.tv_sec:` and `time.tv_usec:` lines), which the cold section reads
+/// as the moment the app listens.
 pub fn httpd_script(delay_s: &str) -> String {
-    format!("trap 'exit 0' TERM; (sleep {delay_s}; exec httpd -f -p 80 -h /www) & wait")
+    format!(
+        "trap 'exit 0' TERM; (sleep {delay_s}; adjtimex | grep tv_; exec httpd -f -p 80 -h /www) & wait"
+    )
 }
 
 /// Removes bench containers (by name) when dropped.
