@@ -202,6 +202,17 @@ async fn an_ignored_source_is_refused_while_stopped_and_held_while_starting() {
     h.stop().await;
 }
 
+/// Connects to `addr`, sends `msg` and checks the echo service sent it
+/// back; the connection stays open for the caller.
+async fn echo_round_trip(addr: SocketAddr, msg: &str) -> TcpStream {
+    let mut c = TcpStream::connect(addr).await.expect("connect");
+    c.write_all(msg.as_bytes()).await.expect("write");
+    let mut back = vec![0u8; msg.len()];
+    c.read_exact(&mut back).await.expect("read");
+    assert_eq!(back, msg.as_bytes());
+    c
+}
+
 #[tokio::test]
 async fn two_hundred_concurrent_connections_are_all_answered() {
     let h = Harness::start(1024, Duration::from_secs(30)).await;
@@ -209,12 +220,7 @@ async fn two_hundred_concurrent_connections_are_all_answered() {
     for i in 0..200u32 {
         let addr = h.addr;
         clients.push(tokio::spawn(async move {
-            let mut c = TcpStream::connect(addr).await.expect("connect");
-            let msg = format!("client {i:04}");
-            c.write_all(msg.as_bytes()).await.expect("write");
-            let mut back = vec![0u8; msg.len()];
-            c.read_exact(&mut back).await.expect("read");
-            assert_eq!(back, msg.as_bytes());
+            echo_round_trip(addr, &format!("client {i:04}")).await;
         }));
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -241,12 +247,7 @@ async fn connections_beyond_the_handover_window_are_forwarded_while_others_stay_
     for i in 0..count {
         let (addr, all_answered) = (h.addr, Arc::clone(&all_answered));
         clients.push(tokio::spawn(async move {
-            let mut c = TcpStream::connect(addr).await.expect("connect");
-            let msg = format!("long-lived {i:02}");
-            c.write_all(msg.as_bytes()).await.expect("write");
-            let mut back = vec![0u8; msg.len()];
-            c.read_exact(&mut back).await.expect("read");
-            assert_eq!(back, msg.as_bytes());
+            let c = echo_round_trip(addr, &format!("long-lived {i:02}")).await;
             // Open until every other connection was answered too.
             all_answered.wait().await;
             drop(c);
