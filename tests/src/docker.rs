@@ -58,9 +58,22 @@ pub fn unique(prefix: &str) -> String {
 }
 
 /// A host port nobody listens on right now.
+///
+/// Never the same port twice in one test process: the kernel may hand a
+/// just-released ephemeral port out again, and a test that asked for a
+/// service port and then the agent's status port once got the same one
+/// (Docker's userland proxy then failed with "address already in use").
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("0.0.0.0:0").expect("binding an ephemeral port");
-    l.local_addr().expect("local_addr").port()
+    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let l = TcpListener::bind("0.0.0.0:0").expect("binding an ephemeral port");
+        let port = l.local_addr().expect("local_addr").port();
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        if handed_out.insert(port) {
+            return port;
+        }
+    }
 }
 
 /// Test image: `FROM scratch` with Debian's static busybox as /bin/busybox

@@ -315,11 +315,21 @@ pub fn wait_for(mut condition: impl FnMut() -> bool, timeout: Duration) -> anyho
     Ok(())
 }
 
-/// A free TCP port on loopback.
+/// A free TCP port on loopback, never the same one twice in a run (the
+/// kernel may hand a just-released port out again, and a service, nginx
+/// and the agent's API must not share one).
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        if handed_out.insert(port) {
+            return Ok(port);
+        }
+    }
 }
 
 /// The `q` quantile (nearest rank) of `values`, NaN when empty.
