@@ -217,11 +217,11 @@ fn datapath() -> anyhow::Result<Value> {
     // run_time_ns / run_cnt of a program under the same load, in a round
     // of its own, then its BPF_PROG_TEST_RUN time on the load's packet and
     // on the unmatched one.
-    let timed_round = |calibrate: bool| -> anyhow::Result<(f64, Option<f64>, [f64; 2])> {
+    let timed_round = |calibrate: bool| -> anyhow::Result<(Option<f64>, [f64; 2])> {
         let watcher = Watcher::start(port, calibrate)?;
         set_stats(true).context("enabling kernel.bpf_stats_enabled")?;
         let (t0, c0) = watcher.stats()?;
-        let pps = udp_round(port)?;
+        udp_round(port)?;
         let (t1, c1) = watcher.stats()?;
         set_stats(false)?;
         let per_run = (c1 > c0).then(|| (t1 - t0) as f64 / (c1 - c0) as f64);
@@ -229,7 +229,7 @@ fn datapath() -> anyhow::Result<Value> {
             bench_testrun::ns_per_run(watcher.program_id, &frame)?,
             bench_testrun::ns_per_run(watcher.program_id, &unmatched_frame)?,
         ];
-        Ok((pps, per_run, test_run))
+        Ok((per_run, test_run))
     };
     for round in 0..ROUNDS {
         // Alternate which side goes first so drift hits both equally.
@@ -250,11 +250,11 @@ fn datapath() -> anyhow::Result<Value> {
         with.push(with_pps);
         without.push(without_pps);
         ratios.push(with_pps / without_pps);
-        let (_, ns, test_ns) = timed_round(false)?;
+        let (ns, test_ns) = timed_round(false)?;
         per_packet.extend(ns);
         test_run.push(test_ns[0]);
         unmatched_test_run.push(test_ns[1]);
-        let (_, empty_ns, empty_test_ns) = timed_round(true)?;
+        let (empty_ns, empty_test_ns) = timed_round(true)?;
         empty_per_run.extend(empty_ns);
         empty_test_run.push(empty_test_ns[0]);
     }
