@@ -15,6 +15,8 @@
 //! - [`config`]: the TOML configuration, its validation (errors name file,
 //!   line, column and field) and the import of the old config.json.
 //! - [`metrics`]: Prometheus metrics fed by lifecycle steps and samples.
+//! - [`published`]: where Docker publishes a port on the host (address,
+//!   port), what steering and the warm-up redirect match.
 //! - [`procnet`]: established-connection counts inside containers.
 //! - [`netfilter`]: the warm-up redirect, an nft table that keeps new
 //!   connections to a starting service's port away from Docker's DNAT until
@@ -44,6 +46,7 @@ pub mod docker;
 pub mod metrics;
 pub mod netfilter;
 pub mod procnet;
+pub mod published;
 pub mod service;
 pub mod shutdown;
 pub mod state;
