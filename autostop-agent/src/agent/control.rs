@@ -7,7 +7,7 @@ use std::{
     collections::{BTreeMap, HashMap, VecDeque},
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc, Mutex, RwLock,
+        Arc, Mutex, PoisonError, RwLock,
     },
     time::{Duration, SystemTime},
 };
@@ -59,6 +59,9 @@ pub trait FailureSink: Send + Sync {
 pub struct Services {
     entries: RwLock<BTreeMap<String, ServiceEntry>>,
     history: Mutex<HashMap<String, History>>,
+    /// What keeps part of a service from working as configured (a port
+    /// no container publishes), by service, as last found.
+    problems: Mutex<HashMap<String, Vec<String>>>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
     state: Arc<Mutex<StateStore>>,
@@ -81,6 +84,7 @@ impl Services {
         Self {
             entries: RwLock::new(BTreeMap::new()),
             history: Mutex::new(HashMap::new()),
+            problems: Mutex::new(HashMap::new()),
             metrics,
             state,
             docker_reachable: AtomicBool::new(false),
@@ -97,9 +101,28 @@ impl Services {
         }
     }
 
+    /// Records what keeps `name` from working as configured (empty: all
+    /// is well); a new problem is logged once.
+    pub fn set_problems(&self, name: &str, problems: Vec<String>) {
+        let mut all = self.problems.lock().unwrap_or_else(PoisonError::into_inner);
+        let known = all.get(name).map(Vec::as_slice).unwrap_or_default();
+        for problem in problems.iter().filter(|p| !known.contains(p)) {
+            tracing::warn!(service = name, event = "problem", "{problem}");
+        }
+        if problems.is_empty() {
+            all.remove(name);
+        } else {
+            all.insert(name.to_owned(), problems);
+        }
+    }
+
     /// Removes a service.
     pub fn remove(&self, name: &str) -> Option<ServiceEntry> {
         self.metrics.remove_service(name);
+        self.problems
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name);
         self.entries.write().ok()?.remove(name)
     }
 
@@ -185,6 +208,13 @@ impl Services {
                 .map_or(0.0, |m| to_gb_h(m.memory_saved_byte_seconds)),
             ram_saved_gb_h_24h: memory
                 .map_or(0.0, |m| to_gb_h(m.saved_last_24h(unix_hour(now_wall)))),
+            problems: self
+                .problems
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&config.name)
+                .cloned()
+                .unwrap_or_default(),
         }
     }
 

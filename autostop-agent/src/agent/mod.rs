@@ -19,6 +19,7 @@ mod kernel;
 mod labels;
 mod memory;
 mod reload;
+mod steering;
 mod table;
 mod tasks;
 
@@ -217,11 +218,14 @@ pub async fn run(options: AgentOptions, shutdown: CancellationToken) -> Result<(
         shutdown.clone(),
     ));
     background.push(tokio::spawn(tasks::refresher(
-        Arc::clone(&runtime),
-        table.connections(),
-        Arc::clone(&datapath),
-        table.kernel_services(),
-        Arc::clone(&services),
+        tasks::Refresher {
+            runtime: Arc::clone(&runtime),
+            connections: table.connections(),
+            datapath: Arc::clone(&datapath),
+            kernel: table.kernel_services(),
+            steering: table.steering(),
+            services: Arc::clone(&services),
+        },
         table.refresh_signal(),
         shutdown.clone(),
     )));

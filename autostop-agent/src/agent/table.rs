@@ -16,8 +16,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     control::{ServiceEntry, Services},
-    kernel::{KernelActivity, KernelService, KernelServices, KernelSteering},
+    kernel::{KernelActivity, KernelServices},
     reload::{needs_restart, ConfigDiff},
+    steering::KernelSteering,
     tasks::ContainerConnections,
 };
 use crate::{
@@ -45,6 +46,9 @@ pub(super) struct ServiceTable {
     deps: Deps,
     ports: Ports,
     steering_worker: Option<JoinHandle<()>>,
+    /// Steering of every service (also fed the published bindings by the
+    /// endpoint refresher).
+    steering: Arc<KernelSteering>,
     kernel: KernelServices,
     routes: Routes,
     actors: HashMap<String, JoinHandle<()>>,
@@ -72,9 +76,10 @@ impl ServiceTable {
             Arc::clone(&kernel),
             Arc::clone(&connections) as _,
         );
+        let steering = Arc::new(steering);
         let ports = Ports {
             runtime: Arc::clone(&deps.runtime) as _,
-            steering: Arc::new(steering),
+            steering: Arc::clone(&steering) as _,
             probe: Arc::new(probe),
             observer: Arc::clone(&deps.services) as _,
         };
@@ -82,6 +87,7 @@ impl ServiceTable {
             deps,
             ports,
             steering_worker: Some(worker),
+            steering,
             kernel,
             routes: Routes::default(),
             actors: HashMap::new(),
@@ -98,6 +104,10 @@ impl ServiceTable {
 
     pub fn kernel_services(&self) -> KernelServices {
         Arc::clone(&self.kernel)
+    }
+
+    pub fn steering(&self) -> Arc<KernelSteering> {
+        Arc::clone(&self.steering)
     }
 
     pub fn connections(&self) -> Arc<ContainerConnections> {
@@ -126,27 +136,13 @@ impl ServiceTable {
             .filter(|p| p.protocol == Protocol::Tcp)
             .map(|p| p.port)
             .collect();
-        if let Ok(mut kernel) = self.kernel.write() {
-            kernel.insert(
-                service.name.clone(),
-                KernelService {
-                    index,
-                    tcp_ports: tcp_ports.clone(),
-                },
-            );
-        }
-        // Steer at once, before the state machine exists: until it has
-        // looked at Docker, a new connection is held (and answered once the
-        // state is known) rather than refused. Its adoption un-steers a
-        // running service; the cold-start listener waits briefly for the
-        // route added below.
-        if let Ok(mut datapath) = self.deps.datapath.lock() {
-            for port in &tcp_ports {
-                if let Err(e) = datapath.steer(*port, index) {
-                    tracing::error!(service = %service.name, port, error = %e, "cannot steer port");
-                }
-            }
-        }
+        // Nothing is steered until the refresher has read where Docker
+        // publishes the ports; until the state machine has looked at
+        // Docker, those bindings are steered, so a new connection is held
+        // (and answered once the state is known) rather than refused. Its
+        // adoption un-steers a running service; the cold-start listener
+        // waits briefly for the route added below.
+        self.steering.add(&service.name, index);
         let settings = self.settings_for(service);
         let (handle, join) = spawn_service(
             service.name.clone(),
@@ -222,12 +218,7 @@ impl ServiceTable {
         if let Ok(mut routes) = self.routes.write() {
             routes.retain(|_, route| route.service != name);
         }
-        let kernel = self.kernel.write().ok().and_then(|mut k| k.remove(name));
-        if let (Some(kernel), Ok(mut datapath)) = (kernel, self.deps.datapath.lock()) {
-            for port in kernel.tcp_ports {
-                let _ = datapath.unsteer(port);
-            }
-        }
+        self.steering.remove(name);
         if let Some(entry) = entry {
             let _ = entry.handle.send(Command::Shutdown).await;
         }
@@ -321,8 +312,10 @@ impl ServiceTable {
         for (_, join) in self.actors.drain() {
             let _ = join.await;
         }
-        // The actors held the last clones of the steering sender.
+        // The actors and the table held the last clones of the steering
+        // sender (the refresher, which holds one too, has ended).
         drop(self.ports);
+        drop(self.steering);
         if let Some(worker) = self.steering_worker.take() {
             let _ = worker.await;
         }

@@ -13,7 +13,7 @@ use std::{
 use tokio::{sync::Notify, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
-use super::{control::Services, kernel::KernelServices, FailureSink};
+use super::{control::Services, kernel::KernelServices, steering::KernelSteering, FailureSink};
 use crate::{
     bpf::{Datapath, Target, WakeEvents},
     coldstart::Upstreams,
@@ -155,19 +155,22 @@ pub(super) fn docker_events(
     spawn_event_watcher(runtime, sink, Some(networks), shutdown)
 }
 
-/// Keeps the kernel's view of each service current: container address and
-/// port targets for the counters, and the classifier on every bridge a
-/// service uses. Runs on every signal and every [`REFRESH_EVERY`]; also
-/// copies counters into the metrics.
-pub(super) async fn refresher(
-    runtime: Arc<DockerRuntime>,
-    connections: Arc<ContainerConnections>,
-    datapath: Arc<Mutex<Datapath>>,
-    kernel: KernelServices,
-    services: Arc<Services>,
-    signal: Arc<Notify>,
-    shutdown: CancellationToken,
-) {
+/// What the endpoint refresher reads and feeds.
+pub(super) struct Refresher {
+    pub runtime: Arc<DockerRuntime>,
+    pub connections: Arc<ContainerConnections>,
+    pub datapath: Arc<Mutex<Datapath>>,
+    pub kernel: KernelServices,
+    pub steering: Arc<KernelSteering>,
+    pub services: Arc<Services>,
+}
+
+/// Keeps the kernel's view of each service current: where Docker publishes
+/// its ports (what steering may match), container address and port
+/// targets for the counters, and the classifier on every bridge a service
+/// uses. Runs on every signal and every [`REFRESH_EVERY`]; also copies
+/// counters into the metrics.
+pub(super) async fn refresher(deps: Refresher, signal: Arc<Notify>, shutdown: CancellationToken) {
     let mut registered: HashMap<String, HashSet<Target>> = HashMap::new();
     let mut periodic = tokio::time::interval(REFRESH_EVERY);
     let mut sample = tokio::time::interval(SAMPLE_EVERY);
@@ -177,24 +180,42 @@ pub(super) async fn refresher(
             () = signal.notified() => {}
             _ = periodic.tick() => {}
             _ = sample.tick() => {
-                sample_counters(&datapath, &kernel, &services);
+                sample_counters(&deps.datapath, &deps.kernel, &deps.services);
                 continue;
             }
         }
-        let snapshot: Vec<(String, u32)> = kernel
+        let snapshot: Vec<(String, u32)> = deps
+            .kernel
             .read()
             .map(|k| k.iter().map(|(n, s)| (n.clone(), s.index)).collect())
             .unwrap_or_default();
         let mut reachable = true;
         for (name, index) in &snapshot {
-            let endpoints = match runtime.endpoints(name).await {
+            let endpoints = match deps.runtime.endpoints(name).await {
                 Ok(endpoints) => endpoints,
                 Err(e) => {
-                    reachable &= !matches!(e, crate::docker::DockerError::Unreachable(_));
+                    let unreachable = matches!(e, crate::docker::DockerError::Unreachable(_));
+                    reachable &= !unreachable;
+                    if matches!(e, crate::docker::DockerError::NotFound(_)) {
+                        // No container: Docker publishes nothing for it.
+                        deps.steering.set_bindings(name, Vec::new());
+                        deps.services.set_problems(name, vec![e.to_string()]);
+                    }
                     tracing::debug!(service = %name, error = %e, "endpoints not available");
                     continue;
                 }
             };
+            deps.steering.set_bindings(name, endpoints.bindings.clone());
+            deps.services.set_problems(
+                name,
+                endpoints
+                    .unpublished
+                    .iter()
+                    .map(|port| {
+                        format!("port {port}: no container of the service publishes it; it is not steered")
+                    })
+                    .collect(),
+            );
             let targets: HashSet<Target> = endpoints
                 .endpoints
                 .iter()
@@ -209,7 +230,8 @@ pub(super) async fn refresher(
                 .collect();
             let mut listeners = Vec::new();
             for endpoint in endpoints.endpoints.iter().filter(|e| e.ip.is_some()) {
-                let pid = runtime
+                let pid = deps
+                    .runtime
                     .client()
                     .inspect(&endpoint.container)
                     .await
@@ -221,8 +243,8 @@ pub(super) async fn refresher(
                     listeners.push((pid, endpoint.container_port));
                 }
             }
-            connections.set(name, listeners);
-            let Ok(mut datapath) = datapath.lock() else {
+            deps.connections.set(name, listeners);
+            let Ok(mut datapath) = deps.datapath.lock() else {
                 continue;
             };
             for bridge in &endpoints.bridges {
@@ -241,7 +263,7 @@ pub(super) async fn refresher(
             }
             registered.insert(name.clone(), targets);
         }
-        services
+        deps.services
             .docker_reachable
             .store(reachable, std::sync::atomic::Ordering::Relaxed);
         registered.retain(|name, _| snapshot.iter().any(|(n, _)| n == name));

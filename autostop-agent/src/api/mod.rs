@@ -73,6 +73,10 @@ pub struct ServiceView {
     /// clock hour and the 23 before it): the seed's "GB·h per day".
     #[serde(default)]
     pub ram_saved_gb_h_24h: f64,
+    /// What keeps part of the service from working as configured (e.g. a
+    /// configured port no container publishes, which is never steered).
+    #[serde(default)]
+    pub problems: Vec<String>,
 }
 
 /// Agent health for `/healthz`.
