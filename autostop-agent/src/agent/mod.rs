@@ -170,9 +170,7 @@ pub async fn run(options: AgentOptions, shutdown: CancellationToken) -> Result<(
         services: Arc::clone(&services),
         shutdown: shutdown.clone(),
     });
-    for service in &config.services {
-        table.add(service);
-    }
+    table.add_all(&config.services).await;
 
     let mut background: Vec<JoinHandle<()>> = Vec::new();
     let (themes, problems) = ThemeSet::load(Some(&config.agent.themes_dir));

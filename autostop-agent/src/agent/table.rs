@@ -8,6 +8,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+use futures_util::{stream, StreamExt};
 use tokio::{
     sync::{Notify, Semaphore},
     task::JoinHandle,
@@ -25,10 +26,16 @@ use crate::{
     bpf::Datapath,
     coldstart::{Route, Routes},
     config::{Config, Protocol, ServiceConfig},
-    docker::DockerRuntime,
+    docker::{DockerRuntime, ServiceEndpoints},
     netfilter::WarmupRedirect,
     service::{spawn_service, Command, Ports, ServiceSettings},
 };
+
+/// How many services' bindings are read from Docker at once when adding.
+const RESOLVE_CONCURRENCY: usize = 8;
+/// How long adding a service waits for Docker to say where its ports are
+/// published before leaving it to the refresher.
+const BINDINGS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What the table needs to build services.
 pub(super) struct Deps {
@@ -118,9 +125,47 @@ impl ServiceTable {
         Arc::clone(&self.refresh)
     }
 
+    /// Starts managing `services`, after reading where Docker publishes
+    /// their ports (a few at a time), so each state machine's first
+    /// steering decision applies to known bindings.
+    pub async fn add_all(&mut self, services: &[ServiceConfig]) {
+        let runtime = Arc::clone(&self.deps.runtime);
+        let mut found: HashMap<String, ServiceEndpoints> = stream::iter(services)
+            .map(|service| {
+                let runtime = Arc::clone(&runtime);
+                async move {
+                    let endpoints =
+                        tokio::time::timeout(BINDINGS_TIMEOUT, runtime.endpoints(&service.name))
+                            .await;
+                    (service.name.clone(), endpoints)
+                }
+            })
+            .buffer_unordered(RESOLVE_CONCURRENCY)
+            .filter_map(|(name, endpoints)| async move {
+                match endpoints {
+                    Ok(Ok(endpoints)) => Some((name, endpoints)),
+                    Ok(Err(e)) => {
+                        tracing::debug!(service = %name, error = %e, "bindings not known yet");
+                        None
+                    }
+                    Err(_) => {
+                        tracing::warn!(service = %name, "Docker did not say where the ports are published in time; the refresher will");
+                        None
+                    }
+                }
+            })
+            .collect()
+            .await;
+        for service in services {
+            self.add(service, found.remove(&service.name));
+        }
+    }
+
     /// Starts managing `service`: its state machine adopts the containers'
-    /// real state (nothing is started or stopped because the agent started).
-    pub fn add(&mut self, service: &ServiceConfig) {
+    /// real state (nothing is started or stopped because the agent
+    /// started). `endpoints`, when known, says where Docker publishes its
+    /// ports; otherwise nothing is steered until the refresher knows.
+    fn add(&mut self, service: &ServiceConfig, endpoints: Option<ServiceEndpoints>) {
         let index = match self.indexes.get(&service.name) {
             Some(index) => *index,
             None => {
@@ -143,6 +188,13 @@ impl ServiceTable {
         // adoption un-steers a running service; the cold-start listener
         // waits briefly for the route added below.
         self.steering.add(&service.name, index);
+        if let Some(endpoints) = endpoints {
+            self.steering
+                .set_bindings(&service.name, endpoints.bindings.clone());
+            self.deps
+                .services
+                .set_problems(&service.name, super::tasks::problems(&endpoints));
+        }
         let settings = self.settings_for(service);
         let (handle, join) = spawn_service(
             service.name.clone(),
@@ -239,7 +291,7 @@ impl ServiceTable {
                 .is_none_or(|before| needs_restart(before, service));
             if restart {
                 self.remove(&service.name).await;
-                self.add(service);
+                self.add_all(std::slice::from_ref(service)).await;
                 continue;
             }
             let Some(entry) = self.deps.services.get(&service.name) else {
@@ -273,9 +325,7 @@ impl ServiceTable {
             });
             tracing::info!(service = %service.name, event = "reconfigured");
         }
-        for service in &changes.added {
-            self.add(service);
-        }
+        self.add_all(&changes.added).await;
         if changes.agent_changed {
             if old.agent.ignore_sources != new.agent.ignore_sources {
                 if let Ok(mut datapath) = self.deps.datapath.lock() {

@@ -17,7 +17,7 @@ use super::{control::Services, kernel::KernelServices, steering::KernelSteering,
 use crate::{
     bpf::{Datapath, Target, WakeEvents},
     coldstart::Upstreams,
-    docker::{spawn_event_watcher, DockerRuntime, NetworkEvent},
+    docker::{spawn_event_watcher, DockerRuntime, NetworkEvent, ServiceEndpoints},
     service::{Command, Trigger},
 };
 
@@ -206,16 +206,7 @@ pub(super) async fn refresher(deps: Refresher, signal: Arc<Notify>, shutdown: Ca
                 }
             };
             deps.steering.set_bindings(name, endpoints.bindings.clone());
-            deps.services.set_problems(
-                name,
-                endpoints
-                    .unpublished
-                    .iter()
-                    .map(|port| {
-                        format!("port {port}: no container of the service publishes it; it is not steered")
-                    })
-                    .collect(),
-            );
+            deps.services.set_problems(name, problems(&endpoints));
             let targets: HashSet<Target> = endpoints
                 .endpoints
                 .iter()
@@ -268,6 +259,17 @@ pub(super) async fn refresher(deps: Refresher, signal: Arc<Notify>, shutdown: Ca
             .store(reachable, std::sync::atomic::Ordering::Relaxed);
         registered.retain(|name, _| snapshot.iter().any(|(n, _)| n == name));
     }
+}
+
+/// What keeps a service's ports from working as configured.
+pub(super) fn problems(endpoints: &ServiceEndpoints) -> Vec<String> {
+    endpoints
+        .unpublished
+        .iter()
+        .map(|port| {
+            format!("port {port}: no container of the service publishes it; it is not steered")
+        })
+        .collect()
 }
 
 fn sample_counters(datapath: &Mutex<Datapath>, kernel: &KernelServices, services: &Services) {
