@@ -56,6 +56,19 @@ impl Client {
         serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
+    /// What keeps the agent from doing what its config and labels ask
+    /// (`GET /api/problems`).
+    pub async fn problems(&self) -> Result<Vec<String>, ClientError> {
+        #[derive(serde::Deserialize)]
+        struct Problems {
+            problems: Vec<String>,
+        }
+        let body = self.call("GET", "/api/problems", None).await?;
+        serde_json::from_slice::<Problems>(&body)
+            .map(|p| p.problems)
+            .map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
     /// `POST /api/services/{name}/{action}`.
     pub async fn act(&self, name: &str, action: &str) -> Result<(), ClientError> {
         self.call("POST", &format!("/api/services/{name}/{action}"), None)

@@ -92,31 +92,53 @@ pub fn check(path: &Path) -> Result<String, CommandError> {
 /// What Docker says about the configured services' containers.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct ContainerCheck {
-    /// Services whose compose project or containers do not exist.
+    /// Services whose compose project or containers do not exist, and
+    /// configured ports no container of their service publishes (never
+    /// steered): errors.
     pub missing: Vec<String>,
+    /// Labelled services the agent would refuse, and why: warnings.
+    pub label_refusals: Vec<String>,
     /// Set when Docker did not answer: existence could not be checked (the
     /// agent re-checks once Docker is back).
     pub docker_down: Option<String>,
 }
 
-/// Checks that every service's compose project or containers exist.
+/// Checks that every service's compose project or containers exist and
+/// publish its ports, and which labelled services the agent would refuse.
 pub async fn check_containers(path: &Path) -> Result<ContainerCheck, CommandError> {
     use crate::service::{ContainerRuntime, ServiceError};
     let config = Config::load_with_own_themes(path)?;
-    let client = crate::docker::DockerClient::lazy("unix:///var/run/docker.sock");
-    let runtime = crate::docker::DockerRuntime::new(client, &config.services);
+    let client = crate::docker::DockerClient::lazy(&config.agent.docker_socket.to_string_lossy());
+    let runtime = crate::docker::DockerRuntime::new(client.clone(), &config.services);
     let mut report = ContainerCheck::default();
     for service in &config.services {
         match runtime.observe(&service.name).await {
             Ok(_) => {}
             Err(ServiceError::Unreachable(why)) => {
                 report.docker_down = Some(why);
-                break;
+                return Ok(report);
             }
-            Err(e) => report
-                .missing
-                .push(format!("service {}: {e}", service.name)),
+            Err(e) => {
+                report
+                    .missing
+                    .push(format!("service {}: {e}", service.name));
+                continue;
+            }
         }
+        if let Ok(endpoints) = runtime.endpoints(&service.name).await {
+            report.missing.extend(endpoints.unpublished.iter().map(|port| {
+                format!(
+                    "service {}: port {port}: no container of the service publishes it (it would not be steered)",
+                    service.name
+                )
+            }));
+        }
+    }
+    match crate::agent::discover_labelled(&client, &config).await {
+        Ok(scan) => report.label_refusals = scan.refusals,
+        Err(e) => report
+            .label_refusals
+            .push(format!("services from Docker labels not checked: {e}")),
     }
     Ok(report)
 }

@@ -131,11 +131,15 @@ fn main() -> ExitCode {
             Ok(())
         })),
         Command::Status { config, json } => report(run_async(async move {
-            let services = client_for(&config).services().await?;
+            let client = client_for(&config);
+            let services = client.services().await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&services)?);
             } else {
                 print!("{}", client::status_table(&services));
+                for problem in client.problems().await? {
+                    println!("problem: {problem}");
+                }
             }
             Ok(())
         })),
@@ -166,6 +170,9 @@ fn main() -> ExitCode {
                 Ok(report) => {
                     if let Some(why) = &report.docker_down {
                         println!("warning: Docker did not answer ({why}); containers not checked (the agent re-checks when Docker is back)");
+                    }
+                    for refusal in &report.label_refusals {
+                        println!("warning: {refusal}");
                     }
                     for missing in &report.missing {
                         eprintln!("error: {missing}");

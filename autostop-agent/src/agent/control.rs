@@ -62,6 +62,8 @@ pub struct Services {
     /// What keeps part of a service from working as configured (a port
     /// no container publishes), by service, as last found.
     problems: Mutex<HashMap<String, Vec<String>>>,
+    /// Labelled services the agent refused to manage, and why (last scan).
+    label_refusals: Mutex<Vec<String>>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
     state: Arc<Mutex<StateStore>>,
@@ -85,6 +87,7 @@ impl Services {
             entries: RwLock::new(BTreeMap::new()),
             history: Mutex::new(HashMap::new()),
             problems: Mutex::new(HashMap::new()),
+            label_refusals: Mutex::new(Vec::new()),
             metrics,
             state,
             docker_reachable: AtomicBool::new(false),
@@ -114,6 +117,19 @@ impl Services {
         } else {
             all.insert(name.to_owned(), problems);
         }
+    }
+
+    /// Records the labelled services the last scan refused; a new refusal
+    /// is logged once.
+    pub fn set_label_refusals(&self, refusals: Vec<String>) {
+        let mut known = self
+            .label_refusals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for refusal in refusals.iter().filter(|r| !known.contains(r)) {
+            tracing::warn!(event = "label_rejected", "{refusal}");
+        }
+        *known = refusals;
     }
 
     /// Removes a service.
@@ -277,6 +293,25 @@ impl Control for Services {
 
     fn metrics(&self) -> String {
         self.metrics.render()
+    }
+
+    fn problems(&self) -> Vec<String> {
+        let mut all: Vec<String> = self
+            .label_refusals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let by_service = self.problems.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut names: Vec<&String> = by_service.keys().collect();
+        names.sort();
+        for name in names {
+            all.extend(
+                by_service[name]
+                    .iter()
+                    .map(|p| format!("service {name:?}: {p}")),
+            );
+        }
+        all
     }
 }
 

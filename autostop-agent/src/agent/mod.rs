@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use control::{FailureSink, ServiceEntry, Services};
 pub use kernel::{instant_from_ktime, ConnectionCounter, KernelService, KernelServices};
+pub use labels::{discover as discover_labelled, LabelScan, LabelScanError};
 pub use memory::{MemoryBook, MemorySource, SAMPLE_EVERY as MEMORY_SAMPLE_EVERY};
 pub use reload::{diff, needs_restart, ConfigDiff};
 
@@ -84,9 +85,6 @@ pub enum AgentError {
         source: std::io::Error,
     },
 }
-
-/// The Docker Engine API socket.
-const DOCKER_SOCKET: &str = "unix:///var/run/docker.sock";
 
 /// Backlog of the steered listeners: a herd of first connections to a
 /// sleeping service all queue here while it starts.
@@ -153,9 +151,18 @@ pub async fn run(options: AgentOptions, shutdown: CancellationToken) -> Result<(
         .store(true, std::sync::atomic::Ordering::Relaxed);
 
     // Lazy: the agent starts (and steers) even while Docker is down.
-    let client = DockerClient::lazy(DOCKER_SOCKET);
+    let client = DockerClient::lazy(&config.agent.docker_socket.to_string_lossy());
     let file_config = config;
-    let mut labelled = labels::discover(&client, &file_config).await;
+    let mut labelled = match labels::discover(&client, &file_config).await {
+        Ok(scan) => {
+            services.set_label_refusals(scan.refusals);
+            scan.services
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no services from Docker labels yet; the next scan retries");
+            Vec::new()
+        }
+    };
     let config = labels::effective(&file_config, &labelled);
     let runtime = Arc::new(DockerRuntime::new(client.clone(), &config.services));
     let stats = Arc::new(ColdStartStats::default());
@@ -272,7 +279,16 @@ pub async fn run(options: AgentOptions, shutdown: CancellationToken) -> Result<(
                 }
             }
             _ = label_scan.tick() => {
-                let scanned = labels::discover(&client, &file_config).await;
+                let scanned = match labels::discover(&client, &file_config).await {
+                    Ok(scan) => {
+                        services.set_label_refusals(scan.refusals);
+                        scan.services
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, kept = labelled.len(), "label scan failed; the labelled services stay as they are");
+                        continue;
+                    }
+                };
                 if scanned == labelled {
                     continue;
                 }

@@ -95,6 +95,10 @@ pub(super) async fn list(State(state): State<ApiState>) -> Response {
     Json(state.control.services()).into_response()
 }
 
+pub(super) async fn problems(State(state): State<ApiState>) -> Response {
+    Json(serde_json::json!({ "problems": state.control.problems() })).into_response()
+}
+
 pub(super) async fn show(State(state): State<ApiState>, Path(name): Path<String>) -> Response {
     match state.control.service(&name) {
         Some(view) => Json(view).into_response(),

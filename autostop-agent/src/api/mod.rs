@@ -134,6 +134,12 @@ pub trait Control: Send + Sync {
     fn health(&self) -> Health;
     /// Prometheus text exposition.
     fn metrics(&self) -> String;
+    /// What keeps the agent from doing what its configuration and the
+    /// Docker labels ask: refused labelled services, ports no container
+    /// publishes.
+    fn problems(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Shared state of the handlers.
@@ -155,6 +161,7 @@ pub fn router(control: Arc<dyn Control>, token: Option<String>) -> Router {
         .route("/healthz", get(handlers::healthz))
         .route("/metrics", get(handlers::metrics))
         .route("/api/services", get(handlers::list))
+        .route("/api/problems", get(handlers::problems))
         .route("/api/services/{name}", get(handlers::show))
         .route("/api/services/{name}/{action}", post(handlers::act))
         .route(

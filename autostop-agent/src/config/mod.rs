@@ -15,6 +15,7 @@ mod raw;
 mod render;
 mod theme;
 mod validate;
+pub mod vetting;
 
 #[cfg(test)]
 mod tests_errors;
@@ -73,6 +74,9 @@ impl PartialEq for Config {
     }
 }
 
+/// Where the Docker Engine API listens by default.
+pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
+
 /// Agent-wide settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentConfig {
@@ -88,6 +92,11 @@ pub struct AgentConfig {
     pub token_file: Option<PathBuf>,
     /// http(s) URL notified on failures; `None` disables alerts.
     pub alert_webhook: Option<String>,
+    /// Whether containers labelled `autostop.enable=true` may become
+    /// services (each still checked by the agent before it is managed).
+    pub docker_labels: bool,
+    /// The Docker Engine API's Unix socket.
+    pub docker_socket: PathBuf,
 }
 
 impl Default for AgentConfig {
@@ -99,6 +108,8 @@ impl Default for AgentConfig {
             ignore_sources: Vec::new(),
             token_file: None,
             alert_webhook: None,
+            docker_labels: true,
+            docker_socket: PathBuf::from(DEFAULT_DOCKER_SOCKET),
         }
     }
 }

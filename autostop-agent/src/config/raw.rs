@@ -36,6 +36,10 @@ pub(crate) struct RawAgent {
     pub token_file: Option<Spanned<String>>,
     /// http(s) URL for alerts.
     pub alert_webhook: Option<Spanned<String>>,
+    /// Whether Docker labels may describe services.
+    pub docker_labels: Option<Spanned<bool>>,
+    /// The Docker Engine API's Unix socket (absolute).
+    pub docker_socket: Option<Spanned<String>>,
 }
 
 /// One `[[service]]` as written.

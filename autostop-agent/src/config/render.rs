@@ -54,6 +54,12 @@ pub(crate) fn render(cfg: &Config) -> String {
     if let Some(w) = &a.alert_webhook {
         let _ = writeln!(out, "alert_webhook = {}", quote(w));
     }
+    if !a.docker_labels {
+        let _ = writeln!(out, "docker_labels = false");
+    }
+    if a.docker_socket != Path::new(super::DEFAULT_DOCKER_SOCKET) {
+        let _ = writeln!(out, "docker_socket = {}", path(&a.docker_socket));
+    }
     for svc in &cfg.services {
         out.push('\n');
         render_service(&mut out, svc);

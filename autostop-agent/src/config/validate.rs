@@ -100,7 +100,8 @@ pub(crate) fn resolve(
         }
     }
     check_unique_names(&mut ck, &raw.service);
-    ports::check_unique_ports(&mut ck, &raw.service);
+    let status_port = agent.as_ref().map(|a| a.status_listen.port());
+    ports::check_unique_ports(&mut ck, &raw.service, status_port);
     match agent {
         Some(agent) if ck.errors.is_empty() => Ok(Config {
             agent,
@@ -186,7 +187,16 @@ fn resolve_agent(ck: &mut Checker<'_>, raw: &RawAgent) -> Option<AgentConfig> {
             }
         }
     }
+    let docker_labels = ck.opt(&raw.docker_labels, "agent.docker_labels", true, |b| Ok(*b));
+    let docker_socket = ck.opt(
+        &raw.docker_socket,
+        "agent.docker_socket",
+        d.docker_socket,
+        absolute_path,
+    );
     Some(AgentConfig {
+        docker_labels: docker_labels?,
+        docker_socket: docker_socket?,
         status_listen: status_listen?,
         themes_dir: themes_dir?,
         state_dir: state_dir?,

@@ -102,12 +102,10 @@ pub fn container_port(inspect: &ContainerInspectResponse, spec: PortSpec) -> Opt
     None
 }
 
-/// Where Docker publishes host port `spec` of this container: the
-/// configured `HostConfig.PortBindings` (present whether or not the
-/// container runs) and, while it runs, the live `NetworkSettings.Ports`;
-/// one [`HostPort`] per binding of that host port. Empty when the container
-/// does not publish it.
-pub fn host_bindings(inspect: &ContainerInspectResponse, spec: PortSpec) -> BTreeSet<HostPort> {
+/// Every host binding Docker publishes for this container, by protocol:
+/// the configured `HostConfig.PortBindings` (present whether or not the
+/// container runs) and, while it runs, the live `NetworkSettings.Ports`.
+pub fn all_bindings(inspect: &ContainerInspectResponse) -> BTreeSet<(Protocol, HostPort)> {
     let live = inspect
         .network_settings
         .as_ref()
@@ -116,25 +114,56 @@ pub fn host_bindings(inspect: &ContainerInspectResponse, spec: PortSpec) -> BTre
         .host_config
         .as_ref()
         .and_then(|h| h.port_bindings.as_ref());
-    let host = spec.port.to_string();
     let mut out = BTreeSet::new();
     for map in [configured, live].into_iter().flatten() {
         for (key, bindings) in map {
-            let proto = key.split_once('/').map_or("tcp", |(_, proto)| proto);
-            if proto != spec.protocol.to_string() {
-                continue;
-            }
+            let protocol = match key.split_once('/').map_or("tcp", |(_, proto)| proto) {
+                "tcp" => Protocol::Tcp,
+                "udp" => Protocol::Udp,
+                _ => continue,
+            };
             for binding in bindings.iter().flatten() {
-                if binding.host_port.as_deref().map(str::trim) != Some(host.as_str()) {
+                let Some(port) = binding
+                    .host_port
+                    .as_deref()
+                    .and_then(|p| p.trim().parse::<u16>().ok())
+                else {
                     continue;
-                }
-                if let Some(bound) = HostPort::from_docker(binding.host_ip.as_deref(), spec.port) {
-                    out.insert(bound);
+                };
+                if let Some(bound) = HostPort::from_docker(binding.host_ip.as_deref(), port) {
+                    out.insert((protocol, bound));
                 }
             }
         }
     }
     out
+}
+
+/// Where Docker publishes host port `spec` of this container (see
+/// [`all_bindings`]); empty when it does not publish it.
+pub fn host_bindings(inspect: &ContainerInspectResponse, spec: PortSpec) -> BTreeSet<HostPort> {
+    all_bindings(inspect)
+        .into_iter()
+        .filter(|(protocol, bound)| *protocol == spec.protocol && bound.port == spec.port)
+        .map(|(_, bound)| bound)
+        .collect()
+}
+
+/// The container's addresses on all its networks (IPv4 and global IPv6),
+/// while it runs.
+pub fn addresses(inspect: &ContainerInspectResponse) -> Vec<IpAddr> {
+    let Some(nets) = inspect
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.networks.as_ref())
+    else {
+        return Vec::new();
+    };
+    nets.values()
+        .flat_map(|ep| [ep.ip_address.as_deref(), ep.global_ipv6_address.as_deref()])
+        .flatten()
+        .filter_map(|a| a.parse().ok())
+        .collect()
 }
 
 /// First (by network name) network with an address: (network id, ip, mac).
