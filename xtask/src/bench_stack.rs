@@ -199,7 +199,7 @@ impl Agent {
             &config,
             format!(
                 "[agent]\nstatus_listen = \"127.0.0.1:{status_port}\"\nstate_dir = \"{d}/state\"\n\
-                 themes_dir = \"{d}/themes\"\n\n{services}"
+                 themes_dir = \"{d}/themes\"\ndocker_labels = false\n\n{services}"
             ),
         )?;
         let table = format!("autostop_bench_{}", std::process::id());
