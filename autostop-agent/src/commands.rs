@@ -27,6 +27,9 @@ pub enum CommandError {
     /// The state directory could not be read.
     #[error(transparent)]
     State(#[from] StateError),
+    /// The alert webhook could not be delivered to.
+    #[error(transparent)]
+    Alerts(#[from] crate::alerts::AlertError),
     /// User themes that cannot be served (the agent would fall back to a
     /// built-in theme); one problem per line.
     #[error("{0}")]
@@ -46,6 +49,13 @@ pub fn check(path: &Path) -> Result<String, CommandError> {
             .collect();
         return Err(CommandError::Themes(lines.join("\n")));
     }
+    let alerts = match &config.agent.alert_webhook {
+        Some(url) => Some(crate::alerts::check(
+            url,
+            config.agent.alert_ca_file.as_deref(),
+        )?),
+        None => None,
+    };
     let overrides = StateStore::open_read_only(&config.agent.state_dir).ok();
     let mut out = String::new();
     for warning in &config.warnings {
@@ -57,6 +67,9 @@ pub fn check(path: &Path) -> Result<String, CommandError> {
         path.display(),
         config.services.len()
     );
+    if let Some(url) = alerts {
+        let _ = writeln!(out, "alerts: {} (path not shown)", url.endpoint());
+    }
     let _ = writeln!(
         out,
         "{:<16} {:<18} {:<9} {:<15} {:<12} {:<8} TARGET",

@@ -16,7 +16,7 @@ use super::{Action, ApiState, ControlError};
 static DASHBOARD: &str = include_str!("dashboard.html");
 
 /// A JSON problem body (RFC 9457 shape) with `status`.
-fn problem(status: StatusCode, detail: impl Into<String>) -> Response {
+pub(super) fn problem(status: StatusCode, detail: impl Into<String>) -> Response {
     let body = json!({
         "type": "about:blank",
         "title": status.canonical_reason().unwrap_or("Error"),

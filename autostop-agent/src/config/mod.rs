@@ -5,6 +5,7 @@
 //! Every problem in a document is reported at once, each as
 //! `origin:line:column: field.path: message` (see [`LocatedError`]).
 
+mod api_hosts;
 mod duration;
 mod error;
 mod import;
@@ -28,6 +29,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use api_hosts::ApiHost;
 pub use duration::{format_human, MIN_TIMEOUT};
 pub use error::{ConfigError, LocatedError};
 pub use import::import_seed_json;
@@ -86,8 +88,15 @@ pub struct AgentConfig {
     pub ignore_sources: Vec<ipnet::IpNet>,
     /// File holding the API bearer token; `None` means no token auth.
     pub token_file: Option<PathBuf>,
-    /// http(s) URL notified on failures; `None` disables alerts.
+    /// http(s) URL notified on failures; `None` disables alerts. Its path
+    /// and query are secrets (Slack, Discord, ntfy): never log them.
     pub alert_webhook: Option<String>,
+    /// Extra CA certificates (PEM) trusted for an https webhook, besides the
+    /// system store.
+    pub alert_ca_file: Option<PathBuf>,
+    /// Host names (or addresses) the status API answers to besides the
+    /// loopback names; see `api::guard`.
+    pub api_hosts: Vec<ApiHost>,
 }
 
 impl Default for AgentConfig {
@@ -99,6 +108,8 @@ impl Default for AgentConfig {
             ignore_sources: Vec::new(),
             token_file: None,
             alert_webhook: None,
+            alert_ca_file: None,
+            api_hosts: Vec::new(),
         }
     }
 }

@@ -36,6 +36,10 @@ pub(crate) struct RawAgent {
     pub token_file: Option<Spanned<String>>,
     /// http(s) URL for alerts.
     pub alert_webhook: Option<Spanned<String>>,
+    /// Extra PEM CA file trusted by the alert webhook (absolute).
+    pub alert_ca_file: Option<Spanned<String>>,
+    /// Host names the status API answers to besides loopback.
+    pub api_hosts: Option<Vec<Spanned<String>>>,
 }
 
 /// One `[[service]]` as written.

@@ -15,6 +15,8 @@ state_dir = "/srv/state"
 ignore_sources = ["10.0.0.5/32", "fd00::/8", "192.168.1.7"]
 token_file = "/etc/autostop/token"
 alert_webhook = "http://hooks.example/x"
+alert_ca_file = "/etc/autostop/ca.pem"
+api_hosts = ["Status.Example.LAN", "fd00::5", "192.168.1.2"]
 
 [[service]]
 name = "ragflow"
@@ -59,6 +61,9 @@ fn full_config_resolves() {
     assert_eq!(nets, ["10.0.0.5/32", "fd00::/8", "192.168.1.7/32"]);
     assert_eq!(a.token_file, Some(PathBuf::from("/etc/autostop/token")));
     assert_eq!(a.alert_webhook.as_deref(), Some("http://hooks.example/x"));
+    assert_eq!(a.alert_ca_file, Some(PathBuf::from("/etc/autostop/ca.pem")));
+    let hosts: Vec<String> = a.api_hosts.iter().map(ToString::to_string).collect();
+    assert_eq!(hosts, ["status.example.lan", "fd00::5", "192.168.1.2"]);
 
     let rag = c.service("ragflow").unwrap();
     assert_eq!(

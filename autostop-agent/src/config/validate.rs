@@ -150,20 +150,21 @@ fn resolve_agent(ck: &mut Checker<'_>, raw: &RawAgent) -> Option<AgentConfig> {
         absolute_path(p).map(Some)
     });
     let alert_webhook = ck.opt(&raw.alert_webhook, "agent.alert_webhook", None, |url| {
-        let rest = url
-            .strip_prefix("http://")
-            .or_else(|| url.strip_prefix("https://"));
-        match rest {
-            Some(r)
-                if !r.is_empty() && !r.starts_with('/') && !url.contains(char::is_whitespace) =>
-            {
-                Ok(Some(url.clone()))
-            }
-            _ => Err(format!(
-                "invalid webhook URL {url:?}: must be an http:// or https:// URL with a host"
-            )),
-        }
+        crate::alerts::WebhookUrl::parse(url)
+            .map(|_| Some(url.clone()))
+            .map_err(|e| e.to_string())
     });
+    let alert_ca_file = ck.opt(&raw.alert_ca_file, "agent.alert_ca_file", None, |p| {
+        absolute_path(p).map(Some)
+    });
+    if let (Some(ca), None) = (&raw.alert_ca_file, &raw.alert_webhook) {
+        ck.warn(
+            ca,
+            "agent.alert_ca_file",
+            "unused: agent.alert_webhook is not set",
+        );
+    }
+    let api_hosts = super::api_hosts::resolve(ck, &raw.api_hosts);
     let mut ignore_sources = Vec::new();
     let mut ok = true;
     for (i, src) in raw.ignore_sources.iter().flatten().enumerate() {
@@ -193,6 +194,8 @@ fn resolve_agent(ck: &mut Checker<'_>, raw: &RawAgent) -> Option<AgentConfig> {
         ignore_sources: ok.then_some(ignore_sources)?,
         token_file: token_file?,
         alert_webhook: alert_webhook?,
+        alert_ca_file: alert_ca_file?,
+        api_hosts: api_hosts?,
     })
 }
 
