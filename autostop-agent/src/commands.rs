@@ -210,4 +210,40 @@ mod tests {
         assert!(err.contains("bad.toml:3:8: service[0].port"), "{err}");
         assert!(err.contains("bad.toml:5:8: service[0].mode"), "{err}");
     }
+
+    #[test]
+    fn check_refuses_a_webhook_it_cannot_deliver_to() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("autostop.toml");
+        let state = dir.path().join("state");
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "not a certificate").expect("write");
+        let agent = |keys: &str| {
+            format!(
+                "[agent]\nstate_dir = \"{}\"\nthemes_dir = \"{}\"\n{keys}\n",
+                state.display(),
+                dir.path().display()
+            )
+        };
+        let https = "alert_webhook = \"https://hooks.example/SECRET\"";
+        std::fs::write(
+            &path,
+            agent(&format!("{https}\nalert_ca_file = \"{}\"", ca.display())),
+        )
+        .expect("write config");
+        let err = check(&path).expect_err("unusable CA file").to_string();
+        assert!(err.starts_with("agent.alert_ca_file"), "{err}");
+        assert!(!err.contains("SECRET"), "{err}");
+        std::fs::write(
+            &path,
+            agent("alert_webhook = \"http://127.0.0.1:9/SECRET\""),
+        )
+        .expect("write config");
+        let out = check(&path).expect("plain http needs no CA");
+        assert!(
+            out.contains("alerts: http://127.0.0.1:9 (path not shown)"),
+            "{out}"
+        );
+        assert!(!out.contains("SECRET"), "{out}");
+    }
 }
