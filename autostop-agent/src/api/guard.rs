@@ -111,7 +111,11 @@ impl HostPolicy {
     pub fn check(&self, method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<(), Refusal> {
         let mut hosts = headers.get_all(header::HOST).iter();
         let host_header = match (hosts.next(), hosts.next()) {
-            (Some(value), None) => Some(value.to_str().map_err(|_| Refusal::NoHost)?),
+            (Some(value), None) => Some(
+                value
+                    .to_str()
+                    .map_err(|_| Refusal::BadHost("(not text)".into()))?,
+            ),
             (None, None) => None,
             _ => return Err(Refusal::NoHost),
         };

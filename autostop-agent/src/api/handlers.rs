@@ -3,6 +3,7 @@
 
 use axum::{
     body::Bytes,
+    extract::rejection::BytesRejection,
     extract::{Path, State},
     http::{header, HeaderMap, StatusCode},
     response::{Html, IntoResponse, Response},
@@ -136,11 +137,21 @@ pub(super) async fn set_idle_timeout(
     State(state): State<ApiState>,
     Path(name): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     if let Some(denied) = refusal(&state, &headers) {
         return denied;
     }
+    // A body over the cap (sent chunked, so not refused up front).
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            return problem(
+                rejection.status(),
+                format!("body: {}", rejection.body_text()),
+            )
+        }
+    };
     if state.control.service(&name).is_none() {
         return control_error(ControlError::UnknownService(name));
     }

@@ -303,4 +303,26 @@ async fn declared_bodies_over_the_cap_get_413() {
     )
     .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert!(body["detail"]
+        .as_str()
+        .unwrap_or_default()
+        .starts_with("Content-Length"));
+    // No length announced (chunked): cut while read, still a JSON problem.
+    let headers = [OWN, ("content-type", "application/json")];
+    let (status, body) = send(
+        &router,
+        "PUT",
+        "/api/services/web/idle-timeout",
+        &headers,
+        &"x".repeat(super::MAX_BODY_BYTES + 1),
+    )
+    .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("body"),
+        "{body}"
+    );
 }

@@ -5,6 +5,7 @@
 //! Every problem in a document is reported at once, each as
 //! `origin:line:column: field.path: message` (see [`LocatedError`]).
 
+mod alerts;
 mod api_hosts;
 mod duration;
 mod error;

@@ -114,7 +114,7 @@ pub(crate) fn resolve(
     }
 }
 
-fn absolute_path(text: &String) -> Result<PathBuf, String> {
+pub(super) fn absolute_path(text: &String) -> Result<PathBuf, String> {
     if Path::new(text).is_absolute() {
         Ok(PathBuf::from(text))
     } else {
@@ -149,21 +149,7 @@ fn resolve_agent(ck: &mut Checker<'_>, raw: &RawAgent) -> Option<AgentConfig> {
     let token_file = ck.opt(&raw.token_file, "agent.token_file", None, |p| {
         absolute_path(p).map(Some)
     });
-    let alert_webhook = ck.opt(&raw.alert_webhook, "agent.alert_webhook", None, |url| {
-        crate::alerts::WebhookUrl::parse(url)
-            .map(|_| Some(url.clone()))
-            .map_err(|e| e.to_string())
-    });
-    let alert_ca_file = ck.opt(&raw.alert_ca_file, "agent.alert_ca_file", None, |p| {
-        absolute_path(p).map(Some)
-    });
-    if let (Some(ca), None) = (&raw.alert_ca_file, &raw.alert_webhook) {
-        ck.warn(
-            ca,
-            "agent.alert_ca_file",
-            "unused: agent.alert_webhook is not set",
-        );
-    }
+    let (alert_webhook, alert_ca_file) = super::alerts::resolve(ck, raw);
     let api_hosts = super::api_hosts::resolve(ck, &raw.api_hosts);
     let mut ignore_sources = Vec::new();
     let mut ok = true;
