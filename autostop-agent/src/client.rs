@@ -88,6 +88,19 @@ impl Client {
         .map(drop)
     }
 
+    /// Where to connect: `addr`, with an unspecified address (`0.0.0.0`,
+    /// `::`) replaced by loopback of the same family.
+    fn target(&self) -> SocketAddr {
+        let mut addr = self.addr;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(match addr {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        addr
+    }
+
     async fn call(
         &self,
         method: &str,
@@ -105,15 +118,14 @@ impl Client {
         path: &str,
         body: Option<&str>,
     ) -> Result<Vec<u8>, ClientError> {
-        let mut stream =
-            TcpStream::connect(self.addr)
-                .await
-                .map_err(|source| ClientError::NotRunning {
-                    addr: self.addr,
-                    source,
-                })?;
-        // HTTP/1.0: the agent answers with a plain body and closes.
-        let mut request = format!("{method} {path} HTTP/1.0\r\nHost: {}\r\n", self.addr);
+        let addr = self.target();
+        let mut stream = TcpStream::connect(addr)
+            .await
+            .map_err(|source| ClientError::NotRunning { addr, source })?;
+        // HTTP/1.0: the agent answers with a plain body and closes. Host is
+        // the loopback address connected to, which the API always accepts;
+        // no Origin, and a JSON content type, pass its cross-site checks.
+        let mut request = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n");
         if let Some(token) = &self.token {
             let _ = write!(request, "Authorization: Bearer {token}\r\n");
         }

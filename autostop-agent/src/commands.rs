@@ -27,6 +27,9 @@ pub enum CommandError {
     /// The state directory could not be read.
     #[error(transparent)]
     State(#[from] StateError),
+    /// The alert webhook could not be delivered to.
+    #[error(transparent)]
+    Alerts(#[from] crate::alerts::AlertError),
     /// User themes that cannot be served (the agent would fall back to a
     /// built-in theme); one problem per line.
     #[error("{0}")]
@@ -46,6 +49,13 @@ pub fn check(path: &Path) -> Result<String, CommandError> {
             .collect();
         return Err(CommandError::Themes(lines.join("\n")));
     }
+    let alerts = match &config.agent.alert_webhook {
+        Some(url) => Some(crate::alerts::check(
+            url,
+            config.agent.alert_ca_file.as_deref(),
+        )?),
+        None => None,
+    };
     let overrides = StateStore::open_read_only(&config.agent.state_dir).ok();
     let mut out = String::new();
     for warning in &config.warnings {
@@ -57,6 +67,9 @@ pub fn check(path: &Path) -> Result<String, CommandError> {
         path.display(),
         config.services.len()
     );
+    if let Some(url) = alerts {
+        let _ = writeln!(out, "alerts: {} (path not shown)", url.endpoint());
+    }
     let _ = writeln!(
         out,
         "{:<16} {:<18} {:<9} {:<15} {:<12} {:<8} TARGET",
@@ -218,5 +231,41 @@ mod tests {
         let err = check(&path).expect_err("invalid").to_string();
         assert!(err.contains("bad.toml:3:8: service[0].port"), "{err}");
         assert!(err.contains("bad.toml:5:8: service[0].mode"), "{err}");
+    }
+
+    #[test]
+    fn check_refuses_a_webhook_it_cannot_deliver_to() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("autostop.toml");
+        let state = dir.path().join("state");
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "not a certificate").expect("write");
+        let agent = |keys: &str| {
+            format!(
+                "[agent]\nstate_dir = \"{}\"\nthemes_dir = \"{}\"\n{keys}\n",
+                state.display(),
+                dir.path().display()
+            )
+        };
+        let https = "alert_webhook = \"https://hooks.example/SECRET\"";
+        std::fs::write(
+            &path,
+            agent(&format!("{https}\nalert_ca_file = \"{}\"", ca.display())),
+        )
+        .expect("write config");
+        let err = check(&path).expect_err("unusable CA file").to_string();
+        assert!(err.starts_with("agent.alert_ca_file"), "{err}");
+        assert!(!err.contains("SECRET"), "{err}");
+        std::fs::write(
+            &path,
+            agent("alert_webhook = \"http://127.0.0.1:9/SECRET\""),
+        )
+        .expect("write config");
+        let out = check(&path).expect("plain http needs no CA");
+        assert!(
+            out.contains("alerts: http://127.0.0.1:9 (path not shown)"),
+            "{out}"
+        );
+        assert!(!out.contains("SECRET"), "{out}");
     }
 }

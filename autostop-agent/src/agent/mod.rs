@@ -39,6 +39,7 @@ pub use memory::{MemoryBook, MemorySource, SAMPLE_EVERY as MEMORY_SAMPLE_EVERY};
 pub use reload::{diff, needs_restart, ConfigDiff};
 
 use crate::{
+    alerts::{AlertError, Delivery},
     api,
     bpf::{BpfError, Datapath},
     coldstart::{self, ColdStart, ColdStartStats},
@@ -69,6 +70,9 @@ pub enum AgentError {
     /// The status API cannot be served as configured.
     #[error(transparent)]
     Api(#[from] api::ApiError),
+    /// The alert webhook cannot be delivered to as configured.
+    #[error(transparent)]
+    Alerts(#[from] AlertError),
     /// The kernel programs could not be loaded or attached.
     #[error("datapath: {0}")]
     Bpf(#[from] BpfError),
@@ -113,6 +117,13 @@ pub async fn run(options: AgentOptions, shutdown: CancellationToken) -> Result<(
         config.agent.status_listen,
         config.agent.token_file.as_deref(),
     )?;
+    // Checked before anything is attached: a bad CA file refuses the start.
+    let delivery = config
+        .agent
+        .alert_webhook
+        .as_deref()
+        .map(|url| Delivery::new(url, config.agent.alert_ca_file.as_deref()))
+        .transpose()?;
     let api_listener = tokio::net::TcpListener::bind(config.agent.status_listen)
         .await
         .map_err(|source| AgentError::Io {
@@ -139,12 +150,16 @@ pub async fn run(options: AgentOptions, shutdown: CancellationToken) -> Result<(
 
     let metrics = Arc::new(Metrics::new());
     let state = Arc::new(Mutex::new(store));
-    let alerts = config
-        .agent
-        .alert_webhook
-        .as_deref()
-        .and_then(|url| tasks::Webhook::new(url, shutdown.clone()))
-        .map(|w| Arc::new(w) as Arc<dyn FailureSink>);
+    let mut background: Vec<JoinHandle<()>> = Vec::new();
+    let alerts = match delivery {
+        Some(delivery) => {
+            tracing::info!(endpoint = %delivery.endpoint(), "alerts go to the webhook");
+            let (webhook, task) = tasks::Webhook::start(delivery, shutdown.clone());
+            background.push(task);
+            Some(Arc::new(webhook) as Arc<dyn FailureSink>)
+        }
+        None => None,
+    };
     let services = Arc::new(Services::new(metrics, state, alerts));
     services
         .datapath_attached
@@ -179,7 +194,6 @@ pub async fn run(options: AgentOptions, shutdown: CancellationToken) -> Result<(
     });
     table.add_all(&config.services).await;
 
-    let mut background: Vec<JoinHandle<()>> = Vec::new();
     let (themes, problems) = ThemeSet::load(Some(&config.agent.themes_dir));
     for problem in problems {
         tracing::warn!(
@@ -239,7 +253,11 @@ pub async fn run(options: AgentOptions, shutdown: CancellationToken) -> Result<(
         Arc::clone(&services),
         shutdown.clone(),
     )));
-    let router = api::router(Arc::clone(&services) as Arc<dyn api::Control>, token);
+    let router = api::router(
+        Arc::clone(&services) as Arc<dyn api::Control>,
+        token,
+        api::HostPolicy::new(config.agent.status_listen, &config.agent.api_hosts),
+    );
     let api_shutdown = shutdown.clone();
     background.push(tokio::spawn(async move {
         if let Err(e) = api::serve(api_listener, router, api_shutdown).await {

@@ -289,25 +289,21 @@ fn sample_counters(datapath: &Mutex<Datapath>, kernel: &KernelServices, services
     }
 }
 
-/// Posts failure events to `agent.alert_webhook` (plain http), with a few
-/// bounded retries, from its own task so the state machines never wait.
+/// Queues failure events for the alert webhook's delivery task (bounded
+/// retries, see [`crate::alerts`]), so the state machines never wait.
 pub(super) struct Webhook {
     queue: tokio::sync::mpsc::Sender<String>,
 }
 
 impl Webhook {
-    /// `None` (with an error logged) for a URL it cannot post to.
-    pub(super) fn new(url: &str, shutdown: CancellationToken) -> Option<Self> {
-        let Some(target) = crate::alerts::HttpTarget::parse(url) else {
-            tracing::error!(
-                url,
-                "agent.alert_webhook: only http://host[:port]/path URLs are supported"
-            );
-            return None;
-        };
+    /// Spawns the delivery task; the caller joins its handle at shutdown.
+    pub(super) fn start(
+        delivery: crate::alerts::Delivery,
+        shutdown: CancellationToken,
+    ) -> (Self, JoinHandle<()>) {
         let (queue, rx) = tokio::sync::mpsc::channel(64);
-        tokio::spawn(crate::alerts::deliver(target, rx, shutdown));
-        Some(Self { queue })
+        let task = tokio::spawn(delivery.run(rx, shutdown));
+        (Self { queue }, task)
     }
 }
 
