@@ -12,6 +12,7 @@ pub mod docker;
 pub mod e2e;
 pub mod netlab;
 pub mod netns;
+pub mod wire;
 
 use std::{
     io::{BufRead, BufReader},
