@@ -18,7 +18,6 @@
 
 use std::{sync::atomic::Ordering, time::Duration};
 
-use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -139,8 +138,7 @@ async fn http(
         }
     };
     held.release_permit();
-    let _ = held.stream.write_all(&reply).await;
-    hold::close(held.stream).await;
+    hold::reply_and_close(held.stream, &reply).await;
     HoldOutcome::Closed
 }
 

@@ -27,6 +27,9 @@ const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// sends is read and dropped (see [`close`]), and how much of it.
 const LINGER: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 64 * 1024;
+/// Longest the agent spends writing one of its own replies (a wait page is
+/// tens of KiB): a client that does not read is dropped.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How many held connections of one service may be in their first
 /// [`HANDOVER_GRACE`] with the app at once. Readiness releases every held
@@ -197,12 +200,19 @@ pub(super) async fn answer(mut held: Held, status: ErrorStatus, retry_after_s: O
     let present = held.read_opening(held.arrived + FIRST_BYTES_WAIT).await;
     held.release_permit();
     if present && looks_like_http(&held.received) {
-        let _ = held
-            .stream
-            .write_all(&error_reply(status, retry_after_s))
-            .await;
+        reply_and_close(held.stream, &error_reply(status, retry_after_s)).await;
+    } else {
+        close(held.stream).await;
     }
-    close(held.stream).await;
+}
+
+/// Writes one of the agent's own replies, then closes (see [`close`]).
+pub(super) async fn reply_and_close(mut stream: TcpStream, reply: &[u8]) {
+    let written = tokio::time::timeout(REPLY_TIMEOUT, stream.write_all(reply)).await;
+    // Otherwise gone, or not reading: nothing more to say to it.
+    if let Ok(Ok(())) = written {
+        close(stream).await;
+    }
 }
 
 /// Ends a connection the agent answered: FIN first, then whatever the

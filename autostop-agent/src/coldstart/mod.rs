@@ -16,9 +16,10 @@
 //!   held and replayed like blocking mode.
 //! - Fail fast ([`gate`]): a connection that arrives while the service is
 //!   `failed` and no start is coming (crash-loop guard latched, retry
-//!   backoff pending) is answered at once, one held when the start fails
-//!   as soon as it fails: an HTTP/1 client gets a short 503 or 502 with a
-//!   fixed public text, any other client a close.
+//!   backoff pending) is answered at once (503), and a held one as soon as
+//!   its start fails (502): an HTTP/1 client gets a short reply with a
+//!   fixed public text, any other client a close. A start that simply
+//!   takes too long still ends at `start_timeout` (504).
 //! - While held, the client is read ([`held`]): its bytes are kept for the
 //!   replay, and a client that hangs up frees its place at once.
 //!
