@@ -6,7 +6,7 @@
 //! Chromium for every built-in theme (wait page, then the app without a
 //! click), and with hostile clients (malformed heads, slowloris).
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -126,12 +126,12 @@ fn privileged_dynamic_through_nginx_wait_page_then_the_app() {
 }
 
 #[test]
-fn privileged_dynamic_curl_html_gets_escaped_wait_page_and_json_client_is_held() {
+fn privileged_dynamic_curl_html_gets_wait_page_and_json_client_is_held() {
     let image = setup();
     let port = free_port();
     let c = app(&image, port, 1);
     // An app whose start fails with an error that quotes its command line,
-    // so the page's `{{ error }}` carries markup from Docker's message.
+    // markup included: the visitor sees neither (only the public text).
     let bad_port = free_port();
     let payload = "/<script>alert(1)</script>";
     let bad = TestContainer::create(
@@ -168,13 +168,15 @@ fn privileged_dynamic_curl_html_gets_escaped_wait_page_and_json_client_is_held()
     let page = r.text();
     assert_eq!(r.status, 503);
     assert!(
-        page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
-        "the failure reason (with Docker's quoted command) is shown escaped: {page}"
+        page.contains("data-status=\"failed\"") && page.contains("could not be started"),
+        "the page says the start failed: {page}"
     );
-    assert!(
-        !page.contains("<script>alert(1)"),
-        "the failure reason is injected unescaped"
-    );
+    for leak in ["alert(1)", "&lt;script&gt;", &bad.name] {
+        assert!(
+            !page.contains(leak),
+            "Docker's error leaks ({leak:?}): {page}"
+        );
+    }
 
     // API client: held until the app is up, then answered by the app itself.
     assert!(!running(&c), "the app must start stopped");
@@ -245,43 +247,32 @@ fn privileged_browser_sees_wait_page_then_app_for_each_theme() {
 }
 
 #[test]
-fn privileged_malformed_and_slowloris_heads_are_closed_without_affecting_others() {
+fn privileged_malformed_and_slowloris_heads_are_held_for_the_app_without_affecting_others() {
     let image = setup();
     let port = free_port();
     let c = app(&image, port, 5);
     let _agent = AgentRun::start(&service("hostile", port, "dynamic", &c.name, None), &[]);
     let addr = local(port);
 
-    // Garbage: 400 and close (its SYN already woke the service, as any
-    // first packet does; the app takes 5 s to listen after that).
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-    s.write_all(b"\x01\x02\x03 \xff\xfe garbage\r\n\r\n")
+    // Garbage: not HTTP/1, so held (its SYN already woke the service; the
+    // app takes 5 s to listen) and replayed: the app answers it, not the
+    // agent.
+    let mut garbage = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    garbage
+        .write_all(b"\x01\x02\x03 \xff\xfe garbage\r\n\r\n")
         .expect("write");
-    let raw = read_to_end_by(&mut s, Instant::now() + Duration::from_secs(10)).expect("closed");
-    let text = String::from_utf8_lossy(&raw);
-    assert!(text.starts_with("HTTP/1.1 400"), "{text:?}");
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    let mut more = [0u8; 64];
-    assert_eq!(
-        s.read(&mut more).expect("EOF after the 400"),
-        0,
-        "the agent closes after its 400"
-    );
 
-    // Slowloris: one byte every 500 ms, never ending the head.
+    // Slowloris: a head dripped one byte per 300 ms, past the agent's 10 s
+    // header timeout, then complete.
     let mut slow = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
     let mut writer = slow.try_clone().expect("clone");
     let dripper = std::thread::spawn(move || {
-        let head = b"GET / HTTP/1.1\r\nHost: x\r\nAccept: text/html\r\nX-Slow: ";
-        for b in head.iter().chain(std::iter::repeat(&b'a')).take(200) {
-            if writer.write_all(&[*b]).is_err() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(500));
+        let head = b"GET / HTTP/1.1\r\nHost: x\r\nAccept: text/html\r\n\r\n";
+        for b in head {
+            writer.write_all(&[*b]).expect("drip");
+            std::thread::sleep(Duration::from_millis(300));
         }
     });
-    let slow_started = Instant::now();
     std::thread::sleep(Duration::from_secs(1));
 
     // A browser in parallel gets its wait page at once.
@@ -290,24 +281,24 @@ fn privileged_malformed_and_slowloris_heads_are_closed_without_affecting_others(
     assert_eq!(r.status, 503, "{}", r.text());
     assert!(r.text().contains("hostile"));
 
-    let raw = read_to_end_by(&mut slow, Instant::now() + Duration::from_secs(25));
-    let closed_after = slow_started.elapsed();
-    match raw {
-        Ok(bytes) => assert!(
-            !String::from_utf8_lossy(&bytes).contains("hello from the app"),
-            "the slowloris client was served"
-        ),
-        Err(e) => assert_eq!(
-            e.kind(),
-            std::io::ErrorKind::ConnectionReset,
-            "slowloris connection not closed: {e}"
-        ),
-    }
-    eprintln!("slowloris connection closed after {closed_after:?}");
-    dripper.join().expect("dripper");
+    let raw = read_to_end_by(&mut garbage, Instant::now() + COLD).expect("garbage answered");
+    let text = String::from_utf8_lossy(&raw);
+    assert!(running(&c), "answered only once the app runs");
+    assert!(
+        text.starts_with("HTTP/1.1 400") && text.contains("Date:"),
+        "the app's own 400 (the agent sends no Date): {text:?}"
+    );
 
-    // The service itself came up for everyone else.
-    let r = http_get(addr, "/", &[], COLD).expect("app after the wake");
-    assert_eq!(r.status, 200);
-    assert_eq!(r.text(), INDEX);
+    let t = Instant::now();
+    let raw = read_to_end_by(&mut slow, Instant::now() + COLD).expect("slow client answered");
+    eprintln!(
+        "slowloris client answered {:?} after the garbage one",
+        t.elapsed()
+    );
+    dripper.join().expect("dripper");
+    let text = String::from_utf8_lossy(&raw);
+    assert!(
+        text.starts_with("HTTP/1.1 200") && text.ends_with(INDEX),
+        "the slow head reached the app: {text:?}"
+    );
 }

@@ -1,22 +1,36 @@
-//! Dynamic mode: read the request head (with a header timeout and a size
-//! limit), then answer browsers with the themed wait page, the wait page's
-//! poll with the status JSON, and hold everything else like blocking mode,
-//! replaying the bytes already read.
+//! Dynamic mode: the agent answers a client itself only when it is sure the
+//! client speaks HTTP/1; everyone else is held and replayed byte for byte,
+//! exactly as in blocking mode.
+//!
+//! 1. The first bytes decide ([`crate::waitpage::opening`]), read for at
+//!    most [`FIRST_BYTES_WAIT`] after the connection arrived.
+//! 2. An HTTP/1 request line: the head is read (header timeout, size cap)
+//!    and classified. Browsers navigating get the themed wait page, the
+//!    page's poll gets the status JSON, every other request is held. A
+//!    head that does not parse, is too large or too slow is held too: the
+//!    app answers what it makes of it, not the agent.
+//! 3. A TLS ClientHello (nginx's `proxy_pass https://…`), the HTTP/2
+//!    preface or any other bytes: held.
+//! 4. Nothing within the wait, or too few bytes to tell: a protocol where
+//!    the server speaks first, or a browser's preconnected socket. Held,
+//!    and looked at again from step 2 as soon as telling bytes arrive, so a
+//!    late navigation still gets its wait page.
 
 use std::{sync::atomic::Ordering, time::Duration};
 
-use tokio::{io::AsyncWriteExt, net::TcpStream, sync::OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    hold::{hold_and_forward, HoldOutcome},
+    held::{Held, FIRST_BYTES_WAIT},
+    hold::{self, hold_and_forward, HoldOutcome},
     ColdStart, Route,
 };
 use crate::{
     service::{Command, ServiceState, ServiceStatus, Trigger},
     waitpage::{
-        bad_request, classify, read_head, status_json, wait_page, HeadError, Kind, PageState,
-        PageVars, StatusBody, DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_HEAD_BYTES,
+        classify, opening, read_head_from, status_json, wait_page, HeadError, Kind, Opening,
+        PageState, PageVars, StatusBody, DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_HEAD_BYTES,
+        PUBLIC_FAILURE,
     },
 };
 
@@ -27,58 +41,88 @@ const RETRY_AFTER_S: u64 = 5;
 
 /// Handles one steered connection of a dynamic-mode service.
 pub(super) async fn handle(
-    mut stream: TcpStream,
+    mut held: Held,
     port: u16,
     route: &Route,
     ctx: &ColdStart,
     shutdown: &CancellationToken,
-    permit: OwnedSemaphorePermit,
 ) -> HoldOutcome {
+    loop {
+        let present = tokio::select! {
+            present = held.read_opening(held.arrived + FIRST_BYTES_WAIT) => present,
+            () = shutdown.cancelled() => return HoldOutcome::Closed,
+        };
+        if !present {
+            return HoldOutcome::HungUp;
+        }
+        match opening(&held.received) {
+            Opening::Http1 => return http(held, port, route, ctx, shutdown).await,
+            Opening::Undecided if !held.eof() => {
+                held = match hold::admit(held, route).await {
+                    Ok(held) => held,
+                    Err(outcome) => return outcome,
+                };
+                match held.wait_or_opening(route, shutdown).await {
+                    // Telling bytes arrived: classify them.
+                    None => continue,
+                    Some(end) => {
+                        return hold::conclude(held, end, port, route, ctx.upstreams.as_ref()).await
+                    }
+                }
+            }
+            _ => return hold_and_forward(held, port, route, ctx, shutdown).await,
+        }
+    }
+}
+
+/// An HTTP/1 request: wait page, status JSON, or held.
+async fn http(
+    mut held: Held,
+    port: u16,
+    route: &Route,
+    ctx: &ColdStart,
+    shutdown: &CancellationToken,
+) -> HoldOutcome {
+    let first = std::mem::take(&mut held.received);
+    let read = read_head_from(
+        &mut held.stream,
+        first,
+        DEFAULT_HEADER_TIMEOUT,
+        DEFAULT_MAX_HEAD_BYTES,
+    );
     let head = tokio::select! {
-        head = read_head(&mut stream, DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_HEAD_BYTES) => head,
+        head = read => head,
         () = shutdown.cancelled() => return HoldOutcome::Closed,
     };
     let head = match head {
         Ok(head) => head,
-        Err(HeadError::Closed { .. } | HeadError::Io(_)) => return HoldOutcome::Closed,
+        // An HTTP client that closes before its head is complete left.
+        Err(HeadError::Closed { .. } | HeadError::Io(_)) => return HoldOutcome::HungUp,
         Err(error) => {
-            // Malformed, oversized or too slow: refuse this one only.
+            // Malformed, oversized or too slow for the agent to read: the
+            // app, once up, decides what it is.
             ctx.stats.bad_heads.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(service = %route.service, %error, "bad request head");
-            if !matches!(error, HeadError::Timeout { .. }) {
-                let _ = stream.write_all(&bad_request()).await;
-            }
-            let _ = stream.shutdown().await;
-            return HoldOutcome::Closed;
+            tracing::debug!(service = %route.service, %error, "request head held unread, for the app");
+            held.received = error.into_raw();
+            return hold_and_forward(held, port, route, ctx, shutdown).await;
         }
     };
-    match classify(&head) {
-        Kind::Other => {
-            hold_and_forward(
-                stream,
-                port,
-                route,
-                ctx.upstreams.as_ref(),
-                &head.raw,
-                shutdown,
-                permit,
-            )
-            .await
-        }
+    let kind = classify(&head);
+    let head_only = head.method.eq_ignore_ascii_case("HEAD");
+    held.received = head.raw;
+    let reply = match kind {
+        Kind::Other => return hold_and_forward(held, port, route, ctx, shutdown).await,
         Kind::StatusPoll => {
             let status = route.handle.status();
             wake_unless_failed(route, &status);
             let vars = page_vars(route, &status);
-            let body = StatusBody {
+            status_json(&StatusBody {
                 service: vars.service_name,
                 state: vars.state,
                 elapsed_s: vars.elapsed_s,
                 estimated_s: vars.estimated_s,
                 error: vars.error,
-            };
-            let _ = stream.write_all(&status_json(&body)).await;
-            let _ = stream.shutdown().await;
-            HoldOutcome::Closed
+            })
         }
         Kind::Navigation => {
             let status = route.handle.status();
@@ -88,16 +132,14 @@ pub(super) async fn handle(
                 .as_deref()
                 .unwrap_or(crate::config::DEFAULT_THEME);
             let html = ctx.themes.render(theme, &page_vars(route, &status));
-            let head_only = head.method.eq_ignore_ascii_case("HEAD");
-            let _ = stream
-                .write_all(&wait_page(&html, RETRY_AFTER_S, head_only))
-                .await;
-            let _ = stream.shutdown().await;
             ctx.stats.wait_pages.fetch_add(1, Ordering::Relaxed);
             ctx.metrics.wait_page(&route.service);
-            HoldOutcome::Closed
+            wait_page(&html, RETRY_AFTER_S, head_only)
         }
-    }
+    };
+    held.release_permit();
+    hold::reply_and_close(held.stream, &reply).await;
+    HoldOutcome::Closed
 }
 
 /// A page view or poll is a visitor asking for the service: wake it, except
@@ -110,6 +152,10 @@ fn wake_unless_failed(route: &Route, status: &ServiceStatus) {
     }
 }
 
+/// The page's values. A failure shows [`PUBLIC_FAILURE`], never its cause
+/// (container names, compose paths and Docker's errors stay in the log and
+/// the authenticated API); the service's configured name stays: it is the
+/// administrator's label for the site the visitor asked for.
 fn page_vars(route: &Route, status: &ServiceStatus) -> PageVars {
     let state = match &status.state {
         ServiceState::Ready => PageState::Ready,
@@ -132,9 +178,6 @@ fn page_vars(route: &Route, status: &ServiceStatus) -> PageVars {
             .max(1),
         elapsed_s,
         state,
-        error: match &status.state {
-            ServiceState::Failed { reason } => Some(reason.clone()),
-            _ => None,
-        },
+        error: (state == PageState::Failed).then(|| PUBLIC_FAILURE.to_owned()),
     }
 }

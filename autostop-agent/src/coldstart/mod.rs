@@ -4,15 +4,31 @@
 //! Each accepted connection is routed by its local port (the kernel keeps
 //! the original destination, so `getsockname()` is the service's published
 //! port), wakes the service and is held until the service's state machine
-//! pushes `Ready`; then the agent connects to the container's own address
-//! and copies bytes both ways until either side closes, with no time cap.
-//! In blocking mode no byte is read before that. In dynamic mode the request
-//! head is read first: browsers get the themed wait page, the wait page's
-//! status poll gets JSON, everything else is held and its bytes replayed.
-//! Held connections are bounded per service; beyond the bound a connection
-//! is refused at once and counted.
+//! pushes `Ready`; then the agent connects to the container's own address,
+//! replays every byte the client sent meanwhile and copies bytes both ways
+//! until either side closes, with no time cap.
+//!
+//! - Blocking mode holds every connection; the agent answers nothing
+//!   itself except the errors below.
+//! - Dynamic mode ([`dynamic`]) answers HTTP/1 browsers with the themed
+//!   wait page and the page's status poll with JSON; every other client
+//!   (other HTTP/1 requests, TLS, HTTP/2, silent or unknown protocols) is
+//!   held and replayed like blocking mode.
+//! - Fail fast ([`gate`]): a connection that arrives while the service is
+//!   `failed` and no start is coming (crash-loop guard latched, retry
+//!   backoff pending) is answered at once (503), and a held one as soon as
+//!   its start fails (502): an HTTP/1 client gets a short reply with a
+//!   fixed public text, any other client a close. A start that simply
+//!   takes too long still ends at `start_timeout` (504).
+//! - While held, the client is read ([`held`]): its bytes are kept for the
+//!   replay, and a client that hangs up frees its place at once.
+//!
+//! Held connections are bounded per service (`max_held_connections`);
+//! beyond the bound a connection is refused at once and counted.
 
 mod dynamic;
+mod gate;
+mod held;
 mod hold;
 
 use std::{
@@ -74,13 +90,20 @@ pub struct ColdStartStats {
     pub forwarded: AtomicU64,
     /// Connections refused because too many were held already.
     pub refused_over_limit: AtomicU64,
-    /// Connections closed because the start failed or timed out.
+    /// Connections answered because the start failed or timed out while
+    /// they were held.
     pub failed: AtomicU64,
+    /// Connections answered at once because no start was coming (crash-loop
+    /// guard latched, retry backoff pending).
+    pub fail_fast: AtomicU64,
+    /// Held connections whose client hung up before the service was ready.
+    pub hung_up: AtomicU64,
     /// Connections for a port no service claims (a race with a reload).
     pub unrouted: AtomicU64,
     /// Wait pages served (dynamic mode).
     pub wait_pages: AtomicU64,
-    /// Request heads rejected: malformed, too large or too slow.
+    /// Dynamic mode: HTTP/1 request heads the agent could not read
+    /// (malformed, too large or too slow), held and replayed to the app.
     pub bad_heads: AtomicU64,
     /// Connections from an ignored source to a stopped service, refused.
     pub ignored_refused: AtomicU64,
@@ -219,7 +242,7 @@ fn lookup(routes: &Routes, port: u16) -> Option<Route> {
 
 /// Handles one routed connection in its mode and counts the outcome.
 /// `permit` is its place under `max_held_connections`, given back once the
-/// service is ready.
+/// service is ready, the client is answered or it hangs up.
 async fn handle(
     stream: tokio::net::TcpStream,
     port: u16,
@@ -228,16 +251,16 @@ async fn handle(
     shutdown: &CancellationToken,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) {
+    let held = held::Held::new(stream, permit);
     let outcome = match route.mode {
-        Mode::Blocking => {
-            let upstreams = ctx.upstreams.as_ref();
-            hold::hold_and_forward(stream, port, &route, upstreams, &[], shutdown, permit).await
-        }
-        Mode::Dynamic => dynamic::handle(stream, port, &route, ctx, shutdown, permit).await,
+        Mode::Blocking => hold::hold_and_forward(held, port, &route, ctx, shutdown).await,
+        Mode::Dynamic => dynamic::handle(held, port, &route, ctx, shutdown).await,
     };
     let counter = match outcome {
         HoldOutcome::Forwarded => &ctx.stats.forwarded,
         HoldOutcome::Failed => &ctx.stats.failed,
+        HoldOutcome::Refused => &ctx.stats.fail_fast,
+        HoldOutcome::HungUp => &ctx.stats.hung_up,
         HoldOutcome::Closed => return,
     };
     counter.fetch_add(1, Ordering::Relaxed);

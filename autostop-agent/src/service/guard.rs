@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::types::StartBlock;
+
 /// First retry delay after a failure.
 pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
 /// Upper bound of the retry delay.
@@ -70,14 +72,15 @@ impl CrashGuard {
         *self = Self::default();
     }
 
-    /// Whether wakes must be ignored.
-    pub fn tripped(&self) -> bool {
-        self.tripped
-    }
-
-    /// Earliest time a retry is allowed, if a backoff is pending.
-    pub fn retry_at(&self) -> Option<Instant> {
+    /// What the guard says to a wake: the latch first, else the pending
+    /// backoff (a `retry_at` in the past blocks nothing; the reader compares
+    /// it with its clock).
+    pub fn block(&self) -> Option<StartBlock> {
+        if self.tripped {
+            return Some(StartBlock::CrashLoop);
+        }
         self.retry_at
+            .map(|retry_at| StartBlock::Backoff { retry_at })
     }
 
     /// Failures currently counted in the window (for logs).
@@ -103,18 +106,24 @@ mod tests {
     async fn three_failures_in_window_trip_and_old_ones_expire() {
         let mut g = CrashGuard::default();
         let t0 = Instant::now();
+        let backoff = |retry_at| Some(StartBlock::Backoff { retry_at });
         assert!(!g.record_failure(t0));
-        assert_eq!(g.retry_at(), Some(t0 + Duration::from_secs(1)));
+        assert_eq!(g.block(), backoff(t0 + Duration::from_secs(1)));
         let t1 = t0 + Duration::from_secs(700);
         assert!(!g.record_failure(t1));
-        assert_eq!(g.retry_at(), Some(t1 + Duration::from_secs(2)));
+        assert_eq!(g.block(), backoff(t1 + Duration::from_secs(2)));
         assert_eq!(g.recent_failures(), 1, "first failure left the window");
         assert!(!g.record_failure(t1 + Duration::from_secs(5)));
+        assert_eq!(g.block(), backoff(t1 + Duration::from_secs(9)));
         assert!(g.record_failure(t1 + Duration::from_secs(9)));
+        assert_eq!(g.block(), Some(StartBlock::CrashLoop));
         g.record_success();
-        assert!(g.tripped(), "success does not unlatch");
+        assert_eq!(
+            g.block(),
+            Some(StartBlock::CrashLoop),
+            "success does not unlatch"
+        );
         g.reset();
-        assert!(!g.tripped());
-        assert_eq!(g.retry_at(), None);
+        assert_eq!(g.block(), None);
     }
 }

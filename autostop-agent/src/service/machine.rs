@@ -17,7 +17,7 @@ use super::learn::StartLearner;
 use super::traits::{Observed, SteerMode};
 use super::types::{
     Command, ContainerEvent, LifecycleEvent, ManualCommand, ServiceSettings, ServiceState,
-    ServiceStatus, Trigger,
+    ServiceStatus, StartBlock, Trigger,
 };
 
 /// First delay between failed `observe` attempts.
@@ -115,7 +115,15 @@ impl Machine {
             hold: self.idle.hold,
             idle_timeout: self.settings.idle_timeout,
             last_activity: self.idle.last_activity,
+            start_block: self.start_block(),
         }
+    }
+
+    /// What keeps a wake from starting the service (only while `Failed`).
+    fn start_block(&self) -> Option<StartBlock> {
+        matches!(self.state, ServiceState::Failed { .. })
+            .then(|| self.guard.block())
+            .flatten()
     }
 
     /// Applies one input and returns the effects to perform, in order.
@@ -328,12 +336,11 @@ impl Machine {
 
     /// Wake while `Failed`: honour the crash-loop guard and the backoff.
     fn retry_failed(&mut self, trigger: Trigger, now: Instant, fx: &mut Vec<Effect>) {
-        if self.guard.tripped() {
-            debug!(service = %self.name, event = "wake_ignored", reason = "crash_loop", trigger = ?trigger);
-            return;
-        }
-        match self.guard.retry_at() {
-            Some(at) if now < at => {
+        match self.start_block() {
+            Some(StartBlock::CrashLoop) => {
+                debug!(service = %self.name, event = "wake_ignored", reason = "crash_loop", trigger = ?trigger);
+            }
+            Some(StartBlock::Backoff { retry_at: at }) if now < at => {
                 debug!(service = %self.name, event = "wake_deferred", reason = "backoff",
                     retry_in_ms = at.saturating_duration_since(now).as_millis() as u64);
                 self.pending_wake = Some(trigger);

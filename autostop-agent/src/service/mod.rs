@@ -40,7 +40,7 @@ pub use traits::{
 };
 pub use types::{
     Command, ContainerEvent, LifecycleEvent, ManualCommand, ServiceSettings, ServiceState,
-    ServiceStatus, Trigger,
+    ServiceStatus, StartBlock, Trigger,
 };
 
 /// Capacity of a service's command queue; wakes beyond it are redundant.

@@ -8,7 +8,7 @@ use tokio::time::{sleep, Instant};
 
 use super::fakes::{is_failed, settings, Call, Harness, Ready};
 use super::{Command, ContainerEvent, ManualCommand, Observed, ServiceError, ServiceState};
-use super::{SteerMode, Trigger};
+use super::{StartBlock, SteerMode, Trigger};
 
 const WAKE: Command = Command::Wake {
     trigger: Trigger::HeldConnection,
@@ -77,7 +77,15 @@ async fn wake_inside_backoff_is_deferred_not_dropped() {
     });
     h.wait_state(ServiceState::Stopped).await;
     h.send(WAKE).await;
-    let t_fail = h.wait(is_failed).await.since;
+    let failed = h.wait(is_failed).await;
+    let t_fail = failed.since;
+    assert_eq!(
+        failed.start_block,
+        Some(StartBlock::Backoff {
+            retry_at: t_fail + secs(1)
+        }),
+        "the pending backoff is published for the listener"
+    );
     h.send(WAKE).await;
     h.settle().await;
     assert_eq!(h.log.count(Call::Start), 1, "deferred by the 1 s backoff");
@@ -85,7 +93,8 @@ async fn wake_inside_backoff_is_deferred_not_dropped() {
     // waits 2 s.
     sleep(Duration::from_millis(1500)).await;
     h.send(WAKE).await;
-    h.wait_state(ServiceState::Ready).await;
+    let ready = h.wait_state(ServiceState::Ready).await;
+    assert_eq!(ready.start_block, None, "nothing blocks a ready service");
     let starts = h.log.times(Call::Start);
     assert_eq!(starts[1..], [t_fail + secs(1), t_fail + secs(3)]);
 }
@@ -106,12 +115,19 @@ async fn crash_loop_guard_ignores_wakes_until_operator_acts() {
         sleep(secs(600)).await;
     }
     assert_eq!(h.log.count(Call::Start), 3, "guard latched");
-    assert!(is_failed(&h.handle.status().state));
+    let latched = h.handle.status();
+    assert!(is_failed(&latched.state));
+    assert_eq!(latched.start_block, Some(StartBlock::CrashLoop));
 
     h.send(Command::Manual(ManualCommand::Start)).await;
     h.settle().await;
     assert_eq!(h.log.count(Call::Start), 4, "manual start resets the guard");
-    h.wait(is_failed).await;
+    let again = h.wait(is_failed).await;
+    assert!(
+        matches!(again.start_block, Some(StartBlock::Backoff { .. })),
+        "after the reset one failure is a backoff, not a crash loop: {:?}",
+        again.start_block
+    );
 
     // Failed once more (backoff pending); a config change resets it all.
     h.send(Command::ConfigChanged(settings())).await;

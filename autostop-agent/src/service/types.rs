@@ -64,6 +64,24 @@ pub struct ServiceStatus {
     pub idle_timeout: Duration,
     /// Latest traffic seen by the kernel counters, if any.
     pub last_activity: Option<Instant>,
+    /// Set while `Failed` when a wake would not start the service now: the
+    /// cold-start listener answers such connections at once instead of
+    /// holding them for a start that is not coming.
+    pub start_block: Option<StartBlock>,
+}
+
+/// Why a wake would not start a failed service now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartBlock {
+    /// The crash-loop guard is latched: wakes are ignored until an operator
+    /// acts (manual start, config change).
+    CrashLoop,
+    /// A retry backoff is pending: a wake before `retry_at` is deferred to
+    /// it (and one after it starts the service).
+    Backoff {
+        /// Earliest time a wake may start the service again.
+        retry_at: Instant,
+    },
 }
 
 impl ServiceStatus {
@@ -77,6 +95,7 @@ impl ServiceStatus {
             hold: false,
             idle_timeout: settings.idle_timeout,
             last_activity: None,
+            start_block: None,
         }
     }
 }

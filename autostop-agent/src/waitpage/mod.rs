@@ -1,6 +1,9 @@
 //! Dynamic mode's side of a cold start: what the agent says to a client whose
 //! connection the kernel steered to it while the service sleeps.
 //!
+//! - [`opening`]: what the first bytes say about the protocol (HTTP/1,
+//!   HTTP/2 preface, TLS, other, not yet known); only HTTP/1 clients are
+//!   ever answered by the agent, every other one is held and replayed.
 //! - [`request`]: reads the request head (timeout and size cap, every byte
 //!   kept for replay) and classifies it: the wait page's status poll, a
 //!   browser navigation, or anything else (held, then forwarded).
@@ -8,14 +11,20 @@
 //!   themes from the themes directory) and rendering them.
 //! - [`template`]: the `{{ variable }}` language and its escaping.
 //! - [`response`]: the complete HTTP/1.1 responses (wait page, status JSON,
-//!   502/504 errors, 400).
+//!   502/503/504 errors) with their fixed public texts.
 //!
-//! A typical connection: `read_head` → `classify` → `StatusPoll`: write
-//! `status_json`; `Navigation`: write `wait_page(themes.render(..))`;
-//! `Other`: hold `head.raw` and replay it to the app when ready (or write
-//! `error_reply` if the start fails). On `HeadError::Malformed` write
-//! `bad_request`.
+//! A typical connection: `opening` says `Http1` → `read_head_from` →
+//! `classify` → `StatusPoll`: write `status_json`; `Navigation`: write
+//! `wait_page(themes.render(..))`; `Other`: hold `head.raw` and replay it
+//! to the app when ready (or write `error_reply` if the start fails). A
+//! head that does not parse is held and replayed too: the app, not the
+//! agent, answers what it makes of it.
+//!
+//! Anonymous visitors see the service's configured name (the label the
+//! administrator gave the site they asked for) and the fixed texts of
+//! [`PUBLIC_FAILURE`] / [`PUBLIC_TIMEOUT`], never the cause of a failure.
 
+pub mod opening;
 pub mod request;
 pub mod response;
 pub mod template;
@@ -26,10 +35,13 @@ mod tests_request;
 #[cfg(test)]
 mod tests_theme;
 
+pub use opening::{eof_is_hang_up, looks_like_http, opening, Opening};
 pub use request::{
-    classify, looks_like_http, read_head, Head, HeadError, Kind, DEFAULT_HEADER_TIMEOUT,
+    classify, read_head, read_head_from, Head, HeadError, Kind, DEFAULT_HEADER_TIMEOUT,
     DEFAULT_MAX_HEAD_BYTES, STATUS_PATH,
 };
-pub use response::{bad_request, error_reply, status_json, wait_page, ErrorStatus, StatusBody};
+pub use response::{
+    error_reply, status_json, wait_page, ErrorStatus, StatusBody, PUBLIC_FAILURE, PUBLIC_TIMEOUT,
+};
 pub use template::{escape_html, TemplateError};
 pub use theme::{PageState, PageVars, ThemeError, ThemeProblem, ThemeSet, MAX_THEME_BYTES};

@@ -73,6 +73,17 @@ impl HeadError {
             HeadError::Io(_) => &[],
         }
     }
+
+    /// The bytes read before the failure, by value (empty for I/O errors).
+    pub fn into_raw(self) -> Vec<u8> {
+        match self {
+            HeadError::Timeout { raw }
+            | HeadError::TooLarge { raw, .. }
+            | HeadError::Malformed { raw, .. }
+            | HeadError::Closed { raw } => raw,
+            HeadError::Io(_) => Vec::new(),
+        }
+    }
 }
 
 /// A parsed request head plus everything read from the connection.
@@ -132,10 +143,28 @@ pub async fn read_head(
     header_timeout: Duration,
     max_bytes: usize,
 ) -> Result<Head, HeadError> {
+    read_head_from(stream, Vec::new(), header_timeout, max_bytes).await
+}
+
+/// Like [`read_head`], for a head whose first bytes (`raw`) were already
+/// read from `stream`; they stay the start of the returned `raw`.
+pub async fn read_head_from(
+    stream: &mut (impl AsyncRead + Unpin),
+    mut raw: Vec<u8>,
+    header_timeout: Duration,
+    max_bytes: usize,
+) -> Result<Head, HeadError> {
     let deadline = tokio::time::Instant::now() + header_timeout;
-    let mut raw = Vec::with_capacity(max_bytes.min(4096));
     let mut chunk = vec![0u8; max_bytes.clamp(1, 4096)];
     loop {
+        if !raw.is_empty() {
+            if let Some(head) = parse(&raw).map_err(|reason| HeadError::Malformed {
+                reason,
+                raw: raw.clone(),
+            })? {
+                return Ok(Head { raw, ..head });
+            }
+        }
         if raw.len() >= max_bytes {
             return Err(HeadError::TooLarge {
                 limit: max_bytes,
@@ -152,12 +181,6 @@ pub async fn read_head(
             return Err(HeadError::Closed { raw });
         }
         raw.extend_from_slice(&chunk[..n]);
-        if let Some(head) = parse(&raw).map_err(|reason| HeadError::Malformed {
-            reason,
-            raw: raw.clone(),
-        })? {
-            return Ok(Head { raw, ..head });
-        }
     }
 }
 
@@ -238,27 +261,4 @@ fn accepts_html(accept: &str) -> bool {
                 && p[2..].parse::<f32>().is_ok_and(|q| q <= 0.0)
         })
     })
-}
-
-/// Whether the first bytes of a connection look like an HTTP/1 request, so
-/// blocking mode can answer a failed start with an HTTP error instead of
-/// just closing. True for `TOKEN SP` followed by `/`, `*` or a letter
-/// (absolute form), where TOKEN is 1 to 20 upper-case letters or `-`; also
-/// true for a short prefix of such a token when nothing more arrived. The
-/// HTTP/2 preface (`PRI * HTTP/2.0`) and TLS are not HTTP/1.
-pub fn looks_like_http(first_bytes: &[u8]) -> bool {
-    let is_token = |t: &[u8]| {
-        !t.is_empty() && t.len() <= 20 && t.iter().all(|&b| b.is_ascii_uppercase() || b == b'-')
-    };
-    match first_bytes.iter().position(|&b| b == b' ') {
-        Some(i) => {
-            let token = &first_bytes[..i];
-            is_token(token)
-                && token != b"PRI"
-                && first_bytes
-                    .get(i + 1)
-                    .is_none_or(|&c| c == b'/' || c == b'*' || c.is_ascii_alphabetic())
-        }
-        None => is_token(first_bytes),
-    }
 }

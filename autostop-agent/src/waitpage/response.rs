@@ -1,17 +1,31 @@
 //! The complete HTTP/1.1 responses the agent writes on a steered connection
 //! while a service sleeps: the wait page (503 + Retry-After), the status
-//! JSON the page polls, error replies for failed or timed-out starts and a
-//! 400 for heads that do not parse. Every response closes the connection,
-//! so the next request opens a fresh one that reaches the app once it is up,
-//! and none may be cached.
+//! JSON the page polls, and error replies for starts that failed, cannot
+//! happen now or timed out. Every response closes the connection, so the
+//! next request opens a fresh one that reaches the app once it is up, and
+//! none may be cached.
+//!
+//! These go to anonymous clients: they carry the fixed texts below, never
+//! a container name, compose path or Docker error (those stay in the logs
+//! and the authenticated status API).
 
 use super::theme::PageState;
+
+/// What a visitor is told when a start failed or cannot happen now (error
+/// replies, the wait page and its status poll).
+pub const PUBLIC_FAILURE: &str =
+    "The service could not be started. The cause has been logged for the administrator.";
+/// What a visitor is told when a start took longer than its timeout.
+pub const PUBLIC_TIMEOUT: &str = "The service did not start in time. Please try again later.";
 
 /// Status of an error reply for a start that did not succeed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorStatus {
-    /// 502: the service failed to start.
+    /// 502: the start failed while the client was held.
     BadGateway,
+    /// 503: no start will happen now (crash-loop guard latched, or a retry
+    /// backoff pending), so the client is answered at once.
+    ServiceUnavailable,
     /// 504: the service did not become ready within its start timeout.
     GatewayTimeout,
 }
@@ -20,7 +34,15 @@ impl ErrorStatus {
     fn line(self) -> &'static str {
         match self {
             ErrorStatus::BadGateway => "502 Bad Gateway",
+            ErrorStatus::ServiceUnavailable => "503 Service Unavailable",
             ErrorStatus::GatewayTimeout => "504 Gateway Timeout",
+        }
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            ErrorStatus::BadGateway | ErrorStatus::ServiceUnavailable => PUBLIC_FAILURE,
+            ErrorStatus::GatewayTimeout => PUBLIC_TIMEOUT,
         }
     }
 }
@@ -36,7 +58,7 @@ pub struct StatusBody {
     pub elapsed_s: u64,
     /// Expected start duration in seconds.
     pub estimated_s: u64,
-    /// Why the start failed, when it did.
+    /// What the visitor is told when the start failed (a public text).
     pub error: Option<String>,
 }
 
@@ -97,26 +119,18 @@ pub fn status_json(status: &StatusBody) -> Vec<u8> {
     build("200 OK", "application/json", &[], body.as_bytes(), false)
 }
 
-/// A plain-text error for a held request whose service failed to start
-/// (502) or did not become ready in time (504).
-pub fn error_reply(status: ErrorStatus, reason: &str) -> Vec<u8> {
-    let body = format!("autostop: {reason}\n");
+/// A short plain-text error for a request whose service failed to start
+/// (502), cannot start now (503, with `Retry-After` when a retry is due at
+/// a known time) or did not become ready in time (504). The body is one of
+/// the fixed public texts, whatever the cause was.
+pub fn error_reply(status: ErrorStatus, retry_after_s: Option<u64>) -> Vec<u8> {
+    let body = format!("{}\n", status.message());
+    let retry = retry_after_s.map(|s| ("Retry-After", s.max(1).to_string()));
     build(
         status.line(),
         "text/plain; charset=utf-8",
-        &[],
+        retry.as_slice(),
         body.as_bytes(),
-        false,
-    )
-}
-
-/// `400 Bad Request` for a request head that does not parse.
-pub fn bad_request() -> Vec<u8> {
-    build(
-        "400 Bad Request",
-        "text/plain; charset=utf-8",
-        &[],
-        b"autostop: malformed request\n",
         false,
     )
 }
@@ -209,25 +223,26 @@ mod tests {
     }
 
     #[test]
-    fn error_replies_and_bad_request() {
-        let (status, headers, body) = split(&error_reply(
-            ErrorStatus::BadGateway,
-            "ragflow failed to start: exit 1",
-        ));
+    fn error_replies_carry_only_the_public_texts() {
+        let (status, headers, body) = split(&error_reply(ErrorStatus::BadGateway, None));
         assert_eq!(status, "HTTP/1.1 502 Bad Gateway");
         assert_eq!(
             get(&headers, "Content-Type"),
             Some("text/plain; charset=utf-8")
         );
-        assert_eq!(body, b"autostop: ragflow failed to start: exit 1\n");
-        let (status, _, _) = split(&error_reply(ErrorStatus::GatewayTimeout, "timeout"));
-        assert_eq!(status, "HTTP/1.1 504 Gateway Timeout");
-        let (status, headers, body) = split(&bad_request());
-        assert_eq!(status, "HTTP/1.1 400 Bad Request");
         assert_eq!(get(&headers, "Connection"), Some("close"));
+        assert_eq!(get(&headers, "Retry-After"), None);
+        assert_eq!(body, format!("{PUBLIC_FAILURE}\n").as_bytes());
+        let (status, headers, body) = split(&error_reply(ErrorStatus::ServiceUnavailable, Some(0)));
+        assert_eq!(status, "HTTP/1.1 503 Service Unavailable");
+        assert_eq!(get(&headers, "Retry-After"), Some("1"));
         assert_eq!(
             get(&headers, "Content-Length"),
             Some(body.len().to_string().as_str())
         );
+        assert_eq!(body, format!("{PUBLIC_FAILURE}\n").as_bytes());
+        let (status, _, body) = split(&error_reply(ErrorStatus::GatewayTimeout, None));
+        assert_eq!(status, "HTTP/1.1 504 Gateway Timeout");
+        assert_eq!(body, format!("{PUBLIC_TIMEOUT}\n").as_bytes());
     }
 }

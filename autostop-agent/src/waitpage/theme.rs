@@ -106,7 +106,8 @@ pub struct PageVars {
     pub elapsed_s: u64,
     /// Current state.
     pub state: PageState,
-    /// Why the start failed, when it did.
+    /// What the visitor is told when the start failed: the listener passes
+    /// a fixed public text ([`super::PUBLIC_FAILURE`]), never the cause.
     pub error: Option<String>,
 }
 
