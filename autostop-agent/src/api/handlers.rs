@@ -39,8 +39,10 @@ fn control_error(error: ControlError) -> Response {
     }
 }
 
-/// Checks the bearer token when one is configured; `Some` is the refusal
-/// to send back.
+/// Checks the bearer token when one is configured (every route but the
+/// dashboard's page and `/healthz`: with a token, nothing about the
+/// services is shown to an anonymous client); `Some` is the refusal to send
+/// back.
 fn refusal(state: &ApiState, headers: &HeaderMap) -> Option<Response> {
     let token = state.token.as_ref()?;
     let given = headers
@@ -52,7 +54,7 @@ fn refusal(state: &ApiState, headers: &HeaderMap) -> Option<Response> {
     } else {
         let mut response = problem(
             StatusCode::UNAUTHORIZED,
-            "this action needs Authorization: Bearer <token>",
+            "this agent needs Authorization: Bearer <token>",
         );
         response.headers_mut().insert(
             header::WWW_AUTHENTICATE,
@@ -81,7 +83,10 @@ pub(super) async fn healthz(State(state): State<ApiState>) -> Response {
     (status, Json(health)).into_response()
 }
 
-pub(super) async fn metrics(State(state): State<ApiState>) -> Response {
+pub(super) async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    if let Some(denied) = refusal(&state, &headers) {
+        return denied;
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -92,15 +97,28 @@ pub(super) async fn metrics(State(state): State<ApiState>) -> Response {
         .into_response()
 }
 
-pub(super) async fn list(State(state): State<ApiState>) -> Response {
+pub(super) async fn list(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    if let Some(denied) = refusal(&state, &headers) {
+        return denied;
+    }
     Json(state.control.services()).into_response()
 }
 
-pub(super) async fn problems(State(state): State<ApiState>) -> Response {
+pub(super) async fn problems(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    if let Some(denied) = refusal(&state, &headers) {
+        return denied;
+    }
     Json(serde_json::json!({ "problems": state.control.problems() })).into_response()
 }
 
-pub(super) async fn show(State(state): State<ApiState>, Path(name): Path<String>) -> Response {
+pub(super) async fn show(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(denied) = refusal(&state, &headers) {
+        return denied;
+    }
     match state.control.service(&name) {
         Some(view) => Json(view).into_response(),
         None => control_error(ControlError::UnknownService(name)),

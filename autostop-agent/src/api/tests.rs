@@ -177,7 +177,7 @@ async fn idle_timeout_body_errors_name_the_field() {
 }
 
 #[tokio::test]
-async fn token_guards_mutations_but_not_reads() {
+async fn a_token_guards_mutations_and_reads_but_not_health() {
     let fake = Arc::new(Fake::default());
     let router = local_router(fake.clone(), Some("s3cret".into()));
     let (status, _) = call(&router, "POST", "/api/services/web/start", "", None).await;
@@ -201,6 +201,20 @@ async fn token_guards_mutations_but_not_reads() {
     )
     .await;
     assert_eq!(status, StatusCode::ACCEPTED);
-    let (status, _) = call(&router, "GET", "/api/services", "", None).await;
-    assert_eq!(status, StatusCode::OK);
+    // Anonymous clients see nothing about the services.
+    for path in [
+        "/api/services",
+        "/api/services/web",
+        "/api/problems",
+        "/metrics",
+    ] {
+        let (status, _) = call(&router, "GET", path, "", None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
+        let (status, _) = call(&router, "GET", path, "", Some("s3cret")).await;
+        assert_ne!(status, StatusCode::UNAUTHORIZED, "{path}");
+    }
+    for path in ["/healthz", "/"] {
+        let (status, _) = call(&router, "GET", path, "", None).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+    }
 }
