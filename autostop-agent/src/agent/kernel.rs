@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use crate::{
     bpf::Datapath,
     netfilter::WarmupRedirect,
+    published::HostPort,
     service::{ActivityProbe, SteerMode, Steering},
 };
 
@@ -34,21 +35,21 @@ pub type KernelServices = Arc<RwLock<HashMap<String, KernelService>>>;
 /// Work for the steering worker, which runs netfilter changes in order.
 #[derive(Debug)]
 enum SteerJob {
-    /// Add the ports to the warm-up redirect; with `already_started`, also
-    /// clear SYN_SENT entries of SYNs already DNAT'd to a container that
-    /// does not answer yet.
+    /// Add the bindings to the warm-up redirect; with `already_started`,
+    /// also clear SYN_SENT entries of SYNs already DNAT'd to a container
+    /// that does not answer yet.
     Warm {
-        /// The service's TCP ports.
-        ports: Vec<u16>,
+        /// The service's published TCP bindings.
+        hosts: Vec<HostPort>,
         /// See [`SteerMode::Warming`].
         already_started: bool,
     },
     /// Leave the warm-up set (and clear SYN_SENT entries), then un-steer:
     /// this order never sends a new connection to a socket that does not
     /// accept.
-    Direct(Vec<u16>),
+    Direct(Vec<HostPort>),
     /// Leave the warm-up set if in it (stop or failure: stay steered).
-    Cool(Vec<u16>),
+    Cool(Vec<HostPort>),
 }
 
 /// [`Steering`] over the sk_lookup map and the warm-up redirect.
@@ -128,19 +129,22 @@ impl Steering for KernelSteering {
                 }
             }
         }
+        // Every local address for now; the published bindings come with
+        // address-aware steering.
+        let hosts: Vec<HostPort> = kernel.tcp_ports.iter().map(|&p| HostPort::any(p)).collect();
         let job = match mode {
             SteerMode::Steered => {
                 self.steer_now(service, &kernel);
-                SteerJob::Cool(kernel.tcp_ports)
+                SteerJob::Cool(hosts)
             }
             SteerMode::Warming { already_started } => {
                 self.steer_now(service, &kernel);
                 SteerJob::Warm {
-                    ports: kernel.tcp_ports,
+                    hosts,
                     already_started,
                 }
             }
-            SteerMode::Direct => SteerJob::Direct(kernel.tcp_ports),
+            SteerMode::Direct => SteerJob::Direct(hosts),
         };
         // The worker outlives every actor; a send error means shutdown.
         let _ = self.jobs.send(job);
@@ -156,24 +160,25 @@ async fn steering_worker(
     while let Some(job) = jobs.recv().await {
         match job {
             SteerJob::Warm {
-                ports,
+                hosts,
                 already_started,
             } => {
-                for port in ports {
-                    if let Err(e) = warmup.warm(port).await {
-                        tracing::error!(port, error = %e, "cannot add port to the warm-up redirect");
+                for host in hosts {
+                    if let Err(e) = warmup.warm(host).await {
+                        tracing::error!(%host, error = %e, "cannot add to the warm-up redirect");
                     }
                     if !already_started {
                         continue;
                     }
-                    if let Err(e) = warmup.forget_syn_sent(port).await {
-                        tracing::warn!(port, error = %e, "conntrack clean-up failed");
+                    if let Err(e) = warmup.forget_syn_sent(host).await {
+                        tracing::warn!(%host, error = %e, "conntrack clean-up failed");
                     }
                 }
             }
-            SteerJob::Direct(ports) => {
-                for port in ports {
-                    cool(&warmup, port).await;
+            SteerJob::Direct(hosts) => {
+                for host in hosts {
+                    cool(&warmup, host).await;
+                    let port = host.port;
                     if let Ok(mut datapath) = datapath.lock() {
                         // Checked under the datapath lock: a later steer
                         // (which records its mode first) cannot slip in
@@ -188,21 +193,21 @@ async fn steering_worker(
                     }
                 }
             }
-            SteerJob::Cool(ports) => {
-                for port in ports {
-                    cool(&warmup, port).await;
+            SteerJob::Cool(hosts) => {
+                for host in hosts {
+                    cool(&warmup, host).await;
                 }
             }
         }
     }
 }
 
-async fn cool(warmup: &WarmupRedirect, port: u16) {
-    if !warmup.warming_ports().await.contains(&port) {
+async fn cool(warmup: &WarmupRedirect, host: HostPort) {
+    if !warmup.warming().contains(&host) {
         return;
     }
-    if let Err(e) = warmup.cool(port).await {
-        tracing::error!(port, error = %e, "cannot remove port from the warm-up redirect");
+    if let Err(e) = warmup.cool(host).await {
+        tracing::error!(%host, error = %e, "cannot remove from the warm-up redirect");
     }
 }
 
