@@ -6,13 +6,15 @@
 //! warm-up begins, the entries of SYNs that have no socket yet must go, so
 //! their retransmits are NATed afresh by the current rules.
 //!
-//! One dump per address family, filtered in the kernel by the original
-//! direction's protocol, destination port and (for a [`HostPort`] with an
-//! address) destination address (`CTA_FILTER`); every entry is checked
-//! again here, with its TCP state, and deleted by its original tuple and
-//! id (so an entry replaced meanwhile is left alone). The original
-//! direction is the published host port, also for entries DNATed to a
-//! container.
+//! One dump, which walks the kernel's whole conntrack table (that walk is
+//! most of the cost), filtered in the kernel to entries that have seen no
+//! reply (`CTA_STATUS`) and, for a [`HostPort`] with an address, to its
+//! address family, protocol, destination port and address (`CTA_FILTER`,
+//! which needs one family, so a port on every address is filtered on the
+//! status only). Every entry is checked again here, with its TCP state,
+//! and deleted by its original tuple and id (so an entry replaced meanwhile
+//! is left alone). The original direction is the published host port, also
+//! for entries DNATed to a container.
 
 use std::{net::IpAddr, time::Instant};
 
@@ -31,13 +33,17 @@ use crate::published::HostPort;
 
 /// `IPCTNL_MSG_CT_GET`.
 const IPCTNL_MSG_CT_GET: u8 = 1;
-/// `CTA_TUPLE_ORIG`, `CTA_ID`, `CTA_ZONE`, `CTA_FILTER` and
-/// `CTA_FILTER_ORIG_FLAGS`.
+/// `CTA_TUPLE_ORIG`, `CTA_STATUS`, `CTA_ID`, `CTA_ZONE`, `CTA_FILTER`,
+/// `CTA_STATUS_MASK` and `CTA_FILTER_ORIG_FLAGS`.
 const CTA_TUPLE_ORIG: u16 = 1;
+const CTA_STATUS: u16 = 3;
+const CTA_STATUS_MASK: u16 = 26;
 const CTA_ID: u16 = 12;
 const CTA_ZONE: u16 = 18;
 const CTA_FILTER: u16 = 25;
 const CTA_FILTER_ORIG_FLAGS: u16 = 1;
+/// `IPS_SEEN_REPLY`: the entry has seen traffic in the reply direction.
+const IPS_SEEN_REPLY: u32 = 1 << 1;
 /// `CTA_FILTER_F_CTA_IP_DST`, `…_PROTO_NUM`, `…_PROTO_DST_PORT`.
 const FILTER_IP_DST: u32 = 1 << 1;
 const FILTER_PROTO_NUM: u32 = 1 << 3;
@@ -47,12 +53,12 @@ const TCP_CONNTRACK_SYN_SENT: u8 = 1;
 /// `ENOENT`, negated as netlink reports it: the entry is already gone.
 const ENOENT: i32 = -2;
 
-/// The address families to look in for `target`.
-fn families(target: HostPort) -> Vec<NetfilterProtoFamily> {
+/// The family to dump for `target`: its address's, or both (unspecified).
+fn family(target: HostPort) -> NetfilterProtoFamily {
     match target.addr.map(canonical) {
-        None => vec![NetfilterProtoFamily::IPv4, NetfilterProtoFamily::IPv6],
-        Some(IpAddr::V4(_)) => vec![NetfilterProtoFamily::IPv4],
-        Some(IpAddr::V6(_)) => vec![NetfilterProtoFamily::IPv6],
+        None => NetfilterProtoFamily::Unspec,
+        Some(IpAddr::V4(_)) => NetfilterProtoFamily::IPv4,
+        Some(IpAddr::V6(_)) => NetfilterProtoFamily::IPv6,
     }
 }
 
@@ -63,25 +69,38 @@ fn canonical(addr: IpAddr) -> IpAddr {
     }
 }
 
-/// The dump request for `family`, filtered in the kernel on `target`.
-pub(crate) fn dump_request(family: NetfilterProtoFamily, target: HostPort) -> NetfilterMessage {
-    let mut flags = FILTER_PROTO_NUM | FILTER_PROTO_DST_PORT;
-    let mut tuple = Vec::new();
-    if let Some(addr) = target.addr.map(canonical) {
-        flags |= FILTER_IP_DST;
-        tuple.push(Tuple::Ip(vec![IPTuple::DestinationAddress(addr)]));
-    }
-    tuple.push(Tuple::Proto(vec![
-        ProtoTuple::Protocol(Protocol::Tcp),
-        ProtoTuple::DestinationPort(target.port),
-    ]));
-    let filter = DefaultNla::new(CTA_FILTER_ORIG_FLAGS, flags.to_ne_bytes().to_vec());
-    // Raw attributes: the kernel parses CTA_FILTER strictly, which needs
-    // NLA_F_NESTED, and the typed `ConntrackAttribute::Other` drops it.
-    let attributes = vec![
-        nested(CTA_TUPLE_ORIG, &ConntrackAttribute::CtaTupleOrig(tuple)),
-        DefaultNla::new(CTA_FILTER | NLA_F_NESTED, emit_all(&[filter])),
+/// The dump request for `target`'s SYN_SENT candidates, filtered in the
+/// kernel as far as it can (kernels before 6.0 ignore the status filter
+/// and send more; the check here is the same).
+pub(crate) fn dump_request(target: HostPort) -> NetfilterMessage {
+    // Unreplied: status & IPS_SEEN_REPLY == 0.
+    let mut attributes = vec![
+        DefaultNla::new(CTA_STATUS, 0u32.to_be_bytes().to_vec()),
+        DefaultNla::new(CTA_STATUS_MASK, IPS_SEEN_REPLY.to_be_bytes().to_vec()),
     ];
+    let family = family(target);
+    if let Some(addr) = target.addr.map(canonical) {
+        let flags = FILTER_IP_DST | FILTER_PROTO_NUM | FILTER_PROTO_DST_PORT;
+        let tuple = vec![
+            Tuple::Ip(vec![IPTuple::DestinationAddress(addr)]),
+            Tuple::Proto(vec![
+                ProtoTuple::Protocol(Protocol::Tcp),
+                ProtoTuple::DestinationPort(target.port),
+            ]),
+        ];
+        let filter = DefaultNla::new(CTA_FILTER_ORIG_FLAGS, flags.to_ne_bytes().to_vec());
+        // Raw attributes: the kernel parses CTA_FILTER strictly, which
+        // needs NLA_F_NESTED, and the typed `ConntrackAttribute::Other`
+        // drops it.
+        attributes.push(nested(
+            CTA_TUPLE_ORIG,
+            &ConntrackAttribute::CtaTupleOrig(tuple),
+        ));
+        attributes.push(DefaultNla::new(
+            CTA_FILTER | NLA_F_NESTED,
+            emit_all(&[filter]),
+        ));
+    }
     NetfilterMessage::new(
         NetfilterHeader::new(family, 0, 0),
         NetfilterMessageInner::Other {
@@ -109,7 +128,6 @@ fn nested(kind: u16, attr: &ConntrackAttribute) -> DefaultNla {
 /// For a dumped entry that is a SYN_SENT TCP connection to `target`, the
 /// request deleting exactly it; `None` for any other entry.
 pub(crate) fn delete_request(
-    family: NetfilterProtoFamily,
     entry: &NetfilterMessage,
     target: HostPort,
 ) -> Option<NetfilterMessage> {
@@ -145,7 +163,7 @@ pub(crate) fn delete_request(
     let mut request = vec![ConntrackAttribute::CtaTupleOrig(orig.clone())];
     request.extend(keep);
     Some(NetfilterMessage::new(
-        NetfilterHeader::new(family, 0, 0),
+        NetfilterHeader::new(entry.header.family, 0, 0),
         ConntrackMessage::Delete(request),
     ))
 }
@@ -189,18 +207,16 @@ pub(crate) fn forget_syn_sent(
 ) -> Result<u64, NetfilterError> {
     let op = Operation::ForgetSynSent(target);
     let mut deleted = 0;
-    for family in families(target) {
-        let entries = socket.dump(op, dump_request(family, target), deadline)?;
-        for entry in &entries {
-            let Some(request) = delete_request(family, entry, target) else {
-                continue;
-            };
-            match socket.request(op, request, deadline)? {
-                0 => deleted += 1,
-                // Gone meanwhile (expired, or answered and replaced).
-                ENOENT => {}
-                code => return Err(NetfilterError::kernel(op, "conntrack delete", code)),
-            }
+    let entries = socket.dump(op, dump_request(target), deadline)?;
+    for entry in &entries {
+        let Some(request) = delete_request(entry, target) else {
+            continue;
+        };
+        match socket.request(op, request, deadline)? {
+            0 => deleted += 1,
+            // Gone meanwhile (expired, or answered and replaced).
+            ENOENT => {}
+            code => return Err(NetfilterError::kernel(op, "conntrack delete", code)),
         }
     }
     Ok(deleted)
