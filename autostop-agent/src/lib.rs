@@ -18,9 +18,10 @@
 //! - [`published`]: where Docker publishes a port on the host (address,
 //!   port), what steering and the warm-up redirect match.
 //! - [`procnet`]: established-connection counts inside containers.
-//! - [`netfilter`]: the warm-up redirect, an nft table that keeps new
-//!   connections to a starting service's port away from Docker's DNAT until
-//!   the app listens.
+//! - [`netfilter`]: the warm-up redirect, an nf_tables table (over netlink,
+//!   owned by the agent's socket) that keeps new connections to a starting
+//!   service's published (address,) port away from Docker's DNAT until the
+//!   app listens, and the SYN_SENT conntrack clean-up over ctnetlink.
 //! - [`docker`]: the Docker driver (bollard): starts, stops and probes the
 //!   containers of each service, and follows Docker events.
 //! - [`service`]: one state machine per service (stopped → starting → ready

@@ -33,7 +33,8 @@ pub struct AgentConfig {
     /// Path of the config file.
     pub path: PathBuf,
     /// The agent's own warm-up table (`inet NAME`, via `AUTOSTOP_NFT_TABLE`),
-    /// so other agents on this host never flush or delete it; deleted on drop.
+    /// so other agents on this host never touch it. The kernel deletes it
+    /// with the agent (owner flag); drop deletes a leftover all the same.
     pub nft_table: String,
 }
 
@@ -122,6 +123,13 @@ impl RunningAgent {
     /// `wrapper` (e.g. `setpriv … --`).
     pub fn start_under(config: &AgentConfig, wrapper: &[String]) -> Self {
         let mut agent = Self::spawn_under(config, wrapper);
+        agent.wait_running();
+        agent
+    }
+
+    /// Waits until the agent logs that it runs and its API answers.
+    fn wait_running(&mut self) {
+        let agent = self;
         let needle = "autostop is running";
         eventually(AGENT_START, || {
             agent.logs().iter().any(|l| l.contains(needle)) || agent.exited().is_some()
@@ -139,11 +147,24 @@ impl RunningAgent {
             "the status API on {} never answered",
             agent.status
         );
+    }
+
+    /// Like [`Self::start`], with extra environment variables (e.g. a
+    /// `PATH` without `nft`).
+    pub fn start_with_env(config: &AgentConfig, env: &[(&str, &str)]) -> Self {
+        let mut agent = Self::spawn_with(config, &[], env);
+        agent.wait_running();
         agent
     }
 
     /// Starts the agent (prefixed by `wrapper`) without waiting for it.
     pub fn spawn_under(config: &AgentConfig, wrapper: &[String]) -> Self {
+        Self::spawn_with(config, wrapper, &[])
+    }
+
+    /// Starts the agent prefixed by `wrapper`, with `env` added to its
+    /// environment, without waiting for it.
+    pub fn spawn_with(config: &AgentConfig, wrapper: &[String], env: &[(&str, &str)]) -> Self {
         let mut command = match wrapper.split_first() {
             Some((program, args)) => {
                 let mut c = Command::new(program);
@@ -161,6 +182,7 @@ impl RunningAgent {
                 "RUST_LOG",
                 std::env::var("AUTOSTOP_TEST_LOG").unwrap_or_else(|_| "info".to_owned()),
             )
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -343,22 +343,37 @@ impl Drop for DockerLike {
 
 /// Number of TCP conntrack entries in SYN_SENT for destination `port`.
 pub fn syn_sent_entries(port: u16) -> usize {
+    conntrack_entries(None, port, "SYN_SENT")
+}
+
+/// Number of TCP conntrack entries (IPv4) in `state` whose original
+/// destination is `port`, and `dst` when given (read with the `conntrack`
+/// tool, a test-only dependency).
+pub fn conntrack_entries(dst: Option<Ipv4Addr>, port: u16, state: &str) -> usize {
+    let port = port.to_string();
+    let mut args = vec!["-L", "-p", "tcp", "--dport", &port, "--state", state];
+    let dst = dst.map(|d| d.to_string());
+    if let Some(dst) = &dst {
+        args.extend(["--orig-dst", dst]);
+    }
     let output = Command::new("conntrack")
-        .args([
-            "-L",
-            "-p",
-            "tcp",
-            "--dport",
-            &port.to_string(),
-            "--state",
-            "SYN_SENT",
-        ])
+        .args(&args)
         .output()
         .expect("running conntrack -L");
     String::from_utf8_lossy(&output.stdout)
         .lines()
-        .filter(|l| l.contains("SYN_SENT"))
+        .filter(|l| l.contains(state))
         .count()
+}
+
+/// `nft list table FAMILY NAME` as text, or the empty string when the
+/// table does not exist.
+pub fn nft_table_listing(family: &str, name: &str) -> String {
+    let output = Command::new("nft")
+        .args(["list", "table", family, name])
+        .output()
+        .expect("running nft");
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// Whether `nft -j list tables` shows a table `family name`.

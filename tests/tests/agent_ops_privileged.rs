@@ -1,5 +1,5 @@
 //! Privileged end to end, operations side of `autostop run`: failing open
-//! after SIGKILL (no program, link or warm-up element left), failed starts
+//! after SIGKILL (no program, link or warm-up table left), failed starts
 //! and the crash-loop guard, SIGHUP reloads (broken and valid), and a
 //! two-container compose project.
 
@@ -11,7 +11,9 @@ use autostop_tests::{
         warming_elements, AgentConfig, RunningAgent,
     },
     docker::{free_port, inspect, inspect_time, ComposeProject},
-    eventually, links_of_program, program_loaded,
+    eventually, links_of_program,
+    netlab::nft_table_exists,
+    program_loaded,
 };
 
 fn get_ok(port: u16, body: &str) {
@@ -20,7 +22,7 @@ fn get_ok(port: u16, body: &str) {
 }
 
 #[test]
-fn privileged_sigkill_fails_open_no_program_link_or_warming_element_left() {
+fn privileged_sigkill_fails_open_no_program_link_or_warmup_table_left() {
     let image = setup();
     let (warm_port, slow_port) = (free_port(), free_port());
     let warm = container(&image, warm_port, &httpd_script("warm-ok", 0));
@@ -56,6 +58,15 @@ fn privileged_sigkill_fails_open_no_program_link_or_warming_element_left() {
         "the slow service never ran with its port in the warming set"
     );
     agent.signal_and_wait(libc::SIGKILL, Duration::from_secs(5));
+    let killed = std::time::Instant::now();
+    assert!(
+        eventually(Duration::from_secs(1), || !nft_table_exists(
+            "inet",
+            &config.nft_table
+        )),
+        "the agent's warm-up table outlived it by 1 s"
+    );
+    eprintln!("warm-up table gone {:?} after SIGKILL", killed.elapsed());
 
     assert!(
         eventually(Duration::from_secs(3), || objects
@@ -76,12 +87,7 @@ fn privileged_sigkill_fails_open_no_program_link_or_warming_element_left() {
         .filter(|id| link_ids.contains(id))
         .collect();
     assert!(left.is_empty(), "links of the agent remain: {left:?}");
-    assert!(
-        eventually(Duration::from_secs(7), || warming_elements(
-            &config.nft_table
-        ) == 0),
-        "the warming set still has elements 7 s after SIGKILL"
-    );
+    assert_eq!(warming_elements(&config.nft_table), 0);
     get_ok(warm_port, "warm-ok");
     // The held client lost its holder; the slow app itself comes up anyway.
     let _ = waker.join();

@@ -21,6 +21,7 @@ use autostop_tests::{
     },
     docker::{docker, free_port, inspect},
     eventually,
+    netlab::{nft_table_exists, nft_table_listing},
     netns::VethNamespace,
 };
 
@@ -226,4 +227,56 @@ fn privileged_adopts_hand_started_container_and_survives_agent_restart() {
         "the container was restarted"
     );
     assert!(running(&c.name));
+}
+
+#[test]
+fn privileged_runs_without_nft_or_conntrack_on_path_cold_start_and_idle_stop() {
+    let image = setup();
+    let port = free_port();
+    let c = container(&image, port, &httpd_script("nopath-ok", 1));
+    let config = AgentConfig::new(&service_toml("nopath", port, &c.name, "3s"));
+    // An empty directory as the agent's whole PATH: no nft, no conntrack,
+    // nothing else to run either.
+    let empty = tempfile::tempdir().expect("tempdir");
+    let path = empty.path().to_str().expect("utf-8 path");
+    let mut agent = RunningAgent::start_with_env(&config, &[("PATH", path)]);
+    agent.wait_state("nopath", "stopped", Duration::from_secs(10));
+    let listing = nft_table_listing("inet", &config.nft_table);
+    assert!(
+        listing.contains("flags owner") && listing.contains("set warming"),
+        "the agent's warm-up table is missing or not owned:\n{listing}"
+    );
+
+    // Cold start through the warm-up window (the app listens 1 s after
+    // the start): warm, cool and the conntrack clean-up all ran.
+    let (status, body) = http_get(local(port), "/").expect("cold start");
+    assert_eq!((status, body.trim()), (200, "nopath-ok"));
+    agent.wait_state("nopath", "ready", Duration::from_secs(10));
+    assert_eq!(agent.starts("nopath"), 1);
+
+    // Silence stops it; the next connection wakes it again.
+    assert!(
+        eventually(Duration::from_secs(20), || !running(&c.name)),
+        "still running after 20 s of silence"
+    );
+    agent.wait_state("nopath", "stopped", Duration::from_secs(10));
+    let (status, body) = http_get(local(port), "/").expect("second cold start");
+    assert_eq!((status, body.trim()), (200, "nopath-ok"));
+    assert_eq!(agent.starts("nopath"), 2);
+
+    let netfilter_errors: Vec<String> = agent
+        .logs()
+        .into_iter()
+        .filter(|l| l.contains("warm-up redirect") || l.contains("conntrack"))
+        .filter(|l| l.contains("ERROR") || l.contains("WARN"))
+        .collect();
+    assert!(
+        netfilter_errors.is_empty(),
+        "netfilter operations failed: {netfilter_errors:?}"
+    );
+    agent.signal_and_wait(libc::SIGTERM, Duration::from_secs(10));
+    assert!(
+        !nft_table_exists("inet", &config.nft_table),
+        "the table outlived the agent"
+    );
 }

@@ -27,8 +27,14 @@ const APT_PACKAGES: &[(&str, &str)] = &[
         "bpftool",
         "the kernel's own listing of programs and links, used by tests",
     ),
-    ("nftables", "the warm-up redirect table"),
-    ("conntrack", "conntrack clean-up at the steering switch"),
+    (
+        "nftables",
+        "nft, which tests use to read the warm-up table (the agent uses netlink)",
+    ),
+    (
+        "conntrack",
+        "conntrack, which tests use to read conntrack entries (the agent uses netlink)",
+    ),
     (
         "iproute2",
         "network namespaces and veth pairs for test clients",

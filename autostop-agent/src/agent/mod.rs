@@ -336,7 +336,7 @@ pub async fn run(options: AgentOptions, shutdown: CancellationToken) -> Result<(
             }
         }
         Err(_) => tracing::error!(
-            "warm-up redirect still shared at exit; its elements expire by themselves"
+            "warm-up redirect still shared at exit; the kernel deletes its table when the agent exits"
         ),
     }
     drop(datapath);

@@ -230,13 +230,13 @@ async fn steering_worker(
                 already_started,
             } => {
                 for binding in bindings {
-                    if let Err(e) = warmup.warm(binding.port).await {
+                    if let Err(e) = warmup.warm(binding).await {
                         tracing::error!(%binding, error = %e, "cannot add to the warm-up redirect");
                     }
                     if !already_started {
                         continue;
                     }
-                    if let Err(e) = warmup.forget_syn_sent(binding.port).await {
+                    if let Err(e) = warmup.forget_syn_sent(binding).await {
                         tracing::warn!(%binding, error = %e, "conntrack clean-up failed");
                     }
                 }
@@ -268,10 +268,10 @@ async fn steering_worker(
 }
 
 async fn cool(warmup: &WarmupRedirect, binding: HostPort) {
-    if !warmup.warming_ports().await.contains(&binding.port) {
+    if !warmup.warming().contains(&binding) {
         return;
     }
-    if let Err(e) = warmup.cool(binding.port).await {
+    if let Err(e) = warmup.cool(binding).await {
         tracing::error!(%binding, error = %e, "cannot remove from the warm-up redirect");
     }
 }

@@ -1,51 +1,68 @@
 //! The warm-up redirect: while a started container's app is not listening
-//! yet, new TCP connections to its published host port still reach the
-//! agent instead of being refused by the container.
+//! yet, new TCP connections to its published (address,) port still reach
+//! the agent instead of being refused by the container.
 //!
 //! While a service is stopped, sk_lookup steers its port to the agent. Once
 //! `docker start` runs, Docker's DNAT rules (nat priority -100) send new
 //! connections to the container and past sk_lookup. Our own table
 //! `inet autostop` has nat chains at prerouting and output, priority -110,
-//! with `fib daddr type local tcp dport @warming dnat to <own daddr>`: that
-//! identity DNAT keeps address and port but takes the connection's one NAT
-//! binding, so Docker's DNAT is skipped and sk_lookup still sees the
-//! connection. Leaving the set sends new connections to the container again;
-//! connections already held keep their binding. Docker never touches our
-//! table.
+//! whose rules match a local destination and TCP port in one of three sets
+//! and apply `dnat to <own daddr>`: that identity DNAT keeps address and
+//! port but takes the connection's one NAT binding, so Docker's DNAT is
+//! skipped and sk_lookup still sees the connection. Leaving the set sends
+//! new connections to the container again; connections already held keep
+//! their binding. Docker never touches our table.
 //!
-//! Fail-open: set elements carry a timeout (5 s by default) and a
-//! background task refreshes them while the agent lives, so a dead agent's
-//! redirect expires by itself.
+//! Elements are keyed as Docker publishes ([`HostPort`]): a port on every
+//! local address goes to `warming` (`inet_service`), a port on one address
+//! to `warming4` (`ipv4_addr . inet_service`) or `warming6`, so a port
+//! published on 127.0.0.1 is redirected for 127.0.0.1 only.
 //!
-//! Managed through `nft -j -f -` (nft's documented JSON interface, one
-//! atomic transaction per call, readable errors) rather than a libnftnl
-//! binding, and conntrack entries through Debian's `conntrack` tool.
+//! No external program runs: the table is managed over nf_tables netlink
+//! and conntrack entries over ctnetlink, with the message types of
+//! `netlink-packet-netfilter` (MIT, the rtnetlink family's). One worker
+//! thread owns the one netlink socket for the agent's life; callers send it
+//! requests and await its answer, each bounded by
+//! [`WarmupOptions::timeout`], so a failure is an error value, never a
+//! hang.
+//!
+//! Fail-open, twice over: the table carries the `owner` flag, so the kernel
+//! deletes it the moment the agent's socket closes (exit, panic, SIGKILL);
+//! and set elements carry a timeout (5 s by default) that the worker
+//! refreshes while it runs, so even a wedged but living agent's redirect
+//! expires by itself.
 
-mod command;
 mod conntrack;
-mod ruleset;
+mod expr;
+mod nft;
+mod socket;
+mod worker;
 
 use std::{
-    collections::BTreeSet, fmt, path::PathBuf, process::ExitStatus, sync::Arc, time::Duration,
+    collections::BTreeSet,
+    fmt, io,
+    sync::mpsc,
+    time::{Duration, Instant},
 };
 
-use tokio::{sync::Mutex, task::JoinHandle};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::{oneshot, watch};
+
+use crate::published::HostPort;
 
 /// What the netfilter module was doing when it failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
-    /// Creating (or replacing) our table, set, chains and rules.
+    /// Creating (or replacing) our table, sets, chains and rules.
     Install,
-    /// Adding a port to the `warming` set.
-    Warm(u16),
-    /// Removing a port from the `warming` set.
-    Cool(u16),
-    /// Re-adding the warming ports with a fresh timeout.
+    /// Adding an element to the warm-up sets.
+    Warm(HostPort),
+    /// Removing an element from the warm-up sets.
+    Cool(HostPort),
+    /// Re-adding the warming elements with a fresh timeout.
     Refresh,
-    /// Deleting a port's SYN_SENT conntrack entries.
-    ForgetSynSent(u16),
-    /// Listing the `warming` set.
+    /// Deleting SYN_SENT conntrack entries.
+    ForgetSynSent(HostPort),
+    /// Listing the warm-up sets.
     List,
     /// Deleting our table.
     Remove,
@@ -55,13 +72,13 @@ impl fmt::Display for Operation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Install => write!(f, "installing the warm-up table"),
-            Self::Warm(port) => write!(f, "warming port {port}"),
-            Self::Cool(port) => write!(f, "cooling port {port}"),
-            Self::Refresh => write!(f, "refreshing warming ports"),
-            Self::ForgetSynSent(port) => {
-                write!(f, "deleting SYN_SENT conntrack entries of port {port}")
+            Self::Warm(host) => write!(f, "warming {host}"),
+            Self::Cool(host) => write!(f, "cooling {host}"),
+            Self::Refresh => write!(f, "refreshing the warming elements"),
+            Self::ForgetSynSent(host) => {
+                write!(f, "deleting SYN_SENT conntrack entries of {host}")
             }
-            Self::List => write!(f, "listing warming ports"),
+            Self::List => write!(f, "listing the warming elements"),
             Self::Remove => write!(f, "removing the warm-up table"),
         }
     }
@@ -70,36 +87,63 @@ impl fmt::Display for Operation {
 /// Errors of the warm-up redirect.
 #[derive(Debug, thiserror::Error)]
 pub enum NetfilterError {
-    /// The tool could not be started or fed (missing binary, pipe error).
-    #[error("{op}: could not run {}: {source}", program.display())]
-    Spawn {
+    /// The netlink socket could not be opened, written or read.
+    #[error("{op}: netlink socket: {source}")]
+    Socket {
         /// What we were doing.
         op: Operation,
-        /// The tool we tried to run.
-        program: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        source: io::Error,
     },
-    /// The tool ran and refused; `stderr` says why.
-    #[error("{op}: {} exited with {status}: {stderr}", program.display())]
-    Failed {
+    /// The kernel refused a message.
+    #[error("{op}: the kernel refused {what}: {source}")]
+    Kernel {
         /// What we were doing.
         op: Operation,
-        /// The tool that failed.
-        program: PathBuf,
-        /// Its exit status.
-        status: ExitStatus,
-        /// Its standard error, trimmed.
-        stderr: String,
+        /// Which message (`NEWSET warming4`, `conntrack delete`…), with a
+        /// hint where the errno has a usual cause.
+        what: String,
+        /// The errno the kernel answered.
+        source: io::Error,
     },
-    /// nft answered with JSON we could not parse.
-    #[error("{op}: could not parse nft's answer: {source}")]
-    Parse {
+    /// The kernel did not answer in time (or the worker was busy that long).
+    #[error("{op}: no answer within the netfilter timeout")]
+    Timeout {
         /// What we were doing.
         op: Operation,
-        /// The parse error.
-        source: serde_json::Error,
     },
+    /// The kernel's answer could not be decoded.
+    #[error("{op}: could not decode the kernel's answer: {message}")]
+    Decode {
+        /// What we were doing.
+        op: Operation,
+        /// The decoder's complaint.
+        message: String,
+    },
+    /// The worker thread is gone (shut down, or it could not start).
+    #[error("{op}: the netfilter worker has stopped")]
+    Stopped {
+        /// What we were doing.
+        op: Operation,
+    },
+}
+
+impl NetfilterError {
+    /// A kernel refusal: `code` is the negative errno of a netlink error.
+    pub(crate) fn kernel(op: Operation, what: &str, code: i32) -> Self {
+        let errno = code.checked_neg().unwrap_or(i32::MAX);
+        let hint = match (op, errno) {
+            (Operation::Install, libc::EPERM) => {
+                " (the agent needs CAP_NET_ADMIN; or another running agent owns this table)"
+            }
+            _ => "",
+        };
+        Self::Kernel {
+            op,
+            what: format!("{what}{hint}"),
+            source: io::Error::from_raw_os_error(errno),
+        }
+    }
 }
 
 /// Settings of the warm-up redirect; `Default` is what the agent uses.
@@ -110,16 +154,14 @@ pub struct WarmupOptions {
     pub table: String,
     /// nat chain priority; must be below Docker's DNAT (-100) to win.
     pub priority: i32,
-    /// Lifetime of a set element nobody refreshes: how long a dead agent's
-    /// redirect outlives it. Whole seconds, at least 1.
+    /// Lifetime of a set element nobody refreshes: how long a wedged
+    /// agent's redirect outlives its last refresh.
     pub element_timeout: Duration,
-    /// How often the refresher re-adds the warming ports; well below
+    /// How often the worker re-adds the warming elements; well below
     /// `element_timeout`.
     pub refresh_interval: Duration,
-    /// The `nft` binary.
-    pub nft: PathBuf,
-    /// The `conntrack` binary (conntrack-tools).
-    pub conntrack: PathBuf,
+    /// Bound on each operation, from the request to the kernel's answer.
+    pub timeout: Duration,
 }
 
 impl Default for WarmupOptions {
@@ -129,176 +171,164 @@ impl Default for WarmupOptions {
             priority: -110,
             element_timeout: Duration::from_secs(5),
             refresh_interval: Duration::from_millis(1500),
-            nft: PathBuf::from("nft"),
-            conntrack: PathBuf::from("conntrack"),
+            timeout: Duration::from_secs(3),
         }
     }
 }
 
-/// State shared with the refresher task.
-struct Shared {
-    /// Settings, fixed at install.
-    options: WarmupOptions,
-    /// Ports in warm-up. The lock is held across each nft call, so a
-    /// refresh can never re-add a port that `cool` has just removed.
-    warming: Mutex<BTreeSet<u16>>,
+/// One element of our sets as the kernel lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelElement {
+    /// The (address,) port it redirects.
+    pub host: HostPort,
+    /// Its timeout, if it has one.
+    pub timeout: Option<Duration>,
+    /// Time left before it expires.
+    pub expires: Option<Duration>,
 }
 
-/// Our installed `inet autostop` table and its element refresher. Dropping
-/// it (or [`WarmupRedirect::shutdown`]) deletes the table.
+/// How long a caller waits past its deadline for the worker's answer (the
+/// worker itself gives up at the deadline).
+const ANSWER_GRACE: Duration = Duration::from_millis(200);
+
+/// Our installed table and the worker thread that owns it. Dropping it
+/// (or [`WarmupRedirect::shutdown`]) closes the socket, and the kernel
+/// deletes the table.
 pub struct WarmupRedirect {
-    /// Options and warming ports, shared with the refresher.
-    shared: Arc<Shared>,
-    /// Stops the refresher.
-    cancel: CancellationToken,
-    /// The refresher task, joined by `shutdown`.
-    refresher: Option<JoinHandle<()>>,
-    /// Whether the table is still ours to delete.
-    installed: bool,
+    options: WarmupOptions,
+    /// Requests to the worker; dropped first on drop, which stops it.
+    requests: Option<mpsc::Sender<worker::Request>>,
+    /// What is warming, as the worker last applied it.
+    warming: watch::Receiver<BTreeSet<HostPort>>,
+    /// The worker, joined on shutdown or drop.
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl WarmupRedirect {
-    /// Replaces any table left by an earlier agent with a fresh, empty one
-    /// (one atomic batch) and starts the refresher. Must be called inside a
-    /// tokio runtime.
+    /// Starts the worker, which replaces any table of ours left behind with
+    /// a fresh, empty, owned one (one atomic batch).
     pub async fn install(options: WarmupOptions) -> Result<Self, NetfilterError> {
-        command::nft_apply(
-            Operation::Install,
-            &options.nft,
-            &ruleset::install(&options),
-        )
-        .await?;
-        let shared = Arc::new(Shared {
+        let op = Operation::Install;
+        let (requests, inbox) = mpsc::channel();
+        let (published, warming) = watch::channel(BTreeSet::new());
+        let (installed, answer) = oneshot::channel();
+        let worker_options = options.clone();
+        let thread = std::thread::Builder::new()
+            .name("autostop-netfilter".to_owned())
+            .spawn(move || worker::run(worker_options, inbox, published, installed))
+            .map_err(|source| NetfilterError::Socket { op, source })?;
+        let redirect = Self {
             options,
-            warming: Mutex::new(BTreeSet::new()),
-        });
-        let cancel = CancellationToken::new();
-        let refresher = tokio::spawn(refresh_loop(Arc::clone(&shared), cancel.clone()));
-        Ok(Self {
-            shared,
-            cancel,
-            refresher: Some(refresher),
-            installed: true,
-        })
+            requests: Some(requests),
+            warming,
+            thread: Some(thread),
+        };
+        let wait = redirect.options.timeout + ANSWER_GRACE;
+        match tokio::time::timeout(wait, answer).await {
+            Ok(Ok(Ok(()))) => Ok(redirect),
+            Ok(Ok(Err(e))) => Err(e),
+            Ok(Err(_)) => Err(NetfilterError::Stopped { op }),
+            Err(_) => Err(NetfilterError::Timeout { op }),
+        }
     }
 
     /// The options this redirect was installed with.
     pub fn options(&self) -> &WarmupOptions {
-        &self.shared.options
+        &self.options
     }
 
-    /// Starts warm-up for `port`: new connections to any local address on
-    /// that TCP port skip Docker's DNAT. Call it before `docker start`; when
-    /// the containers may already run (started by someone else), follow it
-    /// with [`forget_syn_sent`](Self::forget_syn_sent) so SYNs already
-    /// DNATed to a container that does not answer yet are redirected on
-    /// retransmit.
-    pub async fn warm(&self, port: u16) -> Result<(), NetfilterError> {
-        let mut warming = self.shared.warming.lock().await;
-        // A port not warming has no element: the table is created empty at
-        // install and `cool` deletes elements (if a failed `cool` left one,
-        // still ticking, the refresher renews it within one interval).
-        let doc = if warming.contains(&port) {
-            ruleset::add_fresh(&self.shared.options, &[port])
-        } else {
-            ruleset::add_new(&self.shared.options, &[port])
+    /// Sends the command `make` builds to the worker and awaits its answer
+    /// until the operation's deadline.
+    async fn ask<T>(
+        &self,
+        op: Operation,
+        make: impl FnOnce(worker::Reply<T>) -> worker::Command,
+    ) -> Result<T, NetfilterError> {
+        let (reply, answer) = oneshot::channel();
+        let deadline = Instant::now() + self.options.timeout;
+        let request = worker::Request {
+            command: make(reply),
+            deadline,
         };
-        command::nft_apply(Operation::Warm(port), &self.shared.options.nft, &doc).await?;
-        warming.insert(port);
-        Ok(())
-    }
-
-    /// Ends warm-up for `port`: new connections go to the container again
-    /// (connections accepted meanwhile keep going to the agent), then the
-    /// port's SYN_SENT entries are deleted so SYNs that got the no-DNAT
-    /// decision but no socket yet are DNATed on retransmit. Call it when
-    /// the container is ready, before un-steering sk_lookup.
-    pub async fn cool(&self, port: u16) -> Result<(), NetfilterError> {
-        {
-            let mut warming = self.shared.warming.lock().await;
-            warming.remove(&port);
-            let doc = ruleset::remove_elements(&self.shared.options, &[port]);
-            command::nft_apply(Operation::Cool(port), &self.shared.options.nft, &doc).await?;
+        let sent = self.requests.as_ref().map(|r| r.send(request));
+        if !matches!(sent, Some(Ok(()))) {
+            return Err(NetfilterError::Stopped { op });
         }
-        self.forget_syn_sent(port).await.map(|_| ())
+        let until = tokio::time::Instant::from_std(deadline + ANSWER_GRACE);
+        match tokio::time::timeout_at(until, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(NetfilterError::Stopped { op }),
+            Err(_) => Err(NetfilterError::Timeout { op }),
+        }
     }
 
-    /// Deletes `port`'s TCP conntrack entries in SYN_SENT (IPv4 and IPv6)
-    /// and returns how many there were. `cool` calls it; the caller of
-    /// `warm` does when the containers may already run.
-    pub async fn forget_syn_sent(&self, port: u16) -> Result<u64, NetfilterError> {
-        conntrack::forget_syn_sent(&self.shared.options.conntrack, port).await
+    /// Starts warm-up for `host`: new TCP connections to it (to any local
+    /// address on its port when it has no address) skip Docker's DNAT.
+    /// Call it before `docker start`; when the containers may already run
+    /// (started by someone else), follow it with
+    /// [`forget_syn_sent`](Self::forget_syn_sent) so SYNs already DNATed to
+    /// a container that does not answer yet are redirected on retransmit.
+    pub async fn warm(&self, host: HostPort) -> Result<(), NetfilterError> {
+        self.ask(Operation::Warm(host), |r| worker::Command::Warm(host, r))
+            .await
     }
 
-    /// Ports this redirect has in warm-up (its own record).
-    pub async fn warming_ports(&self) -> Vec<u16> {
-        self.shared.warming.lock().await.iter().copied().collect()
+    /// Ends warm-up for `host`: new connections go to the container again
+    /// (connections accepted meanwhile keep going to the agent), then its
+    /// SYN_SENT entries are deleted so SYNs that got the no-DNAT decision
+    /// but no socket yet are DNATed on retransmit. Call it when the
+    /// container is ready, before un-steering sk_lookup.
+    pub async fn cool(&self, host: HostPort) -> Result<(), NetfilterError> {
+        self.ask(Operation::Cool(host), |r| worker::Command::Cool(host, r))
+            .await
     }
 
-    /// The kernel's view of the `warming` set: each port with the seconds
-    /// left before it expires, as `nft -j list set` reports them.
-    pub async fn kernel_elements(&self) -> Result<Vec<(u16, Option<u64>)>, NetfilterError> {
-        let options = &self.shared.options;
-        let args = ["list", "set", ruleset::FAMILY, &options.table, ruleset::SET];
-        let listing = command::nft_list(Operation::List, &options.nft, &args).await?;
-        Ok(ruleset::parse_elements(&listing))
+    /// Deletes the TCP conntrack entries in SYN_SENT whose original
+    /// destination is `host` (IPv4 and IPv6 for every address) and returns
+    /// how many there were. `cool` calls it; the caller of `warm` does when
+    /// the containers may already run.
+    pub async fn forget_syn_sent(&self, host: HostPort) -> Result<u64, NetfilterError> {
+        self.ask(Operation::ForgetSynSent(host), |r| {
+            worker::Command::ForgetSynSent(host, r)
+        })
+        .await
     }
 
-    /// Stops and joins the refresher, then deletes the table.
+    /// What this redirect has in warm-up (the worker's record).
+    pub fn warming(&self) -> Vec<HostPort> {
+        self.warming.borrow().iter().copied().collect()
+    }
+
+    /// The kernel's view of our sets: each element with its timeout and
+    /// the time left before it expires.
+    pub async fn kernel_elements(&self) -> Result<Vec<KernelElement>, NetfilterError> {
+        self.ask(Operation::List, worker::Command::List).await
+    }
+
+    /// Deletes the table, stops the worker and joins it.
     pub async fn shutdown(mut self) -> Result<(), NetfilterError> {
-        self.cancel.cancel();
-        if let Some(refresher) = self.refresher.take() {
-            if let Err(error) = refresher.await {
-                tracing::warn!(%error, "warm-up refresher ended abnormally");
+        let result = self.ask(Operation::Remove, worker::Command::Shutdown).await;
+        self.requests = None;
+        if let Some(thread) = self.thread.take() {
+            match tokio::task::spawn_blocking(move || thread.join()).await {
+                Ok(Ok(())) => {}
+                _ => tracing::warn!("the netfilter worker ended abnormally"),
             }
         }
-        self.installed = false;
-        let options = &self.shared.options;
-        command::nft_apply(Operation::Remove, &options.nft, &ruleset::remove(options)).await
-    }
-
-    /// Deletes the table now, blocking; used by `Drop`.
-    fn remove_blocking(&mut self) -> Result<(), NetfilterError> {
-        self.cancel.cancel();
-        if let Some(refresher) = self.refresher.take() {
-            refresher.abort();
-        }
-        self.installed = false;
-        let options = &self.shared.options;
-        command::nft_apply_blocking(Operation::Remove, &options.nft, &ruleset::remove(options))
+        result
     }
 }
 
 impl Drop for WarmupRedirect {
     fn drop(&mut self) {
-        if self.installed {
-            if let Err(error) = self.remove_blocking() {
-                tracing::warn!(%error, "could not remove the warm-up table");
+        // Disconnecting the channel ends the worker at once (or after the
+        // operation in progress, bounded by its deadline); its socket
+        // closes and the kernel deletes the table.
+        self.requests = None;
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::warn!("the netfilter worker panicked");
             }
-        }
-    }
-}
-
-/// Every `refresh_interval`, re-adds all warming ports with a fresh timeout
-/// until `cancel` fires. A failed refresh is logged and retried next tick;
-/// the elements' own timeout is the safety net.
-async fn refresh_loop(shared: Arc<Shared>, cancel: CancellationToken) {
-    let mut ticks = tokio::time::interval(shared.options.refresh_interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            _ = ticks.tick() => {}
-        }
-        let warming = shared.warming.lock().await;
-        if warming.is_empty() {
-            continue;
-        }
-        let ports: Vec<u16> = warming.iter().copied().collect();
-        let doc = ruleset::add_fresh(&shared.options, &ports);
-        if let Err(error) = command::nft_apply(Operation::Refresh, &shared.options.nft, &doc).await
-        {
-            tracing::warn!(%error, "could not refresh warming ports");
         }
     }
 }

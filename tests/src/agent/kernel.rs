@@ -1,6 +1,6 @@
 //! The kernel objects one agent owns, seen from outside: BPF programs and
 //! links (from the process's own file descriptors) and the elements of its
-//! nft warm-up set.
+//! warm-up sets.
 
 use std::process::Command;
 
@@ -40,22 +40,27 @@ pub fn kernel_objects_of(pid: i32) -> KernelObjects {
     out
 }
 
-/// How many elements the `warming` set of nft table `inet TABLE` has (0 when
-/// the table or set is gone).
+/// How many elements the warm-up sets (`warming`, `warming4`, `warming6`)
+/// of nft table `inet TABLE` hold together (0 when the table is gone).
 pub fn warming_elements(table: &str) -> usize {
-    let out = Command::new("nft")
-        .args(["-j", "list", "set", "inet", table, "warming"])
-        .output()
-        .expect("running nft");
-    if !out.status.success() {
-        return 0;
-    }
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("nft JSON");
-    json["nftables"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|o| o["set"]["elem"].as_array())
-        .map(Vec::len)
+    ["warming", "warming4", "warming6"]
+        .iter()
+        .map(|set| {
+            let out = Command::new("nft")
+                .args(["-j", "list", "set", "inet", table, set])
+                .output()
+                .expect("running nft");
+            if !out.status.success() {
+                return 0;
+            }
+            let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("nft JSON");
+            json["nftables"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|o| o["set"]["elem"].as_array())
+                .map(Vec::len)
+                .sum()
+        })
         .sum()
 }
