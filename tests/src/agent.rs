@@ -15,7 +15,7 @@ use std::{
 
 mod kernel;
 
-pub use kernel::{kernel_objects_of, warming_elements, KernelObjects};
+pub use kernel::{kernel_objects_of, map_ids_of, steered_entries, warming_elements, KernelObjects};
 
 use crate::docker::{free_port, unique, TestContainer};
 use crate::{agent_binary, eventually};
@@ -111,6 +111,9 @@ pub struct RunningAgent {
     logs: Arc<Mutex<Vec<String>>>,
     /// The status API address.
     pub status: SocketAddr,
+    /// The API token, for an agent with `token_file` (see
+    /// [`Self::with_token`]).
+    token: Option<String>,
 }
 
 impl RunningAgent {
@@ -200,6 +203,7 @@ impl RunningAgent {
             child,
             logs,
             status: config.status,
+            token: None,
         }
     }
 
@@ -242,9 +246,50 @@ impl RunningAgent {
         crate::wait_for_exit(&mut self.child, timeout, signal)
     }
 
+    /// Sends `token` with the fixture's own API calls (an agent with a
+    /// token file shows nothing without it).
+    pub fn with_token(mut self, token: &str) -> Self {
+        self.token = Some(token.to_owned());
+        self
+    }
+
+    /// `GET path` on the status API, with the token if any.
+    pub fn api_get(&self, path: &str) -> Result<(u16, String), String> {
+        http_request(
+            self.status,
+            "GET",
+            path,
+            &self.auth(),
+            Duration::from_secs(30),
+        )
+    }
+
+    /// `POST /api/services/NAME/ACTION` (start, stop, hold, release); the
+    /// status code.
+    pub fn act(&self, name: &str, action: &str) -> u16 {
+        let path = format!("/api/services/{name}/{action}");
+        let (status, body) = http_request(
+            self.status,
+            "POST",
+            &path,
+            &self.auth(),
+            Duration::from_secs(30),
+        )
+        .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+        assert!(status < 500, "POST {path}: {status} {body}");
+        status
+    }
+
+    fn auth(&self) -> String {
+        self.token
+            .as_ref()
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default()
+    }
+
     /// `GET /api/services` as JSON.
     pub fn services(&self) -> serde_json::Value {
-        let (status, body) = http_get(self.status, "/api/services").expect("status API");
+        let (status, body) = self.api_get("/api/services").expect("status API");
         assert_eq!(status, 200, "GET /api/services: {body}");
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("API JSON {body:?}: {e}"))
     }
@@ -277,7 +322,7 @@ impl RunningAgent {
 
     /// The Prometheus text of `/metrics`.
     pub fn metrics(&self) -> String {
-        let (status, body) = http_get(self.status, "/metrics").expect("metrics");
+        let (status, body) = self.api_get("/metrics").expect("metrics");
         assert_eq!(status, 200, "GET /metrics: {body}");
         body
     }
@@ -384,13 +429,25 @@ pub fn http_get_timeout(
     path: &str,
     timeout: Duration,
 ) -> Result<(u16, String), String> {
+    http_request(addr, "GET", path, "", timeout)
+}
+
+/// `METHOD path` (no body) with `extra` header lines (each ending in CRLF).
+fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    extra: &str,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
     let mut stream =
         TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect {addr}: {e}"))?;
     stream.set_read_timeout(Some(timeout)).ok();
     stream.set_write_timeout(Some(timeout)).ok();
     // One write: a request split by Nagle is not what clients send.
-    let request =
-        format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: curl/8\r\nAccept: */*\r\n\r\n");
+    let request = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: curl/8\r\nAccept: */*\r\n{extra}\r\n"
+    );
     stream
         .write_all(request.as_bytes())
         .map_err(|e| format!("write {addr}: {e}"))?;

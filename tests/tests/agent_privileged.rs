@@ -17,7 +17,7 @@ use std::{
 use autostop_tests::{
     agent::{
         container, echo_roundtrip, echo_script, http_get, httpd_script, local, running,
-        service_toml, setup, AgentConfig, RunningAgent,
+        service_toml, setup, steered_entries, warming_elements, AgentConfig, RunningAgent,
     },
     docker::{docker, free_port, inspect},
     eventually,
@@ -279,4 +279,50 @@ fn privileged_runs_without_nft_or_conntrack_on_path_cold_start_and_idle_stop() {
         !nft_table_exists("inet", &config.nft_table),
         "the table outlived the agent"
     );
+}
+
+#[test]
+fn privileged_ready_is_reported_only_once_the_port_is_back_on_the_stock_path() {
+    let image = setup();
+    let port = free_port();
+    let c = container(&image, port, &httpd_script("handback-ok", 0));
+    let config = AgentConfig::new(&service_toml("handback", port, &c.name, "10m"));
+    let agent = RunningAgent::start(&config);
+    for round in 0..3 {
+        agent.wait_state("handback", "stopped", Duration::from_secs(30));
+        assert_eq!(
+            steered_entries(agent.pid()),
+            1,
+            "round {round}: not steered while stopped"
+        );
+        let client = std::thread::spawn(move || http_get(local(port), "/"));
+        // Read the kernel's view the moment the API first says ready: poll
+        // without pause (an API answer takes about a millisecond).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while agent.state("handback") != "ready" {
+            assert!(Instant::now() < deadline, "round {round}: never ready");
+        }
+        assert_eq!(
+            steered_entries(agent.pid()),
+            0,
+            "round {round}: reported ready while the port was still steered"
+        );
+        assert_eq!(
+            warming_elements(&config.nft_table),
+            0,
+            "round {round}: reported ready while the port was still in warm-up"
+        );
+        let (code, body) = client
+            .join()
+            .expect("client")
+            .expect("held request answered");
+        assert_eq!((code, body.trim()), (200, "handback-ok"));
+        let (code, _) = http_get(local(port), "/").expect("stock path");
+        assert_eq!(code, 200);
+        assert_eq!(
+            agent.act("handback", "stop"),
+            202,
+            "round {round}: manual stop"
+        );
+    }
 }

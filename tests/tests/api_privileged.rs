@@ -15,7 +15,9 @@ use std::{
 };
 
 use autostop_tests::{
-    agent::{container, httpd_script, running, service_toml, setup, AgentConfig, RunningAgent},
+    agent::{
+        container, http_get, httpd_script, running, service_toml, setup, AgentConfig, RunningAgent,
+    },
     agent_binary,
     docker::free_port,
     eventually,
@@ -182,8 +184,11 @@ fn privileged_every_cli_command_works_with_a_token_file() {
         &format!("token_file = \"{}\"", token.display()),
         &service_toml("web", port, &c.name, "10m"),
     );
-    let agent = RunningAgent::start(&config);
+    let agent = RunningAgent::start(&config).with_token("cli-s3cret");
     agent.wait_state("web", "stopped", Duration::from_secs(10));
+    // Anonymous clients see nothing about the services.
+    let (status, _) = http_get(agent.status, "/api/services").expect("API");
+    assert_eq!(status, 401);
 
     let (ok, out) = cli(&config, &["status"]);
     assert!(

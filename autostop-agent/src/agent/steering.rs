@@ -17,14 +17,14 @@ use std::{
     sync::{Mutex, MutexGuard, PoisonError, RwLockWriteGuard},
 };
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::kernel::{KernelService, KernelServices};
 use crate::{
     bpf::Datapath,
     netfilter::WarmupRedirect,
     published::HostPort,
-    service::{SteerMode, Steering},
+    service::{HandBack, SteerMode, Steering},
 };
 
 /// Work for the steering worker, which runs netfilter changes in order.
@@ -47,6 +47,8 @@ enum SteerJob {
         service: String,
         /// Its bindings when it asked for the stock path.
         bindings: Vec<HostPort>,
+        /// Told once every binding is on the stock path.
+        done: Option<oneshot::Sender<()>>,
     },
     /// Leave the warm-up set if in it (stop, failure, removal: the
     /// bindings stay steered or are gone).
@@ -175,6 +177,21 @@ impl KernelSteering {
 
 impl Steering for KernelSteering {
     fn set_mode(&self, service: &str, mode: SteerMode) {
+        self.apply(service, mode, None);
+    }
+
+    fn hand_back(&self, service: &str) -> HandBack {
+        let (done, handed_back) = oneshot::channel();
+        self.apply(service, SteerMode::Direct, Some(done));
+        handed_back
+    }
+}
+
+impl KernelSteering {
+    /// Records `mode` for `service`, steers at once what must be steered,
+    /// and queues the netfilter work; `done` hears when a `Direct` has put
+    /// every binding on the stock path (dropped at once otherwise).
+    fn apply(&self, service: &str, mode: SteerMode, done: Option<oneshot::Sender<()>>) {
         let mut datapath = lock(&self.datapath);
         let mut services = self.services();
         let Some(kernel) = services.get_mut(service) else {
@@ -199,6 +216,7 @@ impl Steering for KernelSteering {
             SteerMode::Direct => SteerJob::Direct {
                 service: service.to_owned(),
                 bindings,
+                done,
             },
         };
         self.queue(job);
@@ -241,7 +259,11 @@ async fn steering_worker(
                     }
                 }
             }
-            SteerJob::Direct { service, bindings } => {
+            SteerJob::Direct {
+                service,
+                bindings,
+                done,
+            } => {
                 for binding in bindings {
                     cool(&warmup, binding).await;
                     let mut datapath = lock(&datapath);
@@ -256,6 +278,9 @@ async fn steering_worker(
                     if still_direct {
                         unsteer(&mut datapath, &service, binding);
                     }
+                }
+                if let Some(done) = done {
+                    let _ = done.send(());
                 }
             }
             SteerJob::Cool(bindings) => {

@@ -158,6 +158,7 @@ fn wake_unless_failed(route: &Route, status: &ServiceStatus) {
 /// administrator's label for the site the visitor asked for.
 fn page_vars(route: &Route, status: &ServiceStatus) -> PageVars {
     let state = match &status.state {
+        _ if status.upstream_ready => PageState::Ready,
         ServiceState::Ready => PageState::Ready,
         ServiceState::Starting => PageState::Starting,
         ServiceState::Failed { .. } => PageState::Failed,

@@ -95,6 +95,10 @@ pub(super) enum Verdict {
 
 /// Reads `status` for a connection held since `arrived`.
 pub(super) fn verdict(status: &ServiceStatus, arrived: Instant) -> Verdict {
+    if status.upstream_ready {
+        // Ready, or ready and handing its ports back to the stock path.
+        return Verdict::Ready;
+    }
     match &status.state {
         ServiceState::Ready => Verdict::Ready,
         ServiceState::Failed { reason } if status.since >= arrived => {

@@ -179,6 +179,15 @@ impl Actor {
             Op::Observe => Box::pin(async move {
                 OpOutcome::Observed(rt.observe(&name).await.map_err(|e| e.to_string()))
             }),
+            Op::HandBack => {
+                // Asked now, in effect order; only the wait is polled later.
+                let done = self.steering.hand_back(&self.name);
+                Box::pin(async move {
+                    // A dropped sender means the steering is gone (shutdown).
+                    let _ = done.await;
+                    OpOutcome::HandedBack
+                })
+            }
         }
     }
 }

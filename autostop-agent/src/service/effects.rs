@@ -26,6 +26,9 @@ pub enum Op {
     Stop,
     /// `observe`, for adoption.
     Observe,
+    /// Put the service's ports back on the stock path and wait until the
+    /// kernel has done it ([`super::traits::Steering::hand_back`]).
+    HandBack,
 }
 
 /// Result of an [`Op`], fed back to the machine.
@@ -38,6 +41,8 @@ pub enum OpOutcome {
     Stopped(Result<(), String>),
     /// `Observe` finished.
     Observed(Result<Observed, String>),
+    /// `HandBack` finished: the ports are on the stock path.
+    HandedBack,
 }
 
 /// Probe reading taken by the actor.

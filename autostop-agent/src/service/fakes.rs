@@ -174,6 +174,13 @@ impl Steering for FakeSteering {
     fn set_mode(&self, _service: &str, mode: SteerMode) {
         self.0.push(Call::Steer(mode));
     }
+
+    fn hand_back(&self, service: &str) -> super::traits::HandBack {
+        self.set_mode(service, SteerMode::Direct);
+        let (done, handed_back) = tokio::sync::oneshot::channel();
+        let _ = done.send(());
+        handed_back
+    }
 }
 
 /// Probe fake; `touch_on_confirm` simulates traffic arriving between the

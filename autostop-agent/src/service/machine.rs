@@ -57,6 +57,17 @@ enum StartKind {
     External,
 }
 
+/// Readiness confirmed, ports being handed back to the stock path: the
+/// service is reported ready only once that is done.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct HandingBack {
+    /// How long the agent's own start took (`None` for adoption or a start
+    /// someone else made).
+    took: Option<Duration>,
+    /// When readiness was confirmed.
+    since: Instant,
+}
+
 /// State machine of one service.
 #[derive(Debug)]
 pub struct Machine {
@@ -72,6 +83,7 @@ pub struct Machine {
     learner: StartLearner,
     guard: CrashGuard,
     observe_failures: u32,
+    hand_back: Option<HandingBack>,
 }
 
 impl Machine {
@@ -91,6 +103,7 @@ impl Machine {
             learner,
             guard: CrashGuard::default(),
             observe_failures: 0,
+            hand_back: None,
         };
         (machine, vec![Effect::Run(Op::Observe)])
     }
@@ -116,6 +129,7 @@ impl Machine {
             idle_timeout: self.settings.idle_timeout,
             last_activity: self.idle.last_activity,
             start_block: self.start_block(),
+            upstream_ready: self.hand_back.is_some() || self.state == ServiceState::Ready,
         }
     }
 
@@ -272,7 +286,10 @@ impl Machine {
 
     fn on_op_done(&mut self, out: OpOutcome, now: Instant, fx: &mut Vec<Effect>) {
         match (out, &self.state) {
-            (OpOutcome::Ready(Ok(())), ServiceState::Starting) => self.become_ready(now, fx),
+            (OpOutcome::Ready(Ok(())), ServiceState::Starting) => self.begin_hand_back(now, fx),
+            (OpOutcome::HandedBack, ServiceState::Starting | ServiceState::Unknown) => {
+                self.become_ready(now, fx)
+            }
             (OpOutcome::Ready(Err(reason)), ServiceState::Starting) => {
                 self.fail(reason, true, now, fx)
             }
@@ -296,10 +313,13 @@ impl Machine {
                 self.observe_failures = 0;
                 info!(service = %self.name, event = "adopted", observed = ?o);
                 if o == Observed::AllRunning {
-                    self.idle.ready_at = Some(now);
-                    self.enter(ServiceState::Ready, now);
+                    // Ready once the ports are on the stock path.
                     self.pending_wake = None;
-                    fx.push(Effect::Steer(SteerMode::Direct));
+                    self.hand_back = Some(HandingBack {
+                        took: None,
+                        since: now,
+                    });
+                    fx.push(Effect::Run(Op::HandBack));
                 } else {
                     self.enter(ServiceState::Stopped, now);
                     fx.push(Effect::Steer(SteerMode::Steered));
@@ -366,29 +386,48 @@ impl Machine {
         ]);
     }
 
-    fn become_ready(&mut self, now: Instant, fx: &mut Vec<Effect>) {
+    /// The containers answer: held connections may go to them
+    /// (`upstream_ready`), and the ports go back to the stock path.
+    fn begin_hand_back(&mut self, now: Instant, fx: &mut Vec<Effect>) {
         let took = match self.start_kind {
             StartKind::Ours(began) => {
                 let took = now.saturating_duration_since(began);
                 self.learner.record(took);
-                info!(service = %self.name, event = "ready", duration_ms = took.as_millis() as u64,
-                    estimate_ms = self.learner.estimate().map_or(0, |d| d.as_millis() as u64));
                 Some(took)
             }
-            StartKind::External => {
-                info!(service = %self.name, event = "ready", trigger = "external");
-                None
-            }
+            StartKind::External => None,
         };
-        fx.push(Effect::Notify(LifecycleEvent::Ready {
-            took,
-            estimate: self.learner.estimate(),
-        }));
-        self.guard.record_success();
+        self.hand_back = Some(HandingBack { took, since: now });
+        fx.push(Effect::Run(Op::HandBack));
+    }
+
+    /// The ports are on the stock path: the service is ready.
+    fn become_ready(&mut self, now: Instant, fx: &mut Vec<Effect>) {
+        let Some(HandingBack { took, since }) = self.hand_back else {
+            return;
+        };
+        let handback_ms = now.saturating_duration_since(since).as_millis() as u64;
+        let adopted = self.state == ServiceState::Unknown;
+        match took {
+            Some(took) => {
+                info!(service = %self.name, event = "ready", duration_ms = took.as_millis() as u64,
+                    estimate_ms = self.learner.estimate().map_or(0, |d| d.as_millis() as u64), handback_ms)
+            }
+            None if adopted => {
+                info!(service = %self.name, event = "ready", trigger = "adopted", handback_ms)
+            }
+            None => info!(service = %self.name, event = "ready", trigger = "external", handback_ms),
+        }
+        if !adopted {
+            fx.push(Effect::Notify(LifecycleEvent::Ready {
+                took,
+                estimate: self.learner.estimate(),
+            }));
+            self.guard.record_success();
+        }
         self.pending_wake = None;
         self.idle.ready_at = Some(now);
         self.enter(ServiceState::Ready, now);
-        fx.push(Effect::Steer(SteerMode::Direct));
     }
 
     fn begin_stop(&mut self, reason: StopReason, now: Instant, fx: &mut Vec<Effect>) {
@@ -435,6 +474,7 @@ impl Machine {
     fn enter(&mut self, state: ServiceState, now: Instant) {
         self.state = state;
         self.since = now;
+        self.hand_back = None;
     }
 
     fn check_idle_if_ready(&self, fx: &mut Vec<Effect>) {

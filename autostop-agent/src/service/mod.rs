@@ -21,6 +21,8 @@ mod fakes;
 #[cfg(test)]
 mod tests_failure;
 #[cfg(test)]
+mod tests_handback;
+#[cfg(test)]
 mod tests_lifecycle;
 
 use std::sync::Arc;
@@ -35,8 +37,8 @@ pub use actor::IDLE_CHECK_PERIOD;
 pub use guard::{BACKOFF_BASE, BACKOFF_CAP, CRASH_LOOP_FAILURES, CRASH_LOOP_WINDOW};
 pub use learn::{StartLearner, START_EWMA_ALPHA};
 pub use traits::{
-    ActivityProbe, ContainerRuntime, LifecycleObserver, NoObserver, Observed, RuntimeError,
-    SteerMode, Steering,
+    ActivityProbe, ContainerRuntime, HandBack, LifecycleObserver, NoObserver, Observed,
+    RuntimeError, SteerMode, Steering,
 };
 pub use types::{
     Command, ContainerEvent, LifecycleEvent, ManualCommand, ServiceSettings, ServiceState,

@@ -65,11 +65,20 @@ pub enum SteerMode {
     Direct,
 }
 
+/// Resolves once a service's ports are back on the stock path (or the
+/// steering gave up on it: a dropped sender counts as done).
+pub type HandBack = tokio::sync::oneshot::Receiver<()>;
+
 /// Switches the kernel steering of one service (implemented by the eBPF
 /// module). Must be cheap and non-blocking: it is called from the actor.
 pub trait Steering: Send + Sync {
     /// Sets the steering mode of `service`.
     fn set_mode(&self, service: &str, mode: SteerMode);
+    /// Sets `Direct` for `service`, like `set_mode`, and tells when the
+    /// kernel has really put its ports back on the stock path (warm-up
+    /// redirect gone, sk_lookup entries removed): only then is the service
+    /// reported ready.
+    fn hand_back(&self, service: &str) -> HandBack;
 }
 
 /// Reads the kernel traffic counters of one service (implemented by the eBPF

@@ -68,6 +68,11 @@ pub struct ServiceStatus {
     /// cold-start listener answers such connections at once instead of
     /// holding them for a start that is not coming.
     pub start_block: Option<StartBlock>,
+    /// The containers answer: held connections go to them now. Set from
+    /// readiness on, while the ports are still being handed back to the
+    /// stock path (the state stays `Starting` until that is done, so
+    /// `Ready` always means the stock path), and in `Ready`.
+    pub upstream_ready: bool,
 }
 
 /// Why a wake would not start a failed service now.
@@ -96,6 +101,7 @@ impl ServiceStatus {
             idle_timeout: settings.idle_timeout,
             last_activity: None,
             start_block: None,
+            upstream_ready: false,
         }
     }
 }
