@@ -19,6 +19,7 @@ use crate::{
     coldstart::Upstreams,
     docker::{spawn_event_watcher, DockerRuntime, NetworkEvent},
     service::{Command, Trigger},
+    supervisor::{Supervised, Supervisor},
 };
 
 /// How often container endpoints are re-read even without an event.
@@ -272,8 +273,13 @@ pub(super) struct Webhook {
 }
 
 impl Webhook {
-    /// `None` (with an error logged) for a URL it cannot post to.
-    pub(super) fn new(url: &str, shutdown: CancellationToken) -> Option<Self> {
+    /// `None` (with an error logged) for a URL it cannot post to; else the
+    /// sink and its (supervised) delivery task.
+    pub(super) fn new(
+        url: &str,
+        supervisor: &Supervisor,
+        shutdown: CancellationToken,
+    ) -> Option<(Self, Supervised)> {
         let Some(target) = crate::alerts::HttpTarget::parse(url) else {
             tracing::error!(
                 url,
@@ -282,8 +288,11 @@ impl Webhook {
             return None;
         };
         let (queue, rx) = tokio::sync::mpsc::channel(64);
-        tokio::spawn(crate::alerts::deliver(target, rx, shutdown));
-        Some(Self { queue })
+        let task = supervisor.spawn(
+            "alert-webhook",
+            crate::alerts::deliver(target, rx, shutdown),
+        );
+        Some((Self { queue }, task))
     }
 }
 

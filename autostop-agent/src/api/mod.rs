@@ -15,7 +15,7 @@ mod handlers;
 #[cfg(test)]
 mod tests;
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
     routing::{get, post, put},
@@ -82,12 +82,17 @@ pub struct Health {
     pub docker_reachable: bool,
     /// The kernel programs are loaded and attached.
     pub datapath_attached: bool,
+    /// Each long-lived task of the agent: `running`, or `ended`/`panicked`
+    /// (fatal: the agent is shutting down), `stopped` during shutdown.
+    pub tasks: BTreeMap<String, String>,
 }
 
 impl Health {
-    /// Healthy when both Docker and the datapath are fine.
+    /// Healthy when Docker and the datapath are fine and no task ended.
     pub fn ok(&self) -> bool {
-        self.docker_reachable && self.datapath_attached
+        self.docker_reachable
+            && self.datapath_attached
+            && self.tasks.values().all(|s| s == "running" || s == "stopped")
     }
 }
 

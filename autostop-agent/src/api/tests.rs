@@ -49,6 +49,7 @@ impl Control for Fake {
         Health {
             docker_reachable: true,
             datapath_attached: true,
+            tasks: [("api".to_owned(), "running".to_owned())].into(),
         }
     }
     fn metrics(&self) -> String {

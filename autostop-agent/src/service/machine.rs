@@ -72,6 +72,8 @@ pub struct Machine {
     learner: StartLearner,
     guard: CrashGuard,
     observe_failures: u32,
+    /// See [`ServiceStatus::adopted`].
+    adopted: bool,
 }
 
 impl Machine {
@@ -91,6 +93,7 @@ impl Machine {
             learner,
             guard: CrashGuard::default(),
             observe_failures: 0,
+            adopted: false,
         };
         (machine, vec![Effect::Run(Op::Observe)])
     }
@@ -115,6 +118,7 @@ impl Machine {
             hold: self.idle.hold,
             idle_timeout: self.settings.idle_timeout,
             last_activity: self.idle.last_activity,
+            adopted: self.adopted,
         }
     }
 
@@ -148,6 +152,7 @@ impl Machine {
             Command::Manual(m) => self.on_manual(m, now, fx),
             Command::ContainerEvent(e) => self.on_container_event(e, now, fx),
             Command::DockerUnreachable => {
+                self.adopted = true;
                 if matches!(self.state, ServiceState::Starting) {
                     // The start in flight is lost; redo it once adopted.
                     self.pending_wake.get_or_insert(Trigger::Manual);
@@ -285,6 +290,7 @@ impl Machine {
                 }
             }
             (OpOutcome::Observed(Ok(o)), ServiceState::Unknown) => {
+                self.adopted = true;
                 self.observe_failures = 0;
                 info!(service = %self.name, event = "adopted", observed = ?o);
                 if o == Observed::AllRunning {
@@ -301,6 +307,7 @@ impl Machine {
                 }
             }
             (OpOutcome::Observed(Err(e)), ServiceState::Unknown) => {
+                self.adopted = true;
                 self.observe_failures = self.observe_failures.saturating_add(1);
                 let delay =
                     backoff_delay(self.observe_failures, OBSERVE_RETRY_BASE, OBSERVE_RETRY_CAP);

@@ -64,6 +64,10 @@ pub struct ServiceStatus {
     pub idle_timeout: Duration,
     /// Latest traffic seen by the kernel counters, if any.
     pub last_activity: Option<Instant>,
+    /// The machine has looked at Docker once: it adopted the containers'
+    /// state, or learned that Docker is unreachable. Stays true (the agent
+    /// tells systemd it is ready once every service has).
+    pub adopted: bool,
 }
 
 impl ServiceStatus {
@@ -77,6 +81,7 @@ impl ServiceStatus {
             hold: false,
             idle_timeout: settings.idle_timeout,
             last_activity: None,
+            adopted: false,
         }
     }
 }
