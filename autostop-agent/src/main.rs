@@ -168,7 +168,9 @@ fn dispatch(command: Command) -> ExitCode {
             client_for(&config)
                 .set_idle_timeout(&name, &timeout)
                 .await?;
-            print_out(&format!("{name}: idle timeout set to {timeout} (persisted)\n"));
+            print_out(&format!(
+                "{name}: idle timeout set to {timeout} (persisted)\n"
+            ));
             Ok(())
         })),
         Command::Check { config } => {

@@ -67,10 +67,7 @@ pub(super) fn spawn_notify(
 /// How the run ends once cleaned up: an error when a task failed or any
 /// thread panicked, so the process exits non-zero.
 pub(super) fn outcome(supervisor: &Supervisor) -> Result<(), AgentError> {
-    match supervisor
-        .failure()
-        .or_else(supervisor::panic::fatal_panic)
-    {
+    match supervisor.failure().or_else(supervisor::panic::fatal_panic) {
         Some(why) => Err(AgentError::Fatal(why)),
         None => Ok(()),
     }

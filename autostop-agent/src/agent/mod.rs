@@ -161,8 +161,7 @@ pub async fn run(options: AgentOptions, shutdown: CancellationToken) -> Result<(
             background.push(task);
             Arc::new(webhook) as Arc<dyn FailureSink>
         });
-    let services =
-        Arc::new(Services::new(metrics, state, alerts).with_tasks(supervisor.board()));
+    let services = Arc::new(Services::new(metrics, state, alerts).with_tasks(supervisor.board()));
     services
         .datapath_attached
         .store(true, std::sync::atomic::Ordering::Relaxed);

@@ -92,7 +92,10 @@ impl Health {
     pub fn ok(&self) -> bool {
         self.docker_reachable
             && self.datapath_attached
-            && self.tasks.values().all(|s| s == "running" || s == "stopped")
+            && self
+                .tasks
+                .values()
+                .all(|s| s == "running" || s == "stopped")
     }
 }
 

@@ -218,3 +218,22 @@ fn non_loopback_listener_needs_a_token() {
         Err(ApiError::Token { .. })
     ));
 }
+
+#[test]
+fn health_fails_when_a_task_ended_or_panicked() {
+    let health = |state: &str| Health {
+        docker_reachable: true,
+        datapath_attached: true,
+        tasks: [
+            ("api".to_owned(), "running".to_owned()),
+            ("coldstart".to_owned(), state.to_owned()),
+        ]
+        .into(),
+    };
+    assert!(health("running").ok());
+    assert!(health("stopped").ok());
+    assert!(!health("ended").ok());
+    assert!(!health("panicked").ok());
+    let json = serde_json::to_value(health("ended")).expect("json");
+    assert_eq!(json["tasks"]["coldstart"], "ended");
+}

@@ -13,10 +13,10 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use bollard::models::EventMessage;
 use bollard::models::{
     ContainerInspectResponse, ContainerStatsResponse, ContainerSummary, NetworkInspect,
 };
-use bollard::models::EventMessage;
 use bollard::query_parameters::{
     EventsOptions, ListContainersOptionsBuilder, StartContainerOptions, StatsOptionsBuilder,
     StopContainerOptionsBuilder,
@@ -227,9 +227,7 @@ async fn bounded<T>(
 
 /// The error for a call the daemon did not answer in time.
 fn no_answer(call: &str, timeout: Duration) -> DockerError {
-    DockerError::Unreachable(format!(
-        "docker did not answer {call} within {timeout:?}"
-    ))
+    DockerError::Unreachable(format!("docker did not answer {call} within {timeout:?}"))
 }
 
 /// Maps a bollard error: HTTP 404 → `NotFound`, 304 (already

@@ -268,7 +268,10 @@ mod tests {
 
     #[test]
     fn since_is_seconds_dot_nanoseconds() {
-        assert_eq!(since_param(1_700_000_000_123_456_789), "1700000000.123456789");
+        assert_eq!(
+            since_param(1_700_000_000_123_456_789),
+            "1700000000.123456789"
+        );
         assert_eq!(since_param(1_000_000_005), "1.000000005");
         assert_eq!(since_param(0), "0.000000000");
     }

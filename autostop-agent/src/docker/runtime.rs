@@ -56,7 +56,9 @@ pub struct DockerRuntime {
 /// A container's own stop grace period (`StopTimeout`), if it sets one.
 fn stop_grace(inspect: &bollard::models::ContainerInspectResponse) -> Option<std::time::Duration> {
     let seconds = inspect.config.as_ref()?.stop_timeout?;
-    u64::try_from(seconds).ok().map(std::time::Duration::from_secs)
+    u64::try_from(seconds)
+        .ok()
+        .map(std::time::Duration::from_secs)
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

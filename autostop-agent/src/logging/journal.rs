@@ -135,7 +135,12 @@ mod tests {
 
     #[test]
     fn entry_has_priority_identifier_location_and_message() {
-        let h = header(&Level::WARN, "autostop::agent", Some("src/agent/mod.rs"), Some(42));
+        let h = header(
+            &Level::WARN,
+            "autostop::agent",
+            Some("src/agent/mod.rs"),
+            Some(42),
+        );
         let e = entry(h, b"service=web event=ready\n");
         assert_eq!(
             String::from_utf8(e).expect("utf-8"),

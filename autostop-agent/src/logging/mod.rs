@@ -233,7 +233,10 @@ mod tests {
         });
         assert!(sink.flush(Duration::from_secs(5)));
         let entry = String::from_utf8(rx.try_recv().expect("one entry")).expect("utf-8");
-        assert!(entry.starts_with("PRIORITY=4\nSYSLOG_IDENTIFIER=autostop\n"), "{entry}");
+        assert!(
+            entry.starts_with("PRIORITY=4\nSYSLOG_IDENTIFIER=autostop\n"),
+            "{entry}"
+        );
         assert!(entry.contains("\nCODE_LINE="), "{entry}");
         assert!(
             entry.ends_with("MESSAGE=slow start service=\"web\"\n"),
