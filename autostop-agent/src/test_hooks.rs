@@ -9,6 +9,8 @@
 //! - `AUTOSTOP_TEST_FREEZE=DELAY_MS:DURATION_MS`: `DELAY_MS` after
 //!   `READY=1`, every worker of the runtime is kept busy for `DURATION_MS`
 //!   (a wedged runtime, as seen by the watchdog).
+//! - `AUTOSTOP_TEST_HANG=cleanup`: the shutdown's clean-up blocks for an
+//!   hour (the hard deadline must end the process).
 
 /// Where a panic can be injected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +28,14 @@ pub fn panic_point(site: Site) {
     imp::panic_point(site);
     #[cfg(not(feature = "test-hooks"))]
     let _ = site;
+}
+
+/// Blocks the calling thread for an hour if `AUTOSTOP_TEST_HANG=cleanup`
+/// (test-hooks builds only); called where the shutdown's clean-up begins.
+#[inline]
+pub fn cleanup_hang_point() {
+    #[cfg(feature = "test-hooks")]
+    imp::cleanup_hang_point();
 }
 
 /// Starts the runtime freeze `AUTOSTOP_TEST_FREEZE` asks for (test-hooks
@@ -65,6 +75,17 @@ mod imp {
         }
     }
 
+    fn hang_armed() -> bool {
+        std::env::var("AUTOSTOP_TEST_HANG").is_ok_and(|v| v == "cleanup")
+    }
+
+    pub(super) fn cleanup_hang_point() {
+        if hang_armed() {
+            tracing::warn!("test hook: the clean-up hangs");
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+
     fn freeze_plan() -> Option<(Duration, Duration)> {
         let value = std::env::var("AUTOSTOP_TEST_FREEZE").ok()?;
         let (delay, duration) = value.split_once(':')?;
@@ -78,6 +99,7 @@ mod imp {
         tracing::warn!(
             panic = ?armed_panic(),
             freeze = ?freeze_plan(),
+            hang = hang_armed(),
             "test hooks compiled in (feature test-hooks): never use this binary in production"
         );
     }

@@ -3,7 +3,8 @@
 //! service task or in the API ends the agent promptly with a failure status
 //! after its clean-up; systemd's notify protocol (fake `NOTIFY_SOCKET`):
 //! `READY=1` after adoption, `WATCHDOG=1` pings that stop while the runtime
-//! is frozen, `STOPPING=1` at exit; and the shipped unit verifies.
+//! is frozen, `STOPPING=1` at exit; a clean-up that hangs is cut short by
+//! the hard deadline; and the shipped unit verifies.
 //!
 //! The fault-injection tests run `autostop-test-hooks`, the agent built with
 //! the `test-hooks` feature (`cargo xtask build --test-hooks`; `cargo xtask
@@ -163,6 +164,38 @@ fn privileged_panic_in_a_service_task_ends_the_agent_cleanly() {
 #[test]
 fn privileged_panic_in_the_api_handler_ends_the_agent_cleanly() {
     panic_ends_the_agent("api");
+}
+
+#[test]
+fn privileged_hung_cleanup_is_cut_short_by_the_deadline() {
+    let image = setup();
+    let port = free_port();
+    let c = container(&image, port, &httpd_script("never", 0));
+    let config = AgentConfig::new(&service_toml("stuck", port, &c.name, "10m"));
+    let mut agent = RunningAgent::spawn_with(
+        &config,
+        Launch {
+            binary: Some(test_hooks_binary()),
+            env: vec![("AUTOSTOP_TEST_HANG".to_owned(), "cleanup".to_owned())],
+            ..Launch::default()
+        },
+    );
+    wait_adopted(&mut agent, "stuck");
+    agent.wait_log("test hooks compiled in", Duration::from_secs(5));
+    let objects = agent.kernel_objects();
+    objects.assert_attached();
+    // The deadline is 10 s from the start of the shutdown.
+    let status = agent.signal_and_wait(libc::SIGTERM, Duration::from_secs(15));
+    assert_eq!(
+        status.code(),
+        Some(70),
+        "want the deadline's exit status 70, got {status}"
+    );
+    assert!(agent
+        .logs()
+        .iter()
+        .any(|l| l.contains("clean-up did not finish")));
+    objects.assert_gone(Duration::from_secs(3));
 }
 
 /// Watchdog pings (`WATCHDOG=1` datagrams) received after `from`.

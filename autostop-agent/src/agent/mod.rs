@@ -325,6 +325,7 @@ pub async fn run(options: AgentOptions, shutdown: CancellationToken) -> Result<(
     // Shutdown: stop accepting, end every task, then undo the kernel state.
     tracing::info!(event = "stopping", "shutting down");
     Supervisor::join_all(background, TASK_GRACE).await;
+    crate::test_hooks::cleanup_hang_point();
     table.shutdown().await;
     match Arc::try_unwrap(warmup) {
         Ok(warmup) => {

@@ -250,3 +250,24 @@ pub(crate) fn map_err(e: bollard::errors::Error) -> DockerError {
         other => DockerError::Unreachable(other.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{bounded, DockerError};
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_without_an_answer_times_out_as_unreachable() {
+        let silent = std::future::pending::<Result<(), bollard::errors::Error>>();
+        let began = tokio::time::Instant::now();
+        let out = bounded("inspect", Duration::from_secs(10), silent).await;
+        assert_eq!(began.elapsed(), Duration::from_secs(10));
+        match out {
+            Err(DockerError::Unreachable(m)) => {
+                assert_eq!(m, "docker did not answer inspect within 10s");
+            }
+            other => panic!("want Unreachable, got {other:?}"),
+        }
+    }
+}

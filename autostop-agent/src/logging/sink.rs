@@ -6,10 +6,13 @@
 use std::{
     io::{self, Write},
     sync::mpsc::{self, Receiver, SyncSender, TrySendError},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use prometheus_client::metrics::counter::Counter;
+
+/// How often a flush retries while the queue is full.
+const FLUSH_RETRY: Duration = Duration::from_millis(10);
 
 /// Where the writer thread puts lines.
 pub trait Output: Send + 'static {
@@ -67,11 +70,24 @@ impl Sink {
     /// Waits up to `timeout` for the lines queued so far to be handled
     /// (written or dropped). False when that did not happen in time.
     pub fn flush(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
         let (done, wait) = mpsc::channel();
-        match self.queue.try_send(Msg::Flush(done)) {
-            Ok(()) => wait.recv_timeout(timeout).is_ok(),
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
+        let mut msg = Msg::Flush(done);
+        loop {
+            match self.queue.try_send(msg) {
+                Ok(()) => break,
+                Err(TrySendError::Disconnected(_)) => return false,
+                Err(TrySendError::Full(back)) => {
+                    if Instant::now() >= deadline {
+                        return false;
+                    }
+                    msg = back;
+                    std::thread::sleep(FLUSH_RETRY);
+                }
+            }
         }
+        wait.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .is_ok()
     }
 }
 
@@ -169,12 +185,17 @@ mod tests {
             sink.push(b"x\n".to_vec());
         }
         assert!(dropped.get() >= 15, "dropped {}", dropped.get());
-        assert!(!sink.flush(Duration::from_millis(50)), "the queue is full");
+        assert!(
+            !sink.flush(Duration::from_millis(50)),
+            "a stalled output cannot be flushed"
+        );
         // Let the thread finish (extra releases are ignored).
         for _ in 0..8 {
             let _ = release.send(());
         }
-        let drained = (0..50).any(|_| sink.flush(Duration::from_millis(100)));
-        assert!(drained, "the thread never drained the queue");
+        assert!(
+            sink.flush(Duration::from_secs(5)),
+            "the thread never drained the queue"
+        );
     }
 }

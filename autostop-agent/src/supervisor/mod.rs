@@ -183,9 +183,10 @@ impl Supervisor {
 
     /// Records a fatal failure and starts the shutdown.
     pub fn fail(&self, why: String) {
-        tracing::error!(event = "fatal", "{why}; shutting down");
-        let _ = self.failure.set(why);
+        // Cancel before logging: the shutdown must not wait on the log.
+        let _ = self.failure.set(why.clone());
         self.shutdown.cancel();
+        tracing::error!(event = "fatal", "{why}; shutting down");
     }
 
     /// Joins `tasks` (shutdown), giving them `grace` in all; a task still
