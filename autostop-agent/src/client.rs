@@ -56,6 +56,19 @@ impl Client {
         serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
+    /// What keeps the agent from doing what its config and labels ask
+    /// (`GET /api/problems`).
+    pub async fn problems(&self) -> Result<Vec<String>, ClientError> {
+        #[derive(serde::Deserialize)]
+        struct Problems {
+            problems: Vec<String>,
+        }
+        let body = self.call("GET", "/api/problems", None).await?;
+        serde_json::from_slice::<Problems>(&body)
+            .map(|p| p.problems)
+            .map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
     /// `POST /api/services/{name}/{action}`.
     pub async fn act(&self, name: &str, action: &str) -> Result<(), ClientError> {
         self.call("POST", &format!("/api/services/{name}/{action}"), None)
@@ -75,6 +88,19 @@ impl Client {
         .map(drop)
     }
 
+    /// Where to connect: `addr`, with an unspecified address (`0.0.0.0`,
+    /// `::`) replaced by loopback of the same family.
+    fn target(&self) -> SocketAddr {
+        let mut addr = self.addr;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(match addr {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        addr
+    }
+
     async fn call(
         &self,
         method: &str,
@@ -92,15 +118,14 @@ impl Client {
         path: &str,
         body: Option<&str>,
     ) -> Result<Vec<u8>, ClientError> {
-        let mut stream =
-            TcpStream::connect(self.addr)
-                .await
-                .map_err(|source| ClientError::NotRunning {
-                    addr: self.addr,
-                    source,
-                })?;
-        // HTTP/1.0: the agent answers with a plain body and closes.
-        let mut request = format!("{method} {path} HTTP/1.0\r\nHost: {}\r\n", self.addr);
+        let addr = self.target();
+        let mut stream = TcpStream::connect(addr)
+            .await
+            .map_err(|source| ClientError::NotRunning { addr, source })?;
+        // HTTP/1.0: the agent answers with a plain body and closes. Host is
+        // the loopback address connected to, which the API always accepts;
+        // no Origin, and a JSON content type, pass its cross-site checks.
+        let mut request = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n");
         if let Some(token) = &self.token {
             let _ = write!(request, "Authorization: Bearer {token}\r\n");
         }

@@ -27,6 +27,9 @@ pub enum CommandError {
     /// The state directory could not be read.
     #[error(transparent)]
     State(#[from] StateError),
+    /// The alert webhook could not be delivered to.
+    #[error(transparent)]
+    Alerts(#[from] crate::alerts::AlertError),
     /// User themes that cannot be served (the agent would fall back to a
     /// built-in theme); one problem per line.
     #[error("{0}")]
@@ -46,6 +49,13 @@ pub fn check(path: &Path) -> Result<String, CommandError> {
             .collect();
         return Err(CommandError::Themes(lines.join("\n")));
     }
+    let alerts = match &config.agent.alert_webhook {
+        Some(url) => Some(crate::alerts::check(
+            url,
+            config.agent.alert_ca_file.as_deref(),
+        )?),
+        None => None,
+    };
     let overrides = StateStore::open_read_only(&config.agent.state_dir).ok();
     let mut out = String::new();
     for warning in &config.warnings {
@@ -57,6 +67,9 @@ pub fn check(path: &Path) -> Result<String, CommandError> {
         path.display(),
         config.services.len()
     );
+    if let Some(url) = alerts {
+        let _ = writeln!(out, "alerts: {} (path not shown)", url.endpoint());
+    }
     let _ = writeln!(
         out,
         "{:<16} {:<18} {:<9} {:<15} {:<12} {:<8} TARGET",
@@ -92,31 +105,53 @@ pub fn check(path: &Path) -> Result<String, CommandError> {
 /// What Docker says about the configured services' containers.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct ContainerCheck {
-    /// Services whose compose project or containers do not exist.
+    /// Services whose compose project or containers do not exist, and
+    /// configured ports no container of their service publishes (never
+    /// steered): errors.
     pub missing: Vec<String>,
+    /// Labelled services the agent would refuse, and why: warnings.
+    pub label_refusals: Vec<String>,
     /// Set when Docker did not answer: existence could not be checked (the
     /// agent re-checks once Docker is back).
     pub docker_down: Option<String>,
 }
 
-/// Checks that every service's compose project or containers exist.
+/// Checks that every service's compose project or containers exist and
+/// publish its ports, and which labelled services the agent would refuse.
 pub async fn check_containers(path: &Path) -> Result<ContainerCheck, CommandError> {
     use crate::service::{ContainerRuntime, ServiceError};
     let config = Config::load_with_own_themes(path)?;
-    let client = crate::docker::DockerClient::lazy("unix:///var/run/docker.sock");
-    let runtime = crate::docker::DockerRuntime::new(client, &config.services);
+    let client = crate::docker::DockerClient::lazy(&config.agent.docker_socket.to_string_lossy());
+    let runtime = crate::docker::DockerRuntime::new(client.clone(), &config.services);
     let mut report = ContainerCheck::default();
     for service in &config.services {
         match runtime.observe(&service.name).await {
             Ok(_) => {}
             Err(ServiceError::Unreachable(why)) => {
                 report.docker_down = Some(why);
-                break;
+                return Ok(report);
             }
-            Err(e) => report
-                .missing
-                .push(format!("service {}: {e}", service.name)),
+            Err(e) => {
+                report
+                    .missing
+                    .push(format!("service {}: {e}", service.name));
+                continue;
+            }
         }
+        if let Ok(endpoints) = runtime.endpoints(&service.name).await {
+            report.missing.extend(endpoints.unpublished.iter().map(|port| {
+                format!(
+                    "service {}: port {port}: no container of the service publishes it (it would not be steered)",
+                    service.name
+                )
+            }));
+        }
+    }
+    match crate::agent::discover_labelled(&client, &config).await {
+        Ok(scan) => report.label_refusals = scan.refusals,
+        Err(e) => report
+            .label_refusals
+            .push(format!("services from Docker labels not checked: {e}")),
     }
     Ok(report)
 }
@@ -196,5 +231,41 @@ mod tests {
         let err = check(&path).expect_err("invalid").to_string();
         assert!(err.contains("bad.toml:3:8: service[0].port"), "{err}");
         assert!(err.contains("bad.toml:5:8: service[0].mode"), "{err}");
+    }
+
+    #[test]
+    fn check_refuses_a_webhook_it_cannot_deliver_to() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("autostop.toml");
+        let state = dir.path().join("state");
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "not a certificate").expect("write");
+        let agent = |keys: &str| {
+            format!(
+                "[agent]\nstate_dir = \"{}\"\nthemes_dir = \"{}\"\n{keys}\n",
+                state.display(),
+                dir.path().display()
+            )
+        };
+        let https = "alert_webhook = \"https://hooks.example/SECRET\"";
+        std::fs::write(
+            &path,
+            agent(&format!("{https}\nalert_ca_file = \"{}\"", ca.display())),
+        )
+        .expect("write config");
+        let err = check(&path).expect_err("unusable CA file").to_string();
+        assert!(err.starts_with("agent.alert_ca_file"), "{err}");
+        assert!(!err.contains("SECRET"), "{err}");
+        std::fs::write(
+            &path,
+            agent("alert_webhook = \"http://127.0.0.1:9/SECRET\""),
+        )
+        .expect("write config");
+        let out = check(&path).expect("plain http needs no CA");
+        assert!(
+            out.contains("alerts: http://127.0.0.1:9 (path not shown)"),
+            "{out}"
+        );
+        assert!(!out.contains("SECRET"), "{out}");
     }
 }

@@ -145,11 +145,15 @@ fn dispatch(command: Command) -> ExitCode {
             Ok(())
         })),
         Command::Status { config, json } => report(run_async(async move {
-            let services = client_for(&config).services().await?;
+            let client = client_for(&config);
+            let services = client.services().await?;
             if json {
                 print_out(&format!("{}\n", serde_json::to_string_pretty(&services)?));
             } else {
                 print_out(&client::status_table(&services));
+                for problem in client.problems().await? {
+                    print_out(&format!("problem: {problem}\n"));
+                }
             }
             Ok(())
         })),
@@ -182,6 +186,9 @@ fn dispatch(command: Command) -> ExitCode {
                 Ok(report) => {
                     if let Some(why) = &report.docker_down {
                         print_out(&format!("warning: Docker did not answer ({why}); containers not checked (the agent re-checks when Docker is back)\n"));
+                    }
+                    for refusal in &report.label_refusals {
+                        print_out(&format!("warning: {refusal}\n"));
                     }
                     for missing in &report.missing {
                         print_err(&format!("error: {missing}\n"));

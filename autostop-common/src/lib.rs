@@ -36,9 +36,16 @@ pub mod names {
     /// `kernel.bpf_stats_enabled` itself adds to every run (the floor under
     /// `count_traffic`'s figure).
     pub const CALIBRATE_NOOP: &str = "calibrate_noop";
-    /// Map: TCP port (`u16`, host order) → service index (`u32`). Published
-    /// host ports of stopped or warming services, whose new connections are
-    /// handed to the agent's listener.
+    /// Map: [`crate::SteerKey`] (local address, TCP port) → service index
+    /// (`u32`). The host addresses and ports Docker publishes for stopped
+    /// or warming services, whose new connections are handed to the
+    /// agent's listener. An all-zero address stands for every local
+    /// address (Docker's `0.0.0.0` / `::`); a specific one matches only
+    /// connections to that address.
+    pub const STEERED: &str = "STEERED";
+    /// Map: array of `u8`, indexed by TCP port (host order): 1 when some
+    /// entry of `STEERED` has that port, else 0. Read before the hash
+    /// lookups, so a lookup for a port nobody steers costs an array read.
     pub const STEERED_PORTS: &str = "STEERED_PORTS";
     /// Map: sockmap holding the agent's listener sockets, at
     /// [`crate::LISTENER_SLOT_V4`] and [`crate::LISTENER_SLOT_V6`].
@@ -74,7 +81,7 @@ pub const LISTENER_SLOT_V6: u32 = 1;
 /// Size of the listener sockmap.
 pub const LISTENER_SLOTS: u32 = 2;
 
-/// How many host ports can be steered at once.
+/// How many (address, port) bindings can be steered at once.
 pub const MAX_STEERED_PORTS: u32 = 4096;
 
 /// How many source CIDRs can be ignored.
@@ -165,6 +172,90 @@ impl TargetKey {
     }
 }
 
+/// Key of [`names::STEERED`]: a local address and TCP port Docker
+/// publishes. The address is four 32-bit words holding the 16 bytes of the
+/// address in network order in memory, exactly as the sk_lookup context
+/// carries `local_ip6` (IPv4 is stored v4-mapped, `::ffff:a.b.c.d`); all
+/// zero means every local address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SteerKey {
+    /// The local address (see the type's docs), or zeros for any.
+    pub addr: [u32; 4],
+    /// The local port, host order.
+    pub port: u16,
+    /// Always zero; makes the padding explicit so keys hash identically on
+    /// both sides.
+    pub _pad: u16,
+}
+
+impl SteerKey {
+    /// The third word of a v4-mapped address (`0:0:0:0:0:ffff`).
+    const V4_MAPPED_WORD: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
+
+    /// Every local address on `port`.
+    pub const fn any(port: u16) -> Self {
+        Self {
+            addr: [0; 4],
+            port,
+            _pad: 0,
+        }
+    }
+
+    /// IPv4 address `ip4` (network-order bytes read as a native `u32`, as
+    /// the sk_lookup context's `local_ip4`) on `port`.
+    pub const fn ipv4(ip4: u32, port: u16) -> Self {
+        Self {
+            addr: [0, 0, Self::V4_MAPPED_WORD, ip4],
+            port,
+            _pad: 0,
+        }
+    }
+
+    /// IPv6 address `words` (as the sk_lookup context's `local_ip6`) on
+    /// `port`.
+    pub const fn ipv6(words: [u32; 4], port: u16) -> Self {
+        Self {
+            addr: words,
+            port,
+            _pad: 0,
+        }
+    }
+
+    /// The key for the 16 address bytes `addr` (network order, IPv4
+    /// v4-mapped; all zero for any) on `port`.
+    pub const fn from_bytes(addr: [u8; 16], port: u16) -> Self {
+        const fn word(addr: &[u8; 16], i: usize) -> u32 {
+            u32::from_ne_bytes([addr[i], addr[i + 1], addr[i + 2], addr[i + 3]])
+        }
+        Self {
+            addr: [
+                word(&addr, 0),
+                word(&addr, 4),
+                word(&addr, 8),
+                word(&addr, 12),
+            ],
+            port,
+            _pad: 0,
+        }
+    }
+
+    /// The 16 address bytes of the key (network order).
+    pub const fn addr_bytes(&self) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        let mut i = 0;
+        while i < 4 {
+            let bytes = self.addr[i].to_ne_bytes();
+            out[i * 4] = bytes[0];
+            out[i * 4 + 1] = bytes[1];
+            out[i * 4 + 2] = bytes[2];
+            out[i * 4 + 3] = bytes[3];
+            i += 1;
+        }
+        out
+    }
+}
+
 /// `::ffff:a.b.c.d` for an IPv4 address: how every map here stores IPv4.
 pub const fn v4_mapped(octets: [u8; 4]) -> [u8; 16] {
     // Built as one integer rather than by zeroing an array: the BPF target
@@ -243,8 +334,8 @@ impl TargetSlotV4 {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WakeEvent {
-    /// Service index the port is steered for (the value in
-    /// [`names::STEERED_PORTS`]).
+    /// Service index the connection is steered for (the value in
+    /// [`names::STEERED`]).
     pub service: u32,
     /// The local (destination) port, host order.
     pub port: u16,
@@ -312,6 +403,8 @@ mod user {
     unsafe impl aya::Pod for super::TargetKey {}
     // SAFETY: as above: u32, u32, u16, u8, u8 (12 bytes, no padding).
     unsafe impl aya::Pod for super::TargetSlotV4 {}
+    // SAFETY: as above: four u32, u16, u16 (20 bytes, no padding).
+    unsafe impl aya::Pod for super::SteerKey {}
     // SAFETY: as above: three u64 fields.
     unsafe impl aya::Pod for super::Activity {}
     // SAFETY: as above: u64 fields only.
@@ -325,4 +418,25 @@ mod user {
 const _: () = assert!(core::mem::size_of::<WakeEvent>() == 40);
 const _: () = assert!(core::mem::size_of::<TargetKey>() == 20);
 const _: () = assert!(core::mem::size_of::<TargetSlotV4>() == 12);
+const _: () = assert!(core::mem::size_of::<SteerKey>() == 20);
 const _: () = assert!(V4_SLOTS.is_power_of_two());
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steer_keys_agree_between_context_words_and_address_bytes() {
+        let ip4 = u32::from_ne_bytes([127, 0, 0, 1]);
+        let from_context = SteerKey::ipv4(ip4, 8080);
+        let from_bytes = SteerKey::from_bytes(v4_mapped([127, 0, 0, 1]), 8080);
+        assert_eq!(from_context, from_bytes);
+        assert_eq!(from_bytes.addr_bytes(), v4_mapped([127, 0, 0, 1]));
+        assert_eq!(SteerKey::from_bytes([0; 16], 80), SteerKey::any(80));
+        let mut v6 = [0u8; 16];
+        v6[15] = 1;
+        let key = SteerKey::from_bytes(v6, 443);
+        assert_eq!(key.addr_bytes(), v6);
+        assert_eq!(key.addr[3], u32::from_ne_bytes([0, 0, 0, 1]));
+    }
+}

@@ -2,8 +2,9 @@
 //! documented in `autostop_common::names`.
 
 use autostop_common::{
-    Activity, DatapathStats, TargetKey, TargetSlotV4, LISTENER_SLOTS, MAX_IGNORED_SOURCES,
-    MAX_SERVICES, MAX_STEERED_PORTS, MAX_TARGETS, PORT_SLOTS, V4_SLOTS, WAKE_RING_BYTES,
+    Activity, DatapathStats, SteerKey, TargetKey, TargetSlotV4, LISTENER_SLOTS,
+    MAX_IGNORED_SOURCES, MAX_SERVICES, MAX_STEERED_PORTS, MAX_TARGETS, PORT_SLOTS, V4_SLOTS,
+    WAKE_RING_BYTES,
 };
 use aya_ebpf::{
     macros::map,
@@ -60,8 +61,31 @@ pub static ACTIVITY: PerCpuArray<Activity> = PerCpuArray::with_max_entries(MAX_S
 #[map(name = "DATAPATH_STATS")]
 pub static DATAPATH_STATS: PerCpuArray<DatapathStats> = PerCpuArray::with_max_entries(1, 0);
 
+#[map(name = "STEERED")]
+pub static STEERED: HashMap<SteerKey, u32> = HashMap::with_max_entries(MAX_STEERED_PORTS, 0);
+
 #[map(name = "STEERED_PORTS")]
-pub static STEERED_PORTS: HashMap<u16, u32> = HashMap::with_max_entries(MAX_STEERED_PORTS, 0);
+pub static STEERED_PORTS: Array<u8> = Array::with_max_entries(PORT_SLOTS, 0);
+
+/// The service a new connection to local address `key.addr` on `key.port`
+/// is steered for: an array read for a port nobody steers, else the
+/// address-specific entry, else the every-address one.
+#[inline(always)]
+pub fn steered_service(key: &SteerKey) -> Option<u32> {
+    let used = STEERED_PORTS
+        .get(u32::from(key.port))
+        .is_some_and(|used| *used != 0);
+    if !used {
+        return None;
+    }
+    // SAFETY: values are plain u32 service indexes; a racing update can at
+    // worst give a stale index, which only names the wrong service.
+    if let Some(service) = unsafe { STEERED.get(key) } {
+        return Some(*service);
+    }
+    // SAFETY: as above.
+    unsafe { STEERED.get(&SteerKey::any(key.port)) }.copied()
+}
 
 #[map(name = "LISTENERS")]
 pub static LISTENERS: SockMap = SockMap::with_max_entries(LISTENER_SLOTS, 0);

@@ -1,8 +1,9 @@
 //! `steer_lookup`: an sk_lookup program in the agent's network namespace.
 //!
 //! When the kernel looks up the socket for a new TCP connection whose local
-//! port is in `STEERED_PORTS` (the published port of a stopped or warming
-//! service), it assigns the connection to the agent's listener in
+//! address and port are in `STEERED` (where Docker publishes a stopped or
+//! warming service: that address only, or every local address when Docker
+//! publishes on `0.0.0.0`/`::`), it assigns the connection to the agent's listener in
 //! `LISTENERS` (slot 0 for IPv4, slot 1 for IPv6) and sends a `WakeEvent`
 //! into `WAKE_EVENTS`, at most one per port every `WAKE_EVENT_INTERVAL_NS`.
 //!
@@ -17,8 +18,8 @@
 use core::ptr::{addr_of, read_volatile};
 
 use autostop_common::{
-    family, proto, v4_mapped, wake_bucket_key, WakeEvent, LISTENER_SLOT_V4, LISTENER_SLOT_V6,
-    WAKE_EVENT_INTERVAL_NS,
+    family, proto, v4_mapped, wake_bucket_key, SteerKey, WakeEvent, LISTENER_SLOT_V4,
+    LISTENER_SLOT_V6, WAKE_EVENT_INTERVAL_NS,
 };
 use aya_ebpf::{
     bindings::{bpf_sk_lookup, sk_action::SK_PASS, BPF_NOEXIST},
@@ -28,7 +29,7 @@ use aya_ebpf::{
 };
 
 use crate::maps::{
-    bump, is_ignored, LISTENERS, STEERED_PORTS, WAKE_BUCKETS, WAKE_EVENTS, WAKE_LAST_SENT,
+    bump, is_ignored, steered_service, LISTENERS, WAKE_BUCKETS, WAKE_EVENTS, WAKE_LAST_SENT,
 };
 
 const AF_INET: u32 = 2;
@@ -55,6 +56,8 @@ struct Lookup {
     protocol: u32,
     family: u32,
     local_port: u32,
+    local_ip4: u32,
+    local_ip6: [u32; 4],
     remote_ip4: u32,
     remote_ip6: [u32; 4],
     remote_port: u16,
@@ -71,6 +74,13 @@ fn read_lookup(ctx: &SkLookupContext) -> Lookup {
         protocol: field!(lookup, protocol),
         family: field!(lookup, family),
         local_port: field!(lookup, local_port),
+        local_ip4: field!(lookup, local_ip4),
+        local_ip6: [
+            field!(lookup, local_ip6[0]),
+            field!(lookup, local_ip6[1]),
+            field!(lookup, local_ip6[2]),
+            field!(lookup, local_ip6[3]),
+        ],
         remote_ip4: field!(lookup, remote_ip4),
         remote_ip6: [
             field!(lookup, remote_ip6[0]),
@@ -90,9 +100,12 @@ fn try_steer(ctx: &SkLookupContext) {
     }
     // local_port is a u32 in host order; ports fit in 16 bits.
     let port = lookup.local_port as u16;
-    // SAFETY: values are plain u32 service indexes; a racing update can at
-    // worst give a stale index, which only names the wrong service.
-    let Some(service) = (unsafe { STEERED_PORTS.get(&port) }).copied() else {
+    let local = match lookup.family {
+        AF_INET => SteerKey::ipv4(lookup.local_ip4, port),
+        AF_INET6 => SteerKey::ipv6(lookup.local_ip6, port),
+        _ => return,
+    };
+    let Some(service) = steered_service(&local) else {
         return;
     };
     let (family, slot, source_addr) = match lookup.family {

@@ -59,16 +59,29 @@ impl AgentConfig {
         config
     }
 
-    /// The `[agent]` table this config uses.
+    /// The `[agent]` table this config uses. Docker labels are off: a test
+    /// agent manages only its own services, never a labelled container
+    /// another test on this host made (see [`Self::with_labels`]).
     pub fn agent_table(&self) -> String {
+        self.agent_table_with("docker_labels = false\n")
+    }
+
+    /// The `[agent]` table with `extra` lines (`key = value\n`).
+    pub fn agent_table_with(&self, extra: &str) -> String {
         let state = self.dir.path().join("state");
         let themes = self.dir.path().join("themes");
         format!(
-            "[agent]\nstatus_listen = \"{}\"\nstate_dir = \"{}\"\nthemes_dir = \"{}\"\n\n",
+            "[agent]\nstatus_listen = \"{}\"\nstate_dir = \"{}\"\nthemes_dir = \"{}\"\n{extra}\n",
             self.status,
             state.display(),
             themes.display()
         )
+    }
+
+    /// Rewrites the file with labels on (plus `extra` `[agent]` lines) and
+    /// `services`.
+    pub fn with_labels(&self, extra: &str, services: &str) {
+        self.write_raw(&format!("{}{services}", self.agent_table_with(extra)));
     }
 
     /// Rewrites the file with the same `[agent]` table and new services.

@@ -285,6 +285,11 @@ fn privileged_systemd_notify_ready_watchdog_freeze_and_stopping() {
         gap_start - ready.at
     );
     let after = pings.iter().filter(|at| **at > gap_start + gap).count();
+    eprintln!(
+        "watchdog: {} pings before the freeze, longest silence {gap:?} from {:?} after READY=1, {after} after",
+        before.len(),
+        gap_start - ready.at
+    );
     assert!(
         after >= 2,
         "pings did not resume after the freeze ({after})"

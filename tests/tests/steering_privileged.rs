@@ -13,6 +13,7 @@ use std::{
 use autostop::{
     bpf::{Datapath, Family, Target, WakeEvent, WakeEvents},
     config::Protocol,
+    published::HostPort,
 };
 use autostop_common::WAKE_EVENT_INTERVAL_NS;
 use autostop_tests::{
@@ -95,6 +96,44 @@ fn next_event(runtime: &tokio::runtime::Runtime, events: &mut WakeEvents) -> Wak
 }
 
 #[test]
+fn privileged_an_address_specific_binding_steers_that_address_only() {
+    require_root_and_bpf();
+    let mut datapath = steering_datapath();
+    let (v4_listener, _v6_listener) = agent_listeners(&mut datapath);
+    let port = free_port();
+    let lo: SocketAddr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    // Another local address: every 127/8 address is local on `lo`.
+    let other: SocketAddr = SocketAddr::from((Ipv4Addr::new(127, 0, 0, 2), port));
+    let lo6: SocketAddr = format!("[::1]:{port}").parse().expect("addr");
+
+    let binding = HostPort::on(lo.ip(), port);
+    datapath.steer(binding, 4).expect("steer");
+    assert_eq!(datapath.steered().expect("list"), vec![(binding, 4)]);
+    let mut client = TcpStream::connect_timeout(&lo, WAIT).expect("steered connect");
+    let mut server = accept(&v4_listener);
+    assert_eq!(server.local_addr().expect("name"), lo);
+    round_trip(&mut client, &mut server, "exact address");
+    // Docker would not accept these: the stock path refuses them.
+    assert_refused(other);
+    assert_refused(lo6);
+
+    // An every-address binding on another port beside it, and the exact
+    // one removed: the port filter keeps serving the remaining entry.
+    let port2 = free_port();
+    datapath.steer(HostPort::any(port2), 5).expect("steer any");
+    datapath.unsteer(binding).expect("unsteer");
+    assert_refused(lo);
+    let any2: SocketAddr = SocketAddr::from((Ipv4Addr::new(127, 0, 0, 2), port2));
+    let _client2 = TcpStream::connect_timeout(&any2, WAIT).expect("every-address connect");
+    let server2 = accept(&v4_listener);
+    assert_eq!(server2.local_addr().expect("name"), any2);
+    datapath.unsteer(HostPort::any(port2)).expect("unsteer any");
+    assert!(datapath.steered().expect("list").is_empty());
+    let stats = datapath.stats().expect("stats");
+    assert_eq!(stats.steer_failures, 0, "{stats:?}");
+}
+
+#[test]
 fn privileged_steered_port_reaches_agent_listener_until_unsteered() {
     require_root_and_bpf();
     let mut datapath = steering_datapath();
@@ -104,8 +143,11 @@ fn privileged_steered_port_reaches_agent_listener_until_unsteered() {
     let v6: SocketAddr = format!("[::1]:{port}").parse().expect("addr");
     assert_refused(v4);
 
-    datapath.steer(port, 7).expect("steer");
-    assert_eq!(datapath.steered_ports().expect("list"), vec![(port, 7)]);
+    datapath.steer(HostPort::any(port), 7).expect("steer");
+    assert_eq!(
+        datapath.steered().expect("list"),
+        vec![(HostPort::any(port), 7)]
+    );
     let mut client4 = TcpStream::connect_timeout(&v4, WAIT).expect("steered v4 connect");
     let mut server4 = accept(&v4_listener);
     assert_eq!(
@@ -128,8 +170,8 @@ fn privileged_steered_port_reaches_agent_listener_until_unsteered() {
     );
     round_trip(&mut client6, &mut server6, "v6");
 
-    datapath.unsteer(port).expect("unsteer");
-    assert!(datapath.steered_ports().expect("list").is_empty());
+    datapath.unsteer(HostPort::any(port)).expect("unsteer");
+    assert!(datapath.steered().expect("list").is_empty());
     round_trip(&mut client4, &mut server4, "v4 after unsteer");
     round_trip(&mut client6, &mut server6, "v6 after unsteer");
     assert_refused(v4);
@@ -148,7 +190,7 @@ fn privileged_client_in_another_namespace_is_steered() {
     let (v4_listener, _v6_listener) = agent_listeners(&mut datapath);
     let ns = VethNamespace::new("steer");
     let port = free_port();
-    datapath.steer(port, 3).expect("steer");
+    datapath.steer(HostPort::any(port), 3).expect("steer");
 
     let target = SocketAddr::V4(SocketAddrV4::new(ns.host_addr, port));
     let client = ns.spawn(move || {
@@ -193,7 +235,7 @@ fn privileged_one_syn_gives_one_wake_event_with_port_family_and_source() {
     );
     let (_v4_listener, _v6_listener) = agent_listeners(&mut datapath);
     let port = free_port();
-    datapath.steer(port, 5).expect("steer");
+    datapath.steer(HostPort::any(port), 5).expect("steer");
 
     let client = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     let event = next_event(&runtime, &mut events);
@@ -277,7 +319,7 @@ fn privileged_wake_events_are_rate_limited_per_port_in_the_kernel() {
     let (v4_listener, _v6_listener) = agent_listeners(&mut datapath);
     let ports = [free_port(), free_port()];
     for (service, port) in (1u32..).zip(ports) {
-        datapath.steer(port, service).expect("steer");
+        datapath.steer(HostPort::any(port), service).expect("steer");
     }
     let before = datapath.stats().expect("stats");
 
@@ -377,7 +419,7 @@ fn privileged_dropping_the_datapath_removes_sk_lookup_link_and_steering() {
     let mut datapath = steering_datapath();
     let (v4_listener, _v6_listener) = agent_listeners(&mut datapath);
     let port = free_port();
-    datapath.steer(port, 9).expect("steer");
+    datapath.steer(HostPort::any(port), 9).expect("steer");
     let id = datapath.steering_program_id().expect("program id");
     assert!(program_loaded(id));
     assert_eq!(links_of_program(id).len(), 1, "one sk_lookup link");

@@ -199,7 +199,7 @@ impl Agent {
             &config,
             format!(
                 "[agent]\nstatus_listen = \"127.0.0.1:{status_port}\"\nstate_dir = \"{d}/state\"\n\
-                 themes_dir = \"{d}/themes\"\n\n{services}"
+                 themes_dir = \"{d}/themes\"\ndocker_labels = false\n\n{services}"
             ),
         )?;
         let table = format!("autostop_bench_{}", std::process::id());
@@ -292,7 +292,8 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: bench\r\n\r\n").ok()?;
+    // The status API answers only Host values naming it (loopback here).
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
     let mut answer = String::new();
     stream.read_to_string(&mut answer).ok()?;
     if !answer.starts_with("HTTP/1.1 200") && !answer.starts_with("HTTP/1.0 200") {

@@ -7,7 +7,7 @@ use std::{
     collections::{BTreeMap, HashMap, VecDeque},
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc, Mutex, RwLock,
+        Arc, Mutex, PoisonError, RwLock,
     },
     time::{Duration, SystemTime},
 };
@@ -60,6 +60,11 @@ pub trait FailureSink: Send + Sync {
 pub struct Services {
     entries: RwLock<BTreeMap<String, ServiceEntry>>,
     history: Mutex<HashMap<String, History>>,
+    /// What keeps part of a service from working as configured (a port
+    /// no container publishes), by service, as last found.
+    problems: Mutex<HashMap<String, Vec<String>>>,
+    /// Labelled services the agent refused to manage, and why (last scan).
+    label_refusals: Mutex<Vec<String>>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
     state: Arc<Mutex<StateStore>>,
@@ -84,6 +89,8 @@ impl Services {
         Self {
             entries: RwLock::new(BTreeMap::new()),
             history: Mutex::new(HashMap::new()),
+            problems: Mutex::new(HashMap::new()),
+            label_refusals: Mutex::new(Vec::new()),
             metrics,
             state,
             docker_reachable: AtomicBool::new(false),
@@ -107,9 +114,41 @@ impl Services {
         }
     }
 
+    /// Records what keeps `name` from working as configured (empty: all
+    /// is well); a new problem is logged once.
+    pub fn set_problems(&self, name: &str, problems: Vec<String>) {
+        let mut all = self.problems.lock().unwrap_or_else(PoisonError::into_inner);
+        let known = all.get(name).map(Vec::as_slice).unwrap_or_default();
+        for problem in problems.iter().filter(|p| !known.contains(p)) {
+            tracing::warn!(service = name, event = "problem", "{problem}");
+        }
+        if problems.is_empty() {
+            all.remove(name);
+        } else {
+            all.insert(name.to_owned(), problems);
+        }
+    }
+
+    /// Records the labelled services the last scan refused; a new refusal
+    /// is logged once.
+    pub fn set_label_refusals(&self, refusals: Vec<String>) {
+        let mut known = self
+            .label_refusals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for refusal in refusals.iter().filter(|r| !known.contains(r)) {
+            tracing::warn!(event = "label_rejected", "{refusal}");
+        }
+        *known = refusals;
+    }
+
     /// Removes a service.
     pub fn remove(&self, name: &str) -> Option<ServiceEntry> {
         self.metrics.remove_service(name);
+        self.problems
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name);
         self.entries.write().ok()?.remove(name)
     }
 
@@ -195,6 +234,13 @@ impl Services {
                 .map_or(0.0, |m| to_gb_h(m.memory_saved_byte_seconds)),
             ram_saved_gb_h_24h: memory
                 .map_or(0.0, |m| to_gb_h(m.saved_last_24h(unix_hour(now_wall)))),
+            problems: self
+                .problems
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&config.name)
+                .cloned()
+                .unwrap_or_default(),
         }
     }
 
@@ -263,6 +309,25 @@ impl Control for Services {
 
     fn metrics(&self) -> String {
         self.metrics.render()
+    }
+
+    fn problems(&self) -> Vec<String> {
+        let mut all: Vec<String> = self
+            .label_refusals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let by_service = self.problems.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut names: Vec<&String> = by_service.keys().collect();
+        names.sort();
+        for name in names {
+            all.extend(
+                by_service[name]
+                    .iter()
+                    .map(|p| format!("service {name:?}: {p}")),
+            );
+        }
+        all
     }
 }
 

@@ -1,210 +1,38 @@
-//! The service state machines' view of the kernel: [`KernelSteering`] turns
-//! a service's steering mode into sk_lookup entries and warm-up redirect
-//! elements, in the order that never strands a connection, and
-//! [`KernelActivity`] reads the per-service traffic counters.
+//! The service state machines' view of the kernel counters:
+//! [`KernelActivity`] reads the per-service traffic counters, and
+//! [`KernelServices`] is the kernel identity of every managed service
+//! (index, published bindings, steering mode), kept by
+//! [`super::steering::KernelSteering`].
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     sync::{Arc, Mutex, RwLock},
     time::{Duration, Instant},
 };
 
-use tokio::sync::mpsc;
-
 use crate::{
     bpf::Datapath,
-    netfilter::WarmupRedirect,
-    service::{ActivityProbe, SteerMode, Steering},
+    published::HostPort,
+    service::{ActivityProbe, SteerMode},
 };
 
-/// Kernel identity of a managed service: its index in the BPF arrays and
-/// the published TCP ports steered while it sleeps.
+/// Kernel identity of a managed service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KernelService {
     /// Index into the per-service BPF arrays; stable for the agent's life.
     pub index: u32,
-    /// Published TCP ports (UDP ports are only counted, never steered).
-    pub tcp_ports: Vec<u16>,
+    /// Where Docker publishes the service's TCP ports on the host, as last
+    /// read from Docker (empty until then): what steering matches. UDP
+    /// ports are only counted, never steered.
+    pub bindings: Vec<HostPort>,
+    /// The steering mode its state machine asked for last (`Steered`
+    /// until it has looked at Docker).
+    pub mode: SteerMode,
 }
 
-/// Services known to the kernel side, by name. Shared by the steering,
-/// the activity probe and the agent (which edits it on reload).
+/// Services known to the kernel side, by name. Written by the steering,
+/// read by the activity probe and the wake loop.
 pub type KernelServices = Arc<RwLock<HashMap<String, KernelService>>>;
-
-/// Work for the steering worker, which runs netfilter changes in order.
-#[derive(Debug)]
-enum SteerJob {
-    /// Add the ports to the warm-up redirect; with `already_started`, also
-    /// clear SYN_SENT entries of SYNs already DNAT'd to a container that
-    /// does not answer yet.
-    Warm {
-        /// The service's TCP ports.
-        ports: Vec<u16>,
-        /// See [`SteerMode::Warming`].
-        already_started: bool,
-    },
-    /// Leave the warm-up set (and clear SYN_SENT entries), then un-steer:
-    /// this order never sends a new connection to a socket that does not
-    /// accept.
-    Direct(Vec<u16>),
-    /// Leave the warm-up set if in it (stop or failure: stay steered).
-    Cool(Vec<u16>),
-}
-
-/// [`Steering`] over the sk_lookup map and the warm-up redirect.
-///
-/// sk_lookup entries change synchronously (a map update), so "steer before
-/// stop" holds; netfilter changes, which take a few milliseconds each, go
-/// through one ordered worker.
-pub struct KernelSteering {
-    datapath: Arc<Mutex<Datapath>>,
-    services: KernelServices,
-    jobs: mpsc::UnboundedSender<SteerJob>,
-    /// Ports whose latest requested mode is `Direct`. The worker un-steers
-    /// a port only if it is still here: a service that stops right after
-    /// turning ready is steered again at once (synchronously), and the
-    /// un-steer queued behind a slow netfilter call must not undo that
-    /// (it did: new connections to the stopped service were refused).
-    direct: Arc<Mutex<HashSet<u16>>>,
-}
-
-impl KernelSteering {
-    /// Creates the steering and its worker; the worker ends once this value
-    /// (and every clone of its sender) is dropped, so join it after the
-    /// service actors.
-    pub fn new(
-        datapath: Arc<Mutex<Datapath>>,
-        services: KernelServices,
-        warmup: Arc<WarmupRedirect>,
-    ) -> (Self, tokio::task::JoinHandle<()>) {
-        let (jobs, rx) = mpsc::unbounded_channel();
-        let direct = Arc::new(Mutex::new(HashSet::new()));
-        let worker = tokio::spawn(steering_worker(
-            rx,
-            Arc::clone(&datapath),
-            warmup,
-            Arc::clone(&direct),
-        ));
-        (
-            Self {
-                datapath,
-                services,
-                jobs,
-                direct,
-            },
-            worker,
-        )
-    }
-
-    fn steer_now(&self, service: &str, kernel: &KernelService) {
-        let Ok(mut datapath) = self.datapath.lock() else {
-            return;
-        };
-        for &port in &kernel.tcp_ports {
-            if let Err(e) = datapath.steer(port, kernel.index) {
-                tracing::error!(service, port, error = %e, "cannot steer port to the agent");
-            }
-        }
-    }
-}
-
-impl Steering for KernelSteering {
-    fn set_mode(&self, service: &str, mode: SteerMode) {
-        let kernel = self
-            .services
-            .read()
-            .ok()
-            .and_then(|s| s.get(service).cloned());
-        let Some(kernel) = kernel else {
-            tracing::warn!(service, ?mode, "steering asked for an unknown service");
-            return;
-        };
-        if let Ok(mut direct) = self.direct.lock() {
-            for port in &kernel.tcp_ports {
-                if mode == SteerMode::Direct {
-                    direct.insert(*port);
-                } else {
-                    direct.remove(port);
-                }
-            }
-        }
-        let job = match mode {
-            SteerMode::Steered => {
-                self.steer_now(service, &kernel);
-                SteerJob::Cool(kernel.tcp_ports)
-            }
-            SteerMode::Warming { already_started } => {
-                self.steer_now(service, &kernel);
-                SteerJob::Warm {
-                    ports: kernel.tcp_ports,
-                    already_started,
-                }
-            }
-            SteerMode::Direct => SteerJob::Direct(kernel.tcp_ports),
-        };
-        // The worker outlives every actor; a send error means shutdown.
-        let _ = self.jobs.send(job);
-    }
-}
-
-async fn steering_worker(
-    mut jobs: mpsc::UnboundedReceiver<SteerJob>,
-    datapath: Arc<Mutex<Datapath>>,
-    warmup: Arc<WarmupRedirect>,
-    direct: Arc<Mutex<HashSet<u16>>>,
-) {
-    while let Some(job) = jobs.recv().await {
-        match job {
-            SteerJob::Warm {
-                ports,
-                already_started,
-            } => {
-                for port in ports {
-                    if let Err(e) = warmup.warm(port).await {
-                        tracing::error!(port, error = %e, "cannot add port to the warm-up redirect");
-                    }
-                    if !already_started {
-                        continue;
-                    }
-                    if let Err(e) = warmup.forget_syn_sent(port).await {
-                        tracing::warn!(port, error = %e, "conntrack clean-up failed");
-                    }
-                }
-            }
-            SteerJob::Direct(ports) => {
-                for port in ports {
-                    cool(&warmup, port).await;
-                    if let Ok(mut datapath) = datapath.lock() {
-                        // Checked under the datapath lock: a later steer
-                        // (which records its mode first) cannot slip in
-                        // between this check and the un-steer.
-                        let still_direct = direct.lock().is_ok_and(|d| d.contains(&port));
-                        if !still_direct {
-                            continue;
-                        }
-                        if let Err(e) = datapath.unsteer(port) {
-                            tracing::error!(port, error = %e, "cannot un-steer port");
-                        }
-                    }
-                }
-            }
-            SteerJob::Cool(ports) => {
-                for port in ports {
-                    cool(&warmup, port).await;
-                }
-            }
-        }
-    }
-}
-
-async fn cool(warmup: &WarmupRedirect, port: u16) {
-    if !warmup.warming_ports().await.contains(&port) {
-        return;
-    }
-    if let Err(e) = warmup.cool(port).await {
-        tracing::error!(port, error = %e, "cannot remove port from the warm-up redirect");
-    }
-}
 
 /// Counts open TCP connections into a service (for `hold_while_connected`).
 pub trait ConnectionCounter: Send + Sync {

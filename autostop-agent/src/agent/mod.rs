@@ -21,6 +21,7 @@ mod listeners;
 mod liveness;
 mod memory;
 mod reload;
+mod steering;
 mod table;
 mod tasks;
 
@@ -34,11 +35,13 @@ use tokio_util::sync::CancellationToken;
 
 pub use control::{FailureSink, ServiceEntry, Services};
 pub use kernel::{instant_from_ktime, ConnectionCounter, KernelService, KernelServices};
+pub use labels::{discover as discover_labelled, LabelScan, LabelScanError};
 pub use listeners::NFT_TABLE_ENV;
 pub use memory::{MemoryBook, MemorySource, SAMPLE_EVERY as MEMORY_SAMPLE_EVERY};
 pub use reload::{diff, needs_restart, ConfigDiff};
 
 use crate::{
+    alerts::{AlertError, Delivery},
     api,
     bpf::{BpfError, Datapath},
     coldstart::{self, ColdStart, ColdStartStats},
@@ -70,6 +73,9 @@ pub enum AgentError {
     /// The status API cannot be served as configured.
     #[error(transparent)]
     Api(#[from] api::ApiError),
+    /// The alert webhook cannot be delivered to as configured.
+    #[error(transparent)]
+    Alerts(#[from] AlertError),
     /// The kernel programs could not be loaded or attached.
     #[error("datapath: {0}")]
     Bpf(#[from] BpfError),
@@ -90,9 +96,6 @@ pub enum AgentError {
     #[error("{0}")]
     Fatal(String),
 }
-
-/// The Docker Engine API socket.
-const DOCKER_SOCKET: &str = "unix:///var/run/docker.sock";
 
 /// How long the long-lived tasks get, all together, to end at shutdown
 /// before the stragglers are aborted.
@@ -124,6 +127,13 @@ pub async fn run(options: AgentOptions, shutdown: CancellationToken) -> Result<(
         config.agent.status_listen,
         config.agent.token_file.as_deref(),
     )?;
+    // Checked before anything is attached: a bad CA file refuses the start.
+    let delivery = config
+        .agent
+        .alert_webhook
+        .as_deref()
+        .map(|url| Delivery::new(url, config.agent.alert_ca_file.as_deref()))
+        .transpose()?;
     let api_listener = tokio::net::TcpListener::bind(config.agent.status_listen)
         .await
         .map_err(|source| AgentError::Io {
@@ -148,28 +158,37 @@ pub async fn run(options: AgentOptions, shutdown: CancellationToken) -> Result<(
     let datapath = Arc::new(Mutex::new(datapath));
     let warmup = Arc::new(WarmupRedirect::install(listeners::warmup_options()).await?);
 
-    let supervisor = Supervisor::new(shutdown.clone(), TaskBoard::default());
-    let mut background: Vec<Supervised> = Vec::new();
     let metrics = Arc::new(Metrics::new());
     let state = Arc::new(Mutex::new(store));
-    let alerts = config
-        .agent
-        .alert_webhook
-        .as_deref()
-        .and_then(|url| tasks::Webhook::new(url, &supervisor, shutdown.clone()))
-        .map(|(webhook, task)| {
+    let supervisor = Supervisor::new(shutdown.clone(), TaskBoard::default());
+    let mut background: Vec<Supervised> = Vec::new();
+    let alerts = match delivery {
+        Some(delivery) => {
+            tracing::info!(endpoint = %delivery.endpoint(), "alerts go to the webhook");
+            let (webhook, task) = tasks::Webhook::start(delivery, &supervisor, shutdown.clone());
             background.push(task);
-            Arc::new(webhook) as Arc<dyn FailureSink>
-        });
+            Some(Arc::new(webhook) as Arc<dyn FailureSink>)
+        }
+        None => None,
+    };
     let services = Arc::new(Services::new(metrics, state, alerts).with_tasks(supervisor.board()));
     services
         .datapath_attached
         .store(true, std::sync::atomic::Ordering::Relaxed);
 
     // Lazy: the agent starts (and steers) even while Docker is down.
-    let client = DockerClient::lazy(DOCKER_SOCKET);
+    let client = DockerClient::lazy(&config.agent.docker_socket.to_string_lossy());
     let file_config = config;
-    let mut labelled = labels::discover(&client, &file_config).await;
+    let mut labelled = match labels::discover(&client, &file_config).await {
+        Ok(scan) => {
+            services.set_label_refusals(scan.refusals);
+            scan.services
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no services from Docker labels yet; the next scan retries");
+            Vec::new()
+        }
+    };
     let config = labels::effective(&file_config, &labelled);
     let runtime = Arc::new(DockerRuntime::new(client.clone(), &config.services));
     let stats = Arc::new(ColdStartStats::default());
@@ -185,9 +204,7 @@ pub async fn run(options: AgentOptions, shutdown: CancellationToken) -> Result<(
         shutdown: shutdown.clone(),
         supervisor: supervisor.clone(),
     });
-    for service in &config.services {
-        table.add(service);
-    }
+    table.add_all(&config.services).await;
 
     let (themes, problems) = ThemeSet::load(Some(&config.agent.themes_dir));
     for problem in problems {
@@ -239,11 +256,14 @@ pub async fn run(options: AgentOptions, shutdown: CancellationToken) -> Result<(
     background.push(supervisor.spawn(
         "refresher",
         tasks::refresher(
-            Arc::clone(&runtime),
-            table.connections(),
-            Arc::clone(&datapath),
-            table.kernel_services(),
-            Arc::clone(&services),
+            tasks::Refresher {
+                runtime: Arc::clone(&runtime),
+                connections: table.connections(),
+                datapath: Arc::clone(&datapath),
+                kernel: table.kernel_services(),
+                steering: table.steering(),
+                services: Arc::clone(&services),
+            },
             table.refresh_signal(),
             shutdown.clone(),
         ),
@@ -256,7 +276,11 @@ pub async fn run(options: AgentOptions, shutdown: CancellationToken) -> Result<(
             shutdown.clone(),
         ),
     ));
-    let router = api::router(Arc::clone(&services) as Arc<dyn api::Control>, token);
+    let router = api::router(
+        Arc::clone(&services) as Arc<dyn api::Control>,
+        token,
+        api::HostPolicy::new(config.agent.status_listen, &config.agent.api_hosts),
+    );
     let api_shutdown = shutdown.clone();
     background.push(supervisor.spawn("api", async move {
         if let Err(e) = api::serve(api_listener, router, api_shutdown).await {
@@ -301,9 +325,19 @@ pub async fn run(options: AgentOptions, shutdown: CancellationToken) -> Result<(
                 }
             }
             _ = label_scan.tick() => {
-                let scanned = tokio::select! {
+                let scan = tokio::select! {
                     () = shutdown.cancelled() => break,
-                    scanned = labels::discover(&client, &file_config) => scanned,
+                    scan = labels::discover(&client, &file_config) => scan,
+                };
+                let scanned = match scan {
+                    Ok(scan) => {
+                        services.set_label_refusals(scan.refusals);
+                        scan.services
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, kept = labelled.len(), "label scan failed; the labelled services stay as they are");
+                        continue;
+                    }
                 };
                 if scanned == labelled {
                     continue;

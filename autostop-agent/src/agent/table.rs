@@ -8,20 +8,22 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+use futures_util::{stream, StreamExt};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::{
     control::{ServiceEntry, Services},
-    kernel::{KernelActivity, KernelService, KernelServices, KernelSteering},
+    kernel::{KernelActivity, KernelServices},
     reload::{needs_restart, ConfigDiff},
+    steering::KernelSteering,
     tasks::ContainerConnections,
 };
 use crate::{
     bpf::Datapath,
     coldstart::{Route, Routes},
     config::{Config, Protocol, ServiceConfig},
-    docker::DockerRuntime,
+    docker::{DockerRuntime, ServiceEndpoints},
     netfilter::WarmupRedirect,
     service::{spawn_service, Command, Ports, ServiceSettings},
     supervisor::{Supervised, Supervisor},
@@ -29,6 +31,11 @@ use crate::{
 
 /// How long the actors (then the steering worker) get to end at shutdown.
 const ACTOR_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+/// How many services' bindings are read from Docker at once when adding.
+const RESOLVE_CONCURRENCY: usize = 8;
+/// How long adding a service waits for Docker to say where its ports are
+/// published before leaving it to the refresher.
+const BINDINGS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What the table needs to build services.
 pub(super) struct Deps {
@@ -48,6 +55,9 @@ pub(super) struct ServiceTable {
     deps: Deps,
     ports: Ports,
     steering_worker: Option<Supervised>,
+    /// Steering of every service (also fed the published bindings by the
+    /// endpoint refresher).
+    steering: Arc<KernelSteering>,
     kernel: KernelServices,
     routes: Routes,
     actors: HashMap<String, Supervised>,
@@ -75,9 +85,10 @@ impl ServiceTable {
             Arc::clone(&kernel),
             Arc::clone(&connections) as _,
         );
+        let steering = Arc::new(steering);
         let ports = Ports {
             runtime: Arc::clone(&deps.runtime) as _,
-            steering: Arc::new(steering),
+            steering: Arc::clone(&steering) as _,
             probe: Arc::new(probe),
             observer: Arc::clone(&deps.services) as _,
         };
@@ -86,6 +97,7 @@ impl ServiceTable {
             deps,
             ports,
             steering_worker: Some(worker),
+            steering,
             kernel,
             routes: Routes::default(),
             actors: HashMap::new(),
@@ -104,6 +116,10 @@ impl ServiceTable {
         Arc::clone(&self.kernel)
     }
 
+    pub fn steering(&self) -> Arc<KernelSteering> {
+        Arc::clone(&self.steering)
+    }
+
     pub fn connections(&self) -> Arc<ContainerConnections> {
         Arc::clone(&self.connections)
     }
@@ -112,9 +128,47 @@ impl ServiceTable {
         Arc::clone(&self.refresh)
     }
 
+    /// Starts managing `services`, after reading where Docker publishes
+    /// their ports (a few at a time), so each state machine's first
+    /// steering decision applies to known bindings.
+    pub async fn add_all(&mut self, services: &[ServiceConfig]) {
+        let runtime = Arc::clone(&self.deps.runtime);
+        let mut found: HashMap<String, ServiceEndpoints> = stream::iter(services)
+            .map(|service| {
+                let runtime = Arc::clone(&runtime);
+                async move {
+                    let endpoints =
+                        tokio::time::timeout(BINDINGS_TIMEOUT, runtime.endpoints(&service.name))
+                            .await;
+                    (service.name.clone(), endpoints)
+                }
+            })
+            .buffer_unordered(RESOLVE_CONCURRENCY)
+            .filter_map(|(name, endpoints)| async move {
+                match endpoints {
+                    Ok(Ok(endpoints)) => Some((name, endpoints)),
+                    Ok(Err(e)) => {
+                        tracing::debug!(service = %name, error = %e, "bindings not known yet");
+                        None
+                    }
+                    Err(_) => {
+                        tracing::warn!(service = %name, "Docker did not say where the ports are published in time; the refresher will");
+                        None
+                    }
+                }
+            })
+            .collect()
+            .await;
+        for service in services {
+            self.add(service, found.remove(&service.name));
+        }
+    }
+
     /// Starts managing `service`: its state machine adopts the containers'
-    /// real state (nothing is started or stopped because the agent started).
-    pub fn add(&mut self, service: &ServiceConfig) {
+    /// real state (nothing is started or stopped because the agent
+    /// started). `endpoints`, when known, says where Docker publishes its
+    /// ports; otherwise nothing is steered until the refresher knows.
+    fn add(&mut self, service: &ServiceConfig, endpoints: Option<ServiceEndpoints>) {
         let index = match self.indexes.get(&service.name) {
             Some(index) => *index,
             None => {
@@ -130,26 +184,19 @@ impl ServiceTable {
             .filter(|p| p.protocol == Protocol::Tcp)
             .map(|p| p.port)
             .collect();
-        if let Ok(mut kernel) = self.kernel.write() {
-            kernel.insert(
-                service.name.clone(),
-                KernelService {
-                    index,
-                    tcp_ports: tcp_ports.clone(),
-                },
-            );
-        }
-        // Steer at once, before the state machine exists: until it has
-        // looked at Docker, a new connection is held (and answered once the
-        // state is known) rather than refused. Its adoption un-steers a
-        // running service; the cold-start listener waits briefly for the
-        // route added below.
-        if let Ok(mut datapath) = self.deps.datapath.lock() {
-            for port in &tcp_ports {
-                if let Err(e) = datapath.steer(*port, index) {
-                    tracing::error!(service = %service.name, port, error = %e, "cannot steer port");
-                }
-            }
+        // Nothing is steered until the refresher has read where Docker
+        // publishes the ports; until the state machine has looked at
+        // Docker, those bindings are steered, so a new connection is held
+        // (and answered once the state is known) rather than refused. Its
+        // adoption un-steers a running service; the cold-start listener
+        // waits briefly for the route added below.
+        self.steering.add(&service.name, index);
+        if let Some(endpoints) = endpoints {
+            self.steering
+                .set_bindings(&service.name, endpoints.bindings.clone());
+            self.deps
+                .services
+                .set_problems(&service.name, super::tasks::problems(&endpoints));
         }
         let settings = self.settings_for(service);
         let (handle, join) = spawn_service(
@@ -234,12 +281,7 @@ impl ServiceTable {
         if let Ok(mut routes) = self.routes.write() {
             routes.retain(|_, route| route.service != name);
         }
-        let kernel = self.kernel.write().ok().and_then(|mut k| k.remove(name));
-        if let (Some(kernel), Ok(mut datapath)) = (kernel, self.deps.datapath.lock()) {
-            for port in kernel.tcp_ports {
-                let _ = datapath.unsteer(port);
-            }
-        }
+        self.steering.remove(name);
         if let Some(entry) = entry {
             let _ = entry.handle.send(Command::Shutdown).await;
         }
@@ -260,7 +302,7 @@ impl ServiceTable {
                 .is_none_or(|before| needs_restart(before, service));
             if restart {
                 self.remove(&service.name).await;
-                self.add(service);
+                self.add_all(std::slice::from_ref(service)).await;
                 continue;
             }
             let Some(entry) = self.deps.services.get(&service.name) else {
@@ -294,9 +336,7 @@ impl ServiceTable {
             });
             tracing::info!(service = %service.name, event = "reconfigured");
         }
-        for service in &changes.added {
-            self.add(service);
-        }
+        self.add_all(&changes.added).await;
         if changes.agent_changed {
             if old.agent.ignore_sources != new.agent.ignore_sources {
                 if let Ok(mut datapath) = self.deps.datapath.lock() {
@@ -332,8 +372,10 @@ impl ServiceTable {
         }
         let actors: Vec<Supervised> = self.actors.drain().map(|(_, actor)| actor).collect();
         Supervisor::join_all(actors, ACTOR_GRACE).await;
-        // The actors held the last clones of the steering sender.
+        // The actors and the table held the last clones of the steering
+        // sender (the refresher, which holds one too, has ended).
         drop(self.ports);
+        drop(self.steering);
         if let Some(worker) = self.steering_worker.take() {
             Supervisor::join_all(vec![worker], ACTOR_GRACE).await;
         }

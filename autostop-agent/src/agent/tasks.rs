@@ -13,11 +13,11 @@ use std::{
 use tokio::{sync::Notify, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
-use super::{control::Services, kernel::KernelServices, FailureSink};
+use super::{control::Services, kernel::KernelServices, steering::KernelSteering, FailureSink};
 use crate::{
     bpf::{Datapath, Target, WakeEvents},
     coldstart::Upstreams,
-    docker::{spawn_event_watcher, DockerRuntime, NetworkEvent},
+    docker::{spawn_event_watcher, DockerRuntime, NetworkEvent, ServiceEndpoints},
     service::{Command, Trigger},
     supervisor::{Supervised, Supervisor},
 };
@@ -156,19 +156,22 @@ pub(super) fn docker_events(
     spawn_event_watcher(runtime, sink, Some(networks), shutdown)
 }
 
-/// Keeps the kernel's view of each service current: container address and
-/// port targets for the counters, and the classifier on every bridge a
-/// service uses. Runs on every signal and every [`REFRESH_EVERY`]; also
-/// copies counters into the metrics.
-pub(super) async fn refresher(
-    runtime: Arc<DockerRuntime>,
-    connections: Arc<ContainerConnections>,
-    datapath: Arc<Mutex<Datapath>>,
-    kernel: KernelServices,
-    services: Arc<Services>,
-    signal: Arc<Notify>,
-    shutdown: CancellationToken,
-) {
+/// What the endpoint refresher reads and feeds.
+pub(super) struct Refresher {
+    pub runtime: Arc<DockerRuntime>,
+    pub connections: Arc<ContainerConnections>,
+    pub datapath: Arc<Mutex<Datapath>>,
+    pub kernel: KernelServices,
+    pub steering: Arc<KernelSteering>,
+    pub services: Arc<Services>,
+}
+
+/// Keeps the kernel's view of each service current: where Docker publishes
+/// its ports (what steering may match), container address and port
+/// targets for the counters, and the classifier on every bridge a service
+/// uses. Runs on every signal and every [`REFRESH_EVERY`]; also copies
+/// counters into the metrics.
+pub(super) async fn refresher(deps: Refresher, signal: Arc<Notify>, shutdown: CancellationToken) {
     let mut registered: HashMap<String, HashSet<Target>> = HashMap::new();
     let mut periodic = tokio::time::interval(REFRESH_EVERY);
     let mut sample = tokio::time::interval(SAMPLE_EVERY);
@@ -178,24 +181,33 @@ pub(super) async fn refresher(
             () = signal.notified() => {}
             _ = periodic.tick() => {}
             _ = sample.tick() => {
-                sample_counters(&datapath, &kernel, &services);
+                sample_counters(&deps.datapath, &deps.kernel, &deps.services);
                 continue;
             }
         }
-        let snapshot: Vec<(String, u32)> = kernel
+        let snapshot: Vec<(String, u32)> = deps
+            .kernel
             .read()
             .map(|k| k.iter().map(|(n, s)| (n.clone(), s.index)).collect())
             .unwrap_or_default();
         let mut reachable = true;
         for (name, index) in &snapshot {
-            let endpoints = match runtime.endpoints(name).await {
+            let endpoints = match deps.runtime.endpoints(name).await {
                 Ok(endpoints) => endpoints,
                 Err(e) => {
-                    reachable &= !matches!(e, crate::docker::DockerError::Unreachable(_));
+                    let unreachable = matches!(e, crate::docker::DockerError::Unreachable(_));
+                    reachable &= !unreachable;
+                    if matches!(e, crate::docker::DockerError::NotFound(_)) {
+                        // No container: Docker publishes nothing for it.
+                        deps.steering.set_bindings(name, Vec::new());
+                        deps.services.set_problems(name, vec![e.to_string()]);
+                    }
                     tracing::debug!(service = %name, error = %e, "endpoints not available");
                     continue;
                 }
             };
+            deps.steering.set_bindings(name, endpoints.bindings.clone());
+            deps.services.set_problems(name, problems(&endpoints));
             let targets: HashSet<Target> = endpoints
                 .endpoints
                 .iter()
@@ -210,7 +222,8 @@ pub(super) async fn refresher(
                 .collect();
             let mut listeners = Vec::new();
             for endpoint in endpoints.endpoints.iter().filter(|e| e.ip.is_some()) {
-                let pid = runtime
+                let pid = deps
+                    .runtime
                     .client()
                     .inspect(&endpoint.container)
                     .await
@@ -222,8 +235,8 @@ pub(super) async fn refresher(
                     listeners.push((pid, endpoint.container_port));
                 }
             }
-            connections.set(name, listeners);
-            let Ok(mut datapath) = datapath.lock() else {
+            deps.connections.set(name, listeners);
+            let Ok(mut datapath) = deps.datapath.lock() else {
                 continue;
             };
             for bridge in &endpoints.bridges {
@@ -242,11 +255,22 @@ pub(super) async fn refresher(
             }
             registered.insert(name.clone(), targets);
         }
-        services
+        deps.services
             .docker_reachable
             .store(reachable, std::sync::atomic::Ordering::Relaxed);
         registered.retain(|name, _| snapshot.iter().any(|(n, _)| n == name));
     }
+}
+
+/// What keeps a service's ports from working as configured.
+pub(super) fn problems(endpoints: &ServiceEndpoints) -> Vec<String> {
+    endpoints
+        .unpublished
+        .iter()
+        .map(|port| {
+            format!("port {port}: no container of the service publishes it; it is not steered")
+        })
+        .collect()
 }
 
 fn sample_counters(datapath: &Mutex<Datapath>, kernel: &KernelServices, services: &Services) {
@@ -266,33 +290,23 @@ fn sample_counters(datapath: &Mutex<Datapath>, kernel: &KernelServices, services
     }
 }
 
-/// Posts failure events to `agent.alert_webhook` (plain http), with a few
-/// bounded retries, from its own task so the state machines never wait.
+/// Queues failure events for the alert webhook's delivery task (bounded
+/// retries, see [`crate::alerts`]), so the state machines never wait.
 pub(super) struct Webhook {
     queue: tokio::sync::mpsc::Sender<String>,
 }
 
 impl Webhook {
-    /// `None` (with an error logged) for a URL it cannot post to; else the
-    /// sink and its (supervised) delivery task.
-    pub(super) fn new(
-        url: &str,
+    /// Spawns the (supervised) delivery task; the caller joins it at
+    /// shutdown.
+    pub(super) fn start(
+        delivery: crate::alerts::Delivery,
         supervisor: &Supervisor,
         shutdown: CancellationToken,
-    ) -> Option<(Self, Supervised)> {
-        let Some(target) = crate::alerts::HttpTarget::parse(url) else {
-            tracing::error!(
-                url,
-                "agent.alert_webhook: only http://host[:port]/path URLs are supported"
-            );
-            return None;
-        };
+    ) -> (Self, Supervised) {
         let (queue, rx) = tokio::sync::mpsc::channel(64);
-        let task = supervisor.spawn(
-            "alert-webhook",
-            crate::alerts::deliver(target, rx, shutdown),
-        );
-        Some((Self { queue }, task))
+        let task = supervisor.spawn("alert-webhook", delivery.run(rx, shutdown));
+        (Self { queue }, task)
     }
 }
 

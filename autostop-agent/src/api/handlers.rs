@@ -3,6 +3,7 @@
 
 use axum::{
     body::Bytes,
+    extract::rejection::BytesRejection,
     extract::{Path, State},
     http::{header, HeaderMap, StatusCode},
     response::{Html, IntoResponse, Response},
@@ -16,7 +17,7 @@ use super::{Action, ApiState, ControlError};
 static DASHBOARD: &str = include_str!("dashboard.html");
 
 /// A JSON problem body (RFC 9457 shape) with `status`.
-fn problem(status: StatusCode, detail: impl Into<String>) -> Response {
+pub(super) fn problem(status: StatusCode, detail: impl Into<String>) -> Response {
     let body = json!({
         "type": "about:blank",
         "title": status.canonical_reason().unwrap_or("Error"),
@@ -95,6 +96,10 @@ pub(super) async fn list(State(state): State<ApiState>) -> Response {
     Json(state.control.services()).into_response()
 }
 
+pub(super) async fn problems(State(state): State<ApiState>) -> Response {
+    Json(serde_json::json!({ "problems": state.control.problems() })).into_response()
+}
+
 pub(super) async fn show(State(state): State<ApiState>, Path(name): Path<String>) -> Response {
     match state.control.service(&name) {
         Some(view) => Json(view).into_response(),
@@ -137,11 +142,21 @@ pub(super) async fn set_idle_timeout(
     State(state): State<ApiState>,
     Path(name): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     if let Some(denied) = refusal(&state, &headers) {
         return denied;
     }
+    // A body over the cap (sent chunked, so not refused up front).
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            return problem(
+                rejection.status(),
+                format!("body: {}", rejection.body_text()),
+            )
+        }
+    };
     if state.control.service(&name).is_none() {
         return control_error(ControlError::UnknownService(name));
     }

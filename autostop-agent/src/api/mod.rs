@@ -8,12 +8,25 @@
 //!
 //! Unknown names get 404 and malformed bodies 400, both with a JSON problem
 //! body naming the field. When a token is configured, mutations need
-//! `Authorization: Bearer <token>`. The API only reads and forwards: what a
+//! `Authorization: Bearer <token>`. Before any handler, [`guard`] refuses
+//! foreign Host values (421) and cross-site mutations (403); [`serve`]
+//! bounds header-read time, connections and body size. The API only reads and forwards: what a
 //! service is and does lives behind [`Control`], which the agent implements.
 
+mod guard;
 mod handlers;
+mod serve;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_guard;
+#[cfg(test)]
+mod tests_serve;
+mod token;
+
+pub use guard::{HostPolicy, Refusal, MAX_BODY_BYTES, REQUEST_TIMEOUT};
+pub use serve::{serve, serve_with, ServeLimits};
+pub use token::load_token;
 
 use std::{collections::BTreeMap, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -22,7 +35,6 @@ use axum::{
     Router,
 };
 use serde::{Deserialize, Serialize};
-use tokio_util::sync::CancellationToken;
 
 /// What the API shows of one service.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -73,6 +85,10 @@ pub struct ServiceView {
     /// clock hour and the 23 before it): the seed's "GB·h per day".
     #[serde(default)]
     pub ram_saved_gb_h_24h: f64,
+    /// What keeps part of the service from working as configured (e.g. a
+    /// configured port no container publishes, which is never steered).
+    #[serde(default)]
+    pub problems: Vec<String>,
 }
 
 /// Agent health for `/healthz`.
@@ -138,6 +154,12 @@ pub trait Control: Send + Sync {
     fn health(&self) -> Health;
     /// Prometheus text exposition.
     fn metrics(&self) -> String;
+    /// What keeps the agent from doing what its configuration and the
+    /// Docker labels ask: refused labelled services, ports no container
+    /// publishes.
+    fn problems(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Shared state of the handlers.
@@ -148,8 +170,9 @@ pub(crate) struct ApiState {
     token: Option<Arc<str>>,
 }
 
-/// Builds the router.
-pub fn router(control: Arc<dyn Control>, token: Option<String>) -> Router {
+/// Builds the router: every route behind the request checks of
+/// [`guard`] (Host, cross-site mutations, body size, time).
+pub fn router(control: Arc<dyn Control>, token: Option<String>, hosts: HostPolicy) -> Router {
     let state = ApiState {
         control,
         token: token.map(Arc::from),
@@ -159,6 +182,7 @@ pub fn router(control: Arc<dyn Control>, token: Option<String>) -> Router {
         .route("/healthz", get(handlers::healthz))
         .route("/metrics", get(handlers::metrics))
         .route("/api/services", get(handlers::list))
+        .route("/api/problems", get(handlers::problems))
         .route("/api/services/{name}", get(handlers::show))
         .route("/api/services/{name}/{action}", post(handlers::act))
         .route(
@@ -167,6 +191,8 @@ pub fn router(control: Arc<dyn Control>, token: Option<String>) -> Router {
         )
         .fallback(handlers::not_found)
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(hosts, guard::guard))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
 }
 
 /// Why the API could not start.
@@ -176,7 +202,7 @@ pub enum ApiError {
     /// controls to the network.
     #[error("agent.status_listen = {0} is not a loopback address: set agent.token_file so the API requires a token")]
     TokenRequired(SocketAddr),
-    /// The token file could not be read or is empty.
+    /// The token file could not be read, is empty, or others can read it.
     #[error("agent.token_file {path}: {reason}")]
     Token {
         /// The configured file.
@@ -193,46 +219,4 @@ pub enum ApiError {
         #[source]
         source: std::io::Error,
     },
-}
-
-/// Reads the token file (if any) and refuses a non-loopback listener
-/// without one.
-pub fn load_token(
-    listen: SocketAddr,
-    token_file: Option<&std::path::Path>,
-) -> Result<Option<String>, ApiError> {
-    let Some(path) = token_file else {
-        if listen.ip().is_loopback() {
-            return Ok(None);
-        }
-        return Err(ApiError::TokenRequired(listen));
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| ApiError::Token {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    })?;
-    let token = text.trim();
-    if token.is_empty() {
-        return Err(ApiError::Token {
-            path: path.display().to_string(),
-            reason: "empty".to_owned(),
-        });
-    }
-    Ok(Some(token.to_owned()))
-}
-
-/// Serves `router` on `listener` until `shutdown`.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    shutdown: CancellationToken,
-) -> Result<(), ApiError> {
-    let addr = listener.local_addr().map_err(|source| ApiError::Io {
-        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-        source,
-    })?;
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
-        .map_err(|source| ApiError::Io { addr, source })
 }

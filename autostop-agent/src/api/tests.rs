@@ -10,10 +10,11 @@ use tower::ServiceExt as _;
 
 use super::*;
 
+/// A [`Control`] that records what it is asked to do.
 #[derive(Default)]
-struct Fake {
-    actions: Mutex<Vec<(String, Action)>>,
-    timeouts: Mutex<Vec<(String, Duration)>>,
+pub(super) struct Fake {
+    pub(super) actions: Mutex<Vec<(String, Action)>>,
+    pub(super) timeouts: Mutex<Vec<(String, Duration)>>,
 }
 
 #[async_trait::async_trait]
@@ -57,6 +58,12 @@ impl Control for Fake {
     }
 }
 
+/// The router of a loopback listener, as the agent builds it.
+pub(super) fn local_router(control: Arc<dyn Control>, token: Option<String>) -> Router {
+    let listen: SocketAddr = "127.0.0.1:3456".parse().expect("addr");
+    router(control, token, HostPolicy::new(listen, &[]))
+}
+
 async fn call(
     router: &Router,
     method: &str,
@@ -64,7 +71,10 @@ async fn call(
     body: &str,
     auth: Option<&str>,
 ) -> (StatusCode, serde_json::Value) {
-    let mut request = Request::builder().method(method).uri(uri);
+    let mut request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("host", "127.0.0.1:3456");
     if let Some(token) = auth {
         request = request.header("authorization", format!("Bearer {token}"));
     }
@@ -83,7 +93,7 @@ async fn call(
 
 #[tokio::test]
 async fn lists_and_shows_services() {
-    let router = router(Arc::new(Fake::default()), None);
+    let router = local_router(Arc::new(Fake::default()), None);
     let (status, body) = call(&router, "GET", "/api/services", "", None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body[0]["name"], "web");
@@ -95,7 +105,7 @@ async fn lists_and_shows_services() {
 
 #[tokio::test]
 async fn unknown_names_and_actions_get_404_problems() {
-    let router = router(Arc::new(Fake::default()), None);
+    let router = local_router(Arc::new(Fake::default()), None);
     let (status, body) = call(&router, "GET", "/api/services/nope", "", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["status"], 404);
@@ -116,7 +126,7 @@ async fn unknown_names_and_actions_get_404_problems() {
 #[tokio::test]
 async fn actions_reach_the_control() {
     let fake = Arc::new(Fake::default());
-    let router = router(fake.clone(), None);
+    let router = local_router(fake.clone(), None);
     for (path, action) in [
         ("start", Action::Start),
         ("stop", Action::Stop),
@@ -142,7 +152,7 @@ async fn actions_reach_the_control() {
 #[tokio::test]
 async fn idle_timeout_body_errors_name_the_field() {
     let fake = Arc::new(Fake::default());
-    let router = router(fake.clone(), None);
+    let router = local_router(fake.clone(), None);
     let put = |body: &'static str| {
         let router = router.clone();
         async move { call(&router, "PUT", "/api/services/web/idle-timeout", body, None).await }
@@ -170,7 +180,7 @@ async fn idle_timeout_body_errors_name_the_field() {
 #[tokio::test]
 async fn token_guards_mutations_but_not_reads() {
     let fake = Arc::new(Fake::default());
-    let router = router(fake.clone(), Some("s3cret".into()));
+    let router = local_router(fake.clone(), Some("s3cret".into()));
     let (status, _) = call(&router, "POST", "/api/services/web/start", "", None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, _) = call(
@@ -194,29 +204,6 @@ async fn token_guards_mutations_but_not_reads() {
     assert_eq!(status, StatusCode::ACCEPTED);
     let (status, _) = call(&router, "GET", "/api/services", "", None).await;
     assert_eq!(status, StatusCode::OK);
-}
-
-#[test]
-fn non_loopback_listener_needs_a_token() {
-    let public: SocketAddr = "0.0.0.0:3456".parse().expect("addr");
-    assert!(matches!(
-        load_token(public, None),
-        Err(ApiError::TokenRequired(_))
-    ));
-    let local: SocketAddr = "127.0.0.1:3456".parse().expect("addr");
-    assert!(matches!(load_token(local, None), Ok(None)));
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("token");
-    std::fs::write(&file, "abc\n").expect("write");
-    assert_eq!(
-        load_token(public, Some(&file)).expect("token"),
-        Some("abc".to_owned())
-    );
-    std::fs::write(&file, "  \n").expect("write");
-    assert!(matches!(
-        load_token(public, Some(&file)),
-        Err(ApiError::Token { .. })
-    ));
 }
 
 #[test]

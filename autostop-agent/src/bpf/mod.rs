@@ -5,6 +5,7 @@
 //!   destinations it counts and the counters it keeps.
 //! - [`steering`]: the sk_lookup program that hands new connections to
 //!   stopped services' ports to the agent's listener.
+//! - `port_filter`: the one-byte-per-port arrays both programs read first.
 //! - [`events`]: the wake events that program sends, as an async stream.
 //! - [`sources`]: source CIDRs whose traffic is not activity.
 //! - [`calibration`]: an empty classifier, the benchmark's yardstick.
@@ -16,18 +17,23 @@
 
 pub mod calibration;
 pub mod events;
+mod port_filter;
 pub mod sources;
 pub mod steering;
 pub mod targets;
 
 use std::collections::BTreeSet;
 
-use autostop_common::{names, Activity, DatapathStats, TargetKey, TargetSlotV4, MAX_SERVICES};
+use autostop_common::{
+    names, Activity, DatapathStats, SteerKey, TargetKey, TargetSlotV4, MAX_SERVICES,
+};
 use aya::{
     maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf, SockMap},
     programs::{sk_lookup::SkLookupLinkId, SchedClassifier, SkLookup},
     Ebpf,
 };
+
+use port_filter::PortFilter;
 
 pub use events::{Family, WakeEvent, WakeEvents};
 pub use steering::ListenerSlots;
@@ -109,10 +115,7 @@ pub struct Datapath {
     targets: HashMap<MapData, TargetKey, u32>,
     /// Port → 1 while some target has that port (the classifier's first,
     /// cheap filter).
-    target_ports: Array<MapData, u8>,
-    /// How many targets use each port, so `target_ports` is cleared when
-    /// the last one goes.
-    port_users: std::collections::HashMap<u16, u32>,
+    target_ports: PortFilter,
     /// IPv4 slot → target (or "shared"): the classifier's direct-mapped
     /// copy of the IPv4 part of `targets`.
     targets_v4: Array<MapData, TargetSlotV4>,
@@ -125,8 +128,11 @@ pub struct Datapath {
     stats: PerCpuArray<MapData, DatapathStats>,
     /// Interfaces the classifier is attached to, with the link that holds it.
     attached: Vec<targets::Attachment>,
-    /// Steered TCP port → service index.
-    steered: HashMap<MapData, u16, u32>,
+    /// Steered (local address, TCP port) → service index.
+    steered: HashMap<MapData, SteerKey, u32>,
+    /// Port → 1 while some steered binding has that port (the sk_lookup
+    /// program's first, cheap filter).
+    steered_ports: PortFilter,
     /// The agent's listener sockets, by family slot.
     listeners: SockMap<MapData>,
     /// Wake events, until [`Datapath::wake_events`] hands them out.
@@ -149,11 +155,18 @@ impl Datapath {
     pub fn load() -> Result<Self, BpfError> {
         let mut ebpf = Ebpf::load(EBPF_OBJECT)?;
         let targets = take_map(&mut ebpf, names::SERVICE_TARGETS)?;
-        let target_ports = take_map(&mut ebpf, names::TARGET_PORTS)?;
+        let target_ports = PortFilter::new(
+            take_map(&mut ebpf, names::TARGET_PORTS)?,
+            names::TARGET_PORTS,
+        );
         let targets_v4 = take_map(&mut ebpf, names::TARGETS_V4)?;
         let activity = take_map(&mut ebpf, names::ACTIVITY)?;
         let stats = take_map(&mut ebpf, names::DATAPATH_STATS)?;
-        let steered = take_map(&mut ebpf, names::STEERED_PORTS)?;
+        let steered = take_map(&mut ebpf, names::STEERED)?;
+        let steered_ports = PortFilter::new(
+            take_map(&mut ebpf, names::STEERED_PORTS)?,
+            names::STEERED_PORTS,
+        );
         let listeners = take_map(&mut ebpf, names::LISTENERS)?;
         let wake_ring = take_map(&mut ebpf, names::WAKE_EVENTS)?;
         let ignored = take_map(&mut ebpf, names::IGNORED_SOURCES)?;
@@ -174,13 +187,13 @@ impl Datapath {
             ebpf,
             targets,
             target_ports,
-            port_users: std::collections::HashMap::new(),
             targets_v4,
             target_keys: std::collections::HashMap::new(),
             activity,
             stats,
             attached: Vec::new(),
             steered,
+            steered_ports,
             listeners,
             wake_ring: Some(wake_ring),
             ignored,

@@ -5,7 +5,10 @@
 //! is the original destination (say 127.0.0.1:9500), which tells the agent
 //! which service was asked for.
 //!
-//! Only ports in the steered set are touched; on any kernel-side error the
+//! Only the steered bindings are touched: (local address, port) exactly as
+//! Docker publishes them, so a port Docker publishes on 127.0.0.1 is never
+//! answered on another address while its service sleeps. Only those are
+//! touched; on any kernel-side error the
 //! stock lookup goes on (fail open). Connections the agent already accepted
 //! survive [`Datapath::unsteer`].
 
@@ -13,13 +16,15 @@ use std::{
     fs::File,
     io,
     mem::{size_of, MaybeUninit},
+    net::{IpAddr, Ipv6Addr},
     os::fd::{AsFd, AsRawFd, BorrowedFd},
 };
 
-use autostop_common::{names, LISTENER_SLOT_V4, LISTENER_SLOT_V6, MAX_SERVICES};
+use autostop_common::{names, SteerKey, LISTENER_SLOT_V4, LISTENER_SLOT_V6, MAX_SERVICES};
 use aya::maps::MapError;
 
 use super::{steering_program, BpfError, Datapath};
+use crate::published::HostPort;
 
 /// Which listener slots a registered socket took: an IPv4 listener takes
 /// IPv4 connections, an IPv6-only one IPv6 connections, a dual-stack one
@@ -113,48 +118,76 @@ impl Datapath {
         Ok(())
     }
 
-    /// Steers new TCP connections to local port `port` (host order, any
-    /// local address, both families) to the agent's listener, and sends a
-    /// wake event for `service` on the first SYN (then at most one per
-    /// 100 ms).
-    pub fn steer(&mut self, port: u16, service: u32) -> Result<(), BpfError> {
+    /// Steers new TCP connections to `binding` (that local address and
+    /// port, or every local address when it has none; both families) to
+    /// the agent's listener, and sends a wake event for `service` on the
+    /// first SYN (then at most one per port per 100 ms). Steering a
+    /// binding again replaces its service.
+    pub fn steer(&mut self, binding: HostPort, service: u32) -> Result<(), BpfError> {
         if service >= MAX_SERVICES {
             return Err(BpfError::ServiceIndex(service));
         }
+        let key = steer_key(binding);
+        let known = self.steered.get(&key, 0).is_ok();
         self.steered
-            .insert(port, service, 0)
+            .insert(key, service, 0)
             .map_err(|source| BpfError::Map {
-                map: names::STEERED_PORTS,
+                map: names::STEERED,
                 source,
-            })
+            })?;
+        if !known {
+            self.steered_ports.retain(binding.port)?;
+        }
+        Ok(())
     }
 
-    /// Stops steering `port`: new connections take the stock path again.
-    /// Connections already accepted by the agent are not affected. Unknown
-    /// ports are ignored.
-    pub fn unsteer(&mut self, port: u16) -> Result<(), BpfError> {
-        match self.steered.remove(&port) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+    /// Stops steering `binding`: new connections take the stock path
+    /// again. Connections already accepted by the agent are not affected.
+    /// Unknown bindings are ignored.
+    pub fn unsteer(&mut self, binding: HostPort) -> Result<(), BpfError> {
+        match self.steered.remove(&steer_key(binding)) {
+            Ok(()) => self.steered_ports.release(binding.port),
+            Err(MapError::KeyNotFound) => Ok(()),
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+                Ok(())
+            }
             Err(source) => Err(BpfError::Map {
-                map: names::STEERED_PORTS,
+                map: names::STEERED,
                 source,
             }),
         }
     }
 
-    /// The steered ports with their service indexes, in port order.
-    pub fn steered_ports(&self) -> Result<Vec<(u16, u32)>, BpfError> {
-        let mut ports = self
+    /// The steered bindings with their service indexes, in order.
+    pub fn steered(&self) -> Result<Vec<(HostPort, u32)>, BpfError> {
+        let mut steered = self
             .steered
             .iter()
+            .map(|entry| entry.map(|(key, service)| (host_port(&key), service)))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|source| BpfError::Map {
-                map: names::STEERED_PORTS,
+                map: names::STEERED,
                 source,
             })?;
-        ports.sort_unstable();
-        Ok(ports)
+        steered.sort_unstable();
+        Ok(steered)
     }
+}
+
+/// The kernel key of `binding`.
+fn steer_key(binding: HostPort) -> SteerKey {
+    SteerKey::from_bytes(binding.mapped_addr(), binding.port)
+}
+
+/// The binding a kernel key stands for.
+fn host_port(key: &SteerKey) -> HostPort {
+    let bytes = key.addr_bytes();
+    if bytes == [0; 16] {
+        return HostPort::any(key.port);
+    }
+    let v6 = Ipv6Addr::from(bytes);
+    let addr = v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4);
+    HostPort::on(addr, key.port)
 }
 
 /// Which families a listening socket can take, from its type, state,

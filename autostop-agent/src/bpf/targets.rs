@@ -168,11 +168,11 @@ impl Datapath {
         // holds a target before its IPv4 slot points at it, so the
         // classifier never sees a half-added target.
         if is_new {
-            self.use_port(key.port)?;
+            self.target_ports.retain(key.port)?;
         }
         if let Err(source) = self.targets.insert(key, service, 0) {
             if is_new {
-                self.release_port(key.port)?;
+                self.target_ports.release(key.port)?;
             }
             return Err(BpfError::Map {
                 map: names::SERVICE_TARGETS,
@@ -199,7 +199,7 @@ impl Datapath {
             }
         }
         if was_known {
-            self.release_port(key.port)?;
+            self.target_ports.release(key.port)?;
         }
         Ok(())
     }
@@ -224,37 +224,6 @@ impl Datapath {
             .set(index, slot, 0)
             .map_err(|source| BpfError::Map {
                 map: names::TARGETS_V4,
-                source,
-            })
-    }
-
-    /// One more target has destination port `port`.
-    fn use_port(&mut self, port: u16) -> Result<(), BpfError> {
-        let users = self.port_users.get(&port).copied().unwrap_or(0);
-        if users == 0 {
-            self.target_ports
-                .set(u32::from(port), 1, 0)
-                .map_err(|source| BpfError::Map {
-                    map: names::TARGET_PORTS,
-                    source,
-                })?;
-        }
-        self.port_users.insert(port, users + 1);
-        Ok(())
-    }
-
-    /// One target fewer has destination port `port`; the last one closes
-    /// the port's filter slot.
-    fn release_port(&mut self, port: u16) -> Result<(), BpfError> {
-        let users = self.port_users.remove(&port).unwrap_or(0);
-        if users > 1 {
-            self.port_users.insert(port, users - 1);
-            return Ok(());
-        }
-        self.target_ports
-            .set(u32::from(port), 0, 0)
-            .map_err(|source| BpfError::Map {
-                map: names::TARGET_PORTS,
                 source,
             })
     }

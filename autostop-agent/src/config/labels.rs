@@ -9,9 +9,13 @@
 //! rendered as a `[[service]]` table and parsed, so a bad label gets the
 //! same message a bad file field would, labelled with the container.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::{IpAddr, SocketAddr},
+};
 
-use super::{Config, ServiceConfig, ThemeCatalog};
+use super::{Config, Protocol, ServiceConfig, Target, ThemeCatalog};
+use crate::published::HostPort;
 
 /// The label that opts a container in.
 pub const LABEL_ENABLE: &str = "autostop.enable";
@@ -23,13 +27,41 @@ const LABEL_NAME: &str = "autostop.name";
 const COMPOSE_PROJECT: &str = "com.docker.compose.project";
 const COMPOSE_WORKING_DIR: &str = "com.docker.compose.project.working_dir";
 
-/// A container as Docker lists it: name and labels.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A container as Docker describes it: name, labels, what it publishes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct LabelledContainer {
     /// Container name (without the leading `/`).
     pub name: String,
     /// All its labels.
     pub labels: BTreeMap<String, String>,
+    /// Where Docker publishes its ports on the host, by protocol (from
+    /// `HostConfig.PortBindings`, set whether or not it runs).
+    pub published: BTreeSet<(Protocol, HostPort)>,
+    /// Its addresses on its networks while it runs (what a docker-proxy
+    /// relaying its ports forwards to).
+    pub addresses: Vec<IpAddr>,
+}
+
+impl LabelledContainer {
+    /// The compose project directory it belongs to, if any.
+    pub fn working_dir(&self) -> Option<&str> {
+        self.labels.get(COMPOSE_WORKING_DIR).map(String::as_str)
+    }
+}
+
+/// The labelled containers making up `service` (as built by
+/// [`services_from_labels`] from `containers`).
+pub fn members<'a>(
+    service: &ServiceConfig,
+    containers: &'a [LabelledContainer],
+) -> Vec<&'a LabelledContainer> {
+    containers
+        .iter()
+        .filter(|c| match &service.target {
+            Target::ComposeDir(dir) => c.working_dir() == dir.to_str(),
+            Target::Containers(names) => names.contains(&c.name),
+        })
+        .collect()
 }
 
 /// Services described by labels, and one message per group that could not
@@ -37,6 +69,7 @@ pub struct LabelledContainer {
 pub fn services_from_labels(
     containers: &[LabelledContainer],
     themes: &ThemeCatalog,
+    status_listen: SocketAddr,
 ) -> (Vec<ServiceConfig>, Vec<String>) {
     // Group: compose working dir, else the container alone.
     let mut groups: BTreeMap<String, Vec<&LabelledContainer>> = BTreeMap::new();
@@ -52,7 +85,7 @@ pub fn services_from_labels(
     }
     let (mut services, mut problems) = (Vec::new(), Vec::new());
     for members in groups.values() {
-        match group_service(members, themes) {
+        match group_service(members, themes, status_listen) {
             Ok(service) => services.push(service),
             Err(problem) => problems.push(problem),
         }
@@ -70,6 +103,7 @@ fn first<'a>(members: &[&'a LabelledContainer], label: &str) -> Option<&'a str> 
 fn group_service(
     members: &[&LabelledContainer],
     themes: &ThemeCatalog,
+    status_listen: SocketAddr,
 ) -> Result<ServiceConfig, String> {
     let origin = format!(
         "labels of container{} {}",
@@ -114,6 +148,11 @@ fn group_service(
         ),
     };
     let mut doc = toml::Table::new();
+    // The agent's real status address, so a label claiming its port is
+    // refused like a file service would be.
+    let mut agent = toml::Table::new();
+    agent.insert("status_listen".into(), status_listen.to_string().into());
+    doc.insert("agent".into(), toml::Value::Table(agent));
     doc.insert(
         "service".into(),
         toml::Value::Array(vec![toml::Value::Table(table)]),
@@ -162,6 +201,10 @@ mod tests {
     use super::*;
     use crate::config::{Mode, Target};
 
+    fn status() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 3456))
+    }
+
     fn container(name: &str, labels: &[(&str, &str)]) -> LabelledContainer {
         LabelledContainer {
             name: name.to_owned(),
@@ -169,6 +212,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
+            ..Default::default()
         }
     }
 
@@ -206,7 +250,7 @@ mod tests {
             &[("autostop.enable", "false"), ("autostop.port", "1")],
         );
         let (services, problems) =
-            services_from_labels(&[web, db, lone, off], &ThemeCatalog::builtin());
+            services_from_labels(&[web, db, lone, off], &ThemeCatalog::builtin(), status());
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(services.len(), 2);
         let shop = services.iter().find(|s| s.name == "shop").expect("shop");
@@ -232,7 +276,8 @@ mod tests {
             ],
         );
         let missing = container("noport", &[("autostop.enable", "true")]);
-        let (services, problems) = services_from_labels(&[bad, missing], &ThemeCatalog::builtin());
+        let (services, problems) =
+            services_from_labels(&[bad, missing], &ThemeCatalog::builtin(), status());
         assert!(services.is_empty());
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert!(
@@ -265,7 +310,8 @@ mod tests {
             "y",
             &[("autostop.enable", "true"), ("autostop.port", "8091")],
         );
-        let (labelled, _) = services_from_labels(&[same_port, fine], &ThemeCatalog::builtin());
+        let (labelled, _) =
+            services_from_labels(&[same_port, fine], &ThemeCatalog::builtin(), status());
         let (merged, warnings) = merge(&file, labelled);
         assert_eq!(
             merged

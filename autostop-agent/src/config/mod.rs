@@ -5,6 +5,8 @@
 //! Every problem in a document is reported at once, each as
 //! `origin:line:column: field.path: message` (see [`LocatedError`]).
 
+mod alerts;
+mod api_hosts;
 mod duration;
 mod error;
 mod import;
@@ -15,6 +17,7 @@ mod raw;
 mod render;
 mod theme;
 mod validate;
+pub mod vetting;
 
 #[cfg(test)]
 mod tests_errors;
@@ -28,6 +31,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use api_hosts::ApiHost;
 pub use duration::{format_human, MIN_TIMEOUT};
 pub use error::{ConfigError, LocatedError};
 pub use import::import_seed_json;
@@ -73,6 +77,9 @@ impl PartialEq for Config {
     }
 }
 
+/// Where the Docker Engine API listens by default.
+pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
+
 /// Agent-wide settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentConfig {
@@ -86,8 +93,20 @@ pub struct AgentConfig {
     pub ignore_sources: Vec<ipnet::IpNet>,
     /// File holding the API bearer token; `None` means no token auth.
     pub token_file: Option<PathBuf>,
-    /// http(s) URL notified on failures; `None` disables alerts.
+    /// http(s) URL notified on failures; `None` disables alerts. Its path
+    /// and query are secrets (Slack, Discord, ntfy): never log them.
     pub alert_webhook: Option<String>,
+    /// Whether containers labelled `autostop.enable=true` may become
+    /// services (each still checked by the agent before it is managed).
+    pub docker_labels: bool,
+    /// The Docker Engine API's Unix socket.
+    pub docker_socket: PathBuf,
+    /// Extra CA certificates (PEM) trusted for an https webhook, besides the
+    /// system store.
+    pub alert_ca_file: Option<PathBuf>,
+    /// Host names (or addresses) the status API answers to besides the
+    /// loopback names; see `api::guard`.
+    pub api_hosts: Vec<ApiHost>,
 }
 
 impl Default for AgentConfig {
@@ -99,6 +118,10 @@ impl Default for AgentConfig {
             ignore_sources: Vec::new(),
             token_file: None,
             alert_webhook: None,
+            docker_labels: true,
+            docker_socket: PathBuf::from(DEFAULT_DOCKER_SOCKET),
+            alert_ca_file: None,
+            api_hosts: Vec::new(),
         }
     }
 }

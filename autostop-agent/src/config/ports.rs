@@ -107,8 +107,20 @@ pub(super) fn resolve_ports(
 }
 
 /// (port, protocol) pairs must be unique across the file.
-pub(super) fn check_unique_ports(ck: &mut Checker<'_>, services: &[Spanned<RawService>]) {
+pub(super) fn check_unique_ports(
+    ck: &mut Checker<'_>,
+    services: &[Spanned<RawService>],
+    status_port: Option<u16>,
+) {
     let mut ports: HashMap<PortSpec, String> = HashMap::new();
+    if let Some(port) = status_port {
+        // A service steered on the API's port would take the API over.
+        let spec = PortSpec {
+            port,
+            protocol: Protocol::Tcp,
+        };
+        ports.insert(spec, "agent.status_listen".to_owned());
+    }
     for (i, svc) in services.iter().enumerate() {
         let raw = svc.get_ref();
         let mut found = Vec::new();

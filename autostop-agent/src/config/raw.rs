@@ -36,6 +36,14 @@ pub(crate) struct RawAgent {
     pub token_file: Option<Spanned<String>>,
     /// http(s) URL for alerts.
     pub alert_webhook: Option<Spanned<String>>,
+    /// Whether Docker labels may describe services.
+    pub docker_labels: Option<Spanned<bool>>,
+    /// The Docker Engine API's Unix socket (absolute).
+    pub docker_socket: Option<Spanned<String>>,
+    /// Extra PEM CA file trusted by the alert webhook (absolute).
+    pub alert_ca_file: Option<Spanned<String>>,
+    /// Host names the status API answers to besides loopback.
+    pub api_hosts: Option<Vec<Spanned<String>>>,
 }
 
 /// One `[[service]]` as written.

@@ -54,6 +54,19 @@ pub(crate) fn render(cfg: &Config) -> String {
     if let Some(w) = &a.alert_webhook {
         let _ = writeln!(out, "alert_webhook = {}", quote(w));
     }
+    if !a.docker_labels {
+        let _ = writeln!(out, "docker_labels = false");
+    }
+    if a.docker_socket != Path::new(super::DEFAULT_DOCKER_SOCKET) {
+        let _ = writeln!(out, "docker_socket = {}", path(&a.docker_socket));
+    }
+    if let Some(ca) = &a.alert_ca_file {
+        let _ = writeln!(out, "alert_ca_file = {}", path(ca));
+    }
+    if !a.api_hosts.is_empty() {
+        let hosts = a.api_hosts.iter().map(|h| quote(&h.to_string()));
+        let _ = writeln!(out, "api_hosts = {}", list(hosts));
+    }
     for svc in &cfg.services {
         out.push('\n');
         render_service(&mut out, svc);

@@ -244,6 +244,29 @@ fn bad_agent_values() {
         "http://",
     );
     single(
+        "[agent]\nalert_webhook = \"https://user:pw@hooks.example/SECRET\"\n",
+        2,
+        17,
+        "agent.alert_webhook",
+        "credentials",
+    );
+    let errs = errors("[agent]\nalert_webhook = \"gopher://hooks.example/SECRET\"\n");
+    assert!(!errs[0].to_string().contains("SECRET"), "{}", errs[0]);
+    single(
+        "[agent]\nalert_webhook = \"https://h/x\"\nalert_ca_file = \"ca.pem\"\n",
+        3,
+        17,
+        "agent.alert_ca_file",
+        "absolute",
+    );
+    single(
+        "[agent]\napi_hosts = [\"ok.lan\", \"status.lan:8080\"]\n",
+        2,
+        24,
+        "agent.api_hosts[1]",
+        "no scheme, port or path",
+    );
+    single(
         "[agent]\nstate_dir = \"state\"\n",
         2,
         13,

@@ -14,7 +14,9 @@ themes_dir = "/srv/themes"
 state_dir = "/srv/state"
 ignore_sources = ["10.0.0.5/32", "fd00::/8", "192.168.1.7"]
 token_file = "/etc/autostop/token"
-alert_webhook = "http://hooks.example/x"
+alert_webhook = "https://hooks.example/x"
+alert_ca_file = "/etc/autostop/ca.pem"
+api_hosts = ["Status.Example.LAN", "fd00::5", "192.168.1.2"]
 
 [[service]]
 name = "ragflow"
@@ -58,7 +60,10 @@ fn full_config_resolves() {
     let nets: Vec<String> = a.ignore_sources.iter().map(|n| n.to_string()).collect();
     assert_eq!(nets, ["10.0.0.5/32", "fd00::/8", "192.168.1.7/32"]);
     assert_eq!(a.token_file, Some(PathBuf::from("/etc/autostop/token")));
-    assert_eq!(a.alert_webhook.as_deref(), Some("http://hooks.example/x"));
+    assert_eq!(a.alert_webhook.as_deref(), Some("https://hooks.example/x"));
+    assert_eq!(a.alert_ca_file, Some(PathBuf::from("/etc/autostop/ca.pem")));
+    let hosts: Vec<String> = a.api_hosts.iter().map(ToString::to_string).collect();
+    assert_eq!(hosts, ["status.example.lan", "fd00::5", "192.168.1.2"]);
 
     let rag = c.service("ragflow").unwrap();
     assert_eq!(
@@ -182,4 +187,22 @@ fn load_reads_file_and_names_path_on_failure() {
         err.to_string().contains(&missing.display().to_string()),
         "{err}"
     );
+}
+
+#[test]
+fn an_alert_ca_file_without_an_https_webhook_is_a_warning() {
+    for (webhook, why) in [
+        ("", "agent.alert_webhook is not set"),
+        ("alert_webhook = \"http://h/x\"\n", "plain http://"),
+    ] {
+        let c = parse(&format!(
+            "[agent]\n{webhook}alert_ca_file = \"/etc/ca.pem\"\n"
+        ));
+        assert_eq!(c.warnings.len(), 1, "{webhook}");
+        assert!(
+            c.warnings[0].contains("agent.alert_ca_file: unused") && c.warnings[0].contains(why),
+            "{}",
+            c.warnings[0]
+        );
+    }
 }

@@ -100,7 +100,8 @@ pub(crate) fn resolve(
         }
     }
     check_unique_names(&mut ck, &raw.service);
-    ports::check_unique_ports(&mut ck, &raw.service);
+    let status_port = agent.as_ref().map(|a| a.status_listen.port());
+    ports::check_unique_ports(&mut ck, &raw.service, status_port);
     match agent {
         Some(agent) if ck.errors.is_empty() => Ok(Config {
             agent,
@@ -114,7 +115,7 @@ pub(crate) fn resolve(
     }
 }
 
-fn absolute_path(text: &String) -> Result<PathBuf, String> {
+pub(super) fn absolute_path(text: &String) -> Result<PathBuf, String> {
     if Path::new(text).is_absolute() {
         Ok(PathBuf::from(text))
     } else {
@@ -149,21 +150,8 @@ fn resolve_agent(ck: &mut Checker<'_>, raw: &RawAgent) -> Option<AgentConfig> {
     let token_file = ck.opt(&raw.token_file, "agent.token_file", None, |p| {
         absolute_path(p).map(Some)
     });
-    let alert_webhook = ck.opt(&raw.alert_webhook, "agent.alert_webhook", None, |url| {
-        let rest = url
-            .strip_prefix("http://")
-            .or_else(|| url.strip_prefix("https://"));
-        match rest {
-            Some(r)
-                if !r.is_empty() && !r.starts_with('/') && !url.contains(char::is_whitespace) =>
-            {
-                Ok(Some(url.clone()))
-            }
-            _ => Err(format!(
-                "invalid webhook URL {url:?}: must be an http:// or https:// URL with a host"
-            )),
-        }
-    });
+    let (alert_webhook, alert_ca_file) = super::alerts::resolve(ck, raw);
+    let api_hosts = super::api_hosts::resolve(ck, &raw.api_hosts);
     let mut ignore_sources = Vec::new();
     let mut ok = true;
     for (i, src) in raw.ignore_sources.iter().flatten().enumerate() {
@@ -186,13 +174,24 @@ fn resolve_agent(ck: &mut Checker<'_>, raw: &RawAgent) -> Option<AgentConfig> {
             }
         }
     }
+    let docker_labels = ck.opt(&raw.docker_labels, "agent.docker_labels", true, |b| Ok(*b));
+    let docker_socket = ck.opt(
+        &raw.docker_socket,
+        "agent.docker_socket",
+        d.docker_socket,
+        absolute_path,
+    );
     Some(AgentConfig {
+        docker_labels: docker_labels?,
+        docker_socket: docker_socket?,
         status_listen: status_listen?,
         themes_dir: themes_dir?,
         state_dir: state_dir?,
         ignore_sources: ok.then_some(ignore_sources)?,
         token_file: token_file?,
         alert_webhook: alert_webhook?,
+        alert_ca_file: alert_ca_file?,
+        api_hosts: api_hosts?,
     })
 }
 

@@ -8,7 +8,10 @@ use std::net::IpAddr;
 use bollard::models::{ContainerInspectResponse, NetworkInspect};
 
 use super::resolve::Member;
-use crate::config::{PortSpec, Protocol};
+use crate::{
+    config::{PortSpec, Protocol},
+    published::HostPort,
+};
 
 /// Docker's option naming a bridge network's Linux interface.
 const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
@@ -42,6 +45,12 @@ pub struct ServiceEndpoints {
     pub endpoints: Vec<ContainerEndpoint>,
     /// Bridge interfaces of all bridge networks the containers are on.
     pub bridges: Vec<String>,
+    /// Where Docker publishes the service's TCP ports on the host, from
+    /// the containers' `HostConfig.PortBindings` (set on stopped
+    /// containers too): what steering may match, and nothing more.
+    pub bindings: Vec<HostPort>,
+    /// Configured ports no container publishes: never steered.
+    pub unpublished: Vec<PortSpec>,
 }
 
 /// Linux interface of a bridge network: the `com.docker.network.bridge.name`
@@ -93,6 +102,70 @@ pub fn container_port(inspect: &ContainerInspectResponse, spec: PortSpec) -> Opt
     None
 }
 
+/// Every host binding Docker publishes for this container, by protocol:
+/// the configured `HostConfig.PortBindings` (present whether or not the
+/// container runs) and, while it runs, the live `NetworkSettings.Ports`.
+pub fn all_bindings(inspect: &ContainerInspectResponse) -> BTreeSet<(Protocol, HostPort)> {
+    let live = inspect
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.ports.as_ref());
+    let configured = inspect
+        .host_config
+        .as_ref()
+        .and_then(|h| h.port_bindings.as_ref());
+    let mut out = BTreeSet::new();
+    for map in [configured, live].into_iter().flatten() {
+        for (key, bindings) in map {
+            let protocol = match key.split_once('/').map_or("tcp", |(_, proto)| proto) {
+                "tcp" => Protocol::Tcp,
+                "udp" => Protocol::Udp,
+                _ => continue,
+            };
+            for binding in bindings.iter().flatten() {
+                let Some(port) = binding
+                    .host_port
+                    .as_deref()
+                    .and_then(|p| p.trim().parse::<u16>().ok())
+                else {
+                    continue;
+                };
+                if let Some(bound) = HostPort::from_docker(binding.host_ip.as_deref(), port) {
+                    out.insert((protocol, bound));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Where Docker publishes host port `spec` of this container (see
+/// [`all_bindings`]); empty when it does not publish it.
+pub fn host_bindings(inspect: &ContainerInspectResponse, spec: PortSpec) -> BTreeSet<HostPort> {
+    all_bindings(inspect)
+        .into_iter()
+        .filter(|(protocol, bound)| *protocol == spec.protocol && bound.port == spec.port)
+        .map(|(_, bound)| bound)
+        .collect()
+}
+
+/// The container's addresses on all its networks (IPv4 and global IPv6),
+/// while it runs.
+pub fn addresses(inspect: &ContainerInspectResponse) -> Vec<IpAddr> {
+    let Some(nets) = inspect
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.networks.as_ref())
+    else {
+        return Vec::new();
+    };
+    nets.values()
+        .flat_map(|ep| [ep.ip_address.as_deref(), ep.global_ipv6_address.as_deref()])
+        .flatten()
+        .filter_map(|a| a.parse().ok())
+        .collect()
+}
+
 /// First (by network name) network with an address: (network id, ip, mac).
 pub fn primary_address(inspect: &ContainerInspectResponse) -> Option<(String, IpAddr, String)> {
     let nets = inspect.network_settings.as_ref()?.networks.as_ref()?;
@@ -140,15 +213,21 @@ pub fn build(
     ports: &[PortSpec],
     members: &[Member],
     bridges: &HashMap<String, String>,
-) -> (ServiceEndpoints, Vec<PortSpec>) {
+) -> ServiceEndpoints {
     let mut out = ServiceEndpoints::default();
-    let mut missing = Vec::new();
     for spec in ports {
+        let bound: BTreeSet<HostPort> = members
+            .iter()
+            .flat_map(|m| host_bindings(&m.inspect, *spec))
+            .collect();
+        if spec.protocol == Protocol::Tcp {
+            out.bindings.extend(&bound);
+        }
         let found = members
             .iter()
             .find_map(|m| container_port(&m.inspect, *spec).map(|p| (m, p)));
-        let Some((m, cport)) = found else {
-            missing.push(*spec);
+        let Some((m, cport)) = found.filter(|_| !bound.is_empty()) else {
+            out.unpublished.push(*spec);
             continue;
         };
         let addr = primary_address(&m.inspect);
@@ -168,7 +247,7 @@ pub fn build(
         .filter_map(|id| bridges.get(&id).cloned())
         .collect();
     out.bridges = set.into_iter().collect();
-    (out, missing)
+    out
 }
 
 #[cfg(test)]
@@ -214,8 +293,8 @@ mod tests {
     #[test]
     fn an_ipv6_network_gives_the_endpoint_both_addresses() {
         let bridges = HashMap::from([("net1".to_owned(), "br-net1".to_owned())]);
-        let (eps, missing) = build(&[udp(45353)], &[member(Some("fd00:a5::2"))], &bridges);
-        assert!(missing.is_empty());
+        let eps = build(&[udp(45353)], &[member(Some("fd00:a5::2"))], &bridges);
+        assert!(eps.unpublished.is_empty());
         let ep = &eps.endpoints[0];
         assert_eq!(ep.ip, Some("172.18.0.2".parse().unwrap()));
         assert_eq!(ep.ipv6, Some("fd00:a5::2".parse().unwrap()));
@@ -227,8 +306,68 @@ mod tests {
     #[test]
     fn an_ipv4_only_network_has_no_ipv6_endpoint() {
         for empty in [None, Some("")] {
-            let (eps, _) = build(&[udp(45353)], &[member(empty)], &HashMap::new());
+            let eps = build(&[udp(45353)], &[member(empty)], &HashMap::new());
             assert_eq!(eps.endpoints[0].ipv6, None);
         }
+    }
+
+    fn published(bindings: &[(&str, &str)]) -> ContainerInspectResponse {
+        let list = bindings
+            .iter()
+            .map(|(ip, port)| PortBinding {
+                host_ip: Some((*ip).to_owned()),
+                host_port: Some((*port).to_owned()),
+            })
+            .collect();
+        ContainerInspectResponse {
+            host_config: Some(bollard::models::HostConfig {
+                port_bindings: Some(HashMap::from([("8080/tcp".to_owned(), Some(list))])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn tcp(port: u16) -> PortSpec {
+        PortSpec {
+            port,
+            protocol: Protocol::Tcp,
+        }
+    }
+
+    #[test]
+    fn bindings_keep_the_published_address() {
+        let lo = published(&[("127.0.0.1", "9500")]);
+        let got: Vec<String> = host_bindings(&lo, tcp(9500))
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(got, ["127.0.0.1:9500"]);
+        let both = published(&[("", "9500"), ("::1", "9500"), ("0.0.0.0", "9501")]);
+        let got: Vec<String> = host_bindings(&both, tcp(9500))
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(got, ["*:9500", "[::1]:9500"]);
+        assert!(host_bindings(&both, tcp(9502)).is_empty());
+        let udp_spec = PortSpec {
+            port: 9500,
+            protocol: Protocol::Udp,
+        };
+        assert!(host_bindings(&lo, udp_spec).is_empty());
+    }
+
+    #[test]
+    fn a_port_no_container_publishes_is_unpublished_and_has_no_binding() {
+        let m = Member {
+            id: "c".into(),
+            name: "c".into(),
+            compose_service: None,
+            inspect: published(&[("127.0.0.1", "9500")]),
+        };
+        let eps = build(&[tcp(9500), tcp(9600)], &[m], &HashMap::new());
+        assert_eq!(eps.unpublished, [tcp(9600)]);
+        assert_eq!(eps.bindings.len(), 1);
+        assert_eq!(eps.endpoints.len(), 1);
     }
 }

@@ -27,6 +27,7 @@
 //! `runtime` (the [`ContainerRuntime`] itself).
 
 mod client;
+mod compose_file;
 pub(crate) mod endpoints;
 mod events;
 mod neigh;

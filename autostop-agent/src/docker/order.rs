@@ -128,7 +128,8 @@ pub fn config_file_paths(label: &str, working_dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Reads and merges the `depends_on` of every compose file (later files add
-/// to earlier ones, as compose's override files do).
+/// to earlier ones, as compose's override files do). Blocking: each file is
+/// read with [`super::compose_file::read`].
 pub fn load_compose_depends(
     paths: &[PathBuf],
 ) -> Result<HashMap<String, Vec<DependsOn>>, DockerError> {
@@ -138,7 +139,7 @@ pub fn load_compose_depends(
             path: path.display().to_string(),
             message,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        let text = super::compose_file::read(path).map_err(|e| err(e.to_string()))?;
         for (svc, deps) in parse_compose_depends(&text).map_err(err)? {
             let entry = merged.entry(svc).or_default();
             for dep in deps {

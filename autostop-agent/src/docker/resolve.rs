@@ -177,7 +177,7 @@ async fn resolve_compose(
             "service {service}: no containers with label {LABEL_WORKING_DIR}={wd} (run `docker-compose up --no-start` in it?)"
         )));
     }
-    let deps = compose_deps(&members, Path::new(wd))?;
+    let deps = compose_deps(&members, Path::new(wd)).await;
     let mut services: Vec<String> = members
         .iter()
         .filter_map(|m| m.compose_service.clone())
@@ -201,11 +201,10 @@ async fn resolve_compose(
 }
 
 /// `depends_on` from the v2 label when any container has it, else from the
-/// compose files named by the config-files label.
-fn compose_deps(
-    members: &[Member],
-    working_dir: &Path,
-) -> Result<HashMap<String, Vec<DependsOn>>, DockerError> {
+/// compose files named by the config-files label (read on a blocking
+/// thread). A file that cannot be read is a warning, and the project then
+/// starts without dependency order.
+async fn compose_deps(members: &[Member], working_dir: &Path) -> HashMap<String, Vec<DependsOn>> {
     let mut deps: HashMap<String, Vec<DependsOn>> = HashMap::new();
     let mut labelled = false;
     for m in members {
@@ -215,10 +214,22 @@ fn compose_deps(
         }
     }
     if labelled {
-        return Ok(deps);
+        return deps;
     }
     let Some(files) = members.iter().find_map(|m| label(m, LABEL_CONFIG_FILES)) else {
-        return Ok(deps);
+        return deps;
     };
-    load_compose_depends(&config_file_paths(files, working_dir))
+    let paths = config_file_paths(files, working_dir);
+    let loaded = tokio::task::spawn_blocking(move || load_compose_depends(&paths)).await;
+    match loaded {
+        Ok(Ok(deps)) => deps,
+        Ok(Err(e)) => {
+            tracing::warn!(project = %working_dir.display(), error = %e, "compose file not read; starting without depends_on order");
+            deps
+        }
+        Err(e) => {
+            tracing::warn!(project = %working_dir.display(), error = %e, "reading the compose files failed; starting without depends_on order");
+            deps
+        }
+    }
 }

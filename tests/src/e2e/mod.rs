@@ -43,7 +43,7 @@ impl AgentRun {
         }
         let status: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let config = format!(
-            "[agent]\nstatus_listen = \"{status}\"\nthemes_dir = \"{}\"\nstate_dir = \"{}\"\n\n{services}",
+            "[agent]\nstatus_listen = \"{status}\"\nthemes_dir = \"{}\"\nstate_dir = \"{}\"\ndocker_labels = false\n\n{services}",
             themes_dir.display(),
             state_dir.display()
         );
