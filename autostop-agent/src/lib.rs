@@ -14,7 +14,10 @@
 //! - [`commands`]: `autostop check` and `autostop import-json`.
 //! - [`config`]: the TOML configuration, its validation (errors name file,
 //!   line, column and field) and the import of the old config.json.
+//! - [`logging`]: log output that cannot hurt the agent (a lossy queue and
+//!   one writer thread; journald's native protocol under systemd).
 //! - [`metrics`]: Prometheus metrics fed by lifecycle steps and samples.
+//! - [`notify`]: systemd's readiness, watchdog and stopping notifications.
 //! - [`published`]: where Docker publishes a port on the host (address,
 //!   port), what steering and the warm-up redirect match.
 //! - [`procnet`]: established-connection counts inside containers.
@@ -27,6 +30,10 @@
 //! - [`service`]: one state machine per service (stopped → starting → ready
 //!   → stopping), driven by wake events, idle timers and Docker events, with
 //!   Docker, steering and counters behind traits.
+//! - [`supervisor`]: watches the long-lived tasks; a panic or an unexpected
+//!   end shuts the agent down cleanly and makes it exit non-zero.
+//! - [`test_hooks`]: fault injection for the liveness tests (cargo feature
+//!   `test-hooks` only; empty otherwise).
 //! - [`state`]: what the agent remembers across restarts (run-time idle
 //!   timeouts, learned start durations, RAM savings) in `state_dir`.
 //! - [`shutdown`]: one cancellation token, cancelled by SIGINT/SIGTERM, that
@@ -44,12 +51,16 @@ pub mod coldstart;
 pub mod commands;
 pub mod config;
 pub mod docker;
+pub mod logging;
 pub mod metrics;
 pub mod netfilter;
+pub mod notify;
 pub mod procnet;
 pub mod published;
 pub mod service;
 pub mod shutdown;
 pub mod state;
+pub mod supervisor;
+pub mod test_hooks;
 pub mod waitpage;
 pub mod watch;

@@ -1,4 +1,8 @@
 //! The `autostop` binary: parses the command line and calls the library.
+//!
+//! Nothing here prints with `print!`/`eprint!` (they panic when the output
+//! is a closed pipe): output goes through `logging::print_out`/`print_err`,
+//! which ignore write failures, and logs through `logging`'s lossy queue.
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -11,7 +15,8 @@ use autostop::{
     client::{self, Client},
     commands,
     config::{Config, DEFAULT_CONFIG_PATH, DEFAULT_STATUS_LISTEN},
-    shutdown, watch,
+    logging::{self, print_err, print_out},
+    shutdown, supervisor, watch,
 };
 
 #[derive(Parser)]
@@ -107,20 +112,29 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Exit status for an invalid configuration or input (as `check` documents).
 const EXIT_INVALID: u8 = 2;
 
+/// How long the agent's clean-up may take once shutdown began before the
+/// process ends anyway (see `supervisor::deadline`).
+const CLEANUP_DEADLINE: Duration = Duration::from_secs(10);
+/// How long the exit waits for queued log lines to be written.
+const LOG_FLUSH_AT_EXIT: Duration = Duration::from_secs(1);
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        // Colours only on a terminal: journald and log files get plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    if let Err(e) = logging::init() {
+        print_err(&format!("autostop: logging disabled: {e}\n"));
+    }
     let cli = Cli::parse();
-    match cli.command {
+    let status = dispatch(cli.command);
+    logging::flush(LOG_FLUSH_AT_EXIT);
+    status
+}
+
+fn dispatch(command: Command) -> ExitCode {
+    match command {
         Command::Run { config } => report(run_async(async move {
             let shutdown = shutdown::on_signals().context("installing signal handlers")?;
+            supervisor::panic::install_hook(shutdown.clone());
+            supervisor::deadline::arm(shutdown.clone(), CLEANUP_DEADLINE)
+                .context("starting the shutdown deadline thread")?;
             agent::run(
                 agent::AgentOptions {
                     config_path: config,
@@ -134,11 +148,11 @@ fn main() -> ExitCode {
             let client = client_for(&config);
             let services = client.services().await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&services)?);
+                print_out(&format!("{}\n", serde_json::to_string_pretty(&services)?));
             } else {
-                print!("{}", client::status_table(&services));
+                print_out(&client::status_table(&services));
                 for problem in client.problems().await? {
-                    println!("problem: {problem}");
+                    print_out(&format!("problem: {problem}\n"));
                 }
             }
             Ok(())
@@ -158,7 +172,9 @@ fn main() -> ExitCode {
             client_for(&config)
                 .set_idle_timeout(&name, &timeout)
                 .await?;
-            println!("{name}: idle timeout set to {timeout} (persisted)");
+            print_out(&format!(
+                "{name}: idle timeout set to {timeout} (persisted)\n"
+            ));
             Ok(())
         })),
         Command::Check { config } => {
@@ -169,13 +185,13 @@ fn main() -> ExitCode {
             match run_async(async move { Ok(commands::check_containers(&config).await?) }) {
                 Ok(report) => {
                     if let Some(why) = &report.docker_down {
-                        println!("warning: Docker did not answer ({why}); containers not checked (the agent re-checks when Docker is back)");
+                        print_out(&format!("warning: Docker did not answer ({why}); containers not checked (the agent re-checks when Docker is back)\n"));
                     }
                     for refusal in &report.label_refusals {
-                        println!("warning: {refusal}");
+                        print_out(&format!("warning: {refusal}\n"));
                     }
                     for missing in &report.missing {
-                        eprintln!("error: {missing}");
+                        print_err(&format!("error: {missing}\n"));
                     }
                     if report.missing.is_empty() {
                         ExitCode::SUCCESS
@@ -184,7 +200,7 @@ fn main() -> ExitCode {
                     }
                 }
                 Err(e) => {
-                    eprintln!("autostop: {e:#}");
+                    print_err(&format!("autostop: {e:#}\n"));
                     ExitCode::from(EXIT_INVALID)
                 }
             }
@@ -230,7 +246,7 @@ fn client_for(config: &std::path::Path) -> Client {
 fn act(args: NameArgs, action: &'static str) -> ExitCode {
     report(run_async(async move {
         client_for(&args.config).act(&args.name, action).await?;
-        println!("{}: {action} requested", args.name);
+        print_out(&format!("{}: {action} requested\n", args.name));
         Ok(())
     }))
 }
@@ -239,7 +255,7 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("autostop: {e:#}");
+            print_err(&format!("autostop: {e:#}\n"));
             ExitCode::FAILURE
         }
     }
@@ -248,22 +264,28 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
 fn print_or_invalid(result: Result<String, commands::CommandError>) -> ExitCode {
     match result {
         Ok(text) => {
-            print!("{text}");
+            print_out(&text);
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("{e}");
+            print_err(&format!("{e}\n"));
             ExitCode::from(EXIT_INVALID)
         }
     }
 }
 
+/// How long blocking threads left at exit may delay it.
+const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(1);
+
 fn run_async<T, F: std::future::Future<Output = anyhow::Result<T>>>(f: F) -> anyhow::Result<T> {
-    tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("starting the tokio runtime")?
-        .block_on(f)
+        .context("starting the tokio runtime")?;
+    let result = runtime.block_on(f);
+    // Dropping the runtime would wait for every blocking thread forever.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+    result
 }
 
 async fn watch_until_signal(options: watch::WatchOptions) -> anyhow::Result<()> {

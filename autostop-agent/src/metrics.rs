@@ -157,6 +157,11 @@ impl Metrics {
             "Connections steered to and accepted by the agent's cold-start listener",
             listener_accepted.clone(),
         );
+        registry.register(
+            "log_write_errors",
+            "Log lines dropped because the log output was stalled or closed",
+            crate::logging::write_errors().clone(),
+        );
         Self {
             registry,
             state,
@@ -404,6 +409,8 @@ mod tests {
             sample(&scrape, "autostop_listener_accepted_total", &[]),
             2.0
         );
+        // Process-wide; other tests may drop lines too, so only its presence.
+        assert!(sample(&scrape, "autostop_log_write_errors_total", &[]) >= 0.0);
         assert_eq!(
             sample(
                 &scrape,

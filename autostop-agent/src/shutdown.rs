@@ -20,8 +20,9 @@ pub fn on_signals() -> std::io::Result<CancellationToken> {
             _ = terminate.recv() => "SIGTERM",
             () = cancel.cancelled() => return,
         };
-        tracing::info!(signal = name, "shutting down");
+        // Cancel first: shutdown must not depend on a log line being written.
         cancel.cancel();
+        tracing::info!(signal = name, "shutting down");
     });
     Ok(token)
 }

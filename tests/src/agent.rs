@@ -5,17 +5,19 @@
 //! (learned from its own file descriptors). Every resource is a Drop guard.
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
-    net::{SocketAddr, TcpStream},
+    io::{BufRead, BufReader},
+    net::SocketAddr,
     path::PathBuf,
     process::{Child, Command, ExitStatus, Stdio},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
+mod http;
 mod kernel;
 
-pub use kernel::{kernel_objects_of, map_ids_of, steered_entries, warming_elements, KernelObjects};
+pub use http::{echo_roundtrip, http_get, http_get_timeout, http_post};
+pub use kernel::{kernel_objects_of, steered_entries, warming_elements, KernelObjects};
 
 use crate::docker::{free_port, unique, TestContainer};
 use crate::{agent_binary, eventually};
@@ -103,6 +105,20 @@ impl Drop for AgentConfig {
     }
 }
 
+/// How [`RunningAgent::spawn_with`] starts the agent.
+#[derive(Debug, Default)]
+pub struct Launch {
+    /// The binary (default: [`agent_binary`]).
+    pub binary: Option<PathBuf>,
+    /// A command the agent's command line is prefixed with.
+    pub wrapper: Vec<String>,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+    /// Close the read end of the agent's stderr after this many lines (a
+    /// log reader that goes away).
+    pub close_stderr_after: Option<usize>,
+}
+
 /// `autostop run --config FILE` as its own process. Its stderr (the logs) is
 /// collected and echoed to the test's stderr. Dropping it SIGTERMs it (so it
 /// detaches cleanly), then kills it if it lingers.
@@ -155,26 +171,39 @@ impl RunningAgent {
     /// Like [`Self::start`], with extra environment variables (e.g. a
     /// `PATH` without `nft`).
     pub fn start_with_env(config: &AgentConfig, env: &[(&str, &str)]) -> Self {
-        let mut agent = Self::spawn_with(config, &[], env);
+        let launch = Launch {
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            ..Launch::default()
+        };
+        let mut agent = Self::spawn_with(config, launch);
         agent.wait_running();
         agent
     }
 
     /// Starts the agent (prefixed by `wrapper`) without waiting for it.
     pub fn spawn_under(config: &AgentConfig, wrapper: &[String]) -> Self {
-        Self::spawn_with(config, wrapper, &[])
+        Self::spawn_with(
+            config,
+            Launch {
+                wrapper: wrapper.to_vec(),
+                ..Launch::default()
+            },
+        )
     }
 
-    /// Starts the agent prefixed by `wrapper`, with `env` added to its
-    /// environment, without waiting for it.
-    pub fn spawn_with(config: &AgentConfig, wrapper: &[String], env: &[(&str, &str)]) -> Self {
-        let mut command = match wrapper.split_first() {
+    /// Starts the agent as `launch` says, without waiting for it.
+    pub fn spawn_with(config: &AgentConfig, launch: Launch) -> Self {
+        let binary = launch.binary.unwrap_or_else(agent_binary);
+        let mut command = match launch.wrapper.split_first() {
             Some((program, args)) => {
                 let mut c = Command::new(program);
-                c.args(args).arg(agent_binary());
+                c.args(args).arg(binary);
                 c
             }
-            None => Command::new(agent_binary()),
+            None => Command::new(binary),
         };
         let mut child = command
             .args(["run", "--config"])
@@ -185,7 +214,7 @@ impl RunningAgent {
                 "RUST_LOG",
                 std::env::var("AUTOSTOP_TEST_LOG").unwrap_or_else(|_| "info".to_owned()),
             )
-            .envs(env.iter().copied())
+            .envs(launch.env)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -193,8 +222,15 @@ impl RunningAgent {
         let stderr = child.stderr.take().expect("stderr is piped");
         let logs = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&logs);
+        let keep = launch.close_stderr_after.unwrap_or(usize::MAX);
         std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            // Returning drops the read end: the agent's next writes fail
+            // with EPIPE once `keep` lines have been read.
+            for line in BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+                .take(keep)
+            {
                 eprintln!("[agent] {line}");
                 sink.lock().expect("log lock").push(line);
             }
@@ -204,6 +240,21 @@ impl RunningAgent {
             logs,
             status: config.status,
             token: None,
+        }
+    }
+
+    /// Waits for the agent to exit by itself; fails after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.exited() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the agent did not exit within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
@@ -255,7 +306,7 @@ impl RunningAgent {
 
     /// `GET path` on the status API, with the token if any.
     pub fn api_get(&self, path: &str) -> Result<(u16, String), String> {
-        http_request(
+        http::http_request(
             self.status,
             "GET",
             path,
@@ -268,7 +319,7 @@ impl RunningAgent {
     /// status code.
     pub fn act(&self, name: &str, action: &str) -> u16 {
         let path = format!("/api/services/{name}/{action}");
-        let (status, body) = http_request(
+        let (status, body) = http::http_request(
             self.status,
             "POST",
             &path,
@@ -416,72 +467,6 @@ pub fn httpd_script(body: &str, delay_s: u32) -> String {
 /// and exits 0 on SIGTERM.
 pub fn echo_script() -> &'static str {
     "trap 'exit 0' TERM; nc -ll -p 80 -e cat & wait"
-}
-
-/// `GET path` over HTTP/1.0; returns status and body.
-pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
-    http_get_timeout(addr, path, Duration::from_secs(30))
-}
-
-/// `GET path` with a bound on connecting and on the whole exchange.
-pub fn http_get_timeout(
-    addr: SocketAddr,
-    path: &str,
-    timeout: Duration,
-) -> Result<(u16, String), String> {
-    http_request(addr, "GET", path, "", timeout)
-}
-
-/// `METHOD path` (no body) with `extra` header lines (each ending in CRLF).
-fn http_request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    extra: &str,
-    timeout: Duration,
-) -> Result<(u16, String), String> {
-    let mut stream =
-        TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect {addr}: {e}"))?;
-    stream.set_read_timeout(Some(timeout)).ok();
-    stream.set_write_timeout(Some(timeout)).ok();
-    // One write: a request split by Nagle is not what clients send.
-    let request = format!(
-        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: curl/8\r\nAccept: */*\r\n{extra}\r\n"
-    );
-    stream
-        .write_all(request.as_bytes())
-        .map_err(|e| format!("write {addr}: {e}"))?;
-    let mut raw = Vec::new();
-    stream
-        .read_to_end(&mut raw)
-        .map_err(|e| format!("read {addr}: {e}"))?;
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("no HTTP response from {addr}: {text:?}"))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("bad status line from {addr}: {head:?}"))?;
-    Ok((status, body.to_owned()))
-}
-
-/// Sends `payload` on a fresh connection, half-closes, and reads everything
-/// back.
-pub fn echo_roundtrip(addr: SocketAddr, payload: &[u8]) -> Result<Vec<u8>, String> {
-    let timeout = Duration::from_secs(30);
-    let mut stream =
-        TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect {addr}: {e}"))?;
-    stream.set_read_timeout(Some(timeout)).ok();
-    stream
-        .write_all(payload)
-        .map_err(|e| format!("write {addr}: {e}"))?;
-    let mut back = vec![0u8; payload.len()];
-    stream
-        .read_exact(&mut back)
-        .map_err(|e| format!("read {addr}: {e}"))?;
-    Ok(back)
 }
 
 /// `docker inspect` State.Running of `name`.

@@ -12,6 +12,7 @@ pub mod docker;
 pub mod e2e;
 pub mod netlab;
 pub mod netns;
+pub mod notify;
 pub mod tls;
 pub mod wire;
 
@@ -56,6 +57,28 @@ pub fn agent_binary() -> PathBuf {
     assert!(
         path.exists(),
         "agent binary {} not found: build it first (`cargo build -p autostop-agent`) or set AUTOSTOP_AGENT_BIN",
+        path.display()
+    );
+    path
+}
+
+/// Path of the agent built with the `test-hooks` feature (fault
+/// injection): `AUTOSTOP_TEST_HOOKS_BIN`, or `autostop-test-hooks` beside
+/// [`agent_binary`]'s default.
+pub fn test_hooks_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("AUTOSTOP_TEST_HOOKS_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    let path = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("autostop-test-hooks"))
+        .expect("test binary lives in target/<profile>/deps");
+    assert!(
+        path.exists(),
+        "test-hooks agent {} not found: build it with `cargo xtask build --test-hooks` \
+         (or set AUTOSTOP_TEST_HOOKS_BIN)",
         path.display()
     );
     path

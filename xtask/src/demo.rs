@@ -8,6 +8,7 @@
 
 use std::{
     fs,
+    io::Write as _,
     path::Path,
     process::{Command, Stdio},
 };
@@ -113,7 +114,9 @@ impl Drop for Cleanup {
             let _ = docker(&["rm", "-f", name]);
         }
         let _ = docker(&["rmi", "-f", IMAGE]);
-        println!("demo: containers and image removed");
+        // Not println!: after Ctrl-C on `cargo xtask demo | tee log`, tee is
+        // gone and println! would panic on the closed pipe.
+        let _ = writeln!(std::io::stdout(), "demo: containers and image removed");
     }
 }
 

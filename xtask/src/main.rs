@@ -2,7 +2,8 @@
 //!
 //! - `setup`: installs (idempotently) the toolchain and test dependencies on
 //!   Debian 12 and mounts bpffs;
-//! - `build`: builds the agent (and with it the eBPF object);
+//! - `build`: builds the agent (and with it the eBPF object); `--test-hooks`
+//!   also builds `autostop-test-hooks` for the liveness tests;
 //! - `test`: setup when needed, then formatting, clippy, unit tests and the
 //!   privileged integration tests, with one summary line per suite;
 //! - `demo`: builds the agent and runs it in the foreground;
@@ -41,6 +42,10 @@ enum Command {
         /// Build with the release profile.
         #[arg(long)]
         release: bool,
+        /// Also build target/debug/autostop-test-hooks (the agent with the
+        /// `test-hooks` feature, for the liveness tests).
+        #[arg(long, conflicts_with = "release")]
+        test_hooks: bool,
     },
     /// Run every test: fmt, clippy, unit tests, privileged integration tests.
     Test,
@@ -56,7 +61,15 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Setup => setup::run(setup::Mode::Always).map(|_| ()),
-        Command::Build { release } => run::cargo_build_agent(release),
+        Command::Build {
+            release,
+            test_hooks,
+        } => {
+            if test_hooks {
+                run::cargo_build_test_hooks_agent()?;
+            }
+            run::cargo_build_agent(release)
+        }
         Command::Test => test::run(),
         Command::Demo => demo::run(),
         Command::Bench { sections } => bench::run(&sections),

@@ -45,6 +45,32 @@ pub fn cargo_build_agent(release: bool) -> anyhow::Result<()> {
     status(&mut cmd)
 }
 
+/// The agent built with the `test-hooks` feature (fault injection for the
+/// liveness tests), beside the plain one: never installed anywhere.
+pub const TEST_HOOKS_BINARY: &str = "autostop-test-hooks";
+
+/// Builds the debug agent with `--features test-hooks` and copies it to
+/// [`TEST_HOOKS_BINARY`] beside the plain one. Build the plain agent after
+/// this: the shared `autostop` path holds whichever build came last.
+pub fn cargo_build_test_hooks_agent() -> anyhow::Result<PathBuf> {
+    let mut cmd = cargo();
+    cmd.args([
+        "build",
+        "--package",
+        "autostop-agent",
+        "--bin",
+        "autostop",
+        "--features",
+        "test-hooks",
+    ]);
+    status(&mut cmd)?;
+    let built = agent_binary(false);
+    let hooks = built.with_file_name(TEST_HOOKS_BINARY);
+    std::fs::copy(&built, &hooks)
+        .with_context(|| format!("copying {} to {}", built.display(), hooks.display()))?;
+    Ok(hooks)
+}
+
 /// Path of the built agent binary.
 pub fn agent_binary(release: bool) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")

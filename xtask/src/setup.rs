@@ -43,6 +43,10 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("busybox-static", "test images built FROM scratch"),
     ("curl", "test clients"),
     (
+        "systemd",
+        "systemd-analyze verify of packaging/autostop.service (works without systemd as PID 1)",
+    ),
+    (
         "chromium",
         "the headless browser of the wait-page end-to-end tests",
     ),

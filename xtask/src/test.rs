@@ -64,8 +64,12 @@ pub fn run() -> anyhow::Result<()> {
         ),
     ];
 
-    let privileged = match run::cargo_build_agent(false) {
-        Ok(()) => {
+    // The hooks build first: both land on target/debug/autostop, and the
+    // plain one must be the one left there.
+    let built = run::cargo_build_test_hooks_agent()
+        .and_then(|hooks| run::cargo_build_agent(false).map(|()| hooks));
+    let privileged = match built {
+        Ok(hooks) => {
             let mut cmd = run::cargo();
             cmd.args([
                 "test",
@@ -74,7 +78,8 @@ pub fn run() -> anyhow::Result<()> {
                 "--",
                 "--test-threads=1",
             ])
-            .env("AUTOSTOP_AGENT_BIN", run::agent_binary(false));
+            .env("AUTOSTOP_AGENT_BIN", run::agent_binary(false))
+            .env("AUTOSTOP_TEST_HOOKS_BIN", hooks);
             cargo_test("privileged", &mut cmd)
         }
         Err(e) => {

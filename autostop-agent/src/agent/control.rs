@@ -24,6 +24,7 @@ use crate::{
         Trigger,
     },
     state::{unix_hour, StateStore},
+    supervisor::TaskBoard,
 };
 
 /// How far back "starts in the last 24 h" looks.
@@ -74,6 +75,8 @@ pub struct Services {
     /// Memory samples and the RAM-savings ledger.
     pub memory: MemoryBook,
     alerts: Option<Arc<dyn FailureSink>>,
+    /// The long-lived tasks' states (`/healthz`).
+    tasks: TaskBoard,
 }
 
 impl Services {
@@ -94,7 +97,14 @@ impl Services {
             datapath_attached: AtomicBool::new(false),
             memory: MemoryBook::default(),
             alerts,
+            tasks: TaskBoard::default(),
         }
+    }
+
+    /// Shows `tasks` (the supervisor's board) on `/healthz`.
+    pub fn with_tasks(mut self, tasks: TaskBoard) -> Self {
+        self.tasks = tasks;
+        self
     }
 
     /// Adds or replaces a service.
@@ -288,6 +298,12 @@ impl Control for Services {
         Health {
             docker_reachable: self.docker_reachable.load(Ordering::Relaxed),
             datapath_attached: self.datapath_attached.load(Ordering::Relaxed),
+            tasks: self
+                .tasks
+                .snapshot()
+                .into_iter()
+                .map(|(name, state)| (name, state.as_str().to_owned()))
+                .collect(),
         }
     }
 

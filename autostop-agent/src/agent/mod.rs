@@ -17,6 +17,8 @@
 mod control;
 mod kernel;
 mod labels;
+mod listeners;
+mod liveness;
 mod memory;
 mod reload;
 mod steering;
@@ -24,17 +26,17 @@ mod table;
 mod tasks;
 
 use std::{
-    net::SocketAddr,
     path::PathBuf,
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use control::{FailureSink, ServiceEntry, Services};
 pub use kernel::{instant_from_ktime, ConnectionCounter, KernelService, KernelServices};
 pub use labels::{discover as discover_labelled, LabelScan, LabelScanError};
+pub use listeners::NFT_TABLE_ENV;
 pub use memory::{MemoryBook, MemorySource, SAMPLE_EVERY as MEMORY_SAMPLE_EVERY};
 pub use reload::{diff, needs_restart, ConfigDiff};
 
@@ -46,8 +48,9 @@ use crate::{
     config::{Config, ConfigError},
     docker::{DockerClient, DockerRuntime},
     metrics::Metrics,
-    netfilter::{NetfilterError, WarmupOptions, WarmupRedirect},
+    netfilter::{NetfilterError, WarmupRedirect},
     state::{StateError, StateStore},
+    supervisor::{Supervised, Supervisor, TaskBoard},
     waitpage::ThemeSet,
 };
 
@@ -88,11 +91,15 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    /// A task panicked or ended on its own: the agent cleaned up and stops
+    /// with a failure status (see [`crate::supervisor`]).
+    #[error("{0}")]
+    Fatal(String),
 }
 
-/// Backlog of the steered listeners: a herd of first connections to a
-/// sleeping service all queue here while it starts.
-const STEERED_BACKLOG: i32 = 4096;
+/// How long the long-lived tasks get, all together, to end at shutdown
+/// before the stragglers are aborted.
+const TASK_GRACE: Duration = Duration::from_secs(3);
 
 /// Gives the heap pages freed so far back to the kernel. Loading the
 /// kernel programs parses the kernel's BTF (about 5 MB of it, some 30 MB of
@@ -107,12 +114,15 @@ fn release_freed_heap() {
     }
 }
 
-/// Runs the agent until `shutdown` is cancelled.
+/// Runs the agent until `shutdown` is cancelled (by a signal, or by the
+/// supervisor when a task fails; then the result is [`AgentError::Fatal`],
+/// after the same clean-up).
 pub async fn run(options: AgentOptions, shutdown: CancellationToken) -> Result<(), AgentError> {
     let config = Config::load_with_own_themes(&options.config_path)?;
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
+    crate::test_hooks::announce();
     let token = api::load_token(
         config.agent.status_listen,
         config.agent.token_file.as_deref(),
@@ -140,27 +150,28 @@ pub async fn run(options: AgentOptions, shutdown: CancellationToken) -> Result<(
     release_freed_heap();
     datapath.attach_steering()?;
     datapath.set_ignored_sources(&config.agent.ignore_sources)?;
-    let listeners = steered_listeners()?;
+    let listeners = listeners::steered_listeners()?;
     for listener in &listeners {
         datapath.register_listener(listener)?;
     }
     let wake_events = datapath.wake_events()?;
     let datapath = Arc::new(Mutex::new(datapath));
-    let warmup = Arc::new(WarmupRedirect::install(warmup_options()).await?);
+    let warmup = Arc::new(WarmupRedirect::install(listeners::warmup_options()).await?);
 
     let metrics = Arc::new(Metrics::new());
     let state = Arc::new(Mutex::new(store));
-    let mut background: Vec<JoinHandle<()>> = Vec::new();
+    let supervisor = Supervisor::new(shutdown.clone(), TaskBoard::default());
+    let mut background: Vec<Supervised> = Vec::new();
     let alerts = match delivery {
         Some(delivery) => {
             tracing::info!(endpoint = %delivery.endpoint(), "alerts go to the webhook");
-            let (webhook, task) = tasks::Webhook::start(delivery, shutdown.clone());
+            let (webhook, task) = tasks::Webhook::start(delivery, &supervisor, shutdown.clone());
             background.push(task);
             Some(Arc::new(webhook) as Arc<dyn FailureSink>)
         }
         None => None,
     };
-    let services = Arc::new(Services::new(metrics, state, alerts));
+    let services = Arc::new(Services::new(metrics, state, alerts).with_tasks(supervisor.board()));
     services
         .datapath_attached
         .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -191,6 +202,7 @@ pub async fn run(options: AgentOptions, shutdown: CancellationToken) -> Result<(
         runtime: Arc::clone(&runtime),
         services: Arc::clone(&services),
         shutdown: shutdown.clone(),
+        supervisor: supervisor.clone(),
     });
     table.add_all(&config.services).await;
 
@@ -219,47 +231,58 @@ pub async fn run(options: AgentOptions, shutdown: CancellationToken) -> Result<(
             })?,
         );
     }
-    background.push(tokio::spawn(coldstart::serve(
-        steered,
-        coldstart,
-        shutdown.clone(),
-    )));
-    background.push(tokio::spawn(tasks::wake_loop(
-        wake_events,
-        table.kernel_services(),
-        Arc::clone(&services),
-        shutdown.clone(),
-    )));
-    background.push(tasks::docker_events(
-        Arc::clone(&runtime),
-        Arc::clone(&services),
-        table.refresh_signal(),
-        shutdown.clone(),
+    background.push(supervisor.spawn(
+        "coldstart",
+        coldstart::serve(steered, coldstart, shutdown.clone()),
     ));
-    background.push(tokio::spawn(tasks::refresher(
-        tasks::Refresher {
-            runtime: Arc::clone(&runtime),
-            connections: table.connections(),
-            datapath: Arc::clone(&datapath),
-            kernel: table.kernel_services(),
-            steering: table.steering(),
-            services: Arc::clone(&services),
-        },
-        table.refresh_signal(),
-        shutdown.clone(),
-    )));
-    background.push(tokio::spawn(memory::run(
-        Arc::clone(&runtime) as Arc<dyn memory::MemorySource>,
-        Arc::clone(&services),
-        shutdown.clone(),
-    )));
+    background.push(supervisor.spawn(
+        "wake-events",
+        tasks::wake_loop(
+            wake_events,
+            table.kernel_services(),
+            Arc::clone(&services),
+            shutdown.clone(),
+        ),
+    ));
+    background.push(supervisor.adopt(
+        "docker-events",
+        tasks::docker_events(
+            Arc::clone(&runtime),
+            Arc::clone(&services),
+            table.refresh_signal(),
+            shutdown.clone(),
+        ),
+    ));
+    background.push(supervisor.spawn(
+        "refresher",
+        tasks::refresher(
+            tasks::Refresher {
+                runtime: Arc::clone(&runtime),
+                connections: table.connections(),
+                datapath: Arc::clone(&datapath),
+                kernel: table.kernel_services(),
+                steering: table.steering(),
+                services: Arc::clone(&services),
+            },
+            table.refresh_signal(),
+            shutdown.clone(),
+        ),
+    ));
+    background.push(supervisor.spawn(
+        "memory",
+        memory::run(
+            Arc::clone(&runtime) as Arc<dyn memory::MemorySource>,
+            Arc::clone(&services),
+            shutdown.clone(),
+        ),
+    ));
     let router = api::router(
         Arc::clone(&services) as Arc<dyn api::Control>,
         token,
         api::HostPolicy::new(config.agent.status_listen, &config.agent.api_hosts),
     );
     let api_shutdown = shutdown.clone();
-    background.push(tokio::spawn(async move {
+    background.push(supervisor.spawn("api", async move {
         if let Err(e) = api::serve(api_listener, router, api_shutdown).await {
             tracing::error!(error = %e, "status API stopped");
         }
@@ -269,7 +292,12 @@ pub async fn run(options: AgentOptions, shutdown: CancellationToken) -> Result<(
         what: "SIGHUP handler".to_owned(),
         source,
     })?;
-    background.push(reload_task);
+    background.push(supervisor.adopt("reload", reload_task));
+    background.extend(liveness::spawn_notify(
+        &supervisor,
+        Arc::clone(&services),
+        shutdown.clone(),
+    ));
     tracing::info!(
         event = "started",
         services = config.services.len(),
@@ -297,7 +325,11 @@ pub async fn run(options: AgentOptions, shutdown: CancellationToken) -> Result<(
                 }
             }
             _ = label_scan.tick() => {
-                let scanned = match labels::discover(&client, &file_config).await {
+                let scan = tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    scan = labels::discover(&client, &file_config) => scan,
+                };
+                let scanned = match scan {
                     Ok(scan) => {
                         services.set_label_refusals(scan.refusals);
                         scan.services
@@ -325,9 +357,9 @@ pub async fn run(options: AgentOptions, shutdown: CancellationToken) -> Result<(
     }
 
     // Shutdown: stop accepting, end every task, then undo the kernel state.
-    for task in background {
-        let _ = task.await;
-    }
+    tracing::info!(event = "stopping", "shutting down");
+    Supervisor::join_all(background, TASK_GRACE).await;
+    crate::test_hooks::cleanup_hang_point();
     table.shutdown().await;
     match Arc::try_unwrap(warmup) {
         Ok(warmup) => {
@@ -344,63 +376,5 @@ pub async fn run(options: AgentOptions, shutdown: CancellationToken) -> Result<(
         event = "stopped",
         "autostop stopped; kernel programs detached"
     );
-    Ok(())
-}
-
-/// Environment variable naming the warm-up table instead of `autostop`, so
-/// that agents run side by side (integration tests on a shared host) do not
-/// flush or delete each other's table.
-pub const NFT_TABLE_ENV: &str = "AUTOSTOP_NFT_TABLE";
-
-/// The warm-up redirect's settings: the defaults, with the table name from
-/// [`NFT_TABLE_ENV`] when set.
-fn warmup_options() -> WarmupOptions {
-    let mut options = WarmupOptions::default();
-    if let Some(table) = std::env::var(NFT_TABLE_ENV).ok().filter(|t| !t.is_empty()) {
-        options.table = table;
-    }
-    options
-}
-
-/// The sockets steered connections land on: one IPv4 and one IPv6-only
-/// listener on loopback (the kernel assigns connections to them whatever
-/// their destination), with a deep backlog.
-fn steered_listeners() -> Result<Vec<std::net::TcpListener>, AgentError> {
-    let mut out = Vec::new();
-    for addr in ["127.0.0.1:0", "[::1]:0"] {
-        let addr: SocketAddr = addr.parse().map_err(|e| AgentError::Io {
-            what: "steered listener address".to_owned(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
-        })?;
-        let io = |source| AgentError::Io {
-            what: format!("steered listener {addr}"),
-            source,
-        };
-        let socket = socket2::Socket::new(
-            socket2::Domain::for_address(addr),
-            socket2::Type::STREAM,
-            Some(socket2::Protocol::TCP),
-        )
-        .map_err(io)?;
-        if addr.is_ipv6() {
-            socket.set_only_v6(true).map_err(io)?;
-        }
-        // Accepted sockets inherit this flag and hold the service's port
-        // (their local address is the steered destination). Without it,
-        // docker-proxy or dockerd could not bind the port when the
-        // container starts while the agent still holds connections.
-        socket.set_reuse_address(true).map_err(io)?;
-        socket.set_nonblocking(true).map_err(io)?;
-        if let Err(e) = socket.bind(&addr.into()) {
-            if addr.is_ipv6() {
-                // A host without IPv6: steer IPv4 only.
-                tracing::warn!(error = %e, "no IPv6 loopback; IPv6 connections are not steered");
-                continue;
-            }
-            return Err(io(e));
-        }
-        socket.listen(STEERED_BACKLOG).map_err(io)?;
-        out.push(socket.into());
-    }
-    Ok(out)
+    liveness::outcome(&supervisor)
 }

@@ -9,10 +9,7 @@ use std::{
 };
 
 use futures_util::{stream, StreamExt};
-use tokio::{
-    sync::{Notify, Semaphore},
-    task::JoinHandle,
-};
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -29,8 +26,11 @@ use crate::{
     docker::{DockerRuntime, ServiceEndpoints},
     netfilter::WarmupRedirect,
     service::{spawn_service, Command, Ports, ServiceSettings},
+    supervisor::{Supervised, Supervisor},
 };
 
+/// How long the actors (then the steering worker) get to end at shutdown.
+const ACTOR_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 /// How many services' bindings are read from Docker at once when adding.
 const RESOLVE_CONCURRENCY: usize = 8;
 /// How long adding a service waits for Docker to say where its ports are
@@ -46,19 +46,21 @@ pub(super) struct Deps {
     pub runtime: Arc<DockerRuntime>,
     pub services: Arc<Services>,
     pub shutdown: CancellationToken,
+    /// Watches the actors and the steering worker.
+    pub supervisor: Supervisor,
 }
 
 /// The running services.
 pub(super) struct ServiceTable {
     deps: Deps,
     ports: Ports,
-    steering_worker: Option<JoinHandle<()>>,
+    steering_worker: Option<Supervised>,
     /// Steering of every service (also fed the published bindings by the
     /// endpoint refresher).
     steering: Arc<KernelSteering>,
     kernel: KernelServices,
     routes: Routes,
-    actors: HashMap<String, JoinHandle<()>>,
+    actors: HashMap<String, Supervised>,
     /// Kernel indexes by name; never reused during the agent's life, so a
     /// removed service's counters cannot leak into a new one.
     indexes: HashMap<String, u32>,
@@ -90,6 +92,7 @@ impl ServiceTable {
             probe: Arc::new(probe),
             observer: Arc::clone(&deps.services) as _,
         };
+        let worker = deps.supervisor.adopt("steering", worker);
         Self {
             deps,
             ports,
@@ -227,7 +230,11 @@ impl ServiceTable {
             handle,
             held,
         });
-        self.actors.insert(service.name.clone(), join);
+        let actor = self
+            .deps
+            .supervisor
+            .adopt(format!("service:{}", service.name), join);
+        self.actors.insert(service.name.clone(), actor);
         self.refresh.notify_one();
         tracing::info!(service = %service.name, event = "managed", index, ports = ?tcp_ports);
     }
@@ -266,6 +273,10 @@ impl ServiceTable {
     /// Stops managing `name`: its actor ends (containers are left as they
     /// are) and its ports go back to the stock datapath.
     pub async fn remove(&mut self, name: &str) {
+        let actor = self.actors.remove(name);
+        if let Some(actor) = &actor {
+            actor.retire();
+        }
         let entry = self.deps.services.remove(name);
         if let Ok(mut routes) = self.routes.write() {
             routes.retain(|_, route| route.service != name);
@@ -274,8 +285,8 @@ impl ServiceTable {
         if let Some(entry) = entry {
             let _ = entry.handle.send(Command::Shutdown).await;
         }
-        if let Some(join) = self.actors.remove(name) {
-            let _ = join.await;
+        if let Some(actor) = actor {
+            actor.join().await;
         }
         tracing::info!(service = name, event = "unmanaged");
     }
@@ -359,15 +370,14 @@ impl ServiceTable {
         for entry in self.deps.services.all() {
             let _ = entry.handle.send(Command::Shutdown).await;
         }
-        for (_, join) in self.actors.drain() {
-            let _ = join.await;
-        }
+        let actors: Vec<Supervised> = self.actors.drain().map(|(_, actor)| actor).collect();
+        Supervisor::join_all(actors, ACTOR_GRACE).await;
         // The actors and the table held the last clones of the steering
         // sender (the refresher, which holds one too, has ended).
         drop(self.ports);
         drop(self.steering);
         if let Some(worker) = self.steering_worker.take() {
-            let _ = worker.await;
+            Supervisor::join_all(vec![worker], ACTOR_GRACE).await;
         }
     }
 }

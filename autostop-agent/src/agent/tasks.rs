@@ -19,6 +19,7 @@ use crate::{
     coldstart::Upstreams,
     docker::{spawn_event_watcher, DockerRuntime, NetworkEvent, ServiceEndpoints},
     service::{Command, Trigger},
+    supervisor::{Supervised, Supervisor},
 };
 
 /// How often container endpoints are re-read even without an event.
@@ -296,13 +297,15 @@ pub(super) struct Webhook {
 }
 
 impl Webhook {
-    /// Spawns the delivery task; the caller joins its handle at shutdown.
+    /// Spawns the (supervised) delivery task; the caller joins it at
+    /// shutdown.
     pub(super) fn start(
         delivery: crate::alerts::Delivery,
+        supervisor: &Supervisor,
         shutdown: CancellationToken,
-    ) -> (Self, JoinHandle<()>) {
+    ) -> (Self, Supervised) {
         let (queue, rx) = tokio::sync::mpsc::channel(64);
-        let task = tokio::spawn(delivery.run(rx, shutdown));
+        let task = supervisor.spawn("alert-webhook", delivery.run(rx, shutdown));
         (Self { queue }, task)
     }
 }

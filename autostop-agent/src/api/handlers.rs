@@ -130,6 +130,7 @@ pub(super) async fn act(
     Path((name, action)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
+    crate::test_hooks::panic_point(crate::test_hooks::Site::Api);
     let action = match action.as_str() {
         "start" => Action::Start,
         "stop" => Action::Stop,

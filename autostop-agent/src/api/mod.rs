@@ -28,7 +28,7 @@ pub use guard::{HostPolicy, Refusal, MAX_BODY_BYTES, REQUEST_TIMEOUT};
 pub use serve::{serve, serve_with, ServeLimits};
 pub use token::load_token;
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
     routing::{get, post, put},
@@ -98,12 +98,20 @@ pub struct Health {
     pub docker_reachable: bool,
     /// The kernel programs are loaded and attached.
     pub datapath_attached: bool,
+    /// Each long-lived task of the agent: `running`, or `ended`/`panicked`
+    /// (fatal: the agent is shutting down), `stopped` during shutdown.
+    pub tasks: BTreeMap<String, String>,
 }
 
 impl Health {
-    /// Healthy when both Docker and the datapath are fine.
+    /// Healthy when Docker and the datapath are fine and no task ended.
     pub fn ok(&self) -> bool {
-        self.docker_reachable && self.datapath_attached
+        self.docker_reachable
+            && self.datapath_attached
+            && self
+                .tasks
+                .values()
+                .all(|s| s == "running" || s == "stopped")
     }
 }
 

@@ -50,6 +50,7 @@ impl Control for Fake {
         Health {
             docker_reachable: true,
             datapath_attached: true,
+            tasks: [("api".to_owned(), "running".to_owned())].into(),
         }
     }
     fn metrics(&self) -> String {
@@ -217,4 +218,23 @@ async fn a_token_guards_mutations_and_reads_but_not_health() {
         let (status, _) = call(&router, "GET", path, "", None).await;
         assert_eq!(status, StatusCode::OK, "{path}");
     }
+}
+
+#[test]
+fn health_fails_when_a_task_ended_or_panicked() {
+    let health = |state: &str| Health {
+        docker_reachable: true,
+        datapath_attached: true,
+        tasks: [
+            ("api".to_owned(), "running".to_owned()),
+            ("coldstart".to_owned(), state.to_owned()),
+        ]
+        .into(),
+    };
+    assert!(health("running").ok());
+    assert!(health("stopped").ok());
+    assert!(!health("ended").ok());
+    assert!(!health("panicked").ok());
+    let json = serde_json::to_value(health("ended")).expect("json");
+    assert_eq!(json["tasks"]["coldstart"], "ended");
 }

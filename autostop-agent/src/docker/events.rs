@@ -8,6 +8,12 @@
 //! finishing (e.g. a migration job): it is not reported, so the service is
 //! neither failed nor restarted in a loop. `docker stop` always sends `kill`
 //! first, so stops by hand are still reported.
+//!
+//! The stream has no timeout (it is silent while nothing happens). Instead
+//! it is reconnected: when it ends or fails, and when a ping during a quiet
+//! spell ([`QUIET_CHECK`]) goes unanswered (a wedged or half-dead
+//! connection). A reconnection asks for the events since the last one seen,
+//! so a short gap loses nothing.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,6 +43,9 @@ pub const EVENT_BACKOFF_MAX: Duration = Duration::from_secs(5);
 const BACKOFF_START: Duration = Duration::from_millis(100);
 /// A `kill` this recent makes the following `die` a stop, not a completion.
 const KILL_MEMORY: Duration = Duration::from_secs(120);
+/// After this long without an event, the daemon is pinged; no answer
+/// drops the stream and reconnects.
+pub const QUIET_CHECK: Duration = Duration::from_secs(30);
 
 /// A Docker network appeared or went away.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +66,15 @@ pub enum NetworkEvent {
         /// Network name.
         name: String,
     },
+}
+
+/// The events API's `since` for "after `time_nano`" (seconds.nanoseconds).
+fn since_param(time_nano: i64) -> String {
+    format!(
+        "{}.{:09}",
+        time_nano.div_euclid(1_000_000_000),
+        time_nano.rem_euclid(1_000_000_000)
+    )
 }
 
 /// Services a container (by its event attributes) belongs to.
@@ -95,6 +113,7 @@ pub fn spawn_event_watcher(
             sink,
             networks,
             kills: HashMap::new(),
+            last_event: None,
         };
         tokio::select! {
             () = shutdown.cancelled() => {}
@@ -108,6 +127,9 @@ struct Watcher {
     sink: EventSink,
     networks: Option<NetworkSink>,
     kills: HashMap<String, Instant>,
+    /// `timeNano` of the newest event handled: a reconnection resumes
+    /// after it.
+    last_event: Option<i64>,
 }
 
 impl Watcher {
@@ -135,30 +157,62 @@ impl Watcher {
                 ("type", vec!["container", "network"]),
                 ("event", vec!["start", "die", "kill", "create", "destroy"]),
             ]);
-            let opts = EventsOptionsBuilder::default().filters(&filters).build();
-            let Ok(docker) = self.runtime.client().handle() else {
-                continue;
+            let mut opts = EventsOptionsBuilder::default().filters(&filters);
+            let since = self.last_event.map(since_param);
+            if let Some(since) = &since {
+                opts = opts.since(since);
+            }
+            let mut stream = match self.runtime.client().events(opts.build()) {
+                Ok(stream) => Box::pin(stream),
+                Err(_) => {
+                    tokio::time::sleep(backoff).await;
+                    continue;
+                }
             };
-            let mut stream = docker.events(Some(opts));
             if !reachable {
                 info!(event = "docker_back");
                 self.broadcast(&Command::DockerBack);
                 reachable = true;
             }
             backoff = BACKOFF_START;
-            while let Some(item) = stream.next().await {
+            loop {
+                let item = match tokio::time::timeout(QUIET_CHECK, stream.next()).await {
+                    Ok(Some(item)) => item,
+                    Ok(None) => {
+                        debug!("docker event stream ended; reconnecting");
+                        break;
+                    }
+                    Err(_) => match self.runtime.client().ping().await {
+                        Ok(()) => continue,
+                        Err(e) => {
+                            debug!(error = %e, "docker quiet and not answering; reconnecting");
+                            break;
+                        }
+                    },
+                };
                 match item {
                     Ok(ev) => self.handle(ev).await,
                     Err(e) => {
-                        debug!(error = %e, "docker event stream ended");
+                        debug!(error = %e, "docker event stream failed; reconnecting");
                         break;
                     }
                 }
             }
+            // A stream the daemon keeps closing must not become a busy loop.
+            tokio::time::sleep(BACKOFF_START).await;
         }
     }
 
     async fn handle(&mut self, ev: EventMessage) {
+        // A resumed stream repeats events up to the resume point.
+        if let (Some(at), Some(last)) = (ev.time_nano, self.last_event) {
+            if at <= last {
+                return;
+            }
+        }
+        if ev.time_nano.is_some() {
+            self.last_event = ev.time_nano;
+        }
         let Some(actor) = ev.actor else { return };
         let id = actor.id.unwrap_or_default();
         let attrs = actor.attributes.unwrap_or_default();
@@ -205,5 +259,20 @@ impl Watcher {
         for svc in services_of(&self.runtime.services(), id, attrs) {
             (self.sink)(&svc, Command::ContainerEvent(event));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::since_param;
+
+    #[test]
+    fn since_is_seconds_dot_nanoseconds() {
+        assert_eq!(
+            since_param(1_700_000_000_123_456_789),
+            "1700000000.123456789"
+        );
+        assert_eq!(since_param(1_000_000_005), "1.000000005");
+        assert_eq!(since_param(0), "0.000000000");
     }
 }

@@ -63,6 +63,9 @@ fn parse_mac(mac: &str) -> Option<[u8; 6]> {
     parts.next().is_none().then_some(out)
 }
 
+/// Longest wait for the kernel's answer to one neighbour request.
+pub const NETLINK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl NeighbourPin {
     /// Adds (or replaces) `ip → mac` as PERMANENT on `bridge`.
     pub async fn add(

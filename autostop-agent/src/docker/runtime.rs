@@ -53,6 +53,14 @@ pub struct DockerRuntime {
     ready_upstreams: Mutex<HashMap<String, HashMap<u16, SocketAddr>>>,
 }
 
+/// A container's own stop grace period (`StopTimeout`), if it sets one.
+fn stop_grace(inspect: &bollard::models::ContainerInspectResponse) -> Option<std::time::Duration> {
+    let seconds = inspect.config.as_ref()?.stop_timeout?;
+    u64::try_from(seconds)
+        .ok()
+        .map(std::time::Duration::from_secs)
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -181,7 +189,7 @@ impl DockerRuntime {
             for name in names {
                 info!(service, container = %name, event = "container_start");
                 self.client
-                    .start(name)
+                    .start(name, svc.start_timeout)
                     .await
                     .map_err(|e| ctx(service, name, e))?;
             }
@@ -201,7 +209,7 @@ impl DockerRuntime {
             }
             info!(service, container = %m.name, event = "container_start");
             self.client
-                .start(&m.id)
+                .start(&m.id, svc.start_timeout)
                 .await
                 .map_err(|e| ctx(service, &m.name, e))?;
         }
@@ -217,7 +225,7 @@ impl DockerRuntime {
             if running {
                 debug!(service, container = %m.name, event = "container_stop");
                 self.client
-                    .stop(&m.id)
+                    .stop(&m.id, stop_grace(&m.inspect))
                     .await
                     .map_err(|e| ctx(service, &m.name, e))?;
             }
@@ -305,8 +313,10 @@ impl DockerRuntime {
         }
         lock(&self.ready_upstreams).insert(service.to_string(), upstreams);
         for p in pins {
-            if let Err(e) = p.remove().await {
-                warn!(service, error = %e, "removing neighbour entry");
+            match tokio::time::timeout(neigh::NETLINK_TIMEOUT, p.remove()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => warn!(service, error = %e, "removing neighbour entry"),
+                Err(_) => warn!(service, "removing neighbour entry: netlink did not answer"),
             }
         }
         Ok(())
@@ -325,10 +335,18 @@ impl DockerRuntime {
             .await
             .as_ref()?;
         let bridge = self.bridge(net).await?;
-        NeighbourPin::add(handle, &bridge, ip, mac)
-            .await
-            .map_err(|e| warn!(%bridge, %ip, error = %e, "neighbour entry not added"))
-            .ok()
+        let add = NeighbourPin::add(handle, &bridge, ip, mac);
+        match tokio::time::timeout(neigh::NETLINK_TIMEOUT, add).await {
+            Ok(Ok(pin)) => Some(pin),
+            Ok(Err(e)) => {
+                warn!(%bridge, %ip, error = %e, "neighbour entry not added");
+                None
+            }
+            Err(_) => {
+                warn!(%bridge, %ip, "neighbour entry not added: netlink did not answer");
+                None
+            }
+        }
     }
 
     async fn observe_inner(&self, service: &str) -> Result<Observed, DockerError> {

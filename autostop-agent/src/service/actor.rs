@@ -106,7 +106,12 @@ impl Actor {
             match effect {
                 Effect::Notify(event) => self.observer.on_event(&self.name, &event),
                 Effect::Steer(mode) => self.steering.set_mode(&self.name, mode),
-                Effect::Run(op) => exec.op = Some(self.op_future(op)),
+                Effect::Run(op) => {
+                    if matches!(op, Op::Start { .. }) {
+                        crate::test_hooks::panic_point(crate::test_hooks::Site::Service);
+                    }
+                    exec.op = Some(self.op_future(op));
+                }
                 Effect::CancelOp => exec.op = None,
                 Effect::Schedule(at) => exec.timer = Some(at),
                 Effect::CancelTimer => exec.timer = None,

@@ -84,6 +84,8 @@ pub struct Machine {
     guard: CrashGuard,
     observe_failures: u32,
     hand_back: Option<HandingBack>,
+    /// See [`ServiceStatus::adopted`].
+    adopted: bool,
 }
 
 impl Machine {
@@ -104,6 +106,7 @@ impl Machine {
             guard: CrashGuard::default(),
             observe_failures: 0,
             hand_back: None,
+            adopted: false,
         };
         (machine, vec![Effect::Run(Op::Observe)])
     }
@@ -130,6 +133,7 @@ impl Machine {
             last_activity: self.idle.last_activity,
             start_block: self.start_block(),
             upstream_ready: self.hand_back.is_some() || self.state == ServiceState::Ready,
+            adopted: self.adopted,
         }
     }
 
@@ -170,6 +174,7 @@ impl Machine {
             Command::Manual(m) => self.on_manual(m, now, fx),
             Command::ContainerEvent(e) => self.on_container_event(e, now, fx),
             Command::DockerUnreachable => {
+                self.adopted = true;
                 if matches!(self.state, ServiceState::Starting) {
                     // The start in flight is lost; redo it once adopted.
                     self.pending_wake.get_or_insert(Trigger::Manual);
@@ -310,6 +315,7 @@ impl Machine {
                 }
             }
             (OpOutcome::Observed(Ok(o)), ServiceState::Unknown) => {
+                self.adopted = true;
                 self.observe_failures = 0;
                 info!(service = %self.name, event = "adopted", observed = ?o);
                 if o == Observed::AllRunning {
@@ -329,6 +335,7 @@ impl Machine {
                 }
             }
             (OpOutcome::Observed(Err(e)), ServiceState::Unknown) => {
+                self.adopted = true;
                 self.observe_failures = self.observe_failures.saturating_add(1);
                 let delay =
                     backoff_delay(self.observe_failures, OBSERVE_RETRY_BASE, OBSERVE_RETRY_CAP);

@@ -135,3 +135,21 @@ async fn crash_loop_guard_ignores_wakes_until_operator_acts() {
     h.settle().await;
     assert_eq!(h.log.count(Call::Start), 5);
 }
+
+#[tokio::test(start_paused = true)]
+async fn adoption_is_an_answer_from_docker_or_a_failure_to_get_one() {
+    let h = Harness::spawn(Observed::AllStopped, settings(), |_| {});
+    assert!(!h.handle.status().adopted, "nothing observed yet");
+    h.wait_state(ServiceState::Stopped).await;
+    assert!(h.handle.status().adopted);
+
+    // Docker down: the failed look counts (the agent is ready to serve what
+    // it can); the state stays unknown until Docker answers.
+    let down = Harness::spawn(Observed::AllStopped, settings(), |rt| {
+        let err = Err(ServiceError::Unreachable("down".into()));
+        rt.observe_script.lock().expect("lock").push_back(err);
+    });
+    let mut status = down.handle.subscribe();
+    status.wait_for(|s| s.adopted).await.expect("actor alive");
+    assert_eq!(down.handle.status().state, ServiceState::Unknown);
+}

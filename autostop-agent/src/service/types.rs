@@ -73,6 +73,10 @@ pub struct ServiceStatus {
     /// stock path (the state stays `Starting` until that is done, so
     /// `Ready` always means the stock path), and in `Ready`.
     pub upstream_ready: bool,
+    /// The machine has looked at Docker once: it adopted the containers'
+    /// state, or learned that Docker is unreachable. Stays true (the agent
+    /// tells systemd it is ready once every service has).
+    pub adopted: bool,
 }
 
 /// Why a wake would not start a failed service now.
@@ -102,6 +106,7 @@ impl ServiceStatus {
             last_activity: None,
             start_block: None,
             upstream_ready: false,
+            adopted: false,
         }
     }
 }

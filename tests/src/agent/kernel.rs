@@ -1,8 +1,9 @@
 //! The kernel objects one agent owns, seen from outside: BPF programs,
+//! The kernel objects one agent owns, seen from outside: BPF programs,
 //! links and maps (from the process's own file descriptors), the entries
 //! of its steering map, and the elements of its warm-up sets.
 
-use std::process::Command;
+use std::{process::Command, time::Duration};
 
 /// BPF programs and links held by one process.
 #[derive(Debug, Default)]
@@ -11,9 +12,11 @@ pub struct KernelObjects {
     pub programs: Vec<u32>,
     /// Link ids with the link type fdinfo names (`tcx`, `netns`, …).
     pub links: Vec<(u32, String)>,
+    /// Map ids (the steering map among them: its entries go with it).
+    pub maps: Vec<u32>,
 }
 
-/// Reads /proc/PID/fdinfo for `prog_id:` and `link_id:` entries.
+/// Reads /proc/PID/fdinfo for `prog_id:`, `link_id:` and `map_id:` entries.
 pub fn kernel_objects_of(pid: i32) -> KernelObjects {
     let mut out = KernelObjects::default();
     let dir = format!("/proc/{pid}/fdinfo");
@@ -26,6 +29,10 @@ pub fn kernel_objects_of(pid: i32) -> KernelObjects {
                 .find_map(|l| l.strip_prefix(name))
                 .map(|v| v.trim().to_owned())
         };
+        if let Some(id) = field("map_id:").and_then(|v| v.parse::<u32>().ok()) {
+            out.maps.push(id);
+            continue;
+        }
         let link = field("link_id:").and_then(|v| v.parse::<u32>().ok());
         match (link, field("prog_id:").and_then(|v| v.parse::<u32>().ok())) {
             (Some(id), _) => out
@@ -37,31 +44,66 @@ pub fn kernel_objects_of(pid: i32) -> KernelObjects {
     }
     out.programs.sort_unstable();
     out.programs.dedup();
+    out.maps.sort_unstable();
+    out.maps.dedup();
     out
 }
 
-/// Ids of the BPF maps process `pid` holds open.
-pub fn map_ids_of(pid: i32) -> Vec<u32> {
-    let dir = format!("/proc/{pid}/fdinfo");
-    let mut ids: Vec<u32> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{dir}: {e}"))
-        .filter_map(|entry| std::fs::read_to_string(entry.ok()?.path()).ok())
-        .filter_map(|text| {
-            text.lines()
-                .find_map(|l| l.strip_prefix("map_id:"))
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .collect();
-    ids.sort_unstable();
-    ids.dedup();
-    ids
+impl KernelObjects {
+    /// Fails unless the agent held programs, an sk_lookup link and maps.
+    pub fn assert_attached(&self) {
+        assert!(!self.programs.is_empty(), "the agent holds no BPF program");
+        assert!(
+            self.links.iter().any(|(_, kind)| kind == "netns"),
+            "no sk_lookup (netns) link among {:?}",
+            self.links
+        );
+        assert!(!self.maps.is_empty(), "the agent holds no BPF map");
+    }
+
+    /// Fails unless, within `timeout` (the kernel frees them
+    /// asynchronously), none of these programs, links or maps is left: the
+    /// kernel path is stock and no steering entry survives.
+    pub fn assert_gone(&self, timeout: Duration) {
+        let left = || {
+            let programs: Vec<u32> = aya::programs::loaded_programs()
+                .filter_map(Result::ok)
+                .map(|p| p.id())
+                .filter(|id| self.programs.contains(id))
+                .collect();
+            let links: Vec<u32> = aya::programs::loaded_links()
+                .filter_map(Result::ok)
+                .filter(|l| {
+                    self.programs.contains(&l.program_id())
+                        || self.links.iter().any(|(id, _)| *id == l.id())
+                })
+                .map(|l| l.id())
+                .collect();
+            let maps: Vec<u32> = aya::maps::loaded_maps()
+                .filter_map(Result::ok)
+                .map(|m| m.id())
+                .filter(|id| self.maps.contains(id))
+                .collect();
+            (programs, links, maps)
+        };
+        let gone = crate::eventually(timeout, || {
+            let (p, l, m) = left();
+            p.is_empty() && l.is_empty() && m.is_empty()
+        });
+        let (programs, links, maps) = left();
+        assert!(
+            gone,
+            "kernel objects of the agent remain after {timeout:?}: programs {programs:?}, \
+             links {links:?}, maps {maps:?}"
+        );
+    }
 }
 
 /// How many entries the `STEERED` map of process `pid` holds (bound
 /// (address, port) pairs it steers now), read in-process through the map's
 /// id: microseconds, so a test can read it right after an API answer.
 pub fn steered_entries(pid: i32) -> usize {
-    for id in map_ids_of(pid) {
+    for id in kernel_objects_of(pid).maps {
         let Ok(map) = aya::maps::MapData::from_id(id) else {
             continue;
         };

@@ -1,0 +1,60 @@
+//! The hard deadline on shutdown: once the shutdown token is cancelled, a
+//! plain thread (not a tokio task: the runtime may be what hangs) gives the
+//! clean-up a fixed time, then ends the process with [`EXIT_HUNG`]. The
+//! kernel closes the agent's descriptors, which detaches its programs: the
+//! datapath is stock again either way.
+
+use std::{
+    future::Future,
+    pin::pin,
+    sync::Arc,
+    task::{Context, Poll, Wake, Waker},
+    thread::Thread,
+    time::Duration,
+};
+
+use tokio_util::sync::CancellationToken;
+
+/// Exit status when the clean-up did not finish within the deadline.
+pub const EXIT_HUNG: i32 = 70;
+
+/// Starts the deadline thread.
+pub fn arm(shutdown: CancellationToken, after: Duration) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("autostop-deadline".to_owned())
+        .spawn(move || {
+            block_on(shutdown.cancelled());
+            std::thread::sleep(after);
+            tracing::error!(
+                event = "shutdown_hung",
+                "clean-up did not finish within {after:?}; exiting now"
+            );
+            crate::logging::flush(Duration::from_millis(200));
+            // SAFETY: _exit(2) ends the process without running destructors
+            // or atexit handlers, which is the point: they may be what hangs.
+            unsafe { libc::_exit(EXIT_HUNG) }
+        })
+        .map(drop)
+}
+
+/// Unparks the thread that polls.
+struct Unpark(Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Runs `future` to completion on this thread (no runtime needed).
+pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::park();
+    }
+}
