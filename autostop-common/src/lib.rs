@@ -37,15 +37,20 @@ pub mod names {
     /// `count_traffic`'s figure).
     pub const CALIBRATE_NOOP: &str = "calibrate_noop";
     /// Map: [`crate::SteerKey`] (local address, TCP port) → service index
-    /// (`u32`). The host addresses and ports Docker publishes for stopped
-    /// or warming services, whose new connections are handed to the
-    /// agent's listener. An all-zero address stands for every local
-    /// address (Docker's `0.0.0.0` / `::`); a specific one matches only
-    /// connections to that address.
+    /// (`u32`). The host addresses and ports Docker publishes on one
+    /// address only (say 127.0.0.1) for stopped or warming services: new
+    /// connections to exactly that address and port are handed to the
+    /// agent's listener.
     pub const STEERED: &str = "STEERED";
-    /// Map: array of `u8`, indexed by TCP port (host order): 1 when some
-    /// entry of `STEERED` has that port, else 0. Read before the hash
-    /// lookups, so a lookup for a port nobody steers costs an array read.
+    /// Map: TCP port (`u16`, host order) → service index (`u32`). The ports
+    /// Docker publishes on every local address (`0.0.0.0` / `::`) for
+    /// stopped or warming services.
+    pub const STEERED_ANY: &str = "STEERED_ANY";
+    /// Map: array of `u8` flags, indexed by TCP port (host order):
+    /// [`crate::STEER_EXACT`] when `STEERED` has an entry with that port,
+    /// [`crate::STEER_ANY`] when `STEERED_ANY` has it. Read first, so a
+    /// lookup for a port nobody steers costs an array read, and only the
+    /// map that may hold the port is searched.
     pub const STEERED_PORTS: &str = "STEERED_PORTS";
     /// Map: sockmap holding the agent's listener sockets, at
     /// [`crate::LISTENER_SLOT_V4`] and [`crate::LISTENER_SLOT_V6`].
@@ -81,8 +86,14 @@ pub const LISTENER_SLOT_V6: u32 = 1;
 /// Size of the listener sockmap.
 pub const LISTENER_SLOTS: u32 = 2;
 
-/// How many (address, port) bindings can be steered at once.
+/// How many (address, port) bindings can be steered at once, in each of
+/// `STEERED` and `STEERED_ANY`.
 pub const MAX_STEERED_PORTS: u32 = 4096;
+
+/// [`names::STEERED_PORTS`] flag: some port is steered on every address.
+pub const STEER_ANY: u8 = 1;
+/// [`names::STEERED_PORTS`] flag: some port is steered on one address.
+pub const STEER_EXACT: u8 = 2;
 
 /// How many source CIDRs can be ignored.
 pub const MAX_IGNORED_SOURCES: u32 = 1024;
@@ -175,12 +186,11 @@ impl TargetKey {
 /// Key of [`names::STEERED`]: a local address and TCP port Docker
 /// publishes. The address is four 32-bit words holding the 16 bytes of the
 /// address in network order in memory, exactly as the sk_lookup context
-/// carries `local_ip6` (IPv4 is stored v4-mapped, `::ffff:a.b.c.d`); all
-/// zero means every local address.
+/// carries `local_ip6` (IPv4 is stored v4-mapped, `::ffff:a.b.c.d`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SteerKey {
-    /// The local address (see the type's docs), or zeros for any.
+    /// The local address (see the type's docs).
     pub addr: [u32; 4],
     /// The local port, host order.
     pub port: u16,
@@ -192,15 +202,6 @@ pub struct SteerKey {
 impl SteerKey {
     /// The third word of a v4-mapped address (`0:0:0:0:0:ffff`).
     const V4_MAPPED_WORD: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
-
-    /// Every local address on `port`.
-    pub const fn any(port: u16) -> Self {
-        Self {
-            addr: [0; 4],
-            port,
-            _pad: 0,
-        }
-    }
 
     /// IPv4 address `ip4` (network-order bytes read as a native `u32`, as
     /// the sk_lookup context's `local_ip4`) on `port`.
@@ -223,7 +224,7 @@ impl SteerKey {
     }
 
     /// The key for the 16 address bytes `addr` (network order, IPv4
-    /// v4-mapped; all zero for any) on `port`.
+    /// v4-mapped) on `port`.
     pub const fn from_bytes(addr: [u8; 16], port: u16) -> Self {
         const fn word(addr: &[u8; 16], i: usize) -> u32 {
             u32::from_ne_bytes([addr[i], addr[i + 1], addr[i + 2], addr[i + 3]])
@@ -432,7 +433,6 @@ mod tests {
         let from_bytes = SteerKey::from_bytes(v4_mapped([127, 0, 0, 1]), 8080);
         assert_eq!(from_context, from_bytes);
         assert_eq!(from_bytes.addr_bytes(), v4_mapped([127, 0, 0, 1]));
-        assert_eq!(SteerKey::from_bytes([0; 16], 80), SteerKey::any(80));
         let mut v6 = [0u8; 16];
         v6[15] = 1;
         let key = SteerKey::from_bytes(v6, 443);

@@ -3,8 +3,8 @@
 
 use autostop_common::{
     Activity, DatapathStats, SteerKey, TargetKey, TargetSlotV4, LISTENER_SLOTS,
-    MAX_IGNORED_SOURCES, MAX_SERVICES, MAX_STEERED_PORTS, MAX_TARGETS, PORT_SLOTS, V4_SLOTS,
-    WAKE_RING_BYTES,
+    MAX_IGNORED_SOURCES, MAX_SERVICES, MAX_STEERED_PORTS, MAX_TARGETS, PORT_SLOTS, STEER_ANY,
+    STEER_EXACT, V4_SLOTS, WAKE_RING_BYTES,
 };
 use aya_ebpf::{
     macros::map,
@@ -64,27 +64,33 @@ pub static DATAPATH_STATS: PerCpuArray<DatapathStats> = PerCpuArray::with_max_en
 #[map(name = "STEERED")]
 pub static STEERED: HashMap<SteerKey, u32> = HashMap::with_max_entries(MAX_STEERED_PORTS, 0);
 
+#[map(name = "STEERED_ANY")]
+pub static STEERED_ANY: HashMap<u16, u32> = HashMap::with_max_entries(MAX_STEERED_PORTS, 0);
+
 #[map(name = "STEERED_PORTS")]
 pub static STEERED_PORTS: Array<u8> = Array::with_max_entries(PORT_SLOTS, 0);
 
 /// The service a new connection to local address `key.addr` on `key.port`
 /// is steered for: an array read for a port nobody steers, else the
-/// address-specific entry, else the every-address one.
+/// address-specific entry, else the every-address one (each map searched
+/// only when the port's flags say it may hold the port).
 #[inline(always)]
 pub fn steered_service(key: &SteerKey) -> Option<u32> {
-    let used = STEERED_PORTS
+    let flags = STEERED_PORTS
         .get(u32::from(key.port))
-        .is_some_and(|used| *used != 0);
-    if !used {
-        return None;
+        .map_or(0, |flags| *flags);
+    if flags & STEER_EXACT != 0 {
+        // SAFETY: values are plain u32 service indexes; a racing update can
+        // at worst give a stale index, which only names the wrong service.
+        if let Some(service) = unsafe { STEERED.get(key) } {
+            return Some(*service);
+        }
     }
-    // SAFETY: values are plain u32 service indexes; a racing update can at
-    // worst give a stale index, which only names the wrong service.
-    if let Some(service) = unsafe { STEERED.get(key) } {
-        return Some(*service);
+    if flags & STEER_ANY != 0 {
+        // SAFETY: as above.
+        return unsafe { STEERED_ANY.get(&key.port) }.copied();
     }
-    // SAFETY: as above.
-    unsafe { STEERED.get(&SteerKey::any(key.port)) }.copied()
+    None
 }
 
 #[map(name = "LISTENERS")]

@@ -128,10 +128,14 @@ pub struct Datapath {
     stats: PerCpuArray<MapData, DatapathStats>,
     /// Interfaces the classifier is attached to, with the link that holds it.
     attached: Vec<targets::Attachment>,
-    /// Steered (local address, TCP port) → service index.
+    /// Steered (local address, TCP port) → service index, for ports
+    /// published on one address.
     steered: HashMap<MapData, SteerKey, u32>,
-    /// Port → 1 while some steered binding has that port (the sk_lookup
-    /// program's first, cheap filter).
+    /// Steered TCP port → service index, for ports published on every
+    /// address.
+    steered_any: HashMap<MapData, u16, u32>,
+    /// Port → which of the two maps hold it (the sk_lookup program's first,
+    /// cheap filter).
     steered_ports: PortFilter,
     /// The agent's listener sockets, by family slot.
     listeners: SockMap<MapData>,
@@ -163,6 +167,7 @@ impl Datapath {
         let activity = take_map(&mut ebpf, names::ACTIVITY)?;
         let stats = take_map(&mut ebpf, names::DATAPATH_STATS)?;
         let steered = take_map(&mut ebpf, names::STEERED)?;
+        let steered_any = take_map(&mut ebpf, names::STEERED_ANY)?;
         let steered_ports = PortFilter::new(
             take_map(&mut ebpf, names::STEERED_PORTS)?,
             names::STEERED_PORTS,
@@ -193,6 +198,7 @@ impl Datapath {
             stats,
             attached: Vec::new(),
             steered,
+            steered_any,
             steered_ports,
             listeners,
             wake_ring: Some(wake_ring),

@@ -20,7 +20,9 @@ use std::{
     os::fd::{AsFd, AsRawFd, BorrowedFd},
 };
 
-use autostop_common::{names, SteerKey, LISTENER_SLOT_V4, LISTENER_SLOT_V6, MAX_SERVICES};
+use autostop_common::{
+    names, SteerKey, LISTENER_SLOT_V4, LISTENER_SLOT_V6, MAX_SERVICES, STEER_ANY, STEER_EXACT,
+};
 use aya::maps::MapError;
 
 use super::{steering_program, BpfError, Datapath};
@@ -127,16 +129,25 @@ impl Datapath {
         if service >= MAX_SERVICES {
             return Err(BpfError::ServiceIndex(service));
         }
-        let key = steer_key(binding);
-        let known = self.steered.get(&key, 0).is_ok();
-        self.steered
-            .insert(key, service, 0)
-            .map_err(|source| BpfError::Map {
-                map: names::STEERED,
-                source,
-            })?;
+        let (known, inserted, map) = match binding.addr {
+            None => (
+                self.steered_any.get(&binding.port, 0).is_ok(),
+                self.steered_any.insert(binding.port, service, 0),
+                names::STEERED_ANY,
+            ),
+            Some(_) => {
+                let key = steer_key(binding);
+                (
+                    self.steered.get(&key, 0).is_ok(),
+                    self.steered.insert(key, service, 0),
+                    names::STEERED,
+                )
+            }
+        };
+        inserted.map_err(|source| BpfError::Map { map, source })?;
         if !known {
-            self.steered_ports.retain(binding.port)?;
+            self.steered_ports
+                .retain(binding.port, port_flag(binding))?;
         }
         Ok(())
     }
@@ -145,22 +156,23 @@ impl Datapath {
     /// again. Connections already accepted by the agent are not affected.
     /// Unknown bindings are ignored.
     pub fn unsteer(&mut self, binding: HostPort) -> Result<(), BpfError> {
-        match self.steered.remove(&steer_key(binding)) {
-            Ok(()) => self.steered_ports.release(binding.port),
+        let (removed, map) = match binding.addr {
+            None => (self.steered_any.remove(&binding.port), names::STEERED_ANY),
+            Some(_) => (self.steered.remove(&steer_key(binding)), names::STEERED),
+        };
+        match removed {
+            Ok(()) => self.steered_ports.release(binding.port, port_flag(binding)),
             Err(MapError::KeyNotFound) => Ok(()),
             Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
                 Ok(())
             }
-            Err(source) => Err(BpfError::Map {
-                map: names::STEERED,
-                source,
-            }),
+            Err(source) => Err(BpfError::Map { map, source }),
         }
     }
 
     /// The steered bindings with their service indexes, in order.
     pub fn steered(&self) -> Result<Vec<(HostPort, u32)>, BpfError> {
-        let mut steered = self
+        let exact = self
             .steered
             .iter()
             .map(|entry| entry.map(|(key, service)| (host_port(&key), service)))
@@ -169,23 +181,37 @@ impl Datapath {
                 map: names::STEERED,
                 source,
             })?;
+        let any = self
+            .steered_any
+            .iter()
+            .map(|entry| entry.map(|(port, service)| (HostPort::any(port), service)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| BpfError::Map {
+                map: names::STEERED_ANY,
+                source,
+            })?;
+        let mut steered: Vec<(HostPort, u32)> = exact.into_iter().chain(any).collect();
         steered.sort_unstable();
         Ok(steered)
     }
 }
 
-/// The kernel key of `binding`.
+/// The `STEERED_PORTS` flag of `binding`'s map.
+fn port_flag(binding: HostPort) -> u8 {
+    match binding.addr {
+        None => STEER_ANY,
+        Some(_) => STEER_EXACT,
+    }
+}
+
+/// The kernel key of an address-specific `binding`.
 fn steer_key(binding: HostPort) -> SteerKey {
     SteerKey::from_bytes(binding.mapped_addr(), binding.port)
 }
 
-/// The binding a kernel key stands for.
+/// The binding an address-specific kernel key stands for.
 fn host_port(key: &SteerKey) -> HostPort {
-    let bytes = key.addr_bytes();
-    if bytes == [0; 16] {
-        return HostPort::any(key.port);
-    }
-    let v6 = Ipv6Addr::from(bytes);
+    let v6 = Ipv6Addr::from(key.addr_bytes());
     let addr = v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4);
     HostPort::on(addr, key.port)
 }

@@ -13,6 +13,10 @@ use crate::config::Protocol;
 use autostop_common::{names, proto, Activity, TargetKey, TargetSlotV4, MAX_SERVICES};
 use aya::programs::{tc::SchedClassifierLinkId, TcAttachType};
 
+/// The one flag of `TARGET_PORTS`: some target has the port (the
+/// classifier reads any non-zero byte).
+const TARGET_PORT: u8 = 1;
+
 /// The classifier on one interface.
 pub(super) struct Attachment {
     /// Interface name, as the caller gave it.
@@ -168,11 +172,11 @@ impl Datapath {
         // holds a target before its IPv4 slot points at it, so the
         // classifier never sees a half-added target.
         if is_new {
-            self.target_ports.retain(key.port)?;
+            self.target_ports.retain(key.port, TARGET_PORT)?;
         }
         if let Err(source) = self.targets.insert(key, service, 0) {
             if is_new {
-                self.target_ports.release(key.port)?;
+                self.target_ports.release(key.port, TARGET_PORT)?;
             }
             return Err(BpfError::Map {
                 map: names::SERVICE_TARGETS,
@@ -199,7 +203,7 @@ impl Datapath {
             }
         }
         if was_known {
-            self.target_ports.release(key.port)?;
+            self.target_ports.release(key.port, TARGET_PORT)?;
         }
         Ok(())
     }
