@@ -54,6 +54,7 @@ pub fn run() -> anyhow::Result<()> {
             "unit",
             run::cargo().args([
                 "test",
+                "--no-fail-fast",
                 "--package",
                 "autostop-agent",
                 "--package",
@@ -71,8 +72,10 @@ pub fn run() -> anyhow::Result<()> {
     let privileged = match built {
         Ok(hooks) => {
             let mut cmd = run::cargo();
+            // --no-fail-fast: a failing suite must not hide the others.
             cmd.args([
                 "test",
+                "--no-fail-fast",
                 "--package",
                 "autostop-tests",
                 "--",

@@ -99,26 +99,37 @@ impl KernelObjects {
     }
 }
 
-/// How many entries the `STEERED` map of process `pid` holds (bound
-/// (address, port) pairs it steers now), read in-process through the map's
-/// id: microseconds, so a test can read it right after an API answer.
+/// How many (address, port) bindings process `pid` steers now: the
+/// entries of its `STEERED` (one address) and `STEERED_ANY` (every
+/// address) maps, read in-process through the maps' ids: microseconds, so
+/// a test can read them right after an API answer.
 pub fn steered_entries(pid: i32) -> usize {
+    use autostop_common::{names, SteerKey};
+    let mut found = 0;
+    let mut total = 0;
     for id in kernel_objects_of(pid).maps {
         let Ok(map) = aya::maps::MapData::from_id(id) else {
             continue;
         };
-        let named = map
+        let name = map
             .info()
-            .is_ok_and(|info| info.name_as_str() == Some(autostop_common::names::STEERED));
-        if !named {
-            continue;
+            .ok()
+            .and_then(|info| info.name_as_str().map(str::to_owned));
+        let map = aya::maps::Map::HashMap(map);
+        if name.as_deref() == Some(names::STEERED) {
+            let map: aya::maps::HashMap<_, SteerKey, u32> =
+                aya::maps::HashMap::try_from(map).expect("STEERED is a hash map");
+            total += map.keys().count();
+            found += 1;
+        } else if name.as_deref() == Some(names::STEERED_ANY) {
+            let map: aya::maps::HashMap<_, u16, u32> =
+                aya::maps::HashMap::try_from(map).expect("STEERED_ANY is a hash map");
+            total += map.keys().count();
+            found += 1;
         }
-        let map: aya::maps::HashMap<_, autostop_common::SteerKey, u32> =
-            aya::maps::HashMap::try_from(aya::maps::Map::HashMap(map))
-                .expect("STEERED is a hash map");
-        return map.keys().count();
     }
-    panic!("process {pid} holds no STEERED map");
+    assert_eq!(found, 2, "process {pid} does not hold both steering maps");
+    total
 }
 
 /// How many elements the warm-up sets (`warming`, `warming4`, `warming6`)
