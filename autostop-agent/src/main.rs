@@ -93,6 +93,10 @@ enum Command {
         /// Attach an empty classifier instead (benchmark baseline).
         #[arg(long)]
         calibrate: bool,
+        /// Also fill the (unattached) sk_lookup program's maps with this
+        /// binding, ADDR:PORT or *:PORT, for benchmarks; repeatable.
+        #[arg(long = "steer")]
+        steer: Vec<autostop::published::HostPort>,
     },
 }
 
@@ -212,6 +216,7 @@ fn dispatch(command: Command) -> ExitCode {
             interval,
             json,
             calibrate,
+            steer,
         } => {
             let options = watch::WatchOptions {
                 interfaces,
@@ -219,6 +224,7 @@ fn dispatch(command: Command) -> ExitCode {
                 interval,
                 json,
                 calibrate,
+                steer,
             };
             report(run_async(watch_until_signal(options)))
         }

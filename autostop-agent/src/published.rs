@@ -74,6 +74,28 @@ fn canonical(addr: IpAddr) -> IpAddr {
     }
 }
 
+/// Why a `HostPort` could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid host port {0:?}: expected ADDR:PORT, [ADDR6]:PORT or *:PORT")]
+pub struct HostPortParseError(pub String);
+
+impl std::str::FromStr for HostPort {
+    type Err = HostPortParseError;
+
+    /// `127.0.0.1:8080`, `[::1]:8080`, or `*:8080` for every address.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = || HostPortParseError(text.to_owned());
+        let (addr, port) = text.rsplit_once(':').ok_or_else(bad)?;
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        if addr == "*" {
+            return Ok(Self::any(port));
+        }
+        let addr = addr.trim_start_matches('[').trim_end_matches(']');
+        let addr: IpAddr = addr.parse().map_err(|_| bad())?;
+        Ok(Self::on(addr, port))
+    }
+}
+
 impl fmt::Display for HostPort {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.addr {
@@ -105,6 +127,17 @@ mod tests {
         let lo6 = HostPort::from_docker(Some("[::1]"), 80).expect("address");
         assert_eq!(lo6.to_string(), "[::1]:80");
         assert_eq!(HostPort::from_docker(Some("localhost"), 80), None);
+    }
+
+    #[test]
+    fn parsing_reads_back_display() {
+        for text in ["*:80", "127.0.0.1:8080", "[::1]:443"] {
+            let parsed: HostPort = text.parse().expect(text);
+            assert_eq!(parsed.to_string(), text);
+        }
+        assert_eq!("0.0.0.0:80".parse::<HostPort>(), Ok(HostPort::any(80)));
+        assert!("80".parse::<HostPort>().is_err());
+        assert!("host:80".parse::<HostPort>().is_err());
     }
 
     #[test]

@@ -7,7 +7,10 @@ use std::{io::Write, time::Duration};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::bpf::{calibration::Calibration, BpfError, Datapath, Target};
+use crate::{
+    bpf::{calibration::Calibration, BpfError, Datapath, Target},
+    published::HostPort,
+};
 
 /// What to watch and how to print it.
 #[derive(Debug, Clone)]
@@ -23,6 +26,11 @@ pub struct WatchOptions {
     /// Attach the empty `calibrate_noop` classifier instead of the real one
     /// (benchmarks subtract its per-run cost); nothing is counted.
     pub calibrate: bool,
+    /// Bindings to put in the sk_lookup program's maps (service index =
+    /// position), with the agent's listeners registered, so a benchmark
+    /// can time the program with `BPF_PROG_TEST_RUN`. The program is not
+    /// attached: no connection of this host is steered.
+    pub steer: Vec<HostPort>,
 }
 
 /// Why watching failed.
@@ -34,6 +42,9 @@ pub enum WatchError {
     /// Writing the report failed (closed pipe).
     #[error("writing the report: {0}")]
     Output(#[from] std::io::Error),
+    /// A listener for steered connections could not be opened.
+    #[error("opening a loopback listener for steering: {0}")]
+    Listener(std::io::Error),
 }
 
 /// Loads and attaches the datapath, prints reports every `interval` and
@@ -53,11 +64,30 @@ pub async fn run(
     for (index, target) in (0u32..).zip(&options.targets) {
         datapath.add_target(target, index)?;
     }
+    // Kept until the end: the sockmap entries go when the sockets close.
+    let mut listeners = Vec::new();
+    if !options.steer.is_empty() {
+        for addr in ["127.0.0.1:0", "[::1]:0"] {
+            let listener = std::net::TcpListener::bind(addr).map_err(WatchError::Listener)?;
+            datapath.register_listener(&listener)?;
+            listeners.push(listener);
+        }
+        for (index, binding) in (0u32..).zip(&options.steer) {
+            datapath.steer(*binding, index)?;
+        }
+    }
     let program_id = datapath.program_id()?;
     if options.json {
+        let steering = match options.steer.is_empty() {
+            true => String::new(),
+            false => format!(
+                r#","steering_program_id":{}"#,
+                datapath.steering_program_id()?
+            ),
+        };
         writeln!(
             out,
-            r#"{{"event":"attached","program_id":{program_id},"interfaces":{}}}"#,
+            r#"{{"event":"attached","program_id":{program_id}{steering},"interfaces":{}}}"#,
             json_strings(&options.interfaces)
         )?;
     } else {
@@ -80,6 +110,7 @@ pub async fn run(
     // One last report so nothing counted since the previous tick is lost.
     report(&datapath, options, out)?;
     drop(datapath);
+    drop(listeners);
     if options.json {
         writeln!(out, r#"{{"event":"detached","program_id":{program_id}}}"#)?;
     } else {

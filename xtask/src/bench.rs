@@ -107,16 +107,24 @@ pub fn run(only: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The agent's `watch` mode attached to `lo`, counting one UDP target.
+/// The agent's `watch` mode attached to `lo`, counting one UDP target
+/// (and, with `steer`, its sk_lookup program loaded with those bindings).
 struct Watcher {
     child: Child,
     program_id: u64,
+    steering_program_id: Option<u64>,
 }
 
 impl Watcher {
     /// `calibrate`: attach the object's empty classifier instead, whose
     /// per-run time is what `bpf_stats` itself costs on this machine.
     fn start(port: u16, calibrate: bool) -> anyhow::Result<Self> {
+        Self::start_steering(port, calibrate, &[])
+    }
+
+    /// Like [`Self::start`], with the sk_lookup program's maps holding
+    /// `steer` (`ADDR:PORT` or `*:PORT`).
+    fn start_steering(port: u16, calibrate: bool, steer: &[String]) -> anyhow::Result<Self> {
         let mut child = Command::new(run::agent_binary(true))
             .args([
                 "watch",
@@ -129,6 +137,7 @@ impl Watcher {
             ])
             .arg(format!("127.0.0.1:{port}/udp"))
             .args(calibrate.then_some("--calibrate"))
+            .args(steer.iter().flat_map(|b| ["--steer", b.as_str()]))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -138,7 +147,12 @@ impl Watcher {
         BufReader::new(stdout).read_line(&mut first)?;
         let attached: Value = serde_json::from_str(&first).context("watch's attached line")?;
         let program_id = attached["program_id"].as_u64().context("program_id")?;
-        Ok(Self { child, program_id })
+        let steering_program_id = attached["steering_program_id"].as_u64();
+        Ok(Self {
+            child,
+            program_id,
+            steering_program_id,
+        })
     }
 
     /// (run_time_ns, run_cnt) from the kernel.
@@ -261,6 +275,7 @@ fn datapath() -> anyhow::Result<Value> {
     if per_packet.is_empty() {
         bail!("the classifier never ran: is it attached to lo?");
     }
+    let lookups = lookup_costs()?;
     let (with_pps, without_pps) = (median(&mut with), median(&mut without));
     let ns_per_packet = median(&mut per_packet);
     let empty_ns = (!empty_per_run.is_empty()).then(|| median(&mut empty_per_run));
@@ -278,6 +293,8 @@ fn datapath() -> anyhow::Result<Value> {
         // replies to containers' own connections on a bridge).
         "test_run_unmatched_ns_per_packet": round_to(median(&mut unmatched_test_run), 2),
         "test_run_repeat": bench_testrun::REPEAT,
+        // The sk_lookup program per new-connection lookup (not per packet).
+        "lookup": lookups,
         // Median of the rounds' ratios; the ratio of the medians beside it.
         "throughput_ratio": round_to(median(&mut ratios.clone()), 3),
         "throughput_ratio_of_medians": round_to(with_pps / without_pps, 3),
@@ -289,6 +306,37 @@ fn datapath() -> anyhow::Result<Value> {
         "load": format!("{PAYLOAD}-byte UDP datagrams on loopback, every packet matched as service traffic"),
         "targets": { "ns_per_packet_max": 50, "throughput_ratio_min": 0.98 },
     }))
+}
+
+/// The sk_lookup program's cost per lookup, by `BPF_PROG_TEST_RUN`, for a
+/// connection to a port nobody steers, to a port steered on every address
+/// (the Docker default), to one steered on one address (127.0.0.1), and to
+/// that port on another local address (not Docker's: not steered).
+fn lookup_costs() -> anyhow::Result<Value> {
+    let (any, exact, idle) = (free_udp_port()?, free_udp_port()?, free_udp_port()?);
+    let steer = [format!("*:{any}"), format!("127.0.0.1:{exact}")];
+    let watcher = Watcher::start_steering(free_udp_port()?, false, &steer)?;
+    let id = watcher
+        .steering_program_id
+        .context("watch did not report the sk_lookup program")?;
+    let mut cases = serde_json::Map::new();
+    for (name, local, port) in [
+        ("unsteered_ns", [127, 0, 0, 1], idle),
+        ("steered_any_address_ns", [127, 0, 0, 1], any),
+        ("steered_one_address_ns", [127, 0, 0, 1], exact),
+        (
+            "other_address_of_a_one_address_port_ns",
+            [127, 0, 0, 2],
+            exact,
+        ),
+    ] {
+        let mut runs = Vec::new();
+        for _ in 0..ROUNDS {
+            runs.push(bench_testrun::ns_per_lookup(id, local, port)?);
+        }
+        cases.insert(name.to_owned(), json!(round_to(median(&mut runs), 2)));
+    }
+    Ok(Value::Object(cases))
 }
 
 fn free_udp_port() -> anyhow::Result<u16> {

@@ -49,12 +49,28 @@ const READY_EVENT: &str = "event=\"ready\"";
 /// Runs the section in both modes.
 pub fn cold(work: &Path, image: &Image) -> anyhow::Result<Value> {
     let mut modes = serde_json::Map::new();
+    let mut handbacks = Vec::new();
     for mode in ["blocking", "dynamic"] {
-        modes.insert(
-            mode.to_owned(),
-            measure(work, image, mode).with_context(|| format!("{mode} mode"))?,
+        let value = measure(work, image, mode).with_context(|| format!("{mode} mode"))?;
+        handbacks.extend(
+            value["rounds_detail"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|round| round["handback_ms"].as_f64()),
         );
+        modes.insert(mode.to_owned(), value);
     }
+    // Both modes' rounds: the hand-back does not depend on the mode.
+    modes.insert(
+        "handback_ms_p50".to_owned(),
+        json!(round_to(percentile(&mut handbacks.clone(), 0.5), 2)),
+    );
+    modes.insert(
+        "handback_ms_p99".to_owned(),
+        json!(round_to(percentile(&mut handbacks, 0.99), 2)),
+    );
+    modes.insert("handback_target_ms_p99".to_owned(), json!(5));
     Ok(Value::Object(modes))
 }
 
@@ -84,6 +100,8 @@ fn measure(work: &Path, image: &Image, mode: &str) -> anyhow::Result<Value> {
     // app's process start it happened.
     let mut detail = Vec::new();
     let (mut direct, mut through) = (Vec::new(), Vec::new());
+    // Through the agent: readiness → ports on the stock path, per round.
+    let mut handbacks = Vec::new();
     // Per side: ms from the app's process start to the first byte, and
     // from the request (or the start call) to the process start.
     let (mut after_start, mut before_start) = ([Vec::new(), Vec::new()], [Vec::new(), Vec::new()]);
@@ -104,6 +122,7 @@ fn measure(work: &Path, image: &Image, mode: &str) -> anyhow::Result<Value> {
         let mut parts = (0.0f64, 0.0f64);
         // Through the agent: listen mark → the agent's ready log line.
         let mut detection = 0.0f64;
+        let mut handback = 0.0f64;
         let order: [bool; 2] = if round % 2 == 0 {
             [false, true]
         } else {
@@ -158,10 +177,12 @@ fn measure(work: &Path, image: &Image, mode: &str) -> anyhow::Result<Value> {
                 let to_call = ms_between(began, start_call);
                 parts = (to_call, took - to_call - listening);
                 detection = ms_between(mark, agent_event(&agent_log, READY_EVENT, began)?);
+                handback = last_handback_ms(&agent_log)?;
             }
         }
         direct.push(pair[0]);
         through.push(pair[1]);
+        handbacks.push(handback);
         overhead.push(pair[1] - pair[0]);
         same_start.push(own_start[1]);
         floor.push(own_start[0]);
@@ -175,6 +196,7 @@ fn measure(work: &Path, image: &Image, mode: &str) -> anyhow::Result<Value> {
             "request_to_start_call_ms": round_to(parts.0, 1),
             "listen_mark_to_first_byte_ms": round_to(parts.1, 1),
             "listen_mark_to_ready_ms": round_to(detection, 1),
+            "handback_ms": round_to(handback, 2),
             "direct_to_process_ms": round_to(split[0].1, 1),
             "direct_after_process_ms": round_to(split[0].0, 1),
             "agent_to_process_ms": round_to(split[1].1, 1),
@@ -194,6 +216,8 @@ fn measure(work: &Path, image: &Image, mode: &str) -> anyhow::Result<Value> {
         "overhead_ms_p50": round_to(percentile(&mut same_start.clone(), 0.5), 1),
         "overhead_ms_p99": round_to(percentile(&mut same_start, 0.99), 1),
         "overhead_ms_each_round": each,
+        "handback_ms_p50": round_to(percentile(&mut handbacks.clone(), 0.5), 2),
+        "handback_ms_p99": round_to(percentile(&mut handbacks, 0.99), 2),
         "floor_ms_p50": round_to(percentile(&mut floor, 0.5), 1),
         "paired_difference_ms_p50": round_to(percentile(&mut overhead.clone(), 0.5), 1),
         "paired_difference_ms_p99": round_to(percentile(&mut overhead, 0.99), 1),
@@ -261,6 +285,23 @@ fn agent_event(log: &Path, event: &str, began: SystemTime) -> anyhow::Result<Sys
         bail!("the agent logged no {event} in this round (last: {line:?})");
     }
     Ok(at)
+}
+
+/// The `handback_ms` of the agent's last `ready` line: from readiness to
+/// the ports being back on the stock path (warm-up element gone, SYN_SENT
+/// cleared, sk_lookup entry removed), as the agent measured it.
+pub(crate) fn last_handback_ms(log: &Path) -> anyhow::Result<f64> {
+    let text =
+        std::fs::read_to_string(log).with_context(|| format!("reading {}", log.display()))?;
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.contains(READY_EVENT))
+        .with_context(|| format!("no {READY_EVENT} in {}", log.display()))?;
+    line.split_whitespace()
+        .find_map(|field| field.strip_prefix("handback_ms="))
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("no handback_ms in {line:?}"))
 }
 
 /// Milliseconds from `from` to `to` (negative if `to` is earlier).

@@ -73,6 +73,8 @@ pub fn herd(work: &Path, image: &Image) -> anyhow::Result<Value> {
     let all_answered_ms = started.elapsed().as_secs_f64() * 1000.0;
     let starts = agent.metric("autostop_starts_total", "herd")? - starts_before;
     let state = agent.state("herd").unwrap_or_default();
+    // Readiness → ports on the stock path, while the herd is handed over.
+    let handback_ms = crate::bench_cold::last_handback_ms(&dir.join("agent.log"))?;
     agent.stop();
     let until = unix_now() + 1;
     let docker_starts = docker_out(&[
@@ -100,6 +102,7 @@ pub fn herd(work: &Path, image: &Image) -> anyhow::Result<Value> {
         "state_after": state,
         "open_all_ms": round_to(opened_ms, 1),
         "all_answered_ms": round_to(all_answered_ms, 1),
+        "handback_ms": round_to(handback_ms, 2),
         "app_listen_delay_s": 1,
         "path": "direct to the published port (blocking mode, no nginx)",
         "nofile_limit": nofile,

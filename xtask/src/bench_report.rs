@@ -107,6 +107,22 @@ fn rows(report: &Value) -> Vec<Row> {
                 None,
             );
         }
+        let l = &d["lookup"];
+        if l.is_object() {
+            push(
+                "datapath",
+                "lookup_ns (sk_lookup, per new connection)",
+                format!(
+                    "unsteered port {}; every-address {}; one-address {}; another address of it {} (BPF_PROG_TEST_RUN)",
+                    l["unsteered_ns"],
+                    l["steered_any_address_ns"],
+                    l["steered_one_address_ns"],
+                    l["other_address_of_a_one_address_port_ns"]
+                ),
+                "",
+                None,
+            );
+        }
         let ratio = num(&d["throughput_ratio"]);
         push(
             "datapath",
@@ -156,6 +172,18 @@ fn rows(report: &Value) -> Vec<Row> {
         );
         let (value, verdict) = overhead_row("dynamic");
         push("cold", "dynamic_overhead_ms_p50", value, "≤ 10", verdict);
+        if c["handback_ms_p99"].is_number() {
+            push(
+                "cold",
+                "handback_ms_p50 / p99",
+                format!(
+                    "{} / {} (readiness → ports on the stock path)",
+                    c["handback_ms_p50"], c["handback_ms_p99"]
+                ),
+                "p99 ≤ 5",
+                Some(num(&c["handback_ms_p99"]).is_some_and(|v| v <= 5.0)),
+            );
+        }
         // The same comparison from the app's process start on, free of
         // `docker start`'s own variance (see bench_cold.rs); no verdict.
         for mode in ["blocking", "dynamic"] {
@@ -240,6 +268,15 @@ fn rows(report: &Value) -> Vec<Row> {
             "1",
             is("starts", 1.0),
         );
+        if h["handback_ms"].is_number() {
+            push(
+                "herd",
+                "handback_ms",
+                format!("{} (while the herd is handed over)", h["handback_ms"]),
+                "≤ 5",
+                Some(num(&h["handback_ms"]).is_some_and(|v| v <= 5.0)),
+            );
+        }
     }
     let a = &report["agent"];
     if a.is_object() && a.get("error").is_none() {

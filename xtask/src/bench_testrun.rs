@@ -6,6 +6,9 @@
 //! reads cost more than the program (see `empty_program_ns_per_run`), so
 //! this is the figure the 50 ns target can be read against.
 //!
+//! `ns_per_lookup` does the same for the sk_lookup program with a lookup
+//! context (a new TCP connection to a given local address and port).
+//!
 //! The frame is the datapath section's load packet (Ethernet, IPv4, UDP to
 //! the watched target), so the run takes the counted path: parse, target
 //! lookup, counter update.
@@ -137,9 +140,61 @@ pub fn ns_per_run(id: u64, frame: &[u8]) -> anyhow::Result<f64> {
     Ok(f64::from(attr.duration))
 }
 
+/// uapi `struct bpf_sk_lookup`, the context `BPF_PROG_TEST_RUN` hands an
+/// sk_lookup program (addresses and `remote_port` in network order, the
+/// rest in host order).
+#[repr(C)]
+#[derive(Default)]
+struct SkLookupCtx {
+    cookie: u64,
+    family: u32,
+    protocol: u32,
+    remote_ip4: u32,
+    remote_ip6: [u32; 4],
+    remote_port: u16,
+    _pad: u16,
+    local_ip4: u32,
+    local_ip6: [u32; 4],
+    local_port: u32,
+    ingress_ifindex: u32,
+}
+
+/// Mean nanoseconds per run of sk_lookup program `id` for a new IPv4 TCP
+/// connection from 127.0.0.1:40000 to `local`:`port`, over [`REPEAT`] runs.
+pub fn ns_per_lookup(id: u64, local: [u8; 4], port: u16) -> anyhow::Result<f64> {
+    let fd = program_fd(id)?;
+    let mut ctx = SkLookupCtx {
+        family: libc::AF_INET as u32,
+        protocol: libc::IPPROTO_TCP as u32,
+        remote_ip4: u32::from_ne_bytes([127, 0, 0, 1]),
+        remote_port: 40000u16.to_be(),
+        local_ip4: u32::from_ne_bytes(local),
+        local_port: u32::from(port),
+        ..SkLookupCtx::default()
+    };
+    let mut attr = TestRunAttr {
+        prog_fd: std::os::fd::AsRawFd::as_raw_fd(&fd) as u32,
+        repeat: REPEAT,
+        ctx_size_in: u32::try_from(std::mem::size_of::<SkLookupCtx>())?,
+        ctx_in: std::ptr::addr_of_mut!(ctx) as u64,
+        ..TestRunAttr::default()
+    };
+    bpf(BPF_PROG_TEST_RUN, &mut attr).context("BPF_PROG_TEST_RUN (sk_lookup)")?;
+    if attr.duration == 0 {
+        bail!("the kernel reported no run time");
+    }
+    Ok(f64::from(attr.duration))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_lookup_context_has_the_kernels_size() {
+        // sizeof(struct bpf_sk_lookup) since Linux 5.19 (ingress_ifindex).
+        assert_eq!(std::mem::size_of::<SkLookupCtx>(), 72);
+    }
 
     #[test]
     fn frame_has_a_valid_ipv4_header() {
