@@ -36,6 +36,7 @@
 //!   `test-hooks` only; empty otherwise).
 //! - [`state`]: what the agent remembers across restarts (run-time idle
 //!   timeouts, learned start durations, RAM savings) in `state_dir`.
+//! - [`schedule`]: keep_warm windows and learned pre-warming.
 //! - [`shutdown`]: one cancellation token, cancelled by SIGINT/SIGTERM, that
 //!   every task watches.
 //! - [`waitpage`]: dynamic mode's request-head reading and classification,
@@ -57,6 +58,7 @@ pub mod netfilter;
 pub mod notify;
 pub mod procnet;
 pub mod published;
+pub mod schedule;
 pub mod service;
 pub mod shutdown;
 pub mod state;

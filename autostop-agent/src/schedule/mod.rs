@@ -1,0 +1,11 @@
+//! When a service should be warm regardless of traffic:
+//!
+//! - [`windows`]: `keep_warm` windows written by the administrator
+//!   (`"Mon-Fri 08:00-19:00"`), in the host's time zone;
+//! - [`prewarm`]: learned pre-warming, a start shortly before a service's
+//!   habitual first request, from its history of wake-ups.
+
+pub mod prewarm;
+pub mod windows;
+
+pub use windows::{Schedule, Window, WindowError};
