@@ -1,10 +1,25 @@
 //! Prometheus metrics (`autostop_` prefix), fed by the services' lifecycle
-//! steps and by the agent's periodic samples of kernel counters and Docker
-//! stats, rendered in the OpenMetrics text format for `GET /metrics`.
+//! steps, the cold-start listener and the agent's periodic samples of kernel
+//! counters and Docker stats, and refreshed from the services' views at
+//! each scrape ([`scrape`]), rendered in the OpenMetrics text format for
+//! `GET /metrics`.
+//!
+//! Hosts are told apart by Prometheus's own target labels (`instance`,
+//! `job`), added at scrape; no metric carries a host label of its own.
+//! `autostop_build_info{version,host}` (always 1) names the agent's version
+//! and the machine's hostname for each target, to join on `instance`.
+//! `packaging/grafana/autostop.json` and `packaging/prometheus/alerts.yml`
+//! query these names; `autostop-agent/tests/fleet.rs` checks that every
+//! name and label they use is rendered here.
+
+mod register;
+mod scrape;
+#[cfg(test)]
+mod tests;
 
 use std::{
     collections::HashMap,
-    sync::{atomic::AtomicU64, Mutex},
+    sync::{atomic::AtomicU64, Mutex, PoisonError},
 };
 
 use prometheus_client::{
@@ -14,6 +29,8 @@ use prometheus_client::{
 };
 
 use crate::service::{LifecycleEvent, LifecycleObserver};
+
+pub use scrape::START_BLOCKS;
 
 /// Every state a service can be in, for the one-hot state gauge.
 pub const STATES: &[&str] = &[
@@ -49,7 +66,14 @@ struct ReasonLabels {
     reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+    host: String,
+}
+
 type FloatCounter = Counter<f64, AtomicU64>;
+type FloatGauge = Gauge<f64, AtomicU64>;
 
 /// The agent's metrics registry.
 pub struct Metrics {
@@ -65,12 +89,27 @@ pub struct Metrics {
     packets: Family<ServiceLabel, Counter>,
     bytes: Family<ServiceLabel, Counter>,
     memory: Family<ServiceLabel, Gauge>,
+    memory_limit: Family<ServiceLabel, Gauge>,
     memory_saved: Family<ServiceLabel, FloatCounter>,
+    /// One-hot by `reason` (`crash_loop`, `backoff`): why a wake would not
+    /// start the failed service now.
+    start_blocked: Family<ReasonLabels, Gauge>,
+    /// The learned start duration in force (what the next start is
+    /// expected to take).
+    start_estimate: Family<ServiceLabel, FloatGauge>,
+    /// The last start the agent made, and what it was expected to take.
+    last_start: Family<ServiceLabel, FloatGauge>,
+    last_start_expected: Family<ServiceLabel, FloatGauge>,
+    /// Cold-start listener outcomes per service.
+    fail_fast: Family<ServiceLabel, Counter>,
+    hung_up: Family<ServiceLabel, Counter>,
     /// Connections the cold-start listener accepted (all services): flat
     /// while every service is warm, since warm traffic never reaches us.
     listener_accepted: Counter,
     /// Last kernel totals per service, to turn samples into increments.
     last_activity: Mutex<HashMap<String, (u64, u64)>>,
+    /// The start estimate in force when each start under way began.
+    expected_at_start: Mutex<HashMap<String, f64>>,
 }
 
 impl Default for Metrics {
@@ -86,101 +125,6 @@ fn label(service: &str) -> ServiceLabel {
 }
 
 impl Metrics {
-    /// Creates and registers every metric.
-    pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("autostop");
-        let state = Family::default();
-        registry.register(
-            "service_state",
-            "1 for the state the service is in, 0 for the others",
-            state.clone(),
-        );
-        let starts = Family::default();
-        registry.register("starts", "Starts, by what triggered them", starts.clone());
-        let start_duration = Family::<ServiceLabel, Histogram>::new_with_constructor(|| {
-            Histogram::new(START_BUCKETS.iter().copied())
-        });
-        registry.register(
-            "start_duration_seconds",
-            "Time from start to ready",
-            start_duration.clone(),
-        );
-        let stops = Family::default();
-        registry.register("stops", "Stops, by reason", stops.clone());
-        let start_failures = Family::default();
-        registry.register("start_failures", "Failed starts", start_failures.clone());
-        let wake_events = Family::default();
-        registry.register(
-            "wake_events",
-            "Wake events from the kernel (first SYN to a stopped service)",
-            wake_events.clone(),
-        );
-        let held = Family::default();
-        registry.register(
-            "held_connections",
-            "Connections held by the agent while their service starts",
-            held.clone(),
-        );
-        let wait_pages = Family::default();
-        registry.register(
-            "wait_pages_served",
-            "Wait pages served to browsers",
-            wait_pages.clone(),
-        );
-        let packets = Family::default();
-        registry.register(
-            "activity_packets",
-            "Packets into the service seen by the kernel",
-            packets.clone(),
-        );
-        let bytes = Family::default();
-        registry.register(
-            "activity_bytes",
-            "Bytes into the service seen by the kernel",
-            bytes.clone(),
-        );
-        let memory = Family::default();
-        registry.register(
-            "memory_bytes",
-            "Memory used by the running service's containers",
-            memory.clone(),
-        );
-        let memory_saved = Family::default();
-        registry.register(
-            "memory_saved_byte_seconds",
-            "Last observed running memory times time spent stopped",
-            memory_saved.clone(),
-        );
-        let listener_accepted = Counter::default();
-        registry.register(
-            "listener_accepted",
-            "Connections steered to and accepted by the agent's cold-start listener",
-            listener_accepted.clone(),
-        );
-        registry.register(
-            "log_write_errors",
-            "Log lines dropped because the log output was stalled or closed",
-            crate::logging::write_errors().clone(),
-        );
-        Self {
-            registry,
-            state,
-            starts,
-            start_duration,
-            stops,
-            start_failures,
-            wake_events,
-            held,
-            wait_pages,
-            packets,
-            bytes,
-            memory,
-            memory_saved,
-            listener_accepted,
-            last_activity: Mutex::new(HashMap::new()),
-        }
-    }
-
     /// Sets the one-hot state gauge of `service`.
     pub fn set_state(&self, service: &str, state: &str) {
         for candidate in STATES {
@@ -216,12 +160,24 @@ impl Metrics {
         self.wait_pages.get_or_create(&label(service)).inc();
     }
 
+    /// Counts one connection to `service` answered at once because no
+    /// start was coming.
+    pub fn fail_fast(&self, service: &str) {
+        self.fail_fast.get_or_create(&label(service)).inc();
+    }
+
+    /// Counts one held connection to `service` whose client hung up.
+    pub fn hung_up(&self, service: &str) {
+        self.hung_up.get_or_create(&label(service)).inc();
+    }
+
     /// Records the kernel's running totals for `service`; counters advance
     /// by the difference (a reset, e.g. a reloaded datapath, restarts them).
     pub fn record_activity(&self, service: &str, packets: u64, bytes: u64) {
-        let Ok(mut last) = self.last_activity.lock() else {
-            return;
-        };
+        let mut last = self
+            .last_activity
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let (old_packets, old_bytes) = last
             .insert(service.to_owned(), (packets, bytes))
             .unwrap_or((0, 0));
@@ -256,20 +212,43 @@ impl Metrics {
                 state: (*state).to_owned(),
             });
         }
+        for reason in START_BLOCKS {
+            self.start_blocked.remove(&ReasonLabels {
+                service: service.to_owned(),
+                reason: (*reason).to_owned(),
+            });
+        }
+        let service_label = label(service);
         for family in [
             &self.start_failures,
             &self.wake_events,
             &self.wait_pages,
             &self.packets,
             &self.bytes,
+            &self.fail_fast,
+            &self.hung_up,
         ] {
-            family.remove(&label(service));
+            family.remove(&service_label);
         }
-        self.held.remove(&label(service));
-        self.memory.remove(&label(service));
-        if let Ok(mut last) = self.last_activity.lock() {
-            last.remove(service);
+        for family in [&self.held, &self.memory, &self.memory_limit] {
+            family.remove(&service_label);
         }
+        for family in [
+            &self.start_estimate,
+            &self.last_start,
+            &self.last_start_expected,
+        ] {
+            family.remove(&service_label);
+        }
+        self.start_duration.remove(&service_label);
+        self.last_activity
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(service);
+        self.expected_at_start
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(service);
     }
 
     /// The OpenMetrics text exposition.
@@ -290,13 +269,18 @@ impl LifecycleObserver for Metrics {
                     trigger: trigger.as_str().to_owned(),
                 };
                 self.starts.get_or_create(&labels).inc();
+                self.note_start(service);
                 self.set_state(service, "starting");
             }
-            LifecycleEvent::Ready { took, .. } => {
+            LifecycleEvent::Ready { took, estimate } => {
                 if let Some(took) = took {
                     self.start_duration
                         .get_or_create(&label(service))
                         .observe(took.as_secs_f64());
+                    self.record_last_start(service, took.as_secs_f64());
+                }
+                if let Some(estimate) = estimate {
+                    self.set_start_estimate(service, Some(estimate.as_secs_f64()));
                 }
                 self.set_state(service, "ready");
             }
@@ -313,185 +297,6 @@ impl LifecycleObserver for Metrics {
                 self.start_failures.get_or_create(&label(service)).inc();
                 self.set_state(service, "failed");
             }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-    use crate::service::Trigger;
-
-    fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
-        scrape
-            .samples
-            .iter()
-            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-            .map(|s| match s.value {
-                prometheus_parse::Value::Counter(v)
-                | prometheus_parse::Value::Gauge(v)
-                | prometheus_parse::Value::Untyped(v) => v,
-                _ => f64::NAN,
-            })
-            .unwrap_or_else(|| panic!("no sample {name} {labels:?}"))
-    }
-
-    #[test]
-    fn exposition_parses_and_carries_lifecycle_counts() {
-        let metrics = Metrics::new();
-        metrics.on_event(
-            "web",
-            &LifecycleEvent::Starting {
-                trigger: Trigger::Syn,
-            },
-        );
-        metrics.on_event(
-            "web",
-            &LifecycleEvent::Ready {
-                took: Some(Duration::from_millis(1500)),
-                estimate: None,
-            },
-        );
-        metrics.on_event("web", &LifecycleEvent::Stopping { reason: "idle" });
-        metrics.on_event("web", &LifecycleEvent::Stopped { reason: "idle" });
-        metrics.on_event(
-            "api",
-            &LifecycleEvent::Failed {
-                reason: "exit 1".into(),
-                crash_loop: false,
-            },
-        );
-        metrics.wake_event("web");
-        metrics.wake_event("web");
-        metrics.record_activity("web", 10, 1000);
-        metrics.record_activity("web", 25, 2500);
-        metrics.set_memory("web", 6_200_000_000);
-        metrics.add_memory_saved("web", 3600.0 * 6.2e9);
-        metrics.set_held("web", 3);
-        metrics.wait_page("web");
-        metrics.listener_accepted();
-        metrics.listener_accepted();
-
-        let text = metrics.render();
-        let lines = text.lines().map(|l| Ok(l.to_owned()));
-        let scrape = prometheus_parse::Scrape::parse(lines).expect("valid exposition");
-        assert_eq!(
-            sample(
-                &scrape,
-                "autostop_starts_total",
-                &[("service", "web"), ("trigger", "syn")]
-            ),
-            1.0
-        );
-        assert_eq!(
-            sample(
-                &scrape,
-                "autostop_stops_total",
-                &[("service", "web"), ("reason", "idle")]
-            ),
-            1.0
-        );
-        assert_eq!(
-            sample(
-                &scrape,
-                "autostop_start_failures_total",
-                &[("service", "api")]
-            ),
-            1.0
-        );
-        assert_eq!(
-            sample(&scrape, "autostop_wake_events_total", &[("service", "web")]),
-            2.0
-        );
-        assert_eq!(
-            sample(&scrape, "autostop_listener_accepted_total", &[]),
-            2.0
-        );
-        // Process-wide; other tests may drop lines too, so only its presence.
-        assert!(sample(&scrape, "autostop_log_write_errors_total", &[]) >= 0.0);
-        assert_eq!(
-            sample(
-                &scrape,
-                "autostop_activity_packets_total",
-                &[("service", "web")]
-            ),
-            25.0
-        );
-        assert_eq!(
-            sample(
-                &scrape,
-                "autostop_activity_bytes_total",
-                &[("service", "web")]
-            ),
-            2500.0
-        );
-        assert_eq!(
-            sample(&scrape, "autostop_memory_bytes", &[("service", "web")]),
-            6.2e9
-        );
-        assert_eq!(
-            sample(&scrape, "autostop_held_connections", &[("service", "web")]),
-            3.0
-        );
-        assert_eq!(
-            sample(
-                &scrape,
-                "autostop_wait_pages_served_total",
-                &[("service", "web")]
-            ),
-            1.0
-        );
-        assert_eq!(
-            sample(
-                &scrape,
-                "autostop_service_state",
-                &[("service", "web"), ("state", "stopped")]
-            ),
-            1.0
-        );
-        assert_eq!(
-            sample(
-                &scrape,
-                "autostop_service_state",
-                &[("service", "web"), ("state", "ready")]
-            ),
-            0.0
-        );
-        assert_eq!(
-            sample(
-                &scrape,
-                "autostop_service_state",
-                &[("service", "api"), ("state", "failed")]
-            ),
-            1.0
-        );
-        let saved = sample(
-            &scrape,
-            "autostop_memory_saved_byte_seconds_total",
-            &[("service", "web")],
-        );
-        assert!((saved - 3600.0 * 6.2e9).abs() < 1.0, "{saved}");
-        let histogram = scrape
-            .samples
-            .iter()
-            .find(|s| s.metric == "autostop_start_duration_seconds")
-            .expect("histogram present");
-        match &histogram.value {
-            prometheus_parse::Value::Histogram(buckets) => {
-                let le_2_5 = buckets
-                    .iter()
-                    .find(|b| (b.less_than - 2.5).abs() < 1e-9)
-                    .expect("2.5 bucket");
-                assert_eq!(le_2_5.count, 1.0);
-                let le_1 = buckets
-                    .iter()
-                    .find(|b| (b.less_than - 1.0).abs() < 1e-9)
-                    .expect("1 bucket");
-                assert_eq!(le_1.count, 0.0);
-            }
-            other => panic!("start_duration_seconds is not a histogram: {other:?}"),
         }
     }
 }
