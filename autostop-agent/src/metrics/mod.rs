@@ -218,6 +218,12 @@ impl Metrics {
                 reason: (*reason).to_owned(),
             });
         }
+        for trigger in scrape::TRIGGERS {
+            self.starts.remove(&TriggerLabels {
+                service: service.to_owned(),
+                trigger: trigger.as_str().to_owned(),
+            });
+        }
         let service_label = label(service);
         for family in [
             &self.start_failures,

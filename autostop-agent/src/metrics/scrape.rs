@@ -2,17 +2,26 @@
 //! from the services' API views at each scrape: the state (also for a
 //! service adopted stopped, which had no event), held connections, the
 //! start block, the memory limit and the learned start estimate. Each
-//! scrape also creates every per-service counter at 0, so Prometheus's
-//! `increase()` sees a counter's first step.
+//! scrape also creates every per-service counter at 0 (the starts for each
+//! trigger too), so Prometheus's `increase()` sees a counter's first step.
 
 use std::sync::PoisonError;
 
-use super::{label, Metrics, ReasonLabels};
-use crate::api::ServiceView;
+use super::{label, Metrics, ReasonLabels, TriggerLabels};
+use crate::{api::ServiceView, service::Trigger};
 
 /// Values of the `reason` label of `autostop_service_start_blocked`, as
 /// [`ServiceView::start_block`] names them.
 pub const START_BLOCKS: &[&str] = &["crash_loop", "backoff"];
+
+/// Every trigger, for the `starts_total` series created at 0.
+pub(super) const TRIGGERS: [Trigger; 5] = [
+    Trigger::Syn,
+    Trigger::HeldConnection,
+    Trigger::Manual,
+    Trigger::Api,
+    Trigger::External,
+];
 
 impl Metrics {
     /// Refreshes the status-derived gauges from `views` (every service the
@@ -57,6 +66,12 @@ impl Metrics {
                 &self.hung_up,
             ] {
                 drop(family.get_or_create(&service_label));
+            }
+            for trigger in TRIGGERS {
+                drop(self.starts.get_or_create(&TriggerLabels {
+                    service: service.to_owned(),
+                    trigger: trigger.as_str().to_owned(),
+                }));
             }
             drop(self.start_duration.get_or_create(&service_label));
             drop(self.memory_saved.get_or_create(&service_label));

@@ -241,6 +241,13 @@ fn a_scrape_sets_the_status_gauges_and_creates_the_counters_at_zero() {
     ] {
         assert_eq!(web(counter, &[]), 0.0, "{counter}");
     }
+    for trigger in ["syn", "connection", "manual", "api", "external"] {
+        assert_eq!(
+            web("autostop_starts_total", &[("trigger", trigger)]),
+            0.0,
+            "{trigger}"
+        );
+    }
     assert!(absent(&scrape, "autostop_memory_limit_bytes", "web"));
     assert!(absent(&scrape, "autostop_start_estimate_seconds", "api"));
     let api = |name: &str| sample(&scrape, name, &[("service", "api")]);
@@ -286,6 +293,7 @@ fn a_scrape_sets_the_status_gauges_and_creates_the_counters_at_zero() {
         "autostop_start_estimate_seconds",
         "autostop_start_failures_total",
         "autostop_start_duration_seconds_count",
+        "autostop_starts_total",
     ] {
         assert!(absent(&scrape, name, "web"), "{name} still there");
     }
@@ -380,4 +388,21 @@ fn listener_outcomes_and_build_info_are_exported() {
     );
     assert!(info.contains("host=\""), "{info}");
     assert!(info.ends_with(" 1"), "{info}");
+}
+
+#[test]
+fn every_trigger_gets_its_starts_series() {
+    // No wildcard: a new trigger does not compile until it is listed.
+    let listed = |trigger: Trigger| match trigger {
+        Trigger::Syn
+        | Trigger::HeldConnection
+        | Trigger::Manual
+        | Trigger::Api
+        | Trigger::External => super::scrape::TRIGGERS.contains(&trigger),
+    };
+    for trigger in super::scrape::TRIGGERS {
+        assert!(listed(trigger));
+    }
+    assert!(listed(Trigger::Syn) && listed(Trigger::HeldConnection));
+    assert!(listed(Trigger::Manual) && listed(Trigger::Api) && listed(Trigger::External));
 }
