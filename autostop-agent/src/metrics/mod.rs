@@ -16,6 +16,8 @@ mod register;
 mod scrape;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_scrape;
 
 use std::{
     collections::HashMap,
