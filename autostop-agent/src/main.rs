@@ -44,8 +44,12 @@ enum Command {
         #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
         config: PathBuf,
         /// Print the API's JSON instead of a table.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "wide")]
         json: bool,
+        /// Every column, names and errors in full (the default fits 100
+        /// columns).
+        #[arg(long)]
+        wide: bool,
     },
     /// Start a service now.
     Start(NameArgs),
@@ -148,13 +152,13 @@ fn dispatch(command: Command) -> ExitCode {
             .await?;
             Ok(())
         })),
-        Command::Status { config, json } => report(run_async(async move {
+        Command::Status { config, json, wide } => report(run_async(async move {
             let client = client_for(&config);
             let services = client.services().await?;
             if json {
                 print_out(&format!("{}\n", serde_json::to_string_pretty(&services)?));
             } else {
-                print_out(&client::status_table(&services));
+                print_out(&client::status_table(&services, wide));
                 for problem in client.problems().await? {
                     print_out(&format!("problem: {problem}\n"));
                 }

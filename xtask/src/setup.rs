@@ -54,6 +54,10 @@ const APT_PACKAGES: &[(&str, &str)] = &[
         "chromium-driver",
         "chromedriver, the WebDriver server those tests drive Chromium with",
     ),
+    (
+        "prometheus",
+        "promtool, which checks and unit-tests packaging/prometheus/alerts.yml and the dashboard's queries",
+    ),
 ];
 
 /// bpf-linker release line that matches LLVM 22 and aya-ebpf 0.2.

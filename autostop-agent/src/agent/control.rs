@@ -21,7 +21,7 @@ use crate::{
     metrics::Metrics,
     service::{
         Command, LifecycleEvent, LifecycleObserver, ManualCommand, ServiceHandle, ServiceState,
-        Trigger,
+        StartBlock, Trigger,
     },
     state::{unix_hour, StateStore},
     supervisor::TaskBoard,
@@ -109,6 +109,10 @@ impl Services {
 
     /// Adds or replaces a service.
     pub fn insert(&self, entry: ServiceEntry) {
+        // What its first start is expected to take (the persisted estimate).
+        let estimate = entry.handle.status().start_estimate;
+        self.metrics
+            .set_start_estimate(&entry.config.name, estimate.map(|d| d.as_secs_f64()));
         if let Ok(mut entries) = self.entries.write() {
             entries.insert(entry.config.name.clone(), entry);
         }
@@ -206,6 +210,7 @@ impl Services {
             .live(&config.name)
             .filter(|_| status.state == ServiceState::Ready);
         let to_gb_h = |byte_seconds: f64| byte_seconds / 1e9 / 3600.0;
+        let (start_block, retry_in) = start_block(status.start_block);
         let max_held = u64::from(config.max_held_connections);
         let available = u64::try_from(entry.held.available_permits()).unwrap_or(max_held);
         ServiceView {
@@ -229,6 +234,8 @@ impl Services {
             average_start_duration_s: status.start_estimate.map(|d| d.as_secs_f64()),
             starts_24h,
             last_error: status.last_error.clone(),
+            start_block: start_block.map(str::to_owned),
+            retry_in_s: retry_in.map(|d| d.as_secs()),
             ram_saved_gb_h: memory
                 .as_ref()
                 .map_or(0.0, |m| to_gb_h(m.memory_saved_byte_seconds)),
@@ -247,6 +254,23 @@ impl Services {
     fn entry(&self, name: &str) -> Result<ServiceEntry, ControlError> {
         self.get(name)
             .ok_or_else(|| ControlError::UnknownService(name.to_owned()))
+    }
+}
+
+/// The view's name of a start block, and for a pending backoff the time
+/// left (a backoff whose time has come blocks nothing).
+fn start_block(block: Option<StartBlock>) -> (Option<&'static str>, Option<Duration>) {
+    match block {
+        Some(StartBlock::CrashLoop) => (Some("crash_loop"), None),
+        Some(StartBlock::Backoff { retry_at }) => {
+            let left = retry_at.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                (None, None)
+            } else {
+                (Some("backoff"), Some(left))
+            }
+        }
+        None => (None, None),
     }
 }
 
@@ -308,7 +332,7 @@ impl Control for Services {
     }
 
     fn metrics(&self) -> String {
-        self.metrics.render()
+        self.metrics.render_with(&self.services())
     }
 
     fn problems(&self) -> Vec<String> {

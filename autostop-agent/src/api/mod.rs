@@ -78,6 +78,14 @@ pub struct ServiceView {
     pub starts_24h: u32,
     /// Last error (failed start or stop).
     pub last_error: Option<String>,
+    /// Why a wake would not start the failed service now: `crash_loop`
+    /// (the guard latched; `autostop start` clears it) or `backoff` (a
+    /// retry is pending); `None` otherwise.
+    #[serde(default)]
+    pub start_block: Option<String>,
+    /// With `start_block = "backoff"`: seconds until a wake may retry.
+    #[serde(default)]
+    pub retry_in_s: Option<u64>,
     /// RAM saved so far by keeping the service stopped, in GB·h (last
     /// observed running memory × time stopped; 1 GB = 10^9 bytes).
     pub ram_saved_gb_h: f64,

@@ -126,7 +126,7 @@ pub struct ColdStart {
     pub stats: Arc<ColdStartStats>,
     /// Wait-page themes (built-in and user).
     pub themes: Arc<ThemeSet>,
-    /// Agent metrics (wait pages served).
+    /// Agent metrics (wait pages served, fail-fast answers, hang-ups).
     pub metrics: Arc<Metrics>,
     /// Monitoring networks: their connections to a stopped service are
     /// refused instead of waking it (they are held like any other while a
@@ -259,8 +259,14 @@ async fn handle(
     let counter = match outcome {
         HoldOutcome::Forwarded => &ctx.stats.forwarded,
         HoldOutcome::Failed => &ctx.stats.failed,
-        HoldOutcome::Refused => &ctx.stats.fail_fast,
-        HoldOutcome::HungUp => &ctx.stats.hung_up,
+        HoldOutcome::Refused => {
+            ctx.metrics.fail_fast(&route.service);
+            &ctx.stats.fail_fast
+        }
+        HoldOutcome::HungUp => {
+            ctx.metrics.hung_up(&route.service);
+            &ctx.stats.hung_up
+        }
         HoldOutcome::Closed => return,
     };
     counter.fetch_add(1, Ordering::Relaxed);

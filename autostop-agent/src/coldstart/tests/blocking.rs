@@ -196,6 +196,10 @@ async fn clients_that_hang_up_give_their_place_back_at_once() {
             .unwrap_or_else(|_| panic!("hang-up {i} not noticed"));
     }
     assert_eq!(h.stats.refused_over_limit.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        h.metric("autostop_connections_hung_up_total"),
+        (MAX_HELD + 10).to_string()
+    );
     // The places are free: a full set of real clients is held and served.
     let mut real = Vec::new();
     for i in 0..MAX_HELD {

@@ -86,6 +86,7 @@ async fn crash_loop_answers_every_new_client_at_once_in_both_modes() {
         assert_eq!(tls, "", "{mode:?}: TLS client closed without bytes");
         assert_eq!(silent, "", "{mode:?}: silent client closed");
         count_reaches(&h.stats.fail_fast, 3, "answered at once").await;
+        assert_eq!(h.metric("autostop_connections_fail_fast_total"), "3");
         assert_eq!(h.wakes(), 0, "{mode:?}: a latched guard ignores wakes");
         h.stop().await;
     }

@@ -60,6 +60,7 @@ struct Harness {
     status: watch::Sender<ServiceStatus>,
     commands: mpsc::Receiver<Command>,
     stats: Arc<ColdStartStats>,
+    metrics: Arc<crate::metrics::Metrics>,
     shutdown: CancellationToken,
     server: JoinHandle<()>,
 }
@@ -97,13 +98,14 @@ impl Harness {
         let stats = Arc::new(ColdStartStats::default());
         let shutdown = CancellationToken::new();
         let ignored = super::IgnoredSources::default();
+        let metrics = Arc::new(crate::metrics::Metrics::new());
         let ctx = Arc::new(ColdStart {
             ignored_sources: Arc::clone(&ignored),
             routes,
             upstreams: upstream,
             stats: stats.clone(),
             themes: Arc::new(crate::waitpage::ThemeSet::builtin()),
-            metrics: Arc::new(crate::metrics::Metrics::new()),
+            metrics: Arc::clone(&metrics),
         });
         let server = tokio::spawn(serve(vec![listener], ctx, shutdown.clone()));
         Self {
@@ -112,9 +114,20 @@ impl Harness {
             status,
             commands,
             stats,
+            metrics,
             shutdown,
             server,
         }
+    }
+
+    /// The value of the exposition's sample `name{service="web"}`.
+    fn metric(&self, name: &str) -> String {
+        let prefix = format!("{name}{{service=\"web\"}} ");
+        self.metrics
+            .render()
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| panic!("no sample {prefix}"))
     }
 
     fn set_state(&self, state: ServiceState) {

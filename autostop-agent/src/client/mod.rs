@@ -1,6 +1,13 @@
 //! The CLI's side of the status API: `autostop status`, `start`, `stop`,
 //! `hold`, `release` and `set-timeout` talk to the running agent over HTTP
-//! on its `status_listen` address, with the bearer token when configured.
+//! on its `status_listen` address, with the bearer token when configured;
+//! [`table`] renders `autostop status`.
+
+mod table;
+#[cfg(test)]
+mod table_tests;
+
+pub use table::{compact_duration, compact_seconds, status_table, DEFAULT_WIDTH};
 
 use std::{fmt::Write as _, net::SocketAddr, time::Duration};
 
@@ -161,119 +168,9 @@ impl Client {
     }
 }
 
-/// Renders `autostop status` like the old status script: one row per
-/// service with a state icon, uptime or downtime, RAM, idle timeout, time
-/// until stop and last start duration.
-pub fn status_table(services: &[ServiceView]) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<16} {:<13} {:<22} {:<18} {:<8} {:<9} {:<10} SAVED",
-        "NAME", "STATE", "SINCE", "RAM", "IDLE", "STOP IN", "LAST START"
-    );
-    for s in services {
-        let (icon, label) = match s.state.as_str() {
-            "ready" => ("✅", "RUNNING"),
-            "starting" => ("🟡", "STARTING"),
-            "stopping" => ("🟠", "STOPPING"),
-            "stopped" => ("⏸️ ", "STOPPED"),
-            "failed" => ("❌", "FAILED"),
-            _ => ("❔", "UNKNOWN"),
-        };
-        let since = match s.state.as_str() {
-            "ready" => format!("Up {}", human(s.state_for_s)),
-            "stopped" => format!("Exited {} ago", human(s.state_for_s)),
-            _ => format!("for {}", human(s.state_for_s)),
-        };
-        let ram = match (s.memory_bytes, s.memory_limit_bytes) {
-            (Some(used), Some(limit)) if limit > 0 => format!("{} / {}", bytes(used), bytes(limit)),
-            (Some(used), _) => bytes(used),
-            _ => "-".to_owned(),
-        };
-        let stop_in = match (s.hold, s.seconds_until_stop) {
-            (true, _) => "hold".to_owned(),
-            (false, Some(secs)) => human(secs),
-            (false, None) => "-".to_owned(),
-        };
-        let last = s
-            .last_start_duration_s
-            .map_or("-".to_owned(), |d| format!("{d:.1}s"));
-        let _ = writeln!(
-            out,
-            "{:<16} {icon} {:<10} {:<22} {:<18} {:<8} {:<9} {:<10} {:.1} GB·h ({:.1} in 24 h)",
-            s.name,
-            label,
-            since,
-            ram,
-            human(s.idle_timeout_s),
-            stop_in,
-            last,
-            s.ram_saved_gb_h,
-            s.ram_saved_gb_h_24h
-        );
-        if let Some(error) = &s.last_error {
-            let _ = writeln!(out, "{:<16} last error: {error}", "");
-        }
-    }
-    out
-}
-
-/// "2 hours", "3 minutes", "45 seconds".
-fn human(secs: u64) -> String {
-    let (value, unit) = match secs {
-        0..=59 => (secs, "second"),
-        60..=3599 => (secs / 60, "minute"),
-        3600..=86_399 => (secs / 3600, "hour"),
-        _ => (secs / 86_400, "day"),
-    };
-    format!("{value} {unit}{}", if value == 1 { "" } else { "s" })
-}
-
-fn bytes(n: u64) -> String {
-    if n >= 1_000_000_000 {
-        format!("{:.1}GB", n as f64 / 1e9)
-    } else {
-        format!("{}MB", n / 1_000_000)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn status_table_reads_like_the_old_script() {
-        let services = vec![
-            ServiceView {
-                name: "ragflow".into(),
-                state: "ready".into(),
-                state_for_s: 7300,
-                memory_bytes: Some(4_200_000_000),
-                memory_limit_bytes: Some(6_500_000_000),
-                idle_timeout_s: 180,
-                seconds_until_stop: Some(75),
-                last_start_duration_s: Some(45.2),
-                ..ServiceView::default()
-            },
-            ServiceView {
-                name: "xtts".into(),
-                state: "stopped".into(),
-                state_for_s: 3 * 3600 + 10,
-                idle_timeout_s: 180,
-                ram_saved_gb_h: 59.0,
-                ram_saved_gb_h_24h: 2.5,
-                ..ServiceView::default()
-            },
-        ];
-        let table = status_table(&services);
-        assert!(table.contains("✅ RUNNING"), "{table}");
-        assert!(table.contains("Up 2 hours"), "{table}");
-        assert!(table.contains("4.2GB / 6.5GB"), "{table}");
-        assert!(table.contains("1 minute"), "{table}");
-        assert!(table.contains("45.2s"), "{table}");
-        assert!(table.contains("Exited 3 hours ago"), "{table}");
-        assert!(table.contains("59.0 GB·h (2.5 in 24 h)"), "{table}");
-    }
 
     #[tokio::test]
     async fn a_missing_agent_is_reported_as_not_running() {
