@@ -1,7 +1,9 @@
 //! The crates linked into the agent, with their licences, for the
 //! package's copyright file: the agent package's normal dependencies (no
-//! build or dev dependencies), transitively, for the host target, from
-//! `cargo metadata`. A licence that does not fit the project's MIT OR
+//! build or dev dependencies, no procedural macros), transitively, for the
+//! host target, from `cargo metadata`. (The clap_mangen and clap_complete
+//! of the `autostop-docs` helper are listed too: cargo metadata does not
+//! tell dependencies apart per binary.) A licence that does not fit the project's MIT OR
 //! Apache-2.0 fails the build instead of shipping silently.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -119,6 +121,18 @@ fn linked_crates(
         let package = packages
             .get(id)
             .with_context(|| format!("cargo metadata: no package {id}"))?;
+        // A procedural macro (its library target is of kind `proc-macro`)
+        // runs in the compiler, not in the binary.
+        let library = package["targets"].as_array().is_some_and(|targets| {
+            targets.iter().any(|t| {
+                t["kind"]
+                    .as_array()
+                    .is_some_and(|k| k.iter().any(|k| k == "lib" || k == "rlib"))
+            })
+        });
+        if !library {
+            continue;
+        }
         let name = package["name"].as_str().unwrap_or_default().to_owned();
         let version = package["version"].as_str().unwrap_or_default().to_owned();
         let licence = package["license"]
