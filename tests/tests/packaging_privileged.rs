@@ -1,5 +1,5 @@
 //! Privileged: what `cargo xtask dist` ships (`target/dist/`, fixtures in
-//! `tests/src/packaging.rs`), installed and run as a user would.
+//! `tests/src/packaging/`), installed and run as a user would.
 //!
 //! - The .deb installs with `dpkg -i` into a throwaway root (`dpkg --root`,
 //!   maintainer scripts run chrootless with `DPKG_ROOT`, dependencies
@@ -26,7 +26,6 @@
 use std::{
     collections::BTreeSet,
     io::{Read as _, Write as _},
-    os::unix::fs::PermissionsExt as _,
     path::PathBuf,
     process::Command,
     time::{Duration, Instant},
@@ -41,8 +40,9 @@ use autostop_tests::{
     e2e::{http_get, Nginx},
     eventually,
     packaging::{
-        deb, dist_file, image, nft_table_exists, output_text, stdout, ComposeAgent, DpkgRoot,
-        HostPaths, VERSION,
+        deb, dist_file, image, image_files, ldd_paths, nft_table_exists, output_text, proc_status,
+        render_man_page, render_man_pages, stdout, ComposeAgent, DpkgRoot, HostPaths,
+        CAP_NET_ADMIN, CAP_SYS_ADMIN, INSTALLED_FILES, VERSION,
     },
     require_root_and_bpf,
 };
@@ -54,30 +54,6 @@ const HTML_ACCEPT: (&str, &str) = (
 );
 /// Bound on one cold start seen by a client.
 const COLD: Duration = Duration::from_secs(60);
-
-/// Files the package must install, with their modes.
-const PACKAGED: &[(&str, u32)] = &[
-    ("usr/bin/autostop", 0o755),
-    ("lib/systemd/system/autostop.service", 0o644),
-    ("etc/autostop/autostop.toml", 0o640),
-    ("usr/share/man/man1/autostop.1.gz", 0o644),
-    ("usr/share/man/man1/autostop-run.1.gz", 0o644),
-    ("usr/share/man/man1/autostop-check.1.gz", 0o644),
-    ("usr/share/bash-completion/completions/autostop", 0o644),
-    ("usr/share/zsh/vendor-completions/_autostop", 0o644),
-    ("usr/share/fish/vendor_completions.d/autostop.fish", 0o644),
-    ("usr/share/doc/autostop/copyright", 0o644),
-    ("usr/share/doc/autostop/changelog.gz", 0o644),
-    ("usr/share/doc/autostop/README.md", 0o644),
-];
-
-fn mode(path: &std::path::Path) -> u32 {
-    std::fs::metadata(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .permissions()
-        .mode()
-        & 0o7777
-}
 
 #[test]
 fn privileged_deb_installs_runs_its_commands_and_purges_cleanly() {
@@ -92,8 +68,8 @@ fn privileged_deb_installs_runs_its_commands_and_purges_cleanly() {
         installed.contains("not enabled") && installed.contains("systemctl enable --now autostop"),
         "postinst did not print the next steps:\n{installed}"
     );
-    for (file, wanted) in PACKAGED {
-        assert_eq!(mode(&root.path(file)), *wanted, "mode of /{file}");
+    for (file, wanted) in INSTALLED_FILES {
+        assert_eq!(root.mode(file), *wanted, "mode of /{file}");
     }
     assert!(
         root.path("var/lib/autostop").is_dir(),
@@ -126,46 +102,15 @@ fn privileged_deb_installs_runs_its_commands_and_purges_cleanly() {
         .arg(root.path("etc/autostop/autostop.toml"))
         .output()
         .expect("autostop check");
+    let report = output_text(&check);
     assert!(
-        check.status.success(),
-        "autostop check: {}",
-        output_text(&check)
-    );
-    assert!(
-        String::from_utf8_lossy(&check.stdout).contains("OK, 0 services"),
-        "{}",
-        output_text(&check)
+        check.status.success() && report.contains("OK, 0 services"),
+        "{report}"
     );
 
-    let pages: Vec<PathBuf> = std::fs::read_dir(root.path("usr/share/man/man1"))
-        .expect("man1")
-        .map(|e| e.expect("entry").path())
-        .collect();
-    assert!(pages.len() >= 11, "man pages: {pages:?}");
-    for page in &pages {
-        let out = Command::new("man")
-            .args(["--warnings", "-E", "UTF-8", "-l"])
-            .arg(page)
-            .env("MANWIDTH", "80")
-            .output()
-            .expect("man (package man-db)");
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success() && out.stderr.is_empty(),
-            "man -l {}: {}",
-            page.display(),
-            output_text(&out)
-        );
-        assert!(
-            text.contains("SYNOPSIS") && text.contains("autostop"),
-            "{text}"
-        );
-    }
-    let top = stdout(
-        Command::new("man")
-            .arg("-l")
-            .arg(root.path("usr/share/man/man1/autostop.1.gz")),
-    );
+    let pages = render_man_pages(&root.path("usr/share/man/man1"));
+    assert!(pages.len() >= 11, "{} man pages", pages.len());
+    let top = render_man_page(&root.path("usr/share/man/man1/autostop.1.gz"));
     for wanted in ["SUBCOMMANDS", "set-timeout", "FILES", "EXIT STATUS"] {
         assert!(top.contains(wanted), "autostop(1) lacks {wanted}:\n{top}");
     }
@@ -205,15 +150,12 @@ fn privileged_deb_installs_runs_its_commands_and_purges_cleanly() {
     root.remove("--purge");
     // The directories the test made for the link (and /etc, which dpkg
     // could not remove because of them) must be empty now.
-    for made in [
-        wants,
-        root.path("etc/systemd/system"),
-        root.path("etc/systemd"),
-        root.path("etc"),
-    ] {
-        std::fs::remove_dir(&made)
-            .unwrap_or_else(|e| panic!("{} is not empty after purge: {e}", made.display()));
-    }
+    root.remove_empty_dirs(&[
+        "etc/systemd/system/multi-user.target.wants",
+        "etc/systemd/system",
+        "etc/systemd",
+        "etc",
+    ]);
     let left: BTreeSet<PathBuf> = root.files().difference(&before).cloned().collect();
     assert!(left.is_empty(), "dpkg --purge left {left:?}");
     host.assert_unchanged();
@@ -331,48 +273,10 @@ fn privileged_tarball_holds_the_binary_unit_config_docs_and_completions() {
 fn privileged_image_holds_only_the_agent_its_libraries_and_certificates() {
     autostop_tests::docker::require_docker();
     let tag = image();
-    let name = autostop_tests::docker::unique("astestimage");
-    docker(&["create", "--name", &name, &tag]);
-    let _gone = RemoveContainer(name.clone());
     let dir = tempfile::tempdir().expect("tempdir");
-    let tar = dir.path().join("fs.tar");
-    docker(&["export", "--output", &tar.to_string_lossy(), &name]);
-    let rootfs = dir.path().join("rootfs");
-    std::fs::create_dir(&rootfs).expect("rootfs");
-    stdout(
-        Command::new("tar")
-            .arg("-xf")
-            .arg(&tar)
-            .arg("-C")
-            .arg(&rootfs),
-    );
-
-    let mut files = BTreeSet::new();
-    let mut stack = vec![rootfs.clone()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).expect("read_dir") {
-            let path = entry.expect("entry").path();
-            let meta = std::fs::symlink_metadata(&path).expect("stat");
-            if meta.is_dir() {
-                stack.push(path);
-            } else {
-                files.insert(format!(
-                    "/{}",
-                    path.strip_prefix(&rootfs).expect("in").display()
-                ));
-            }
-        }
-    }
+    let files = image_files(&tag, dir.path());
     // Exactly what the binary links: ldd on the image's own copy.
-    let ldd = stdout(Command::new("ldd").arg(rootfs.join("usr/bin/autostop")));
-    let mut wanted: BTreeSet<String> = ldd
-        .lines()
-        .filter_map(|l| match l.split_once("=>") {
-            Some((_, rest)) => rest.split_whitespace().next(),
-            None => l.split_whitespace().next().filter(|p| p.starts_with('/')),
-        })
-        .map(str::to_owned)
-        .collect();
+    let mut wanted = ldd_paths(&dir.path().join("rootfs/usr/bin/autostop"));
     wanted.extend(
         [
             "/usr/bin/autostop",
@@ -391,29 +295,6 @@ fn privileged_image_holds_only_the_agent_its_libraries_and_certificates() {
     assert_eq!(files, wanted, "image files vs the agent's needs");
     let version = docker(&["run", "--rm", &tag, "--version"]);
     assert_eq!(version, format!("autostop {VERSION}"));
-}
-
-/// `docker rm -f` on drop.
-struct RemoveContainer(String);
-
-impl Drop for RemoveContainer {
-    fn drop(&mut self) {
-        let _ = Command::new("docker").args(["rm", "-f", &self.0]).output();
-    }
-}
-
-/// Capability bits (`include/uapi/linux/capability.h`).
-const CAP_NET_ADMIN: u64 = 1 << 12;
-const CAP_SYS_ADMIN: u64 = 1 << 21;
-
-/// A field of `/proc/PID/status`.
-fn proc_status(pid: i32, field: &str) -> String {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    text.lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
-        .trim()
-        .to_owned()
 }
 
 #[test]
