@@ -178,14 +178,31 @@ mod tests {
     }
 
     #[test]
-    fn the_shipped_example_config_validates() {
+    fn the_shipped_config_validates_and_manages_nothing() {
         let report =
             check(&repo_file("packaging/autostop.toml")).expect("packaging/autostop.toml is valid");
-        assert!(report.contains("OK, 8 services"), "{report}");
-        assert!(
-            report.contains("jitsi") && report.contains("10000/udp"),
-            "{report}"
-        );
+        assert!(report.contains("OK, 0 services"), "{report}");
+    }
+
+    #[test]
+    fn the_shipped_config_examples_validate_once_uncommented() {
+        let text = std::fs::read_to_string(repo_file("packaging/autostop.toml")).expect("read");
+        let (agent, examples) = text.split_once("# EXAMPLES:").expect("an EXAMPLES section");
+        let uncommented: Vec<&str> = examples
+            .lines()
+            .skip_while(|l| *l != "#")
+            .map(|l| l.strip_prefix("# ").unwrap_or(l.trim_start_matches('#')))
+            .collect();
+        let toml = format!("{agent}\n{}\n", uncommented.join("\n"));
+        let config = Config::parse(&toml, "examples", &crate::config::ThemeCatalog::builtin())
+            .unwrap_or_else(|e| panic!("{e}\n{toml}"));
+        assert_eq!(config.services.len(), 8);
+        let jitsi = config
+            .services
+            .iter()
+            .find(|s| s.name == "jitsi")
+            .expect("jitsi");
+        assert!(jitsi.hold_while_connected && jitsi.ports.len() == 2);
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //! - [`api`]: the status API, Prometheus endpoint and dashboard (axum).
 //! - [`bpf`]: loads the kernel programs built from `autostop-ebpf`, attaches
 //!   them and reads their counters.
+//! - [`cli`]: the command line (clap), also rendered into the man pages
+//!   and shell completions by `cargo xtask dist`.
 //! - [`client`]: the CLI's calls to a running agent (`autostop status`, …).
 //! - [`coldstart`]: the listener steered connections land on; holds them
 //!   until their service is ready, then splices them to the container.
@@ -47,6 +49,7 @@ pub mod agent;
 pub mod alerts;
 pub mod api;
 pub mod bpf;
+pub mod cli;
 pub mod client;
 pub mod coldstart;
 pub mod commands;

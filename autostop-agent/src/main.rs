@@ -4,118 +4,20 @@
 //! is a closed pipe): output goes through `logging::print_out`/`print_err`,
 //! which ignore write failures, and logs through `logging`'s lossy queue.
 
-use std::{path::PathBuf, process::ExitCode, time::Duration};
+use std::{process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::Parser as _;
 
 use autostop::{
     agent,
-    bpf::Target,
+    cli::{Cli, Command, NameArgs},
     client::{self, Client},
     commands,
-    config::{Config, DEFAULT_CONFIG_PATH, DEFAULT_STATUS_LISTEN},
+    config::{Config, DEFAULT_STATUS_LISTEN},
     logging::{self, print_err, print_out},
     shutdown, supervisor, watch,
 };
-
-#[derive(Parser)]
-#[command(
-    name = "autostop",
-    version,
-    about = "Stops idle Docker services and wakes them on traffic"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the agent in the foreground (what the systemd unit starts).
-    Run {
-        /// Configuration file.
-        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
-        config: PathBuf,
-    },
-    /// Show every service: state, uptime, RAM, idle timeout, time to stop.
-    Status {
-        /// Configuration file (for the agent's address and token).
-        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
-        config: PathBuf,
-        /// Print the API's JSON instead of a table.
-        #[arg(long, conflicts_with = "wide")]
-        json: bool,
-        /// Every column, names and errors in full (the default fits 100
-        /// columns).
-        #[arg(long)]
-        wide: bool,
-    },
-    /// Start a service now.
-    Start(NameArgs),
-    /// Stop a service now.
-    Stop(NameArgs),
-    /// Never auto-stop a service until released.
-    Hold(NameArgs),
-    /// Undo `hold`.
-    Release(NameArgs),
-    /// Change a service's idle timeout (persisted), e.g. `set-timeout ragflow 10m`.
-    SetTimeout {
-        /// Service name.
-        name: String,
-        /// New idle timeout (humantime: 10m, 1h30m, 90s).
-        timeout: String,
-        /// Configuration file (for the agent's address and token).
-        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
-        config: PathBuf,
-    },
-    /// Validate a configuration and print the resolved services (exit 0 or 2).
-    Check {
-        /// Configuration file.
-        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
-        config: PathBuf,
-    },
-    /// Convert docker-autostart's config.json to autostop TOML (on stdout).
-    ImportJson {
-        /// The config.json to convert.
-        file: PathBuf,
-    },
-    /// Attach the traffic classifier and print live counters until Ctrl-C.
-    Watch {
-        /// Interface to observe (egress side); repeatable.
-        #[arg(long = "iface", default_value = "lo")]
-        interfaces: Vec<String>,
-        /// Destination to count, ADDR:PORT[/tcp|/udp]; repeatable.
-        #[arg(long = "target")]
-        targets: Vec<Target>,
-        /// Time between reports (e.g. 1s, 250ms).
-        #[arg(long, default_value = "1s", value_parser = parse_duration)]
-        interval: Duration,
-        /// Print one JSON object per line.
-        #[arg(long)]
-        json: bool,
-        /// Attach an empty classifier instead (benchmark baseline).
-        #[arg(long)]
-        calibrate: bool,
-        /// Also fill the (unattached) sk_lookup program's maps with this
-        /// binding, ADDR:PORT or *:PORT, for benchmarks; repeatable.
-        #[arg(long = "steer")]
-        steer: Vec<autostop::published::HostPort>,
-    },
-}
-
-#[derive(clap::Args)]
-struct NameArgs {
-    /// Service name.
-    name: String,
-    /// Configuration file (for the agent's address and token).
-    #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
-    config: PathBuf,
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text).map_err(|e| format!("invalid duration {text:?}: {e}"))
-}
 
 /// Exit status for an invalid configuration or input (as `check` documents).
 const EXIT_INVALID: u8 = 2;

@@ -13,6 +13,7 @@ pub mod e2e;
 pub mod netlab;
 pub mod netns;
 pub mod notify;
+pub mod packaging;
 pub mod tls;
 pub mod wire;
 

@@ -7,6 +7,8 @@
 //! - `test`: setup when needed, then formatting, clippy, unit tests and the
 //!   privileged integration tests, with one summary line per suite;
 //! - `demo`: builds the agent and runs it in the foreground;
+//! - `dist`: builds the release agent once and makes the .deb, the
+//!   container image and the tarball under `target/dist/`;
 //! - `bench`: measures datapath, cold, warm, herd and agent (A/B, medians)
 //!   and writes `target/bench/report.json`.
 
@@ -20,6 +22,10 @@ mod bench_stack;
 mod bench_testrun;
 mod bench_warm;
 mod demo;
+mod dist;
+mod dist_deb;
+mod dist_image;
+mod dist_licences;
 mod run;
 mod setup;
 mod test;
@@ -51,6 +57,9 @@ enum Command {
     Test,
     /// Build the agent and run it in the foreground with the demo settings.
     Demo,
+    /// Build the release agent and package it: .deb, container image,
+    /// tarball (under target/dist/).
+    Dist,
     /// Measure (A/B, medians) and write target/bench/report.json.
     Bench {
         /// Sections to run (datapath, cold, warm, herd, agent); all when none.
@@ -72,6 +81,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Test => test::run(),
         Command::Demo => demo::run(),
+        Command::Dist => dist::run(),
         Command::Bench { sections } => bench::run(&sections),
     }
 }

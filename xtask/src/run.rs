@@ -71,12 +71,16 @@ pub fn cargo_build_test_hooks_agent() -> anyhow::Result<PathBuf> {
     Ok(hooks)
 }
 
+/// The cargo target directory (`CARGO_TARGET_DIR` or `target/`).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
 /// Path of the built agent binary.
 pub fn agent_binary(release: bool) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    target
+    target_dir()
         .join(if release { "release" } else { "debug" })
         .join("autostop")
 }

@@ -58,6 +58,24 @@ const APT_PACKAGES: &[(&str, &str)] = &[
         "prometheus",
         "promtool, which checks and unit-tests packaging/prometheus/alerts.yml and the dashboard's queries",
     ),
+    (
+        "docker-compose",
+        "compose v1: test projects, and the agent's own packaging/compose.yaml",
+    ),
+    (
+        "dpkg-dev",
+        "dpkg-shlibdeps and dpkg-parsechangelog for `cargo xtask dist`'s .deb",
+    ),
+    ("binutils", "strip, for the packaged agent"),
+    (
+        "ca-certificates",
+        "the CA bundle `cargo xtask dist` copies into the container image",
+    ),
+    ("lintian", "checks the .deb (packaging tests)"),
+    (
+        "man-db",
+        "man -l renders the packaged man pages (packaging tests)",
+    ),
 ];
 
 /// bpf-linker release line that matches LLVM 22 and aya-ebpf 0.2.

@@ -1,7 +1,9 @@
 //! `cargo xtask test`: the README's test command and what CI runs.
 //!
 //! Runs setup when something is missing, then formatting, clippy, the unit
-//! tests and the privileged integration tests (real kernel, Docker, nginx).
+//! tests, `cargo xtask dist` (the release build, once) and the privileged
+//! integration tests (real kernel, Docker, nginx), the packaging ones on
+//! what dist made.
 //! Under `CI=true` the privileged tests may not be skipped: a missing
 //! capability fails them. Ends with one summary line per suite and a total.
 
@@ -12,7 +14,7 @@ use std::{
 
 use anyhow::{bail, Context as _};
 
-use crate::{run, setup};
+use crate::{dist, run, setup};
 
 /// Outcome of one suite.
 struct Suite {
@@ -65,6 +67,15 @@ pub fn run() -> anyhow::Result<()> {
         ),
     ];
 
+    // The release agent is built once per run, here; the packaging tests
+    // (tests/tests/packaging_privileged.rs) install and run what it made.
+    println!("\n== dist ==");
+    let mut packaged = Suite::new("dist");
+    if let Err(e) = dist::run() {
+        packaged.error = Some(format!("{e:#}"));
+    }
+    suites.push(packaged);
+
     // The hooks build first: both land on target/debug/autostop, and the
     // plain one must be the one left there.
     let built = run::cargo_build_test_hooks_agent()
@@ -82,6 +93,7 @@ pub fn run() -> anyhow::Result<()> {
                 "--test-threads=1",
             ])
             .env("AUTOSTOP_AGENT_BIN", run::agent_binary(false))
+            .env("AUTOSTOP_DIST_DIR", dist::dist_dir())
             .env("AUTOSTOP_TEST_HOOKS_BIN", hooks);
             cargo_test("privileged", &mut cmd)
         }

@@ -303,8 +303,16 @@ fn prewarm_on_synthetic_traces() {
     for (name, requests, regular) in [
         ("office (weekdays 08:40-18:00, one holiday)", office(), true),
         ("weekend (Sat/Sun from about 10:00)", weekend(), true),
-        ("random (35 % of days, 1-3 sessions)", random(0xdecaf, 35, 3), false),
-        ("random, busy (80 % of days, 1-5 sessions)", random(0xbee, 80, 5), false),
+        (
+            "random (35 % of days, 1-3 sessions)",
+            random(0xdecaf, 35, 3),
+            false,
+        ),
+        (
+            "random, busy (80 % of days, 1-5 sessions)",
+            random(0xbee, 80, 5),
+            false,
+        ),
     ] {
         let base = simulate(&requests, false, measure_from);
         let with = simulate(&requests, true, measure_from);
