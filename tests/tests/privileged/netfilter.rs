@@ -6,7 +6,7 @@
 //! what `nft` lists back; table reconciliation; and that the kernel deletes
 //! the table when its owner dies. `nft` is used here only to read (and to
 //! build the emulated Docker); the agent never runs it. Conntrack clean-up
-//! and the timing figures are in `conntrack_privileged.rs`.
+//! and the timing figures are in `conntrack`.
 
 use std::{
     io::{BufRead, BufReader},

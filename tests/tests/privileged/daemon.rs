@@ -5,9 +5,10 @@
 //! client are answered, the warm path and the idle stop work and activity
 //! counts stay exact on the DNAT'd loopback path.
 //!
-//! Every test that restarts dockerd lives in this one binary: `cargo xtask
-//! test` runs it alone, with one thread, so nothing else uses Docker while
-//! it restarts. The [`DockerDaemon`] guard restores daemon.json and a
+//! Every test that restarts dockerd lives in this one module: `cargo xtask
+//! test` runs it alone (`daemon::`, with `AUTOSTOP_TEST_RESTART_DOCKERD=1`),
+//! with one thread, after every other module, so nothing else uses Docker
+//! while it restarts. The [`DockerDaemon`] guard restores daemon.json and a
 //! running daemon even when a test fails.
 
 use std::{net::SocketAddr, time::Duration};
