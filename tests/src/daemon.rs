@@ -43,9 +43,7 @@ use crate::eventually;
 
 /// The daemon's configuration file.
 pub const DAEMON_JSON: &str = "/etc/docker/daemon.json";
-/// Set to `1` to let these tests restart the machine's dockerd (which stops
-/// every container on it).
-pub const RESTART_DOCKERD_ENV: &str = "AUTOSTOP_TEST_RESTART_DOCKERD";
+pub use autostop_fixtures::docker::RESTART_DOCKERD_ENV;
 /// Serialises users of this harness across processes.
 const LOCK_FILE: &str = "/run/autostop-tests-dockerd.lock";
 /// How long a guard waits for other containers on the machine to stop.

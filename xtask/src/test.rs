@@ -11,6 +11,10 @@ use std::{
 };
 
 use anyhow::{bail, Context as _};
+use autostop_fixtures::{
+    agent::{AGENT_BIN_ENV, TEST_HOOKS_BIN_ENV},
+    docker::RESTART_DOCKERD_ENV,
+};
 
 use crate::{run, setup};
 
@@ -130,9 +134,6 @@ const PRIVILEGED_BINARY: &str = "privileged";
 /// (`tests/tests/privileged/daemon.rs`).
 const DAEMON_MODULE: &str = "daemon::";
 
-/// Lets the daemon tests restart dockerd (`autostop_tests::daemon`).
-const RESTART_DOCKERD_ENV: &str = "AUTOSTOP_TEST_RESTART_DOCKERD";
-
 /// `cargo test` of the `autostop-tests` package (`targets`: all when
 /// empty), one test at a time, with `filters` for the test binaries.
 fn privileged_tests(hooks: &std::path::Path, targets: &[&str], filters: &[&str]) -> Command {
@@ -141,8 +142,8 @@ fn privileged_tests(hooks: &std::path::Path, targets: &[&str], filters: &[&str])
         .args(targets)
         .args(["--", "--test-threads=1"])
         .args(filters)
-        .env("AUTOSTOP_AGENT_BIN", run::agent_binary(false))
-        .env("AUTOSTOP_TEST_HOOKS_BIN", hooks);
+        .env(AGENT_BIN_ENV, run::agent_binary(false))
+        .env(TEST_HOOKS_BIN_ENV, hooks);
     cmd
 }
 
