@@ -22,27 +22,15 @@ use autostop::{
 use autostop_tests::{
     eventually,
     netlab::{
-        greet, greeting_of, nft_table_exists, nft_table_listing, unique_index, DockerLike,
-        GreetingServer, NftTableGuard,
+        greet, greeting_of, nft_table_exists, nft_table_listing, runtime, unique_index,
+        warmup_options, DockerLike, GreetingServer, NftTableGuard,
     },
     require_root_and_bpf,
 };
-use tokio::runtime::Runtime;
-
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
 
 /// Options with a table name of this test's own.
 fn options() -> WarmupOptions {
-    WarmupOptions {
-        table: format!("autostop_test_{}", unique_index()),
-        ..WarmupOptions::default()
-    }
+    warmup_options("autostop_test_")
 }
 
 /// The stand-in for the agent's steered listener: 0.0.0.0 on a free port,
