@@ -87,15 +87,10 @@ pub struct DockerDaemon {
 }
 
 impl DockerDaemon {
-    /// Takes the running daemon: fails loudly unless [`RESTART_DOCKERD_ENV`]
-    /// is `1` and the daemon runs and answers.
+    /// Takes the running daemon: fails loudly unless
+    /// [`require_restart_allowed`] passes and the daemon runs and answers.
     pub fn take() -> Self {
-        assert!(
-            std::env::var(RESTART_DOCKERD_ENV).is_ok_and(|v| v == "1"),
-            "privileged test: restarts the machine's dockerd, which stops every container \
-             on it; run it alone with {RESTART_DOCKERD_ENV}=1 (`cargo xtask test` does: \
-             `cargo test -p autostop-tests --test privileged -- --test-threads=1 daemon::`)"
-        );
+        require_restart_allowed();
         let lock = File::create(LOCK_FILE).unwrap_or_else(|e| panic!("creating {LOCK_FILE}: {e}"));
         // SAFETY: flock(2) on a file we own; blocks until no other guard
         // (in any process) holds the lock.
@@ -293,6 +288,18 @@ fn wait_until_no_container_runs() {
         );
         std::thread::sleep(Duration::from_secs(2));
     }
+}
+
+/// Fails the test unless [`RESTART_DOCKERD_ENV`] is `1`: this run may
+/// restart the machine's dockerd (nobody else uses Docker meanwhile).
+#[track_caller]
+pub fn require_restart_allowed() {
+    assert!(
+        std::env::var(RESTART_DOCKERD_ENV).is_ok_and(|v| v == "1"),
+        "privileged test: restarts the machine's dockerd, which stops every container \
+         on it; run it alone with {RESTART_DOCKERD_ENV}=1 (`cargo xtask test` does: \
+         `cargo test -p autostop-tests --test privileged -- --test-threads=1 daemon::`)"
+    );
 }
 
 /// Whether the Docker API answers.
