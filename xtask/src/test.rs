@@ -64,6 +64,8 @@ pub fn run() -> anyhow::Result<()> {
                 "--package",
                 "autostop-common",
                 "--package",
+                "autostop-fixtures",
+                "--package",
                 "xtask",
             ]),
         ),
