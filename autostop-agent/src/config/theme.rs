@@ -20,24 +20,23 @@ pub struct BuiltinTheme {
     pub html: &'static str,
 }
 
+/// A built-in theme: its name, and `themes/NAME.html` embedded at build
+/// time, so each name is written once.
+macro_rules! builtin {
+    ($name:literal) => {
+        BuiltinTheme {
+            name: $name,
+            html: include_str!(concat!("../../../themes/", $name, ".html")),
+        }
+    };
+}
+
 /// Themes compiled into the agent; always available.
 pub const BUILTIN_THEMES: &[BuiltinTheme] = &[
-    BuiltinTheme {
-        name: "matrix",
-        html: include_str!("../../../themes/matrix.html"),
-    },
-    BuiltinTheme {
-        name: "ghost",
-        html: include_str!("../../../themes/ghost.html"),
-    },
-    BuiltinTheme {
-        name: "shuffle",
-        html: include_str!("../../../themes/shuffle.html"),
-    },
-    BuiltinTheme {
-        name: "hackerTerminal",
-        html: include_str!("../../../themes/hackerTerminal.html"),
-    },
+    builtin!("matrix"),
+    builtin!("ghost"),
+    builtin!("shuffle"),
+    builtin!("hackerTerminal"),
 ];
 
 /// Theme used by dynamic services that do not name one.
