@@ -3,173 +3,96 @@
 //! and echoed), its status API and metrics, a busybox image with applets
 //! installed, tiny HTTP/echo clients, and the kernel objects the agent owns
 //! (learned from its own file descriptors). Every resource is a Drop guard.
+//!
+//! [`AgentConfig`] and [`RunningAgent`] are `autostop_fixtures::agent`'s,
+//! with every error a test failure; both deref to the shared types for
+//! what cannot fail (`status`, `nft_table`, `agent_table()`, `logs()`).
 
-use std::{
-    io::{BufRead, BufReader},
-    net::SocketAddr,
-    path::PathBuf,
-    process::{Child, Command, ExitStatus, Stdio},
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::{net::SocketAddr, ops::Deref, process::ExitStatus, time::Duration};
 
 mod http;
 mod kernel;
 
+pub use autostop_fixtures::agent::{Launch, AGENT_START};
 pub use http::{echo_roundtrip, http_get, http_get_timeout, http_post};
 pub use kernel::{kernel_objects_of, steered_entries, warming_elements, KernelObjects};
 
-use crate::docker::{free_port, unique, TestContainer};
-use crate::{agent_binary, eventually};
+use crate::docker::{unique, TestContainer};
+use crate::OrFail as _;
 
-/// How long the agent may take to load its programs and answer its API.
-pub const AGENT_START: Duration = Duration::from_secs(30);
+use autostop_fixtures::agent as shared;
 
 /// A config file and state directory for one test; the temp dir goes away
 /// on drop.
-pub struct AgentConfig {
-    /// Holds the config file and the state directory.
-    pub dir: tempfile::TempDir,
-    /// The status API address (`agent.status_listen`).
-    pub status: SocketAddr,
-    /// Path of the config file.
-    pub path: PathBuf,
-    /// The agent's own warm-up table (`inet NAME`, via `AUTOSTOP_NFT_TABLE`),
-    /// so other agents on this host never touch it. The kernel deletes it
-    /// with the agent (owner flag); drop deletes a leftover all the same.
-    pub nft_table: String,
-}
+pub struct AgentConfig(shared::AgentConfig);
 
 impl AgentConfig {
     /// A config with a fresh status port and state dir; `services` is the
     /// TOML of the `[[service]]` tables.
+    #[track_caller]
     pub fn new(services: &str) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let status: SocketAddr = format!("127.0.0.1:{}", free_port())
-            .parse()
-            .expect("address");
-        let path = dir.path().join("autostop.toml");
-        let nft_table = unique("astest");
-        let config = Self {
-            dir,
-            status,
-            path,
-            nft_table,
-        };
-        config.write(services);
-        config
-    }
-
-    /// The `[agent]` table this config uses. Docker labels are off: a test
-    /// agent manages only its own services, never a labelled container
-    /// another test on this host made (see [`Self::with_labels`]).
-    pub fn agent_table(&self) -> String {
-        self.agent_table_with("docker_labels = false\n")
-    }
-
-    /// The `[agent]` table with `extra` lines (`key = value\n`).
-    pub fn agent_table_with(&self, extra: &str) -> String {
-        let state = self.dir.path().join("state");
-        let themes = self.dir.path().join("themes");
-        format!(
-            "[agent]\nstatus_listen = \"{}\"\nstate_dir = \"{}\"\nthemes_dir = \"{}\"\n{extra}\n",
-            self.status,
-            state.display(),
-            themes.display()
-        )
+        Self(shared::AgentConfig::new(services).or_fail())
     }
 
     /// Rewrites the file with labels on (plus `extra` `[agent]` lines) and
     /// `services`.
+    #[track_caller]
     pub fn with_labels(&self, extra: &str, services: &str) {
-        self.write_raw(&format!("{}{services}", self.agent_table_with(extra)));
+        self.0.with_labels(extra, services).or_fail()
     }
 
     /// Rewrites the file with the same `[agent]` table and new services.
+    #[track_caller]
     pub fn write(&self, services: &str) {
-        self.write_raw(&format!("{}{services}", self.agent_table()));
+        self.0.write(services).or_fail()
     }
 
     /// Rewrites the file with exactly `text`.
+    #[track_caller]
     pub fn write_raw(&self, text: &str) {
-        std::fs::write(&self.path, text).expect("writing the config");
+        self.0.write_raw(text).or_fail()
+    }
+
+    /// Writes the user theme `themes/NAME.html`.
+    #[track_caller]
+    pub fn write_theme(&self, name: &str, html: &str) {
+        self.0.write_theme(name, html).or_fail()
     }
 }
 
-impl Drop for AgentConfig {
-    fn drop(&mut self) {
-        let _ = Command::new("nft")
-            .args(["delete", "table", "inet", &self.nft_table])
-            .stderr(Stdio::null())
-            .status();
+impl Deref for AgentConfig {
+    type Target = shared::AgentConfig;
+    fn deref(&self) -> &shared::AgentConfig {
+        &self.0
     }
-}
-
-/// How [`RunningAgent::spawn_with`] starts the agent.
-#[derive(Debug, Default)]
-pub struct Launch {
-    /// The binary (default: [`agent_binary`]).
-    pub binary: Option<PathBuf>,
-    /// A command the agent's command line is prefixed with.
-    pub wrapper: Vec<String>,
-    /// Extra environment variables.
-    pub env: Vec<(String, String)>,
-    /// Close the read end of the agent's stderr after this many lines (a
-    /// log reader that goes away).
-    pub close_stderr_after: Option<usize>,
 }
 
 /// `autostop run --config FILE` as its own process. Its stderr (the logs) is
 /// collected and echoed to the test's stderr. Dropping it SIGTERMs it (so it
 /// detaches cleanly), then kills it if it lingers.
-pub struct RunningAgent {
-    child: Child,
-    logs: Arc<Mutex<Vec<String>>>,
-    /// The status API address.
-    pub status: SocketAddr,
-    /// The API token, for an agent with `token_file` (see
-    /// [`Self::with_token`]).
-    token: Option<String>,
-}
+pub struct RunningAgent(shared::RunningAgent);
 
 impl RunningAgent {
     /// Starts the agent and waits until its API answers.
+    #[track_caller]
     pub fn start(config: &AgentConfig) -> Self {
-        Self::start_under(config, &[])
+        Self(shared::RunningAgent::start(config).or_fail())
     }
 
     /// Like [`Self::start`], with the agent's command line prefixed by
     /// `wrapper` (e.g. `setpriv … --`).
+    #[track_caller]
     pub fn start_under(config: &AgentConfig, wrapper: &[String]) -> Self {
-        let mut agent = Self::spawn_under(config, wrapper);
-        agent.wait_running();
-        agent
-    }
-
-    /// Waits until the agent logs that it runs and its API answers.
-    fn wait_running(&mut self) {
-        let agent = self;
-        let needle = "autostop is running";
-        eventually(AGENT_START, || {
-            agent.logs().iter().any(|l| l.contains(needle)) || agent.exited().is_some()
-        });
-        if let Some(status) = agent.exited() {
-            panic!(
-                "the agent exited ({status}) before running:\n{}",
-                agent.logs().join("\n")
-            );
-        }
-        agent.wait_log(needle, Duration::ZERO);
-        assert!(
-            eventually(AGENT_START, || http_get(agent.status, "/api/services")
-                .is_ok()),
-            "the status API on {} never answered",
-            agent.status
-        );
+        let launch = Launch {
+            wrapper: wrapper.to_vec(),
+            ..Launch::default()
+        };
+        Self(shared::RunningAgent::start_with(config, launch).or_fail())
     }
 
     /// Like [`Self::start`], with extra environment variables (e.g. a
     /// `PATH` without `nft`).
+    #[track_caller]
     pub fn start_with_env(config: &AgentConfig, env: &[(&str, &str)]) -> Self {
         let launch = Launch {
             env: env
@@ -178,222 +101,125 @@ impl RunningAgent {
                 .collect(),
             ..Launch::default()
         };
-        let mut agent = Self::spawn_with(config, launch);
-        agent.wait_running();
-        agent
+        Self(shared::RunningAgent::start_with(config, launch).or_fail())
     }
 
     /// Starts the agent (prefixed by `wrapper`) without waiting for it.
+    #[track_caller]
     pub fn spawn_under(config: &AgentConfig, wrapper: &[String]) -> Self {
-        Self::spawn_with(
-            config,
-            Launch {
-                wrapper: wrapper.to_vec(),
-                ..Launch::default()
-            },
-        )
+        let launch = Launch {
+            wrapper: wrapper.to_vec(),
+            ..Launch::default()
+        };
+        Self::spawn_with(config, launch)
     }
 
     /// Starts the agent as `launch` says, without waiting for it.
+    #[track_caller]
     pub fn spawn_with(config: &AgentConfig, launch: Launch) -> Self {
-        let binary = launch.binary.unwrap_or_else(agent_binary);
-        let mut command = match launch.wrapper.split_first() {
-            Some((program, args)) => {
-                let mut c = Command::new(program);
-                c.args(args).arg(binary);
-                c
-            }
-            None => Command::new(binary),
-        };
-        let mut child = command
-            .args(["run", "--config"])
-            .arg(&config.path)
-            .env("NO_COLOR", "1")
-            .env("AUTOSTOP_NFT_TABLE", &config.nft_table)
-            .env(
-                "RUST_LOG",
-                std::env::var("AUTOSTOP_TEST_LOG").unwrap_or_else(|_| "info".to_owned()),
-            )
-            .envs(launch.env)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting the agent");
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&logs);
-        let keep = launch.close_stderr_after.unwrap_or(usize::MAX);
-        std::thread::spawn(move || {
-            // Returning drops the read end: the agent's next writes fail
-            // with EPIPE once `keep` lines have been read.
-            for line in BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-                .take(keep)
-            {
-                eprintln!("[agent] {line}");
-                sink.lock().expect("log lock").push(line);
-            }
-        });
-        Self {
-            child,
-            logs,
-            status: config.status,
-            token: None,
-        }
+        Self(shared::RunningAgent::spawn_with(config, launch).or_fail())
     }
 
     /// Waits for the agent to exit by itself; fails after `timeout`.
+    #[track_caller]
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.exited() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the agent did not exit within {timeout:?}"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        self.0.wait_exit(timeout).or_fail()
     }
 
     /// The exit status, if the agent has exited.
+    #[track_caller]
     pub fn exited(&mut self) -> Option<ExitStatus> {
-        self.child.try_wait().expect("try_wait")
+        self.0.exited().or_fail()
     }
 
     /// Process id, for signals.
     pub fn pid(&self) -> i32 {
-        i32::try_from(self.child.id()).expect("pid fits in i32")
-    }
-
-    /// Every log line so far.
-    pub fn logs(&self) -> Vec<String> {
-        self.logs.lock().expect("log lock").clone()
+        i32::try_from(self.0.pid()).expect("pid fits in i32")
     }
 
     /// Waits for a log line containing `needle`; returns it.
+    #[track_caller]
     pub fn wait_log(&self, needle: &str, timeout: Duration) -> String {
-        let mut found = None;
-        let ok = eventually(timeout, || {
-            found = self.logs().into_iter().find(|l| l.contains(needle));
-            found.is_some()
-        });
-        assert!(ok, "no log line containing {needle:?} within {timeout:?}");
-        found.expect("found")
+        self.0.wait_log(needle, timeout).or_fail()
     }
 
     /// Sends `signal` (no wait).
+    #[track_caller]
     pub fn signal(&self, signal: i32) {
-        // SAFETY: kill(2) on our own unreaped child: the pid is still ours.
-        let rc = unsafe { libc::kill(self.pid(), signal) };
-        assert_eq!(rc, 0, "kill({}, {signal})", self.pid());
+        self.0.signal(signal).or_fail()
     }
 
     /// Sends `signal` and waits for the process to exit.
+    #[track_caller]
     pub fn signal_and_wait(&mut self, signal: i32, timeout: Duration) -> ExitStatus {
-        self.signal(signal);
-        crate::wait_for_exit(&mut self.child, timeout, signal)
+        self.0.signal_and_wait(signal, timeout).or_fail()
     }
 
     /// Sends `token` with the fixture's own API calls (an agent with a
     /// token file shows nothing without it).
-    pub fn with_token(mut self, token: &str) -> Self {
-        self.token = Some(token.to_owned());
-        self
+    pub fn with_token(self, token: &str) -> Self {
+        Self(self.0.with_token(token))
     }
 
-    /// `GET path` on the status API, with the token if any.
+    /// `GET path` on the status API, with the token if any: status and body.
     pub fn api_get(&self, path: &str) -> Result<(u16, String), String> {
-        http::http_request(
-            self.status,
-            "GET",
-            path,
-            &self.auth(),
-            Duration::from_secs(30),
-        )
+        let r = self.0.api("GET", path).map_err(|e| e.to_string())?;
+        Ok((r.status, r.text()))
     }
 
     /// `POST /api/services/NAME/ACTION` (start, stop, hold, release); the
     /// status code.
+    #[track_caller]
     pub fn act(&self, name: &str, action: &str) -> u16 {
-        let path = format!("/api/services/{name}/{action}");
-        let (status, body) = http::http_request(
-            self.status,
-            "POST",
-            &path,
-            &self.auth(),
-            Duration::from_secs(30),
-        )
-        .unwrap_or_else(|e| panic!("POST {path}: {e}"));
-        assert!(status < 500, "POST {path}: {status} {body}");
-        status
-    }
-
-    fn auth(&self) -> String {
-        self.token
-            .as_ref()
-            .map(|t| format!("Authorization: Bearer {t}\r\n"))
-            .unwrap_or_default()
+        self.0.act(name, action).or_fail()
     }
 
     /// `GET /api/services` as JSON.
+    #[track_caller]
     pub fn services(&self) -> serde_json::Value {
-        let (status, body) = self.api_get("/api/services").expect("status API");
-        assert_eq!(status, 200, "GET /api/services: {body}");
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("API JSON {body:?}: {e}"))
+        self.0.services().or_fail()
     }
 
     /// The API view of service `name`.
+    #[track_caller]
     pub fn service(&self, name: &str) -> serde_json::Value {
-        let all = self.services();
-        all.as_array()
-            .and_then(|a| a.iter().find(|s| s["name"] == name).cloned())
-            .unwrap_or_else(|| panic!("service {name} not in {all}"))
+        self.0.service(name).or_fail()
     }
 
     /// The API state of service `name`.
+    #[track_caller]
     pub fn state(&self, name: &str) -> String {
-        self.service(name)["state"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
+        self.0.state(name).or_fail()
     }
 
     /// Waits until service `name` is in `state`.
+    #[track_caller]
     pub fn wait_state(&self, name: &str, state: &str, timeout: Duration) {
-        let ok = eventually(timeout, || self.state(name) == state);
-        assert!(
-            ok,
-            "service {name} not {state} within {timeout:?}: {}",
-            self.service(name)
-        );
+        self.0.wait_state(name, state, timeout).or_fail()
+    }
+
+    /// Waits until no service is `unknown` (its ports are steered).
+    #[track_caller]
+    pub fn wait_adopted(&self) {
+        self.0.wait_adopted(AGENT_START).or_fail()
     }
 
     /// The Prometheus text of `/metrics`.
+    #[track_caller]
     pub fn metrics(&self) -> String {
-        let (status, body) = self.api_get("/metrics").expect("metrics");
-        assert_eq!(status, 200, "GET /metrics: {body}");
-        body
+        self.0.metrics().or_fail()
     }
 
-    /// Starts of `name` issued by the agent (every trigger but `external`,
-    /// which only records a start someone else made).
+    /// Starts of `name` issued by the agent (every trigger but `external`).
+    #[track_caller]
     pub fn starts(&self, name: &str) -> u64 {
-        metric_sum(&self.metrics(), "autostop_starts_total", name, |l| {
-            !l.contains("trigger=\"external\"")
-        })
+        self.0.starts(name).or_fail()
     }
 
     /// Failed starts of `name`.
+    #[track_caller]
     pub fn start_failures(&self, name: &str) -> u64 {
-        metric_sum(
-            &self.metrics(),
-            "autostop_start_failures_total",
-            name,
-            |_| true,
-        )
+        self.0.start_failures(name).or_fail()
     }
 
     /// Program and link ids the agent holds open (from /proc/PID/fdinfo),
@@ -403,54 +229,69 @@ impl RunningAgent {
     }
 }
 
-impl Drop for RunningAgent {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            // SAFETY: kill(2) on our own unreaped child.
-            unsafe { libc::kill(self.pid(), libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+impl Deref for RunningAgent {
+    type Target = shared::RunningAgent;
+    fn deref(&self) -> &shared::RunningAgent {
+        &self.0
     }
 }
 
-/// Sums the samples of `metric` for `service` whose label text passes `keep`.
+/// An agent started from a fresh config with `services` and user `themes`
+/// (`NAME`, HTML), once every service is adopted; holds both.
+pub struct AgentRun {
+    /// The config (and its directory) the agent runs from.
+    pub config: AgentConfig,
+    /// The agent.
+    pub agent: RunningAgent,
+}
+
+impl AgentRun {
+    /// Writes the config and themes, starts the agent and waits until its
+    /// services are adopted.
+    #[track_caller]
+    pub fn start(services: &str, themes: &[(&str, &str)]) -> Self {
+        let config = AgentConfig::new(services);
+        for (name, html) in themes {
+            config.write_theme(name, html);
+        }
+        let agent = RunningAgent::start(&config);
+        agent.wait_adopted();
+        Self { config, agent }
+    }
+}
+
+impl Deref for AgentRun {
+    type Target = RunningAgent;
+    fn deref(&self) -> &RunningAgent {
+        &self.agent
+    }
+}
+
+/// Sums the samples of `metric` for `service` whose line passes `keep`
+/// (counters: a whole number).
 pub fn metric_sum(text: &str, metric: &str, service: &str, keep: impl Fn(&str) -> bool) -> u64 {
-    let label = format!("service=\"{service}\"");
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{metric}{{")) && l.contains(&label) && keep(l))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
+    shared::metric_sum(text, metric, service, keep) as u64
 }
 
 /// Test image: `FROM scratch` busybox with every applet linked into /bin,
 /// so `nc -e cat` and friends work. Removed on drop.
-pub struct AppletImage {
-    /// Unique tag.
-    pub tag: String,
-}
+pub struct AppletImage(autostop_fixtures::docker::Image);
 
 impl AppletImage {
     /// Builds the image (needs /bin/busybox from busybox-static).
     pub fn build() -> Self {
-        let tag = crate::docker::build_busybox_image(
+        Self(crate::docker::build_busybox_image(
             "autostop-test-applets",
             "FROM scratch\nCOPY busybox /bin/busybox\n\
              RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n",
-        );
-        Self { tag }
+        ))
     }
 }
 
-impl Drop for AppletImage {
-    fn drop(&mut self) {
-        let _ = Command::new("docker")
-            .args(["rmi", "-f", &self.tag])
-            .output();
+impl Deref for AppletImage {
+    type Target = autostop_fixtures::docker::Image;
+    fn deref(&self) -> &autostop_fixtures::docker::Image {
+        &self.0
     }
 }
 

@@ -13,9 +13,14 @@
 //!
 //! Never run a second dockerd beside the main one: its bridge driver
 //! recreates the shared iptables DOCKER chains and breaks the main daemon's
-//! port publishing. Every test that uses this harness lives in one test
-//! binary (`daemon_privileged.rs`), which `cargo xtask test` runs alone with
-//! one thread.
+//! port publishing. Every test that uses this harness lives in one module
+//! (`tests/tests/privileged/daemon.rs`, tests `daemon::privileged_*`),
+//! which `cargo xtask test` runs alone with one thread, after the others.
+//!
+//! A run of the whole test binary must not restart dockerd by accident
+//! while others use the machine's Docker: [`DockerDaemon::take`] fails
+//! unless [`RESTART_DOCKERD_ENV`]`=1` says this run may (`cargo xtask test`
+//! sets it for the daemon run only).
 //!
 //! Switching the proxy off makes Docker add a MASQUERADE rule and set
 //! `route_localnet=1` on its bridges; Docker leaves both behind when the
@@ -38,6 +43,7 @@ use crate::eventually;
 
 /// The daemon's configuration file.
 pub const DAEMON_JSON: &str = "/etc/docker/daemon.json";
+pub use autostop_fixtures::docker::RESTART_DOCKERD_ENV;
 /// Serialises users of this harness across processes.
 const LOCK_FILE: &str = "/run/autostop-tests-dockerd.lock";
 /// How long a guard waits for other containers on the machine to stop.
@@ -81,8 +87,10 @@ pub struct DockerDaemon {
 }
 
 impl DockerDaemon {
-    /// Takes the running daemon: fails loudly unless it runs and answers.
+    /// Takes the running daemon: fails loudly unless
+    /// [`require_restart_allowed`] passes and the daemon runs and answers.
     pub fn take() -> Self {
+        require_restart_allowed();
         let lock = File::create(LOCK_FILE).unwrap_or_else(|e| panic!("creating {LOCK_FILE}: {e}"));
         // SAFETY: flock(2) on a file we own; blocks until no other guard
         // (in any process) holds the lock.
@@ -280,6 +288,18 @@ fn wait_until_no_container_runs() {
         );
         std::thread::sleep(Duration::from_secs(2));
     }
+}
+
+/// Fails the test unless [`RESTART_DOCKERD_ENV`] is `1`: this run may
+/// restart the machine's dockerd (nobody else uses Docker meanwhile).
+#[track_caller]
+pub fn require_restart_allowed() {
+    assert!(
+        std::env::var(RESTART_DOCKERD_ENV).is_ok_and(|v| v == "1"),
+        "privileged test: restarts the machine's dockerd, which stops every container \
+         on it; run it alone with {RESTART_DOCKERD_ENV}=1 (`cargo xtask test` does: \
+         `cargo test -p autostop-tests --test privileged -- --test-threads=1 daemon::`)"
+    );
 }
 
 /// Whether the Docker API answers.

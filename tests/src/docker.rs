@@ -1,15 +1,20 @@
 //! Docker fixtures: a `FROM scratch` busybox test image, containers, compose
 //! projects, free host ports and inspect helpers. Every resource is a Drop
 //! guard that removes it, so failing tests leave nothing behind. They drive
-//! the Docker CLI (the code under test uses the API).
+//! the Docker CLI (the code under test uses the API). The image builder,
+//! containers, names and ports are `autostop_fixtures`', failing the test
+//! on error here.
 
-use std::net::TcpListener;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use autostop::config::{Mode, PortSpec, Protocol, ServiceConfig, Target};
+use autostop_fixtures::docker::{Container, Image};
+pub use autostop_fixtures::unique;
+
+use crate::OrFail as _;
 
 /// Fails the test unless the Docker daemon and docker-compose answer.
 pub fn require_docker() {
@@ -40,107 +45,64 @@ pub fn run(cmd: &mut Command) -> Output {
     out
 }
 
-/// `docker ARGS…`, panicking on failure; returns trimmed stdout.
+/// `docker ARGS…`, failing the test on failure; returns trimmed stdout.
+#[track_caller]
 pub fn docker(args: &[&str]) -> String {
-    let out = run(Command::new("docker").args(args));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    autostop_fixtures::docker::docker(args).or_fail()
 }
 
-/// A name unique to this process and call, lowercase for Docker/compose.
-pub fn unique(prefix: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let n = N.fetch_add(1, Ordering::Relaxed);
-    format!("{prefix}{}x{nanos:x}x{n}", std::process::id())
-}
-
-/// A host port nobody listens on right now.
-///
-/// Never the same port twice in one test process: the kernel may hand a
-/// just-released ephemeral port out again, and a test that asked for a
-/// service port and then the agent's status port once got the same one
-/// (Docker's userland proxy then failed with "address already in use").
+/// A host port nobody listens on right now, never the same one twice in
+/// this process ([`autostop_fixtures::free_port`]).
+#[track_caller]
 pub fn free_port() -> u16 {
-    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
-        std::sync::Mutex::new(std::collections::BTreeSet::new());
-    loop {
-        let l = TcpListener::bind("0.0.0.0:0").expect("binding an ephemeral port");
-        let port = l.local_addr().expect("local_addr").port();
-        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
-        if handed_out.insert(port) {
-            return port;
-        }
-    }
+    autostop_fixtures::free_port().or_fail()
 }
 
 /// Test image: `FROM scratch` with Debian's static busybox as /bin/busybox
 /// and /bin/sh. Removed on drop.
-pub struct TestImage {
-    /// Unique tag.
-    pub tag: String,
-}
+pub struct TestImage(Image);
 
 impl TestImage {
     /// Builds the image (needs /bin/busybox from busybox-static).
     pub fn build() -> Self {
-        let tag = build_busybox_image(
+        Self(build_busybox_image(
             "autostop-test-busybox",
             "FROM scratch\nCOPY busybox /bin/busybox\nCOPY busybox /bin/sh\n",
-        );
-        Self { tag }
+        ))
+    }
+}
+
+impl Deref for TestImage {
+    type Target = Image;
+    fn deref(&self) -> &Image {
+        &self.0
     }
 }
 
 /// Builds a `FROM scratch` image from `dockerfile`, with Debian's static
-/// busybox copied into the build context as `busybox`; returns its unique
-/// tag (`<repository>:<unique>`).
-pub fn build_busybox_image(repository: &str, dockerfile: &str) -> String {
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::copy("/bin/busybox", dir.path().join("busybox"))
-        .expect("copying /bin/busybox (install busybox-static)");
-    std::fs::write(dir.path().join("Dockerfile"), dockerfile).expect("writing Dockerfile");
+/// busybox copied into the build context as `busybox`, tagged
+/// `<repository>:<unique>`; removed on drop.
+#[track_caller]
+pub fn build_busybox_image(repository: &str, dockerfile: &str) -> Image {
     let tag = format!("{repository}:{}", unique("t"));
-    let path = dir.path().to_string_lossy().to_string();
-    docker(&["build", "-q", "-t", &tag, &path]);
-    tag
-}
-
-impl Drop for TestImage {
-    fn drop(&mut self) {
-        let _ = Command::new("docker")
-            .args(["rmi", "-f", &self.tag])
-            .output();
-    }
+    Image::build_busybox(&tag, dockerfile, &[]).or_fail()
 }
 
 /// A container created with `docker create`; removed (forcibly) on drop.
-pub struct TestContainer {
-    /// Container name.
-    pub name: String,
-}
+pub struct TestContainer(Container);
 
 impl TestContainer {
     /// `docker create --name NAME --stop-timeout 1 OPTS… IMAGE CMD…`.
+    #[track_caller]
     pub fn create(name: &str, opts: &[&str], image: &str, cmd: &[&str]) -> Self {
-        let mut args = vec!["create", "--name", name, "--stop-timeout", "1"];
-        args.extend_from_slice(opts);
-        args.push(image);
-        args.extend_from_slice(cmd);
-        docker(&args);
-        Self {
-            name: name.to_string(),
-        }
+        Self(Container::create(name, opts, image, cmd).or_fail())
     }
 }
 
-impl Drop for TestContainer {
-    fn drop(&mut self) {
-        let _ = Command::new("docker")
-            .args(["rm", "-f", &self.name])
-            .output();
+impl Deref for TestContainer {
+    type Target = Container;
+    fn deref(&self) -> &Container {
+        &self.0
     }
 }
 
@@ -228,8 +190,9 @@ impl Drop for ComposeProject {
 }
 
 /// `docker inspect -f FORMAT NAME`.
+#[track_caller]
 pub fn inspect(name: &str, format: &str) -> String {
-    docker(&["inspect", "-f", format, name])
+    autostop_fixtures::docker::inspect(name, format).or_fail()
 }
 
 /// Parses an inspect timestamp (`.State.StartedAt` etc.).

@@ -1,9 +1,16 @@
-//! Shared fixtures for autostop's privileged integration tests.
+//! Shared fixtures for autostop's privileged integration tests (the
+//! `privileged` test binary, `tests/tests/privileged/`).
 //!
 //! These tests need root, a BPF-enabled kernel with tcx, and (for later
 //! suites) Docker and nginx. They never skip: a missing capability fails the
 //! test with a message naming it, so a CI run cannot pass without running
 //! them. Fixtures are Drop guards, so a failing test still cleans up.
+//!
+//! What xtask needs too (the agent launcher, the HTTP client, free ports,
+//! busybox images, Docker CLI and nginx) lives once in `autostop-fixtures`
+//! and returns errors; the modules here wrap it for tests, where every
+//! error is a test failure ([`OrFail`]), and add what needs the agent's
+//! library or aya.
 
 pub mod activity;
 pub mod agent;
@@ -17,12 +24,12 @@ pub mod packaging;
 pub mod tls;
 pub mod wire;
 
+pub use autostop_fixtures::eventually;
+
 use std::{
-    io::{BufRead, BufReader},
     path::PathBuf,
-    process::{Child, Command, ExitStatus, Stdio},
-    sync::mpsc,
-    time::{Duration, Instant},
+    process::{Command, ExitStatus},
+    time::Duration,
 };
 
 /// Fails the test unless it runs as root with bpffs mounted.
@@ -45,134 +52,63 @@ pub fn require_root_and_bpf() {
 /// Path of the agent binary: `AUTOSTOP_AGENT_BIN`, or `autostop` in the
 /// target directory this test binary was built into.
 pub fn agent_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("AUTOSTOP_AGENT_BIN") {
-        return PathBuf::from(path);
-    }
-    let exe = std::env::current_exe().expect("current_exe");
-    // target/<profile>/deps/<test> → target/<profile>/autostop
-    let path = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|profile| profile.join("autostop"))
-        .expect("test binary lives in target/<profile>/deps");
-    assert!(
-        path.exists(),
-        "agent binary {} not found: build it first (`cargo build -p autostop-agent`) or set AUTOSTOP_AGENT_BIN",
-        path.display()
-    );
-    path
+    autostop_fixtures::agent::agent_binary().or_fail()
 }
 
 /// Path of the agent built with the `test-hooks` feature (fault
 /// injection): `AUTOSTOP_TEST_HOOKS_BIN`, or `autostop-test-hooks` beside
 /// [`agent_binary`]'s default.
 pub fn test_hooks_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("AUTOSTOP_TEST_HOOKS_BIN") {
-        return PathBuf::from(path);
-    }
-    let exe = std::env::current_exe().expect("current_exe");
-    let path = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|profile| profile.join("autostop-test-hooks"))
-        .expect("test binary lives in target/<profile>/deps");
-    assert!(
-        path.exists(),
-        "test-hooks agent {} not found: build it with `cargo xtask build --test-hooks` \
-         (or set AUTOSTOP_TEST_HOOKS_BIN)",
-        path.display()
-    );
-    path
+    autostop_fixtures::agent::test_hooks_binary().or_fail()
 }
 
-/// The agent running as its own process, with its stdout read line by line.
-/// Dropping it kills the process if it still runs.
-pub struct AgentProcess {
-    child: Child,
-    lines: mpsc::Receiver<String>,
+/// Turns a shared fixture's error into a test failure naming it.
+pub trait OrFail<T> {
+    /// The value, or a panic with the error's message (at the caller).
+    fn or_fail(self) -> T;
 }
+
+impl<T, E: std::fmt::Display> OrFail<T> for Result<T, E> {
+    #[track_caller]
+    fn or_fail(self) -> T {
+        self.unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+/// The agent running as its own process (`autostop watch --json` …), with
+/// its stdout read line by line; stopped on drop.
+pub struct AgentProcess(autostop_fixtures::agent::AgentProcess);
 
 impl AgentProcess {
     /// Starts `autostop ARGS…` with stdout captured (stderr is inherited so
     /// its logs show in the test output).
+    #[track_caller]
     pub fn spawn(args: &[&str]) -> Self {
-        let mut child = Command::new(agent_binary())
-            .args(args)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("starting the agent");
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Self { child, lines }
+        let mut command = Command::new(agent_binary());
+        command.args(args);
+        Self(autostop_fixtures::agent::AgentProcess::start(&mut command).or_fail())
     }
 
     /// Process id, for sending signals.
     pub fn pid(&self) -> i32 {
-        i32::try_from(self.child.id()).expect("pid fits in i32")
+        i32::try_from(self.0.pid()).expect("pid fits in i32")
     }
 
     /// Waits for the next JSON line whose `event` equals `event`.
+    #[track_caller]
     pub fn wait_event(&self, event: &str, timeout: Duration) -> serde_json::Value {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self.lines.recv_timeout(left).unwrap_or_else(|e| {
-                panic!("no {event:?} event from the agent within {timeout:?}: {e}")
-            });
-            let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) else {
-                continue;
-            };
-            if value["event"] == event {
-                return value;
-            }
-        }
+        self.0.wait_event(event, timeout).or_fail()
     }
 
     /// Every JSON line printed so far (does not wait).
     pub fn drain_events(&self) -> Vec<serde_json::Value> {
-        self.lines
-            .try_iter()
-            .filter_map(|line| serde_json::from_str(&line).ok())
-            .collect()
+        self.0.drain_events()
     }
 
     /// Sends `signal` and waits for the process to exit.
+    #[track_caller]
     pub fn signal_and_wait(&mut self, signal: i32, timeout: Duration) -> ExitStatus {
-        // SAFETY: kill(2) on our own child's pid; the child is not reaped
-        // yet, so the pid cannot have been reused.
-        let rc = unsafe { libc::kill(self.pid(), signal) };
-        assert_eq!(rc, 0, "kill({}, {signal})", self.pid());
-        wait_for_exit(&mut self.child, timeout, signal)
-    }
-}
-
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// Polls `condition` every 20 ms until it holds or `timeout` passes.
-pub fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if condition() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+        self.0.signal_and_wait(signal, timeout).or_fail()
     }
 }
 
@@ -190,23 +126,4 @@ pub fn links_of_program(id: u32) -> Vec<u32> {
         .filter(|link| link.program_id() == id)
         .map(|link| link.id())
         .collect()
-}
-
-/// Waits until `child` (an agent sent `signal`) exits; fails after `timeout`.
-pub fn wait_for_exit(
-    child: &mut std::process::Child,
-    timeout: Duration,
-    signal: i32,
-) -> ExitStatus {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "agent did not exit within {timeout:?} of signal {signal}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }

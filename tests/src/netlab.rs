@@ -43,6 +43,24 @@ pub fn run(program: &str, args: &[&str], input: Option<&str>) -> Output {
     output
 }
 
+/// A tokio runtime with one worker, to drive the agent's netfilter code
+/// from a (synchronous) test.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// Warm-up options with a table name of this test's own (`PREFIX<index>`).
+pub fn warmup_options(prefix: &str) -> autostop::netfilter::WarmupOptions {
+    autostop::netfilter::WarmupOptions {
+        table: format!("{prefix}{}", unique_index()),
+        ..autostop::netfilter::WarmupOptions::default()
+    }
+}
+
 /// A number unique to this test (pid and a counter), for names and subnets.
 pub fn unique_index() -> u8 {
     static NEXT: AtomicU32 = AtomicU32::new(0);

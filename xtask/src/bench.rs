@@ -19,9 +19,8 @@
 
 use std::{
     fs,
-    io::{BufRead, BufReader},
     net::UdpSocket,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
@@ -31,6 +30,7 @@ use std::{
 };
 
 use anyhow::{bail, Context as _};
+use autostop_fixtures::agent::AgentProcess;
 use serde_json::{json, Value};
 
 use crate::{
@@ -45,6 +45,8 @@ const ROUNDS: usize = 7;
 const ROUND: Duration = Duration::from_secs(2);
 /// UDP payload of the load (small packets stress per-packet cost).
 const PAYLOAD: usize = 64;
+/// How long `autostop watch` gets to load and attach its programs.
+const WATCH_ATTACH: Duration = Duration::from_secs(30);
 
 /// Every section, in the order they run.
 pub const SECTIONS: &[&str] = &["datapath", "cold", "warm", "herd", "agent"];
@@ -72,7 +74,7 @@ pub fn run(only: &[String]) -> anyhow::Result<()> {
             datapath().context("datapath benchmark")?,
         );
     }
-    let image = bench_stack::Image::build(&dir)?;
+    let image = bench_stack::build_image()?;
     type Section = fn(&std::path::Path, &bench_stack::Image) -> anyhow::Result<Value>;
     let sections: [(&str, Section); 4] = [
         ("cold", crate::bench_cold::cold),
@@ -110,7 +112,8 @@ pub fn run(only: &[String]) -> anyhow::Result<()> {
 /// The agent's `watch` mode attached to `lo`, counting one UDP target
 /// (and, with `steer`, its sk_lookup program loaded with those bindings).
 struct Watcher {
-    child: Child,
+    /// Stopped (SIGTERM, the programs detached) when the watcher drops.
+    _process: AgentProcess,
     program_id: u64,
     steering_program_id: Option<u64>,
 }
@@ -125,31 +128,28 @@ impl Watcher {
     /// Like [`Self::start`], with the sk_lookup program's maps holding
     /// `steer` (`ADDR:PORT` or `*:PORT`).
     fn start_steering(port: u16, calibrate: bool, steer: &[String]) -> anyhow::Result<Self> {
-        let mut child = Command::new(run::agent_binary(true))
-            .args([
-                "watch",
-                "--json",
-                "--interval",
-                "1h",
-                "--iface",
-                "lo",
-                "--target",
-            ])
-            .arg(format!("127.0.0.1:{port}/udp"))
-            .args(calibrate.then_some("--calibrate"))
-            .args(steer.iter().flat_map(|b| ["--steer", b.as_str()]))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting autostop watch")?;
-        let stdout = child.stdout.take().context("watch stdout")?;
-        let mut first = String::new();
-        BufReader::new(stdout).read_line(&mut first)?;
-        let attached: Value = serde_json::from_str(&first).context("watch's attached line")?;
+        let process = AgentProcess::start(
+            Command::new(run::agent_binary(true))
+                .args([
+                    "watch",
+                    "--json",
+                    "--interval",
+                    "1h",
+                    "--iface",
+                    "lo",
+                    "--target",
+                ])
+                .arg(format!("127.0.0.1:{port}/udp"))
+                .args(calibrate.then_some("--calibrate"))
+                .args(steer.iter().flat_map(|b| ["--steer", b.as_str()]))
+                .stderr(Stdio::null()),
+        )
+        .context("starting autostop watch")?;
+        let attached = process.wait_event("attached", WATCH_ATTACH)?;
         let program_id = attached["program_id"].as_u64().context("program_id")?;
         let steering_program_id = attached["steering_program_id"].as_u64();
         Ok(Self {
-            child,
+            _process: process,
             program_id,
             steering_program_id,
         })
@@ -166,14 +166,6 @@ impl Watcher {
             v["run_time_ns"].as_u64().unwrap_or(0),
             v["run_cnt"].as_u64().unwrap_or(0),
         ))
-    }
-}
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on our own unreaped child.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let _ = self.child.wait();
     }
 }
 

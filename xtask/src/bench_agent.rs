@@ -12,8 +12,8 @@ use anyhow::Context as _;
 use serde_json::{json, Value};
 
 use crate::bench_stack::{
-    cpu_seconds, create_container, dockerd_pid, free_port, http_get, httpd_script, round_to,
-    section_dir, unique, wait_for, Agent, Containers, Image,
+    cpu_seconds, create_container, dockerd_pid, free_port, httpd_script, round_to, section_dir,
+    start_agent, unique, wait_for, Containers, Image,
 };
 
 /// Configured services (one container each).
@@ -28,14 +28,10 @@ pub fn agent(work: &Path, image: &Image) -> anyhow::Result<Value> {
     let dir = section_dir(work, "agent")?;
     let mut containers = Containers(Vec::new());
     let mut services = String::new();
-    let mut ports = std::collections::HashSet::new();
     for i in 0..SERVICES {
         let name = unique(&format!("idle-{i}"));
-        // free_port() may hand out a port twice: each service needs its own.
-        let mut port = free_port()?;
-        while !ports.insert(port) {
-            port = free_port()?;
-        }
+        // free_port() never hands out a port twice: each service has its own.
+        let port = free_port()?;
         create_container(image, &name, port, &httpd_script("0"))?;
         services.push_str(&format!(
             "[[service]]\nname = \"idle{i}\"\nport = {port}\nmode = \"blocking\"\n\
@@ -43,10 +39,12 @@ pub fn agent(work: &Path, image: &Image) -> anyhow::Result<Value> {
         ));
         containers.0.push(name);
     }
-    let agent = Agent::start(&dir, &services)?;
+    let agent = start_agent(&dir, &services)?;
     wait_for(
         || {
-            http_get(agent.api, "/api/services")
+            agent
+                .api_ok("/api/services")
+                .ok()
                 .and_then(|body| serde_json::from_str::<Vec<Value>>(&body).ok())
                 .is_some_and(|list| {
                     list.len() == SERVICES && list.iter().all(|s| s["state"] == "stopped")

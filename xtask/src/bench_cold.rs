@@ -32,8 +32,8 @@ use anyhow::{bail, Context as _};
 use serde_json::{json, Value};
 
 use crate::bench_stack::{
-    container_ip, create_container, docker, docker_out, free_port, httpd_script, percentile,
-    round_to, section_dir, unique, Agent, Containers, Image, Nginx,
+    container_ip, create_container, docker, free_port, httpd_script, percentile, round_to,
+    section_dir, start_agent, unique, Containers, Image, Nginx,
 };
 
 const ROUNDS: usize = 15;
@@ -81,8 +81,8 @@ fn measure(work: &Path, image: &Image, mode: &str) -> anyhow::Result<Value> {
     let _container = Containers(vec![name.clone()]);
     let dir = section_dir(work, &format!("cold-{mode}"))?;
     let nginx_port = free_port()?;
-    let _nginx = Nginx::start(&dir, nginx_port, port)?;
-    let agent = Agent::start(
+    let _nginx = Nginx::start_quiet(&dir, nginx_port, port)?;
+    let agent = start_agent(
         &dir,
         &format!(
             "[[service]]\nname = \"bench\"\nport = {port}\nmode = \"{mode}\"\ncontainers = [\"{name}\"]\n\
@@ -243,7 +243,7 @@ fn measure(work: &Path, image: &Image, mode: &str) -> anyhow::Result<Value> {
 
 /// The container's last `State.StartedAt` (its process start).
 fn process_started(name: &str) -> anyhow::Result<SystemTime> {
-    let text = docker_out(&["inspect", "-f", "{{.State.StartedAt}}", name])?;
+    let text = docker(&["inspect", "-f", "{{.State.StartedAt}}", name])?;
     humantime::parse_rfc3339(text.trim())
         .with_context(|| format!("StartedAt of {name}: {:?}", text.trim()))
 }
@@ -252,7 +252,7 @@ fn process_started(name: &str) -> anyhow::Result<SystemTime> {
 /// start (after `began`): the `time.tv_sec` / `time.tv_usec` lines of
 /// busybox `adjtimex` in the container's output.
 fn listen_mark(name: &str, began: SystemTime) -> anyhow::Result<SystemTime> {
-    let out = docker_out(&["logs", "--tail", "2", name])?;
+    let out = docker(&["logs", "--tail", "2", name])?;
     let field = |key: &str| -> anyhow::Result<u64> {
         out.lines()
             .find_map(|l| l.trim().strip_prefix(key))

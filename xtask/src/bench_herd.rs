@@ -17,8 +17,8 @@ use anyhow::Context as _;
 use serde_json::{json, Value};
 
 use crate::bench_stack::{
-    create_container, docker_out, free_port, httpd_script, raise_nofile, round_to, section_dir,
-    unique, Agent, Containers, Image,
+    create_container, docker, free_port, httpd_script, raise_nofile, round_to, section_dir,
+    start_agent, unique, Containers, Image,
 };
 
 /// Connections in the herd.
@@ -34,7 +34,7 @@ pub fn herd(work: &Path, image: &Image) -> anyhow::Result<Value> {
     let port = free_port()?;
     create_container(image, &name, port, &httpd_script("1"))?;
     let _container = Containers(vec![name.clone()]);
-    let agent = Agent::start(
+    let agent = start_agent(
         &dir,
         &format!(
             "[[service]]\nname = \"herd\"\nport = {port}\nmode = \"blocking\"\ncontainers = [\"{name}\"]\n\
@@ -77,7 +77,7 @@ pub fn herd(work: &Path, image: &Image) -> anyhow::Result<Value> {
     let handback_ms = crate::bench_cold::last_handback_ms(&dir.join("agent.log"))?;
     agent.stop();
     let until = unix_now() + 1;
-    let docker_starts = docker_out(&[
+    let docker_starts = docker(&[
         "events",
         "--since",
         &since.to_string(),

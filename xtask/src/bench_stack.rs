@@ -2,20 +2,29 @@
 //! a busybox image `FROM scratch`, bench containers, nginx from Debian in
 //! front and the real agent beside, each behind a Drop guard so a failing
 //! section still leaves no container, image, nginx, agent or nft table.
-//! Also the small HTTP and statistics helpers the sections share.
+//! The guards, the agent launcher, the HTTP client and free ports are
+//! `autostop_fixtures`' (shared with the privileged tests); this module
+//! adds what only the bench needs, and the statistics helpers the sections
+//! share.
 
 use std::{
     fs,
-    io::{Read, Write},
-    net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{bail, Context as _};
-use serde_json::Value;
+
+pub use autostop_fixtures::{
+    agent::RunningAgent as Agent,
+    docker::{docker, Image},
+    free_port,
+    nginx::Nginx,
+};
+use autostop_fixtures::{
+    agent::{AgentConfig, Launch},
+    eventually,
+};
 
 use crate::run;
 
@@ -25,50 +34,24 @@ pub const LABEL: &str = "autostop.bench=1";
 
 /// Names unique to this run (another worker may bench at the same time).
 pub fn unique(what: &str) -> String {
-    format!("autostop-bench-{}-{what}", std::process::id())
+    autostop_fixtures::unique(&format!("autostop-bench-{what}-"))
 }
 
-/// The bench image (busybox-static `FROM scratch`), untagged when dropped.
-pub struct Image {
-    /// Image reference (`repository:tag`).
-    pub name: String,
-}
-
-impl Image {
-    /// Builds the image from `/bin/busybox` in `work/image`; its httpd serves
-    /// `/www/index.html` = `cold bench`.
-    pub fn build(work: &Path) -> anyhow::Result<Self> {
-        let context = work.join("image");
-        fs::create_dir_all(context.join("www"))?;
-        fs::copy("/bin/busybox", context.join("busybox")).context("copying /bin/busybox")?;
-        fs::write(context.join("www/index.html"), "cold bench\n")?;
-        fs::write(
-            context.join("Dockerfile"),
-            "FROM scratch\nCOPY busybox /bin/busybox\nCOPY busybox /bin/sh\nCOPY busybox /bin/sleep\nCOPY busybox /bin/httpd\nCOPY www /www\n",
-        )?;
-        let name = format!("autostop-bench:{}", std::process::id());
-        let status = Command::new("docker")
-            .args(["build", "-q", "-t", &name])
-            .arg(&context)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()?;
-        if !status.success() {
-            bail!("docker build failed");
-        }
-        Ok(Self { name })
-    }
-}
-
-impl Drop for Image {
-    fn drop(&mut self) {
-        let _ = docker(&["rmi", &self.name]);
-    }
+/// Builds the bench image (busybox-static `FROM scratch`); its httpd serves
+/// `/www/index.html` = `cold bench`.
+pub fn build_image() -> anyhow::Result<Image> {
+    let image = Image::build_busybox(
+        &format!("autostop-bench:{}", std::process::id()),
+        "FROM scratch\nCOPY busybox /bin/busybox\nCOPY busybox /bin/sh\nCOPY busybox /bin/sleep\n\
+         COPY busybox /bin/httpd\nCOPY www /www\n",
+        &[("www/index.html", b"cold bench\n")],
+    )?;
+    Ok(image)
 }
 
 /// Removes bench containers left by an interrupted earlier run.
 pub fn remove_leftovers() {
-    if let Ok(ids) = docker_out(&["ps", "-aq", "--filter", &format!("label={LABEL}")]) {
+    if let Ok(ids) = docker(&["ps", "-aq", "--filter", &format!("label={LABEL}")]) {
         let ids: Vec<&str> = ids.split_whitespace().collect();
         if !ids.is_empty() {
             let mut args = vec!["rm", "-f"];
@@ -91,11 +74,12 @@ pub fn create_container(image: &Image, name: &str, port: u16, script: &str) -> a
         "1",
         "-p",
         &format!("127.0.0.1:{port}:80"),
-        &image.name,
+        &image.tag,
         "/bin/sh",
         "-c",
         script,
-    ])
+    ])?;
+    Ok(())
 }
 
 /// The shell line of an httpd that listens `delay_s` seconds after start.
@@ -121,11 +105,9 @@ impl Drop for Containers {
     }
 }
 
-pub use crate::run::{docker, docker_out};
-
 /// The address of a running container on its Docker network.
 pub fn container_ip(name: &str) -> anyhow::Result<String> {
-    let ip = docker_out(&[
+    let ip = docker(&[
         "inspect",
         "-f",
         "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
@@ -134,203 +116,28 @@ pub fn container_ip(name: &str) -> anyhow::Result<String> {
     Ok(ip.trim().to_owned())
 }
 
-/// nginx from Debian in front of the service, like users run it (the
-/// README's server block: `proxy_pass` to the published port, no upstream
-/// keep-alive). One worker process, the Debian default.
-pub struct Nginx(Child);
-
-impl Nginx {
-    /// Starts nginx on `127.0.0.1:listen` proxying to `127.0.0.1:upstream`,
-    /// with its files in `dir`; returns once it accepts connections.
-    pub fn start(dir: &Path, listen: u16, upstream: u16) -> anyhow::Result<Self> {
-        let d = dir.display();
-        let conf = format!(
-            "daemon off;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log;\nevents {{}}\nhttp {{\n  access_log off;\n\
-             client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n\
-             server {{\n    listen 127.0.0.1:{listen};\n    location / {{\n      proxy_pass http://127.0.0.1:{upstream};\n\
-             proxy_http_version 1.1;\n      proxy_read_timeout 300s;\n    }}\n  }}\n}}\n"
-        );
-        fs::write(dir.join("nginx.conf"), conf)?;
-        let child = Command::new("nginx")
-            .arg("-c")
-            .arg(dir.join("nginx.conf"))
-            .arg("-e")
-            .arg(dir.join("nginx-error.log"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting nginx")?;
-        let guard = Self(child);
-        let addr = SocketAddr::from(([127, 0, 0, 1], listen));
-        wait_for(|| TcpStream::connect(addr).is_ok(), Duration::from_secs(10))?;
-        Ok(guard)
-    }
+/// The real agent (`autostop run`, release build) with its own config in
+/// `dir` (status port, state dir, nft table), `services` its TOML
+/// `[[service]]` blocks; returns once it runs and its API answers. Its log
+/// goes to `dir/agent.log`. Dropping it SIGTERMs it (it detaches everything
+/// and drops its table), SIGKILLs it and deletes its table if it does not
+/// exit within 10 s.
+pub fn start_agent(dir: &Path, services: &str) -> anyhow::Result<Agent> {
+    let config = AgentConfig::in_dir(dir, services)?;
+    let launch = Launch {
+        binary: Some(run::agent_binary(true)),
+        log_file: Some(dir.join("agent.log")),
+        ..Launch::default()
+    };
+    Agent::start_with(&config, launch).with_context(|| format!("log: {}/agent.log", dir.display()))
 }
 
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on our own unreaped child.
-        unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGQUIT) };
-        let _ = self.0.wait();
-    }
-}
-
-/// The real agent (`autostop run`, release build) with its own config,
-/// state dir, status port and nft table; SIGTERMed (it detaches everything
-/// and drops its table) when dropped, SIGKILLed and its table deleted if it
-/// does not exit within 10 s.
-pub struct Agent {
-    child: Child,
-    /// The status API's address.
-    pub api: SocketAddr,
-    table: String,
-}
-
-impl Agent {
-    /// Writes `dir/autostop.toml` with an `[agent]` section and `services`
-    /// (TOML `[[service]]` blocks), starts the agent and waits for its API.
-    /// Its log goes to `dir/agent.log`.
-    pub fn start(dir: &Path, services: &str) -> anyhow::Result<Self> {
-        fs::create_dir_all(dir)?;
-        let status_port = free_port()?;
-        let d = dir.display();
-        let config = dir.join("autostop.toml");
-        fs::write(
-            &config,
-            format!(
-                "[agent]\nstatus_listen = \"127.0.0.1:{status_port}\"\nstate_dir = \"{d}/state\"\n\
-                 themes_dir = \"{d}/themes\"\ndocker_labels = false\n\n{services}"
-            ),
-        )?;
-        let table = format!("autostop_bench_{}", std::process::id());
-        let log = fs::File::create(dir.join("agent.log"))?;
-        let child = Command::new(run::agent_binary(true))
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("AUTOSTOP_NFT_TABLE", &table)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .context("starting the agent")?;
-        let mut agent = Self {
-            child,
-            api: SocketAddr::from(([127, 0, 0, 1], status_port)),
-            table,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while http_get(agent.api, "/healthz").is_none() {
-            if let Ok(Some(status)) = agent.child.try_wait() {
-                let log = fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
-                bail!("the agent exited ({status}): {}", log.trim());
-            }
-            if Instant::now() > deadline {
-                bail!("the agent's API did not answer within 30 s (log: {d}/agent.log)");
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        Ok(agent)
-    }
-
-    /// The agent's process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// The state of service `name` from the status API.
-    pub fn state(&self, name: &str) -> Option<String> {
-        let body = http_get(self.api, &format!("/api/services/{name}"))?;
-        serde_json::from_str::<Value>(&body).ok()?["state"]
-            .as_str()
-            .map(str::to_owned)
-    }
-
-    /// Waits until service `name` is in `state`.
-    pub fn wait_state(&self, name: &str, state: &str, timeout: Duration) -> anyhow::Result<()> {
-        wait_for(|| self.state(name).as_deref() == Some(state), timeout)
-            .with_context(|| format!("waiting for {name} to be {state}"))
-    }
-
-    /// Sum of every sample of the Prometheus metric `metric` labelled
-    /// `service="name"`.
-    pub fn metric(&self, metric: &str, name: &str) -> anyhow::Result<f64> {
-        let text = http_get(self.api, "/metrics").context("GET /metrics")?;
-        let label = format!("service=\"{name}\"");
-        Ok(text
-            .lines()
-            .filter(|l| l.starts_with(metric) && l.contains(&label))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum())
-    }
-
-    /// Stops the agent now (as dropping it does).
-    pub fn stop(self) {}
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on our own unreaped child.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(20));
-        }
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        // Gone already after a clean exit; this only matters after a kill.
-        let _ = Command::new("nft")
-            .args(["delete", "table", "inet", &self.table])
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-/// The body of `GET path` at `addr` (HTTP/1.0), `None` on any failure.
-pub fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .ok()?;
-    // The status API answers only Host values naming it (loopback here).
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).ok()?;
-    if !answer.starts_with("HTTP/1.1 200") && !answer.starts_with("HTTP/1.0 200") {
-        return None;
-    }
-    answer
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-}
-
-/// Polls `condition` every 20 ms until it holds or `timeout` passes.
-pub fn wait_for(mut condition: impl FnMut() -> bool, timeout: Duration) -> anyhow::Result<()> {
-    let deadline = Instant::now() + timeout;
-    while !condition() {
-        if Instant::now() > deadline {
-            bail!("timed out after {timeout:?}");
-        }
-        thread::sleep(Duration::from_millis(20));
+/// Polls `condition` every 20 ms until it holds; fails after `timeout`.
+pub fn wait_for(condition: impl FnMut() -> bool, timeout: Duration) -> anyhow::Result<()> {
+    if !eventually(timeout, condition) {
+        bail!("timed out after {timeout:?}");
     }
     Ok(())
-}
-
-/// A free TCP port on loopback, never the same one twice in a run (the
-/// kernel may hand a just-released port out again, and a service, nginx
-/// and the agent's API must not share one).
-pub fn free_port() -> anyhow::Result<u16> {
-    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
-        std::sync::Mutex::new(std::collections::BTreeSet::new());
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
-        if handed_out.insert(port) {
-            return Ok(port);
-        }
-    }
 }
 
 /// The `q` quantile (nearest rank) of `values`, NaN when empty.

@@ -22,8 +22,8 @@ use serde_json::{json, Value};
 use crate::{
     bench_load,
     bench_stack::{
-        cpu_seconds, create_container, docker, dockerd_pid, free_port, http_get, httpd_script,
-        median, round_to, section_dir, unique, wait_for, Agent, Containers, Image, Nginx,
+        cpu_seconds, create_container, docker, dockerd_pid, free_port, httpd_script, median,
+        round_to, section_dir, start_agent, unique, wait_for, Agent, Containers, Image, Nginx,
     },
 };
 
@@ -47,10 +47,13 @@ pub fn warm(work: &Path, image: &Image) -> anyhow::Result<Value> {
     let _container = Containers(vec![name.clone()]);
     docker(&["start", &name])?;
     let nginx_port = free_port()?;
-    let _nginx = Nginx::start(&dir, nginx_port, port)?;
+    let _nginx = Nginx::start_quiet(&dir, nginx_port, port)?;
     let front = SocketAddr::from(([127, 0, 0, 1], nginx_port));
-    wait_for(|| http_get(front, "/").is_some(), Duration::from_secs(30))
-        .context("the app through nginx")?;
+    let app_answers = || {
+        autostop_fixtures::http::get(front, "/", &[], Duration::from_secs(10))
+            .is_ok_and(|r| r.status == 200)
+    };
+    wait_for(app_answers, Duration::from_secs(30)).context("the app through nginx")?;
     let services = format!(
         "[[service]]\nname = \"warm\"\nport = {port}\nmode = \"blocking\"\ncontainers = [\"{name}\"]\n\
          idle_timeout = \"1h\"\n"
@@ -70,9 +73,9 @@ pub fn warm(work: &Path, image: &Image) -> anyhow::Result<Value> {
         for with_agent in order {
             let agent = if with_agent {
                 let started = Instant::now();
-                let agent = Agent::start(&dir, &services)?;
+                let agent = start_agent(&dir, &services)?;
                 agent.wait_state("warm", "ready", Duration::from_secs(30))?;
-                let health = http_get(agent.api, "/healthz").unwrap_or_default();
+                let health = agent.api_ok("/healthz").unwrap_or_default();
                 if !health.contains("\"datapath_attached\":true") {
                     bail!("the agent's datapath is not attached: {health}");
                 }
@@ -99,7 +102,7 @@ pub fn warm(work: &Path, image: &Image) -> anyhow::Result<Value> {
             }
             if let Some(agent) = agent {
                 // The agent must not have touched the warm service.
-                if agent.state("warm").as_deref() != Some("ready") {
+                if agent.state("warm").ok().as_deref() != Some("ready") {
                     bail!("the service left ready during the load");
                 }
                 agent.stop();

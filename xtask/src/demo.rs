@@ -6,19 +6,12 @@
 //! Ctrl-C stops the agent (which detaches everything), then the demo
 //! removes its containers and image.
 
-use std::{
-    fs,
-    io::Write as _,
-    path::Path,
-    process::{Command, Stdio},
-};
+use std::{fs, io::Write as _, process::Command};
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
+use autostop_fixtures::docker::{docker, Image};
 
-use crate::{
-    run::{self, docker},
-    setup,
-};
+use crate::{run, setup};
 
 /// The demo image's tag.
 const IMAGE: &str = "autostop-demo:latest";
@@ -35,6 +28,8 @@ const SITE_INDEX: &str =
 <p>This container was stopped a moment ago. autostop held your request, started it and \
 handed the page over. Leave it alone for 20 s and it goes back to sleep.</p></body></html>\n";
 const API_STATUS: &str = "{\"service\":\"demo-api\",\"ok\":true}\n";
+const DOCKERFILE: &str = "FROM scratch\nCOPY busybox /bin/busybox\nCOPY busybox /bin/sh\n\
+                          COPY busybox /bin/httpd\nCOPY www /www\n";
 
 /// Runs setup when needed, builds everything and runs the agent until Ctrl-C.
 pub fn run() -> anyhow::Result<()> {
@@ -50,8 +45,16 @@ pub fn run() -> anyhow::Result<()> {
     )
     .context("writing the demo config")?;
 
-    let _cleanup = Cleanup;
-    build_image(&demo_dir)?;
+    let image = Image::build_busybox(
+        IMAGE,
+        DOCKERFILE,
+        &[
+            ("www/site/index.html", SITE_INDEX.as_bytes()),
+            ("www/api/status.json", API_STATUS.as_bytes()),
+        ],
+    )
+    .context("building the demo image")?;
+    let _cleanup = Cleanup { image: Some(image) };
     for (name, port, root) in CONTAINERS {
         docker(&["rm", "-f", name]).ok();
         let publish = format!("127.0.0.1:{port}:80");
@@ -81,39 +84,18 @@ pub fn run() -> anyhow::Result<()> {
     run::status(&mut agent)
 }
 
-fn build_image(dir: &Path) -> anyhow::Result<()> {
-    let context = dir.join("image");
-    fs::create_dir_all(context.join("www/site")).context("creating the image context")?;
-    fs::create_dir_all(context.join("www/api")).context("creating the image context")?;
-    fs::copy("/bin/busybox", context.join("busybox"))
-        .context("copying /bin/busybox (package busybox-static)")?;
-    fs::write(context.join("www/site/index.html"), SITE_INDEX)?;
-    fs::write(context.join("www/api/status.json"), API_STATUS)?;
-    fs::write(
-        context.join("Dockerfile"),
-        "FROM scratch\nCOPY busybox /bin/busybox\nCOPY busybox /bin/sh\nCOPY busybox /bin/httpd\nCOPY www /www\n",
-    )?;
-    let status = Command::new("docker")
-        .args(["build", "-q", "-t", IMAGE])
-        .arg(&context)
-        .stdout(Stdio::null())
-        .status()
-        .context("running docker build")?;
-    if !status.success() {
-        bail!("docker build of the demo image failed");
-    }
-    Ok(())
+/// Removes the demo's containers and then its image, however the demo ends.
+struct Cleanup {
+    /// Removed (by its own guard) once the containers are gone.
+    image: Option<Image>,
 }
-
-/// Removes the demo's containers and image, however the demo ends.
-struct Cleanup;
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
         for (name, _, _) in CONTAINERS {
             let _ = docker(&["rm", "-f", name]);
         }
-        let _ = docker(&["rmi", "-f", IMAGE]);
+        drop(self.image.take());
         // Not println!: after Ctrl-C on `cargo xtask demo | tee log`, tee is
         // gone and println! would panic on the closed pipe.
         let _ = writeln!(std::io::stdout(), "demo: containers and image removed");

@@ -46,8 +46,9 @@ pub fn cargo_build_agent(release: bool) -> anyhow::Result<()> {
 }
 
 /// The agent built with the `test-hooks` feature (fault injection for the
-/// liveness tests), beside the plain one: never installed anywhere.
-pub const TEST_HOOKS_BINARY: &str = "autostop-test-hooks";
+/// liveness tests), beside the plain one: never installed anywhere. The
+/// tests look for it under this name ([`autostop_fixtures::agent`]).
+pub use autostop_fixtures::agent::TEST_HOOKS_BINARY;
 
 /// Builds the debug agent with `--features test-hooks` and copies it to
 /// [`TEST_HOOKS_BINARY`] beside the plain one. Build the plain agent after
@@ -83,25 +84,4 @@ pub fn agent_binary(release: bool) -> PathBuf {
     target_dir()
         .join(if release { "release" } else { "debug" })
         .join("autostop")
-}
-
-/// Runs `docker ARGS`, failing with its stderr.
-pub fn docker(args: &[&str]) -> anyhow::Result<()> {
-    docker_out(args).map(drop)
-}
-
-/// Runs `docker ARGS` and returns its stdout.
-pub fn docker_out(args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .context("running docker")?;
-    if !out.status.success() {
-        bail!(
-            "docker {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

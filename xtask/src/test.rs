@@ -13,6 +13,10 @@ use std::{
 };
 
 use anyhow::{bail, Context as _};
+use autostop_fixtures::{
+    agent::{AGENT_BIN_ENV, TEST_HOOKS_BIN_ENV},
+    docker::RESTART_DOCKERD_ENV,
+};
 
 use crate::{dist, run, setup};
 
@@ -62,6 +66,8 @@ pub fn run() -> anyhow::Result<()> {
                 "--package",
                 "autostop-common",
                 "--package",
+                "autostop-fixtures",
+                "--package",
                 "xtask",
             ]),
         ),
@@ -82,20 +88,18 @@ pub fn run() -> anyhow::Result<()> {
         .and_then(|hooks| run::cargo_build_agent(false).map(|()| hooks));
     let privileged = match built {
         Ok(hooks) => {
-            let mut cmd = run::cargo();
-            // --no-fail-fast: a failing suite must not hide the others.
-            cmd.args([
-                "test",
-                "--no-fail-fast",
-                "--package",
-                "autostop-tests",
-                "--",
-                "--test-threads=1",
-            ])
-            .env("AUTOSTOP_AGENT_BIN", run::agent_binary(false))
-            .env("AUTOSTOP_DIST_DIR", dist::dist_dir())
-            .env("AUTOSTOP_TEST_HOOKS_BIN", hooks);
-            cargo_test("privileged", &mut cmd)
+            let mut suite = Suite::new("privileged");
+            println!("\n== privileged ==");
+            // Every module but `daemon`, then `daemon` alone: it restarts
+            // the machine's dockerd. --no-fail-fast: a failing test binary
+            // must not hide the others.
+            let mut rest = privileged_tests(&hooks, &[], &["--skip", DAEMON_MODULE]);
+            cargo_test_into(&mut suite, &mut rest);
+            let mut daemon =
+                privileged_tests(&hooks, &["--test", PRIVILEGED_BINARY], &[DAEMON_MODULE]);
+            daemon.env(RESTART_DOCKERD_ENV, "1");
+            cargo_test_into(&mut suite, &mut daemon);
+            suite
         }
         Err(e) => {
             let mut suite = Suite::new("privileged");
@@ -136,6 +140,27 @@ pub fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The privileged tests' one test binary (`tests/tests/privileged/`).
+const PRIVILEGED_BINARY: &str = "privileged";
+
+/// The module filter of the tests that restart the machine's dockerd
+/// (`tests/tests/privileged/daemon.rs`).
+const DAEMON_MODULE: &str = "daemon::";
+
+/// `cargo test` of the `autostop-tests` package (`targets`: all when
+/// empty), one test at a time, with `filters` for the test binaries.
+fn privileged_tests(hooks: &std::path::Path, targets: &[&str], filters: &[&str]) -> Command {
+    let mut cmd = run::cargo();
+    cmd.args(["test", "--no-fail-fast", "--package", "autostop-tests"])
+        .args(targets)
+        .args(["--", "--test-threads=1"])
+        .args(filters)
+        .env(AGENT_BIN_ENV, run::agent_binary(false))
+        .env("AUTOSTOP_DIST_DIR", dist::dist_dir())
+        .env(TEST_HOOKS_BIN_ENV, hooks);
+    cmd
+}
+
 fn is_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
@@ -154,12 +179,21 @@ fn check(name: &'static str, cmd: &mut Command) -> Suite {
 fn cargo_test(name: &'static str, cmd: &mut Command) -> Suite {
     println!("\n== {name} ==");
     let mut suite = Suite::new(name);
+    cargo_test_into(&mut suite, cmd);
+    suite
+}
+
+/// Runs `cargo test` as part of `suite`: adds its result lines, and keeps
+/// the first error.
+fn cargo_test_into(suite: &mut Suite, cmd: &mut Command) {
     let child = cmd.stdout(Stdio::piped()).spawn();
     let mut child = match child {
         Ok(child) => child,
         Err(e) => {
-            suite.error = Some(format!("starting cargo test: {e}"));
-            return suite;
+            suite
+                .error
+                .get_or_insert(format!("starting cargo test: {e}"));
+            return;
         }
     };
     if let Some(stdout) = child.stdout.take() {
@@ -172,12 +206,12 @@ fn cargo_test(name: &'static str, cmd: &mut Command) -> Suite {
             }
         }
     }
-    match child.wait() {
-        Ok(status) if status.success() => {}
-        Ok(status) => suite.error = Some(format!("cargo test exited with {status}")),
-        Err(e) => suite.error = Some(format!("waiting for cargo test: {e}")),
-    }
-    suite
+    let error = match child.wait() {
+        Ok(status) if status.success() => return,
+        Ok(status) => format!("cargo test exited with {status}"),
+        Err(e) => format!("waiting for cargo test: {e}"),
+    };
+    suite.error.get_or_insert(error);
 }
 
 /// Parses `test result: ok. 3 passed; 0 failed; 1 ignored; …`.
@@ -199,7 +233,29 @@ fn parse_result_line(line: &str) -> Option<(u64, u64, u64)> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_result_line;
+    use super::{parse_result_line, DAEMON_MODULE, PRIVILEGED_BINARY};
+
+    #[test]
+    fn daemon_filter_names_the_daemon_module_of_the_one_binary() {
+        let dir = crate::run::workspace_root()
+            .join("tests/tests")
+            .join(PRIVILEGED_BINARY);
+        let main = std::fs::read_to_string(dir.join("main.rs")).expect("privileged/main.rs");
+        let module = DAEMON_MODULE.trim_end_matches("::");
+        assert!(
+            main.contains(&format!("\nmod {module};\n")),
+            "main.rs lacks mod {module}"
+        );
+        assert!(dir.join(format!("{module}.rs")).is_file());
+        // `--skip daemon::` skips every test path containing it: no other
+        // module may end in `daemon`.
+        let others = main
+            .lines()
+            .filter_map(|l| l.strip_prefix("mod ")?.strip_suffix(';'))
+            .filter(|m| *m != module && m.ends_with(module))
+            .collect::<Vec<_>>();
+        assert!(others.is_empty(), "{others:?} also match {DAEMON_MODULE}");
+    }
 
     #[test]
     fn parses_cargo_test_result_lines() {

@@ -6,7 +6,8 @@
 //!    most [`FIRST_BYTES_WAIT`] after the connection arrived.
 //! 2. An HTTP/1 request line: the head is read (header timeout, size cap)
 //!    and classified. Browsers navigating get the themed wait page, the
-//!    page's poll gets the status JSON, every other request is held. A
+//!    page's script (`/.autostop/wait.js`) and poll get the script and the
+//!    status JSON, every other request is held. A
 //!    head that does not parse, is too large or too slow is held too: the
 //!    app answers what it makes of it, not the agent.
 //! 3. A TLS ClientHello (nginx's `proxy_pass https://…`), the HTTP/2
@@ -28,8 +29,8 @@ use super::{
 use crate::{
     service::{Command, ServiceState, ServiceStatus, Trigger},
     waitpage::{
-        classify, opening, read_head_from, status_json, wait_page, HeadError, Kind, Opening,
-        PageState, PageVars, StatusBody, DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_HEAD_BYTES,
+        classify, opening, read_head_from, status_json, wait_page, wait_script, HeadError, Kind,
+        Opening, PageState, PageVars, StatusBody, DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_HEAD_BYTES,
         PUBLIC_FAILURE,
     },
 };
@@ -75,7 +76,7 @@ pub(super) async fn handle(
     }
 }
 
-/// An HTTP/1 request: wait page, status JSON, or held.
+/// An HTTP/1 request: wait page, its script, status JSON, or held.
 async fn http(
     mut held: Held,
     port: u16,
@@ -112,6 +113,8 @@ async fn http(
     held.received = head.raw;
     let reply = match kind {
         Kind::Other => return hold_and_forward(held, port, route, ctx, shutdown).await,
+        // An asset of a wait page already served: no wake of its own.
+        Kind::WaitScript => wait_script(head_only),
         Kind::StatusPoll => {
             let status = route.handle.status();
             wake_unless_failed(route, &status);

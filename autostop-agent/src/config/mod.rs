@@ -35,7 +35,7 @@ pub use api_hosts::ApiHost;
 pub use duration::{format_human, MIN_TIMEOUT};
 pub use error::{ConfigError, LocatedError};
 pub use import::import_seed_json;
-pub use theme::{is_valid_theme_name, ThemeCatalog, BUILTIN_THEMES, DEFAULT_THEME};
+pub use theme::{is_valid_theme_name, BuiltinTheme, ThemeCatalog, BUILTIN_THEMES, DEFAULT_THEME};
 
 /// Where the agent looks for its configuration unless told otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/autostop/autostop.toml";

@@ -1,7 +1,9 @@
-//! Wake-page themes: the built-in list and [`ThemeCatalog`], the set of theme
-//! names a configuration may refer to (built-ins plus `<name>.html` files in
-//! the user themes directory). The catalog is passed to the parser so that
-//! validation needs no real directory in tests.
+//! Wake-page themes: the built-in list ([`BUILTIN_THEMES`], the one place
+//! it is defined: names and the embedded `themes/*.html`) and
+//! [`ThemeCatalog`], the set of theme names a configuration may refer to
+//! (built-ins plus `<name>.html` files in the user themes directory). The
+//! catalog is passed to the parser so that validation needs no real
+//! directory in tests; `waitpage` compiles and renders the sources.
 
 use std::collections::BTreeSet;
 use std::io::ErrorKind;
@@ -9,8 +11,33 @@ use std::path::Path;
 
 use super::error::ConfigError;
 
+/// A wait-page theme compiled into the agent from `themes/NAME.html`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BuiltinTheme {
+    /// The name services refer to it by.
+    pub name: &'static str,
+    /// The template source.
+    pub html: &'static str,
+}
+
+/// A built-in theme: its name, and `themes/NAME.html` embedded at build
+/// time, so each name is written once.
+macro_rules! builtin {
+    ($name:literal) => {
+        BuiltinTheme {
+            name: $name,
+            html: include_str!(concat!("../../../themes/", $name, ".html")),
+        }
+    };
+}
+
 /// Themes compiled into the agent; always available.
-pub const BUILTIN_THEMES: &[&str] = &["matrix", "ghost", "shuffle", "hackerTerminal"];
+pub const BUILTIN_THEMES: &[BuiltinTheme] = &[
+    builtin!("matrix"),
+    builtin!("ghost"),
+    builtin!("shuffle"),
+    builtin!("hackerTerminal"),
+];
 
 /// Theme used by dynamic services that do not name one.
 pub const DEFAULT_THEME: &str = "matrix";
@@ -34,7 +61,7 @@ impl ThemeCatalog {
     /// Only the built-in themes; for agents without user themes and tests.
     pub fn builtin() -> Self {
         ThemeCatalog {
-            names: BUILTIN_THEMES.iter().map(|s| s.to_string()).collect(),
+            names: BUILTIN_THEMES.iter().map(|t| t.name.to_string()).collect(),
         }
     }
 

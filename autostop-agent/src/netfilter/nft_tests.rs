@@ -1,5 +1,5 @@
 //! Unit tests of the nf_tables message builders (no root: encoding only;
-//! `tests/tests/netfilter_privileged.rs` checks them against the kernel).
+//! `tests/tests/privileged/netfilter.rs` checks them against the kernel).
 
 use netlink_packet_core::{NetlinkPayload, NLM_F_REQUEST};
 

@@ -5,17 +5,18 @@
 //!   HTTP/2 preface, TLS, other, not yet known); only HTTP/1 clients are
 //!   ever answered by the agent, every other one is held and replayed.
 //! - [`request`]: reads the request head (timeout and size cap, every byte
-//!   kept for replay) and classifies it: the wait page's status poll, a
-//!   browser navigation, or anything else (held, then forwarded).
+//!   kept for replay) and classifies it: the wait page's status poll or
+//!   script, a browser navigation, or anything else (held, then forwarded).
 //! - [`theme`]: the themes (built-ins embedded from `themes/*.html`, user
 //!   themes from the themes directory) and rendering them.
 //! - [`template`]: the `{{ variable }}` language and its escaping.
-//! - [`response`]: the complete HTTP/1.1 responses (wait page, status JSON,
-//!   502/503/504 errors) with their fixed public texts.
+//! - [`response`]: the complete HTTP/1.1 responses (wait page, its script
+//!   `themes/wait.js`, status JSON, 502/503/504 errors) with their fixed
+//!   public texts.
 //!
 //! A typical connection: `opening` says `Http1` → `read_head_from` →
-//! `classify` → `StatusPoll`: write `status_json`; `Navigation`: write
-//! `wait_page(themes.render(..))`; `Other`: hold `head.raw` and replay it
+//! `classify` → `StatusPoll`: write `status_json`; `WaitScript`: write
+//! `wait_script`; `Navigation`: write `wait_page(themes.render(..))`; `Other`: hold `head.raw` and replay it
 //! to the app when ready (or write `error_reply` if the start fails). A
 //! head that does not parse is held and replayed too: the app, not the
 //! agent, answers what it makes of it.
@@ -38,10 +39,11 @@ mod tests_theme;
 pub use opening::{eof_is_hang_up, looks_like_http, opening, Opening};
 pub use request::{
     classify, read_head, read_head_from, Head, HeadError, Kind, DEFAULT_HEADER_TIMEOUT,
-    DEFAULT_MAX_HEAD_BYTES, STATUS_PATH,
+    DEFAULT_MAX_HEAD_BYTES, STATUS_PATH, WAIT_SCRIPT_PATH,
 };
 pub use response::{
-    error_reply, status_json, wait_page, ErrorStatus, StatusBody, PUBLIC_FAILURE, PUBLIC_TIMEOUT,
+    error_reply, status_json, wait_page, wait_script, ErrorStatus, StatusBody, PUBLIC_FAILURE,
+    PUBLIC_TIMEOUT, WAIT_SCRIPT,
 };
 pub use template::{escape_html, TemplateError};
 pub use theme::{PageState, PageVars, ThemeError, ThemeProblem, ThemeSet, MAX_THEME_BYTES};

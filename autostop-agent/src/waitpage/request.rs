@@ -5,8 +5,9 @@
 //! total deadline (so a slowloris client cannot pin a task forever) and a
 //! size cap, and keeps every byte it read so a held connection can be
 //! replayed to the app byte for byte once it is ready. [`classify`] decides
-//! whether the request is the wait page's own status poll, a browser
-//! navigation (gets a wait page) or anything else (held and forwarded).
+//! whether the request is the wait page's own status poll or script, a
+//! browser navigation (gets a wait page) or anything else (held and
+//! forwarded).
 
 use std::time::Duration;
 
@@ -20,6 +21,10 @@ pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The path the wait pages poll for the start status.
 pub const STATUS_PATH: &str = "/.autostop/status";
+
+/// The path of the wait pages' script (polls [`STATUS_PATH`], reloads when
+/// ready), which the agent serves itself.
+pub const WAIT_SCRIPT_PATH: &str = "/.autostop/wait.js";
 
 /// Most headers accepted in one head.
 const MAX_HEADERS: usize = 100;
@@ -129,6 +134,9 @@ impl Head {
 pub enum Kind {
     /// `GET /.autostop/status`: answer with the status JSON.
     StatusPoll,
+    /// `GET` (or `HEAD`) `/.autostop/wait.js`: answer with the wait pages'
+    /// script.
+    WaitScript,
     /// A browser loading a page: answer with the wait page.
     Navigation,
     /// Anything else (API clients, XHR/fetch, POST, WebSocket): hold it and
@@ -223,6 +231,9 @@ pub fn classify(head: &Head) -> Kind {
     }
     if method != "GET" && method != "HEAD" {
         return Kind::Other;
+    }
+    if head.path_only() == WAIT_SCRIPT_PATH {
+        return Kind::WaitScript;
     }
     if head.header("upgrade").is_some() {
         return Kind::Other;

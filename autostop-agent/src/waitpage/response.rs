@@ -105,6 +105,23 @@ pub fn wait_page(html: &str, retry_after_s: u64, head_only: bool) -> Vec<u8> {
     )
 }
 
+/// The wait pages' poll-and-reload script (`themes/wait.js`), served at
+/// [`super::WAIT_SCRIPT_PATH`] so that no theme carries a copy.
+pub const WAIT_SCRIPT: &str = include_str!("../../../themes/wait.js");
+
+/// The wait pages' script: `200`, JavaScript, not stored (it comes from
+/// the agent only while the service sleeps). For `HEAD` (`head_only`) the
+/// body is left out.
+pub fn wait_script(head_only: bool) -> Vec<u8> {
+    build(
+        "200 OK",
+        "text/javascript; charset=utf-8",
+        &[],
+        WAIT_SCRIPT.as_bytes(),
+        head_only,
+    )
+}
+
 /// The status JSON the wait page polls: `200` with
 /// `{"service","state","elapsed_s","estimated_s","error"}`.
 pub fn status_json(status: &StatusBody) -> Vec<u8> {
@@ -185,6 +202,23 @@ mod tests {
         let (_, headers, body) = split(&wait_page("<p>x</p>", 0, true));
         assert_eq!(get(&headers, "Content-Length"), Some("8"));
         assert_eq!(get(&headers, "Retry-After"), Some("1"));
+        assert!(body.is_empty());
+    }
+
+    #[test]
+    fn wait_script_is_200_javascript_no_store_and_head_has_no_body() {
+        let (status, headers, body) = split(&wait_script(false));
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        assert_eq!(
+            get(&headers, "Content-Type"),
+            Some("text/javascript; charset=utf-8")
+        );
+        assert_eq!(get(&headers, "Cache-Control"), Some("no-store"));
+        assert_eq!(get(&headers, "X-Content-Type-Options"), Some("nosniff"));
+        assert_eq!(body, WAIT_SCRIPT.as_bytes());
+        let (_, headers, body) = split(&wait_script(true));
+        let length = WAIT_SCRIPT.len().to_string();
+        assert_eq!(get(&headers, "Content-Length"), Some(length.as_str()));
         assert!(body.is_empty());
     }
 

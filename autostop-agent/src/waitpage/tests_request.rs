@@ -68,6 +68,11 @@ async fn classification_table() {
         ("status poll", "GET /.autostop/status HTTP/1.1\r\nAccept: */*\r\nSec-Fetch-Mode: cors\r\n\r\n", Kind::StatusPoll),
         ("status poll with query", "GET /.autostop/status?t=1 HTTP/1.1\r\n\r\n", Kind::StatusPoll),
         ("status path but POST", "POST /.autostop/status HTTP/1.1\r\nContent-Length: 0\r\n\r\n", Kind::Other),
+        ("wait script", "GET /.autostop/wait.js HTTP/1.1\r\nAccept: */*\r\nSec-Fetch-Mode: no-cors\r\nSec-Fetch-Dest: script\r\n\r\n", Kind::WaitScript),
+        ("wait script with query", "GET /.autostop/wait.js?v=2 HTTP/1.1\r\n\r\n", Kind::WaitScript),
+        ("wait script HEAD", "HEAD /.autostop/wait.js HTTP/1.1\r\n\r\n", Kind::WaitScript),
+        ("script path but POST", "POST /.autostop/wait.js HTTP/1.1\r\nContent-Length: 0\r\n\r\n", Kind::Other),
+        ("another script", "GET /.autostop/other.js HTTP/1.1\r\nSec-Fetch-Dest: script\r\nSec-Fetch-Mode: no-cors\r\n\r\n", Kind::Other),
     ];
     for (label, request, want) in table {
         assert_eq!(kind(request).await, *want, "{label}");

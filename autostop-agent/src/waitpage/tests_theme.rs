@@ -1,12 +1,23 @@
 //! Tests of the themes: every built-in renders, is small, self-contained and
-//! motion-safe; values are escaped everywhere (also for a name built to
-//! break out of a script); user themes add, override, and fail safely.
+//! motion-safe, and includes the one wait script (which polls and reloads);
+//! values are escaped everywhere (also for a name built to break out of a
+//! script); user themes add, override, and fail safely.
 
 use std::path::Path;
 
-use super::theme::{ThemeError, BUILTIN_SOURCES};
-use super::{PageState, PageVars, ThemeSet};
-use crate::config::BUILTIN_THEMES;
+use super::theme::ThemeError;
+use super::{PageState, PageVars, ThemeSet, WAIT_SCRIPT, WAIT_SCRIPT_PATH};
+use crate::config::{ThemeCatalog, BUILTIN_THEMES};
+
+/// How every built-in includes the wait script (reloading after 5 s if it
+/// cannot load it: the service became ready in between).
+const SCRIPT_TAG: &str = "<script src=\"/.autostop/wait.js\" \
+                          onerror=\"setTimeout(function(){location.reload()},5000)\"></script>";
+
+/// The built-in theme names.
+fn builtin_names() -> Vec<&'static str> {
+    BUILTIN_THEMES.iter().map(|t| t.name).collect()
+}
 
 const EVIL: &str = "</script><script>alert(1)</script>";
 const EVIL_ESCAPED: &str = "&lt;/script&gt;&lt;script&gt;alert(1)&lt;/script&gt;";
@@ -52,31 +63,69 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) {
 }
 
 #[test]
-fn builtin_list_matches_config_catalog() {
-    let names: Vec<&str> = BUILTIN_SOURCES.iter().map(|(n, _)| *n).collect();
-    assert_eq!(names, BUILTIN_THEMES);
+fn every_builtin_loads_and_the_catalog_lists_exactly_them() {
+    let mut names = builtin_names();
+    names.sort_unstable();
     let (set, problems) = ThemeSet::load(None);
     assert!(problems.is_empty(), "{problems:?}");
-    assert_eq!(set.names().count(), 4);
+    assert_eq!(set.names().collect::<Vec<_>>(), names);
+    assert_eq!(ThemeCatalog::builtin().names().collect::<Vec<_>>(), names);
+    assert_eq!(set.catalog(), ThemeCatalog::builtin());
+}
+
+#[test]
+fn the_wait_script_polls_reloads_and_is_self_contained() {
+    assert_eq!(WAIT_SCRIPT_PATH, "/.autostop/wait.js");
+    for needed in [
+        "fetch('/.autostop/status',{cache:'no-store'})",
+        "location.reload()",
+        "d.estimated",
+        "d.elapsed",
+        "d.status",
+        "b.dataset.status=st",
+        "window.onStatus",
+        "$('bar')",
+        "$('err')",
+    ] {
+        assert!(WAIT_SCRIPT.contains(needed), "wait.js lacks {needed:?}");
+    }
+    let code = WAIT_SCRIPT
+        .split_once("*/")
+        .map_or(WAIT_SCRIPT, |(_, code)| code);
+    for banned in ["http://", "https://", "//", "import", "eval(", "{{"] {
+        assert!(!code.contains(banned), "wait.js contains {banned:?}");
+    }
 }
 
 #[test]
 fn every_builtin_renders_small_self_contained_and_motion_safe() {
     let set = ThemeSet::builtin();
-    for name in BUILTIN_THEMES {
+    let names = builtin_names();
+    for name in &names {
         let html = set.render(name, &vars("ragflow"));
         assert!(html.len() < 50 * 1024, "{name}: {} bytes", html.len());
         assert!(!html.contains("{{"), "{name}: placeholder left");
         assert!(html.contains("prefers-reduced-motion"), "{name}");
+        // The wait script, once, at the end of the body; the page's only
+        // request.
+        assert_eq!(html.matches(SCRIPT_TAG).count(), 1, "{name}: wait script");
+        assert!(
+            html.trim_end()
+                .ends_with(&format!("{SCRIPT_TAG}\n</body>\n</html>")),
+            "{name}: wait script not last"
+        );
+        let rest = html.replace(SCRIPT_TAG, "");
         for banned in [
             "http://", "https://", "//", "@import", "<link", " src=", "url(", "<iframe",
         ] {
-            assert!(!html.contains(banned), "{name} contains {banned:?}");
+            assert!(!rest.contains(banned), "{name} contains {banned:?}");
+        }
+        // Polling and reloading live in the wait script only.
+        for pasted in ["/.autostop/status", "location.reload()", "fetch("] {
+            assert!(!rest.contains(pasted), "{name} pastes {pasted:?}");
         }
         for needed in [
-            "/.autostop/status",
-            "cache:'no-store'",
-            "location.reload()",
+            "<noscript><meta http-equiv=\"refresh\" content=\"5\"></noscript>",
             "id=\"bar\"",
             "id=\"err\"",
             "data-service=\"ragflow\"",
@@ -88,7 +137,7 @@ fn every_builtin_renders_small_self_contained_and_motion_safe() {
             assert!(html.contains(needed), "{name} lacks {needed:?}");
         }
         // Rendering differs per theme: these are distinct pages.
-        for other in BUILTIN_THEMES.iter().filter(|o| *o != name) {
+        for other in names.iter().filter(|o| *o != name) {
             assert_ne!(
                 html,
                 set.render(other, &vars("ragflow")),
@@ -101,7 +150,7 @@ fn every_builtin_renders_small_self_contained_and_motion_safe() {
 #[test]
 fn failed_state_shows_the_reason() {
     let set = ThemeSet::builtin();
-    for name in BUILTIN_THEMES {
+    for name in builtin_names() {
         let html = set.render(name, &failed("ragflow", "image \"x\" not found"));
         assert!(html.contains("data-status=\"failed\""), "{name}");
         assert!(
@@ -114,7 +163,7 @@ fn failed_state_shows_the_reason() {
 #[test]
 fn script_breaking_name_appears_only_escaped() {
     let set = ThemeSet::builtin();
-    for name in BUILTIN_THEMES {
+    for name in builtin_names() {
         let benign = set.render(name, &failed("ragflow", "boom"));
         let html = set.render(name, &failed(EVIL, EVIL));
         assert!(

@@ -10,22 +10,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use super::template::{Template, TemplateError, Var};
-use crate::config::{is_valid_theme_name, ThemeCatalog, DEFAULT_THEME};
+use crate::config::{is_valid_theme_name, ThemeCatalog, BUILTIN_THEMES, DEFAULT_THEME};
 
 /// Largest user theme file accepted; a wait page has no business being
 /// bigger, and the whole file is held in memory.
 pub const MAX_THEME_BYTES: u64 = 256 * 1024;
-
-/// The built-in themes, embedded at build time: (name, source).
-pub const BUILTIN_SOURCES: &[(&str, &str)] = &[
-    ("matrix", include_str!("../../../themes/matrix.html")),
-    ("ghost", include_str!("../../../themes/ghost.html")),
-    ("shuffle", include_str!("../../../themes/shuffle.html")),
-    (
-        "hackerTerminal",
-        include_str!("../../../themes/hackerTerminal.html"),
-    ),
-];
 
 /// Why one theme could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -133,8 +122,9 @@ impl ThemeSet {
     pub fn load(user_dir: Option<&Path>) -> (ThemeSet, Vec<ThemeProblem>) {
         let mut themes = BTreeMap::new();
         let mut problems = Vec::new();
-        for (name, src) in BUILTIN_SOURCES {
-            match Template::compile(src) {
+        for builtin in BUILTIN_THEMES {
+            let name = builtin.name;
+            match Template::compile(builtin.html) {
                 Ok(t) => {
                     themes.insert(name.to_string(), t);
                 }

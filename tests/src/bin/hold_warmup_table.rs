@@ -1,6 +1,6 @@
 //! Test helper: installs the warm-up redirect under the table name given as
 //! the first argument, warms the port given as the second, prints
-//! `installed` and waits to be killed. `netfilter_privileged.rs` SIGKILLs it
+//! `installed` and waits to be killed. The `netfilter` tests SIGKILL it
 //! to check that the kernel deletes the table with its owner.
 
 use autostop::{

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::http_request;
+use autostop_fixtures::http::{self, Request};
+
 use crate::docker::free_port;
 use crate::eventually;
 
@@ -83,8 +84,11 @@ impl Browser {
     /// Sends one WebDriver command; `Err` carries the reason.
     fn try_call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, String> {
         let body = body.map(|b| b.to_string().into_bytes());
-        let r = http_request(self.addr, method, path, &[], body.as_deref(), CALL)
-            .map_err(|e| e.to_string())?;
+        let request = Request {
+            body: body.as_deref().map(|b| ("application/json", b)),
+            ..Request::new(method, path)
+        };
+        let r = http::request(self.addr, &request, CALL).map_err(|e| e.to_string())?;
         let value: Value =
             serde_json::from_slice(&r.body).map_err(|e| format!("{e}: {}", r.text()))?;
         if r.status != 200 {
@@ -180,7 +184,7 @@ impl Drop for Browser {
     fn drop(&mut self) {
         if !self.session.is_empty() {
             let path = format!("/session/{}", self.session);
-            let _ = http_request(self.addr, "DELETE", &path, &[], None, CALL);
+            let _ = http::request(self.addr, &Request::new("DELETE", &path), CALL);
         }
         let _ = self.driver.kill();
         let _ = self.driver.wait();

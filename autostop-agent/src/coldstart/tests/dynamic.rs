@@ -1,5 +1,6 @@
-//! Dynamic mode: browsers get the wait page and its poll the status; every
-//! other client is held and replayed byte for byte, whatever it speaks.
+//! Dynamic mode: browsers get the wait page, its script and its poll the
+//! status; every other client is held and replayed byte for byte, whatever
+//! it speaks.
 
 use super::*;
 
@@ -57,6 +58,30 @@ async fn dynamic_mode_serves_browsers_the_page_and_holds_api_clients() {
         .expect("in time")
         .expect("read");
     assert_eq!(echoed, request);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn the_wait_script_is_served_once_by_the_agent_without_a_wake() {
+    let mut h = Harness::start_with(DYNAMIC, 16, Duration::from_secs(30)).await;
+    let mut script = TcpStream::connect(h.addr).await.expect("connect");
+    script
+        .write_all(
+            b"GET /.autostop/wait.js HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\
+              Sec-Fetch-Mode: no-cors\r\nSec-Fetch-Dest: script\r\n\r\n",
+        )
+        .await
+        .expect("write");
+    let reply = read_all(&mut script).await;
+    assert!(
+        reply.starts_with("HTTP/1.1 200 ") && reply.contains("text/javascript"),
+        "{}",
+        &reply[..reply.len().min(200)]
+    );
+    assert!(reply.ends_with(crate::waitpage::WAIT_SCRIPT), "script body");
+    // An asset of a page that already woke the service; no page counted.
+    assert_eq!(h.wakes(), 0);
+    assert_eq!(h.stats.wait_pages.load(Ordering::Relaxed), 0);
     h.stop().await;
 }
 

@@ -149,7 +149,7 @@ fn privileged_dashboard_in_chromium_starts_a_stopped_service_and_shows_its_ram()
 
     // Saved at shutdown: the totals survive the agent.
     agent.signal_and_wait(libc::SIGTERM, Duration::from_secs(15));
-    let state = config.dir.path().join("state").join("state.json");
+    let state = config.dir().join("state").join("state.json");
     let text = std::fs::read_to_string(&state).expect("state.json");
     let json: serde_json::Value = serde_json::from_str(&text).expect("state.json is JSON");
     let remembered = &json["services"]["dash"];

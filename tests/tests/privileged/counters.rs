@@ -5,7 +5,7 @@
 //! the container's own address. Traffic from an ignored source CIDR does not
 //! count, and a bridge deleted and made again under the same name is
 //! counted again. (Loopback with the userland proxy off is in
-//! `daemon_privileged`.)
+//! `daemon`.)
 
 use std::net::SocketAddr;
 

@@ -62,16 +62,6 @@ fn container(image: &TestImage, port: u16, script: &str) -> TestContainer {
     )
 }
 
-/// `autostop_start_failures_total` of `service`, from `/metrics`.
-fn start_failures(agent: &AgentRun, service: &str) -> u64 {
-    let r = http_get(agent.status, "/metrics", &[], Duration::from_secs(5)).expect("metrics");
-    let prefix = format!("autostop_start_failures_total{{service=\"{service}\"}} ");
-    r.text()
-        .lines()
-        .find_map(|l| l.strip_prefix(&prefix)?.trim().parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
-}
-
 /// An HTTP GET that must be answered within [`AT_ONCE`] (read with a looser
 /// bound, so a slow answer fails with its measured time).
 fn http_at_once(addr: SocketAddr, extra: &[(&str, &str)], what: &str) -> Response {
@@ -115,7 +105,7 @@ fn crash_loop(mode: &str) {
     let latched = eventually(COLD, || {
         let _ = http_get(addr, "/api", &[JSON_ACCEPT], Duration::from_secs(10));
         std::thread::sleep(Duration::from_millis(300));
-        start_failures(&agent, &name) >= 3
+        agent.start_failures(&name) >= 3
     });
     assert!(latched, "{mode}: three failed starts never happened");
     eprintln!("{mode}: guard latched after 3 failed starts");
@@ -137,7 +127,7 @@ fn crash_loop(mode: &str) {
         );
     }
     assert_eq!(
-        start_failures(&agent, &name),
+        agent.start_failures(&name),
         3,
         "{mode}: nothing retried while latched"
     );
@@ -145,16 +135,14 @@ fn crash_loop(mode: &str) {
     assert_eq!(health.status, 200, "{}", health.text());
 
     // The operator's start clears the guard: the start is tried again.
-    let config = agent.dir.path().join("autostop.toml");
+    let config = agent.config.path.clone();
     let out = std::process::Command::new(agent_binary())
         .args(["start", &name, "--config"])
         .arg(&config)
         .output()
         .expect("autostop start");
     assert!(out.status.success(), "autostop start: {out:?}");
-    let retried = eventually(Duration::from_secs(30), || {
-        start_failures(&agent, &name) == 4
-    });
+    let retried = eventually(Duration::from_secs(30), || agent.start_failures(&name) == 4);
     assert!(retried, "{mode}: `autostop start` did not start it again");
 }
 
@@ -283,7 +271,7 @@ fn privileged_failed_start_shows_anonymous_clients_no_internals() {
     let latched = eventually(COLD, || {
         let _ = http_get(local(dynamic_port), "/api", &[JSON_ACCEPT], COLD);
         std::thread::sleep(Duration::from_millis(300));
-        start_failures(&agent, "blog") >= 3
+        agent.start_failures("blog") >= 3
     });
     assert!(latched, "blog never latched its crash-loop guard");
     let later = http_get(local(dynamic_port), "/api", &[JSON_ACCEPT], COLD).expect("later");

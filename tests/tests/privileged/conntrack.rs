@@ -16,26 +16,15 @@ use autostop::{
 };
 use autostop_tests::{
     netlab::{
-        conntrack_entries, greet, run, syn_sent_entries, unique_index, DockerLike, GreetingServer,
-        NftTableGuard,
+        conntrack_entries, greet, run, runtime, syn_sent_entries, unique_index, warmup_options,
+        DockerLike, GreetingServer, NftTableGuard,
     },
     require_root_and_bpf,
 };
-use tokio::runtime::Runtime;
 
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
-
+/// Options with a table name of this test's own.
 fn options() -> WarmupOptions {
-    WarmupOptions {
-        table: format!("autostop_test_ct_{}", unique_index()),
-        ..WarmupOptions::default()
-    }
+    warmup_options("autostop_test_ct_")
 }
 
 /// Sends a SYN to `addr` that nobody answers, leaving a SYN_SENT entry.

@@ -176,7 +176,7 @@ fn privileged_every_cli_command_works_with_a_token_file() {
     let port = free_port();
     let c = container(&image, port, &httpd_script("cli-ok", 0));
     let config = AgentConfig::new("");
-    let token = config.dir.path().join("token");
+    let token = config.dir().join("token");
     std::fs::write(&token, "cli-s3cret\n").expect("token");
     std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     write_with_agent_keys(
@@ -232,7 +232,7 @@ fn privileged_every_cli_command_works_with_a_token_file() {
 fn privileged_a_token_file_others_can_read_refuses_the_start() {
     autostop_tests::require_root_and_bpf();
     let config = AgentConfig::new("");
-    let token = config.dir.path().join("token");
+    let token = config.dir().join("token");
     std::fs::write(&token, "s3cret\n").expect("token");
     std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     write_with_agent_keys(

@@ -6,7 +6,7 @@
 //! what `nft` lists back; table reconciliation; and that the kernel deletes
 //! the table when its owner dies. `nft` is used here only to read (and to
 //! build the emulated Docker); the agent never runs it. Conntrack clean-up
-//! and the timing figures are in `conntrack_privileged.rs`.
+//! and the timing figures are in `conntrack`.
 
 use std::{
     io::{BufRead, BufReader},
@@ -22,27 +22,15 @@ use autostop::{
 use autostop_tests::{
     eventually,
     netlab::{
-        greet, greeting_of, nft_table_exists, nft_table_listing, unique_index, DockerLike,
-        GreetingServer, NftTableGuard,
+        greet, greeting_of, nft_table_exists, nft_table_listing, runtime, unique_index,
+        warmup_options, DockerLike, GreetingServer, NftTableGuard,
     },
     require_root_and_bpf,
 };
-use tokio::runtime::Runtime;
-
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
 
 /// Options with a table name of this test's own.
 fn options() -> WarmupOptions {
-    WarmupOptions {
-        table: format!("autostop_test_{}", unique_index()),
-        ..WarmupOptions::default()
-    }
+    warmup_options("autostop_test_")
 }
 
 /// The stand-in for the agent's steered listener: 0.0.0.0 on a free port,

@@ -5,9 +5,10 @@
 //! client are answered, the warm path and the idle stop work and activity
 //! counts stay exact on the DNAT'd loopback path.
 //!
-//! Every test that restarts dockerd lives in this one binary: `cargo xtask
-//! test` runs it alone, with one thread, so nothing else uses Docker while
-//! it restarts. The [`DockerDaemon`] guard restores daemon.json and a
+//! Every test that restarts dockerd lives in this one module: `cargo xtask
+//! test` runs it alone (`daemon::`, with `AUTOSTOP_TEST_RESTART_DOCKERD=1`),
+//! with one thread, after every other module, so nothing else uses Docker
+//! while it restarts. The [`DockerDaemon`] guard restores daemon.json and a
 //! running daemon even when a test fails.
 
 use std::{net::SocketAddr, time::Duration};
@@ -19,7 +20,9 @@ use autostop_tests::agent::{
     container, http_get, httpd_script, local, running, service_toml, setup, AgentConfig,
     RunningAgent,
 };
-use autostop_tests::daemon::{answers, docker_proxy_running, DockerDaemon, DAEMON_JSON};
+use autostop_tests::daemon::{
+    answers, docker_proxy_running, require_restart_allowed, DockerDaemon, DAEMON_JSON,
+};
 use autostop_tests::docker::{docker, free_port, unique, TestNetwork};
 use autostop_tests::e2e::Nginx;
 use autostop_tests::eventually;
@@ -221,15 +224,24 @@ fn privileged_scenario7_userland_proxy_off_cold_warm_idle_and_exact_counts() {
 
 #[test]
 fn privileged_a_failing_test_leaves_dockerd_configured_as_found_and_running() {
+    // Outside the caught panic below: a run that may not restart dockerd
+    // fails here instead of passing with nothing done.
+    require_restart_allowed();
     let image = setup();
     let original = std::fs::read(DAEMON_JSON).ok();
+    const FAILURE: &str = "a test failing with the proxy off and dockerd stopped";
     let failed = std::panic::catch_unwind(|| {
         let mut daemon = DockerDaemon::take();
         daemon.set_userland_proxy(false);
         daemon.stop();
-        panic!("a test failing with the proxy off and dockerd stopped");
+        panic!("{FAILURE}");
     });
-    assert!(failed.is_err());
+    let payload = failed.expect_err("the inner test failed");
+    let message = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied());
+    assert_eq!(message, Some(FAILURE), "it failed where it was meant to");
     assert_eq!(
         std::fs::read(DAEMON_JSON).ok(),
         original,

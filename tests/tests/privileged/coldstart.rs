@@ -197,7 +197,10 @@ fn privileged_dynamic_curl_html_gets_wait_page_and_json_client_is_held() {
 #[test]
 fn privileged_browser_sees_wait_page_then_app_for_each_theme() {
     let image = setup();
-    let themes = ["matrix", "ghost", "shuffle", "hackerTerminal"];
+    let themes: Vec<&str> = autostop::config::BUILTIN_THEMES
+        .iter()
+        .map(|t| t.name)
+        .collect();
     let ports: Vec<u16> = themes.iter().map(|_| free_port()).collect();
     let apps: Vec<TestContainer> = ports.iter().map(|p| app(&image, *p, 3)).collect();
     let config: String = themes
@@ -221,6 +224,19 @@ fn privileged_browser_sees_wait_page_then_app_for_each_theme() {
             "{theme}: not the wait page for this service: {html}"
         );
         assert!(html.contains("id=\"bar\""), "{theme}: no progress bar");
+        // The agent served the page's script (/.autostop/wait.js) and it
+        // runs: it sizes the progress bar at once.
+        let painted = eventually(Duration::from_secs(5), || {
+            browser
+                .execute("var b=document.getElementById('bar');return b?b.style.width:null")
+                .as_str()
+                .is_some_and(|w| !w.is_empty())
+        });
+        assert!(
+            painted,
+            "{theme}: the wait script did not run: {:?}",
+            browser.html()
+        );
         assert!(
             !html.contains("hello from the app"),
             "{theme}: app too early"

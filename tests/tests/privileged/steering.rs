@@ -17,16 +17,11 @@ use autostop::{
 };
 use autostop_common::WAKE_EVENT_INTERVAL_NS;
 use autostop_tests::{
-    eventually, links_of_program, netns::VethNamespace, program_loaded, require_root_and_bpf,
+    docker::free_port, eventually, links_of_program, netns::VethNamespace, program_loaded,
+    require_root_and_bpf,
 };
 
 const WAIT: Duration = Duration::from_secs(5);
-
-/// A port nothing listens on (on any address, either family) right now.
-fn free_port() -> u16 {
-    let probe = TcpListener::bind("[::]:0").expect("binding a dual-stack probe");
-    probe.local_addr().expect("probe address").port()
-}
 
 /// The agent-side listeners (IPv4 and IPv6 loopback, ephemeral ports),
 /// registered with the datapath.

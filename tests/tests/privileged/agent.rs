@@ -3,7 +3,7 @@
 //! HTTP clients), idle stops, the warm-up window from loopback and from
 //! another network namespace, and adoption of containers started by hand or
 //! surviving an agent restart. Failure, reload, fail-open and compose
-//! scenarios are in `agent_ops_privileged.rs`.
+//! scenarios are in `agent_ops`.
 
 use std::{
     net::SocketAddr,
