@@ -64,7 +64,7 @@ pub fn build(s: &Staged) -> anyhow::Result<(String, PathBuf)> {
             .arg(&context),
     )?;
     let tar = s.work.join("image.tar");
-    run::docker(&["save", "--output", &tar.to_string_lossy(), &tag])?;
+    autostop_fixtures::docker::docker(&["save", "--output", &tar.to_string_lossy(), &tag])?;
     let archive = s.out.join(format!("autostop_{VERSION}_image.tar.gz"));
     let out = Command::new("gzip")
         .args(["-9n", "--stdout"])
@@ -86,7 +86,8 @@ pub fn build(s: &Staged) -> anyhow::Result<(String, PathBuf)> {
 
 /// The image's size as Docker reports it (bytes).
 pub fn image_size(tag: &str) -> anyhow::Result<u64> {
-    let text = run::docker_out(&["image", "inspect", "--format", "{{.Size}}", tag])?;
+    let text =
+        autostop_fixtures::docker::docker(&["image", "inspect", "--format", "{{.Size}}", tag])?;
     text.trim()
         .parse()
         .with_context(|| format!("docker image inspect {tag}: size {text:?}"))
