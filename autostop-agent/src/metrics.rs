@@ -8,17 +8,12 @@ use std::{
 };
 
 use prometheus_client::{
-    encoding::{text::encode, EncodeLabelSet},
+    encoding::{text::encode, EncodeLabelSet, EncodeLabelValue, LabelValueEncoder},
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
 
-use crate::service::{LifecycleEvent, LifecycleObserver};
-
-/// Every state a service can be in, for the one-hot state gauge.
-pub const STATES: &[&str] = &[
-    "unknown", "stopped", "starting", "ready", "stopping", "failed",
-];
+use crate::service::{LifecycleEvent, LifecycleObserver, StateName};
 
 /// Buckets of the start-duration histogram, in seconds (apps start in
 /// 0.1 s to several minutes).
@@ -34,7 +29,7 @@ struct ServiceLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
     service: String,
-    state: String,
+    state: StateName,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -47,6 +42,12 @@ struct TriggerLabels {
 struct ReasonLabels {
     service: String,
     reason: String,
+}
+
+impl EncodeLabelValue for StateName {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
 }
 
 type FloatCounter = Counter<f64, AtomicU64>;
@@ -182,15 +183,15 @@ impl Metrics {
     }
 
     /// Sets the one-hot state gauge of `service`.
-    pub fn set_state(&self, service: &str, state: &str) {
-        for candidate in STATES {
+    pub fn set_state(&self, service: &str, state: StateName) {
+        for candidate in StateName::ALL {
             let labels = StateLabels {
                 service: service.to_owned(),
-                state: (*candidate).to_owned(),
+                state: candidate,
             };
             self.state
                 .get_or_create(&labels)
-                .set(i64::from(*candidate == state));
+                .set(i64::from(candidate == state));
         }
     }
 
@@ -250,10 +251,10 @@ impl Metrics {
 
     /// Forgets a removed service.
     pub fn remove_service(&self, service: &str) {
-        for state in STATES {
+        for state in StateName::ALL {
             self.state.remove(&StateLabels {
                 service: service.to_owned(),
-                state: (*state).to_owned(),
+                state,
             });
         }
         for family in [
@@ -290,7 +291,7 @@ impl LifecycleObserver for Metrics {
                     trigger: trigger.as_str().to_owned(),
                 };
                 self.starts.get_or_create(&labels).inc();
-                self.set_state(service, "starting");
+                self.set_state(service, StateName::Starting);
             }
             LifecycleEvent::Ready { took, .. } => {
                 if let Some(took) = took {
@@ -298,20 +299,20 @@ impl LifecycleObserver for Metrics {
                         .get_or_create(&label(service))
                         .observe(took.as_secs_f64());
                 }
-                self.set_state(service, "ready");
+                self.set_state(service, StateName::Ready);
             }
-            LifecycleEvent::Stopping { .. } => self.set_state(service, "stopping"),
+            LifecycleEvent::Stopping { .. } => self.set_state(service, StateName::Stopping),
             LifecycleEvent::Stopped { reason } => {
                 let labels = ReasonLabels {
                     service: service.to_owned(),
                     reason: (*reason).to_owned(),
                 };
                 self.stops.get_or_create(&labels).inc();
-                self.set_state(service, "stopped");
+                self.set_state(service, StateName::Stopped);
             }
             LifecycleEvent::Failed { .. } => {
                 self.start_failures.get_or_create(&label(service)).inc();
-                self.set_state(service, "failed");
+                self.set_state(service, StateName::Failed);
             }
         }
     }

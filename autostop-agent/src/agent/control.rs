@@ -210,7 +210,7 @@ impl Services {
         let available = u64::try_from(entry.held.available_permits()).unwrap_or(max_held);
         ServiceView {
             name: config.name.clone(),
-            state: status.state.as_str().to_owned(),
+            state: status.state.name(),
             state_for_s: status.since.elapsed().as_secs(),
             mode: config.mode.as_str().to_owned(),
             port: config.ports.first().map_or(0, |p| p.port),

@@ -42,7 +42,7 @@ pub use traits::{
 };
 pub use types::{
     Command, ContainerEvent, LifecycleEvent, ManualCommand, ServiceSettings, ServiceState,
-    ServiceStatus, StartBlock, Trigger,
+    ServiceStatus, StartBlock, StateName, Trigger,
 };
 
 /// Capacity of a service's command queue; wakes beyond it are redundant.
