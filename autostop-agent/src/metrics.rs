@@ -2,10 +2,7 @@
 //! steps and by the agent's periodic samples of kernel counters and Docker
 //! stats, rendered in the OpenMetrics text format for `GET /metrics`.
 
-use std::{
-    collections::HashMap,
-    sync::{atomic::AtomicU64, Mutex},
-};
+use std::sync::atomic::AtomicU64;
 
 use prometheus_client::{
     encoding::{text::encode, EncodeLabelSet, EncodeLabelValue, LabelValueEncoder},
@@ -13,7 +10,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::service::{LifecycleEvent, LifecycleObserver, StateName};
+use crate::service::{LifecycleEvent, LifecycleObserver, StateName, Trigger, STOP_REASONS};
 
 /// Buckets of the start-duration histogram, in seconds (apps start in
 /// 0.1 s to several minutes).
@@ -70,8 +67,6 @@ pub struct Metrics {
     /// Connections the cold-start listener accepted (all services): flat
     /// while every service is warm, since warm traffic never reaches us.
     listener_accepted: Counter,
-    /// Last kernel totals per service, to turn samples into increments.
-    last_activity: Mutex<HashMap<String, (u64, u64)>>,
 }
 
 impl Default for Metrics {
@@ -178,7 +173,6 @@ impl Metrics {
             memory,
             memory_saved,
             listener_accepted,
-            last_activity: Mutex::new(HashMap::new()),
         }
     }
 
@@ -217,22 +211,11 @@ impl Metrics {
         self.wait_pages.get_or_create(&label(service)).inc();
     }
 
-    /// Records the kernel's running totals for `service`; counters advance
-    /// by the difference (a reset, e.g. a reloaded datapath, restarts them).
-    pub fn record_activity(&self, service: &str, packets: u64, bytes: u64) {
-        let Ok(mut last) = self.last_activity.lock() else {
-            return;
-        };
-        let (old_packets, old_bytes) = last
-            .insert(service.to_owned(), (packets, bytes))
-            .unwrap_or((0, 0));
-        let delta = |new: u64, old: u64| if new >= old { new - old } else { new };
-        self.packets
-            .get_or_create(&label(service))
-            .inc_by(delta(packets, old_packets));
-        self.bytes
-            .get_or_create(&label(service))
-            .inc_by(delta(bytes, old_bytes));
+    /// Counts `packets` and `bytes` more into `service` (the endpoint
+    /// refresher turns the kernel's totals into these increments).
+    pub fn add_activity(&self, service: &str, packets: u64, bytes: u64) {
+        self.packets.get_or_create(&label(service)).inc_by(packets);
+        self.bytes.get_or_create(&label(service)).inc_by(bytes);
     }
 
     /// Sets the memory in use (0 when stopped).
@@ -249,12 +232,24 @@ impl Metrics {
             .inc_by(byte_seconds);
     }
 
-    /// Forgets a removed service.
+    /// Forgets a removed service: every label set that names it.
     pub fn remove_service(&self, service: &str) {
         for state in StateName::ALL {
             self.state.remove(&StateLabels {
                 service: service.to_owned(),
                 state,
+            });
+        }
+        for trigger in Trigger::ALL {
+            self.starts.remove(&TriggerLabels {
+                service: service.to_owned(),
+                trigger: trigger.as_str().to_owned(),
+            });
+        }
+        for reason in STOP_REASONS {
+            self.stops.remove(&ReasonLabels {
+                service: service.to_owned(),
+                reason: reason.to_owned(),
             });
         }
         for family in [
@@ -268,9 +263,8 @@ impl Metrics {
         }
         self.held.remove(&label(service));
         self.memory.remove(&label(service));
-        if let Ok(mut last) = self.last_activity.lock() {
-            last.remove(service);
-        }
+        self.memory_saved.remove(&label(service));
+        self.start_duration.remove(&label(service));
     }
 
     /// The OpenMetrics text exposition.
@@ -366,8 +360,8 @@ mod tests {
         );
         metrics.wake_event("web");
         metrics.wake_event("web");
-        metrics.record_activity("web", 10, 1000);
-        metrics.record_activity("web", 25, 2500);
+        metrics.add_activity("web", 10, 1000);
+        metrics.add_activity("web", 15, 1500);
         metrics.set_memory("web", 6_200_000_000);
         metrics.add_memory_saved("web", 3600.0 * 6.2e9);
         metrics.set_held("web", 3);
@@ -494,5 +488,48 @@ mod tests {
             }
             other => panic!("start_duration_seconds is not a histogram: {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_removed_service_leaves_no_label_set_behind() {
+        let metrics = Metrics::new();
+        let events = [
+            LifecycleEvent::Starting {
+                trigger: Trigger::Api,
+            },
+            LifecycleEvent::Ready {
+                took: Some(Duration::from_secs(1)),
+                estimate: None,
+            },
+            LifecycleEvent::Stopping { reason: "manual" },
+            LifecycleEvent::Stopped {
+                reason: "container_died",
+            },
+            LifecycleEvent::Failed {
+                reason: "exit 1".into(),
+                crash_loop: true,
+            },
+        ];
+        for trigger in Trigger::ALL {
+            metrics.on_event("gone-1234", &LifecycleEvent::Starting { trigger });
+        }
+        for reason in STOP_REASONS {
+            metrics.on_event("gone-1234", &LifecycleEvent::Stopped { reason });
+        }
+        for event in &events {
+            metrics.on_event("gone-1234", event);
+            metrics.on_event("kept", event);
+        }
+        metrics.wake_event("gone-1234");
+        metrics.add_activity("gone-1234", 1, 1);
+        metrics.set_memory("gone-1234", 1);
+        metrics.add_memory_saved("gone-1234", 1.0);
+        metrics.set_held("gone-1234", 1);
+        metrics.wait_page("gone-1234");
+        assert!(metrics.render().contains("gone-1234"));
+        metrics.remove_service("gone-1234");
+        let text = metrics.render();
+        assert!(!text.contains("gone-1234"), "{text}");
+        assert!(text.contains("kept"));
     }
 }

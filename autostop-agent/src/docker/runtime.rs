@@ -101,12 +101,16 @@ impl DockerRuntime {
         self
     }
 
-    /// Replaces the service set (config reload).
+    /// Replaces the service set (config reload); what was cached for
+    /// services no longer in it goes.
     pub fn set_services(&self, services: &[ServiceConfig]) {
-        let map = services
+        let map: HashMap<String, ServiceConfig> = services
             .iter()
             .map(|s| (s.name.clone(), s.clone()))
             .collect();
+        lock(&self.started).retain(|name, _| map.contains_key(name));
+        lock(&self.resolved_at_start).retain(|name, _| map.contains_key(name));
+        lock(&self.ready_upstreams).retain(|name, _| map.contains_key(name));
         *self.services.write().unwrap_or_else(|e| e.into_inner()) = map;
     }
 

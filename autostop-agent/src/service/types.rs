@@ -235,6 +235,15 @@ pub enum Trigger {
 }
 
 impl Trigger {
+    /// Every trigger.
+    pub const ALL: [Trigger; 5] = [
+        Trigger::Syn,
+        Trigger::HeldConnection,
+        Trigger::Manual,
+        Trigger::Api,
+        Trigger::External,
+    ];
+
     /// Label used in logs and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -246,6 +255,10 @@ impl Trigger {
         }
     }
 }
+
+/// Every reason a [`LifecycleEvent::Stopping`] or
+/// [`LifecycleEvent::Stopped`] gives.
+pub const STOP_REASONS: [&str; 3] = ["idle", "manual", "container_died"];
 
 /// A lifecycle step, reported to the [`LifecycleObserver`](super::LifecycleObserver)
 /// as it happens (metrics, alerts and start history hang off it; the status
