@@ -25,6 +25,8 @@ pub(super) struct Following<'a> {
     pub file: Config,
     /// The labelled services the last successful scan accepted.
     pub labelled: Vec<ServiceConfig>,
+    /// What the scans learned of stopped labelled containers.
+    pub label_cache: labels::LabelCache,
     /// The configuration in force (file and labels, without the services
     /// that could not be added).
     pub current: Config,
@@ -89,6 +91,17 @@ pub(super) async fn follow(mut f: Following<'_>, shutdown: &CancellationToken) {
             tracing::info!(event = "reload", "no change");
             continue;
         }
+        // Docker knows the new services before their state machines ask
+        // about them, and the departing ones until they are gone.
+        let mut known = new.services.clone();
+        known.extend(
+            f.current
+                .services
+                .iter()
+                .filter(|s| new.service(&s.name).is_none())
+                .cloned(),
+        );
+        f.docker.set_services(&known);
         f.refused = f.table.apply(&f.current, &new, &changes).await;
         f.current = new;
         f.current.services.retain(|s| !f.refused.contains(&s.name));
@@ -101,7 +114,7 @@ pub(super) async fn follow(mut f: Following<'_>, shutdown: &CancellationToken) {
 async fn scan(f: &mut Following<'_>, shutdown: &CancellationToken) -> Option<Config> {
     let scan = tokio::select! {
         () = shutdown.cancelled() => return None,
-        scan = f.docker.scan_labels(&f.file) => scan,
+        scan = f.docker.scan_labels(&f.file, &mut f.label_cache) => scan,
     };
     let scanned = match scan {
         Ok(scan) => {

@@ -6,8 +6,10 @@
 //! open-connection counts), copies the counters into the metrics, and
 //! clears a departed service's index before it is reused.
 //!
-//! A refresh runs on every signal ([`Counters::refresh`]: a service added
-//! or ready, a container or network event) and every [`REFRESH_EVERY`].
+//! A refresh of one service runs when it is added or one of its
+//! containers starts or dies ([`Counters::refresh_one`]), of every service
+//! when a network appears ([`Counters::refresh`]) and every
+//! [`REFRESH_EVERY`]; requests pending at once make one pass.
 //! Clear requests are served between two services of a refresh, so an
 //! index is never held back by a long one; and a service is written to the
 //! kernel only while the directory still holds that same incarnation of
@@ -21,7 +23,7 @@ use std::{
     time::Duration,
 };
 
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -48,17 +50,32 @@ struct ClearRequest {
     done: oneshot::Sender<()>,
 }
 
+/// What to refresh.
+#[derive(Debug)]
+enum Refresh {
+    /// Every service (a new network, say).
+    All,
+    /// One service (added, or one of its containers started or died).
+    One(String),
+}
+
 /// How the rest of the agent reaches the refresher. Cheap to clone.
 #[derive(Clone)]
 pub(super) struct Counters {
     clears: mpsc::UnboundedSender<ClearRequest>,
-    signal: Arc<Notify>,
+    refreshes: mpsc::UnboundedSender<Refresh>,
 }
 
 impl Counters {
-    /// Asks for a refresh soon (coalesced with any pending one).
+    /// Asks for a refresh of every service soon (requests pending at once
+    /// make one pass).
     pub(super) fn refresh(&self) {
-        self.signal.notify_one();
+        let _ = self.refreshes.send(Refresh::All);
+    }
+
+    /// Asks for a refresh of `service` soon.
+    pub(super) fn refresh_one(&self, service: &str) {
+        let _ = self.refreshes.send(Refresh::One(service.to_owned()));
     }
 
     /// Asks for every target of `id` to be removed and its counters
@@ -98,13 +115,10 @@ impl Refresher {
         shutdown: CancellationToken,
     ) -> (Counters, impl std::future::Future<Output = ()> + Send) {
         let (clears, rx) = mpsc::unbounded_channel();
-        let signal = Arc::new(Notify::new());
-        let counters = Counters {
-            clears,
-            signal: Arc::clone(&signal),
-        };
+        let (refreshes, asked) = mpsc::unbounded_channel();
+        let counters = Counters { clears, refreshes };
         let task = async move {
-            let kernel = self.run(rx, signal, shutdown).await;
+            let kernel = self.run(rx, asked, shutdown).await;
             let _ = keep.send(kernel);
         };
         (counters, task)
@@ -113,17 +127,17 @@ impl Refresher {
     async fn run(
         mut self,
         clears: mpsc::UnboundedReceiver<ClearRequest>,
-        signal: Arc<Notify>,
+        asked: mpsc::UnboundedReceiver<Refresh>,
         shutdown: CancellationToken,
     ) -> Box<dyn Counting> {
-        self.serve(clears, signal, &shutdown).await;
+        self.serve(clears, asked, &shutdown).await;
         self.kernel
     }
 
     async fn serve(
         &mut self,
         mut clears: mpsc::UnboundedReceiver<ClearRequest>,
-        signal: Arc<Notify>,
+        mut asked: mpsc::UnboundedReceiver<Refresh>,
         shutdown: &CancellationToken,
     ) {
         let mut books = Books {
@@ -133,22 +147,37 @@ impl Refresher {
         let mut periodic = tokio::time::interval(REFRESH_EVERY);
         let mut sample = tokio::time::interval(SAMPLE_EVERY);
         loop {
-            tokio::select! {
+            let mut only: Option<HashSet<String>> = tokio::select! {
                 () = shutdown.cancelled() => return,
                 Some(clear) = clears.recv() => {
                     self.clear(&mut books, clear);
                     continue;
                 }
-                () = signal.notified() => {}
-                _ = periodic.tick() => {}
+                Some(first) = asked.recv() => match first {
+                    Refresh::All => None,
+                    Refresh::One(name) => Some(HashSet::from([name])),
+                },
+                _ = periodic.tick() => None,
                 _ = sample.tick() => {
                     self.sample(&mut books);
                     continue;
                 }
+            };
+            // Every request pending now is served by this pass.
+            while let Ok(more) = asked.try_recv() {
+                match (more, only.as_mut()) {
+                    (Refresh::One(name), Some(names)) => {
+                        names.insert(name);
+                    }
+                    _ => only = None,
+                }
             }
             let snapshot = self.directory.snapshot();
             let mut reachable = true;
-            for record in snapshot.iter() {
+            let chosen = snapshot
+                .iter()
+                .filter(|r| only.as_ref().is_none_or(|names| names.contains(r.name())));
+            for record in chosen {
                 let endpoints = tokio::select! {
                     () = shutdown.cancelled() => return,
                     endpoints = self.docker.endpoints(record.name()) => endpoints,

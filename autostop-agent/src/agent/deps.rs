@@ -13,7 +13,7 @@ use ipnet::IpNet;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::labels::{LabelScan, LabelScanError};
+use super::labels::{LabelCache, LabelScan, LabelScanError};
 use crate::{
     alerts::Delivery,
     bpf::{BpfError, Target, WakeEvent},
@@ -98,8 +98,13 @@ pub trait AgentDocker: ContainerRuntime + Upstreams + super::memory::MemorySourc
     async fn endpoints(&self, service: &str) -> Result<ServiceEndpoints, DockerError>;
     /// PID of `container`'s init process, if it runs.
     async fn container_pid(&self, container: &str) -> Option<u32>;
-    /// The services Docker labels describe, checked against `file`.
-    async fn scan_labels(&self, file: &Config) -> Result<LabelScan, LabelScanError>;
+    /// The services Docker labels describe, checked against `file`;
+    /// `cache` carries what earlier scans learned.
+    async fn scan_labels(
+        &self,
+        file: &Config,
+        cache: &mut LabelCache,
+    ) -> Result<LabelScan, LabelScanError>;
     /// Follows Docker's events until `shutdown`.
     fn watch_events(&self, sinks: EventSinks, shutdown: CancellationToken) -> JoinHandle<()>;
 }

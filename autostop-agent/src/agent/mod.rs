@@ -60,7 +60,7 @@ pub use deps::{
 };
 pub use ids::{IdError, IdPool, ServiceId};
 pub use kernel::{instant_from_ktime, KernelActivity};
-pub use labels::{discover as discover_labelled, LabelScan, LabelScanError};
+pub use labels::{discover as discover_labelled, LabelCache, LabelScan, LabelScanError};
 pub use listeners::NFT_TABLE_ENV;
 pub use memory::{MemorySource, SAMPLE_EVERY as MEMORY_SAMPLE_EVERY};
 pub use observers::alerts::FailureSink;

@@ -17,7 +17,7 @@ use super::{
         upstream_of, ActivityCounters, AgentDeps, AgentDocker, Counting, EventSinks, IgnoreSources,
         KernelDeps, SteerMaps, WakeSource, Warmup,
     },
-    labels::{self, LabelScan, LabelScanError},
+    labels::{self, LabelCache, LabelScan, LabelScanError},
     listeners,
     memory::MemorySource,
     AgentError, AgentOptions,
@@ -281,8 +281,12 @@ impl AgentDocker for RealDocker {
             .filter(|pid| *pid > 0)
     }
 
-    async fn scan_labels(&self, file: &Config) -> Result<LabelScan, LabelScanError> {
-        labels::discover(&self.client, file).await
+    async fn scan_labels(
+        &self,
+        file: &Config,
+        cache: &mut LabelCache,
+    ) -> Result<LabelScan, LabelScanError> {
+        labels::discover(&self.client, file, cache).await
     }
 
     fn watch_events(&self, sinks: EventSinks, shutdown: CancellationToken) -> JoinHandle<()> {

@@ -123,7 +123,8 @@ pub async fn run_with(deps: AgentDeps, shutdown: CancellationToken) -> Result<()
 
     // The services: the file's, and those Docker labels describe.
     let (refusals, refusals_rx) = watch::channel(Vec::new());
-    let labelled = match docker.scan_labels(&file_config).await {
+    let mut label_cache = labels::LabelCache::default();
+    let labelled = match docker.scan_labels(&file_config, &mut label_cache).await {
         Ok(scan) => {
             config_loop::log_refusals(&refusals, scan.refusals);
             scan.services
@@ -243,6 +244,7 @@ pub async fn run_with(deps: AgentDeps, shutdown: CancellationToken) -> Result<()
             config_path: &config_path,
             file: file_config,
             labelled,
+            label_cache,
             current: config,
             refused,
             refusals,

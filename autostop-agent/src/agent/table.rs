@@ -162,7 +162,7 @@ impl ServiceTable {
             .supervisor
             .adopt(format!("service:{}", service.name), join);
         self.actors.insert(service.name.clone(), actor);
-        self.parts.counters.refresh();
+        self.parts.counters.refresh_one(&service.name);
         let tcp_ports: Vec<u16> = service
             .ports
             .iter()

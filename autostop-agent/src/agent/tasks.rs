@@ -74,7 +74,7 @@ pub(super) fn event_sinks(
         match &command {
             Command::DockerUnreachable => health.docker_reachable.store(false, Ordering::Relaxed),
             Command::DockerBack => health.docker_reachable.store(true, Ordering::Relaxed),
-            Command::ContainerEvent(_) => refresh.refresh(),
+            Command::ContainerEvent(_) => refresh.refresh_one(name),
             _ => {}
         }
         if let Some(record) = directory.get(name) {

@@ -11,10 +11,7 @@ use std::{fs::File, os::fd::AsFd};
 use autostop_common::{names, Activity, DatapathStats, TargetKey, TargetSlotV4, MAX_SERVICES};
 use aya::{
     maps::{Array, HashMap, IterableMap, Map, MapData, PerCpuArray, PerCpuValues},
-    programs::{
-        sk_lookup::SkLookupLinkId, tc::SchedClassifierLinkId, SchedClassifier, SkLookup,
-        TcAttachType,
-    },
+    programs::{sk_lookup::SkLookupLinkId, tc::SchedClassifierLinkId, TcAttachType},
     util::nr_cpus,
     Ebpf,
 };
@@ -190,32 +187,23 @@ impl Classifier {
 
     /// Kernel id of the classifier program, as listed by `bpftool prog`.
     pub fn program_id(&self) -> Result<u32, BpfError> {
-        let program: &SchedClassifier = self
-            .ebpf
-            .program(names::COUNT_TRAFFIC)
-            .and_then(|p| p.try_into().ok())
-            .ok_or(BpfError::MissingMap(names::COUNT_TRAFFIC))?;
-        program
-            .info()
-            .map(|info| info.id())
-            .map_err(|source| BpfError::Program {
-                program: names::COUNT_TRAFFIC,
-                source,
-            })
+        self.loaded_id(names::COUNT_TRAFFIC)
     }
 
     /// Kernel id of the sk_lookup program, as listed by `bpftool prog`.
     pub fn steering_program_id(&self) -> Result<u32, BpfError> {
-        let program: &SkLookup = self
-            .ebpf
-            .program(names::STEER_LOOKUP)
-            .and_then(|p| p.try_into().ok())
-            .ok_or(BpfError::MissingMap(names::STEER_LOOKUP))?;
-        program
+        self.loaded_id(names::STEER_LOOKUP)
+    }
+
+    /// Kernel id of the object's program `name`.
+    fn loaded_id(&self, name: &'static str) -> Result<u32, BpfError> {
+        self.ebpf
+            .program(name)
+            .ok_or(BpfError::MissingMap(name))?
             .info()
             .map(|info| info.id())
             .map_err(|source| BpfError::Program {
-                program: names::STEER_LOOKUP,
+                program: name,
                 source,
             })
     }

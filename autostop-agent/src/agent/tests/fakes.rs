@@ -22,7 +22,7 @@ use crate::{
             ActivityCounters, AgentDocker, Counting, EventSinks, IgnoreSources, SteerMaps,
             WakeSource, Warmup,
         },
-        labels::{LabelScan, LabelScanError},
+        labels::{LabelCache, LabelScan, LabelScanError},
         memory::MemorySource,
     },
     bpf::{BpfError, Target, WakeEvent},
@@ -288,7 +288,11 @@ impl AgentDocker for FakeDocker {
         None
     }
 
-    async fn scan_labels(&self, _file: &Config) -> Result<LabelScan, LabelScanError> {
+    async fn scan_labels(
+        &self,
+        _file: &Config,
+        _cache: &mut LabelCache,
+    ) -> Result<LabelScan, LabelScanError> {
         Ok(LabelScan::default())
     }
 
