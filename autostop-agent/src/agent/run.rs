@@ -158,6 +158,7 @@ pub async fn run_with(deps: AgentDeps, shutdown: CancellationToken) -> Result<()
         supervisor: supervisor.clone(),
     });
     let refused = table.add_all(&config.services).await;
+    state.send(state_owner::StateUpdate::Settled);
 
     let (themes, problems) = ThemeSet::load(Some(&config.agent.themes_dir));
     for problem in problems {

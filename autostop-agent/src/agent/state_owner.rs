@@ -9,14 +9,16 @@
 //! learned start time; savings and memory samples every [`SAVE_EVERY`]
 //! and when asked ([`StateHandle::flush`]); everything at the end.
 //!
-//! Bounded under churn: what is remembered about services that are no
-//! longer managed is kept for the [`DEPARTED_KEPT`] most recently departed
-//! names (a service unmanaged for a moment, say a labelled container being
-//! recreated, keeps its learned start time, idle timeout and savings);
-//! older ones are dropped from the file.
+//! Bounded under churn: of the services the file remembers that are not
+//! managed, the [`DEPARTED_KEPT`] that departed last are kept (a service
+//! unmanaged for a moment, say a labelled container being recreated, keeps
+//! its learned start time, idle timeout and savings); the others are
+//! dropped, those the file had from before this run (or that never departed
+//! while remembered) first. Nothing is dropped until the services of the
+//! start are all managed ([`StateUpdate::Settled`]).
 
 use std::{
-    collections::{BTreeMap, HashSet, VecDeque},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::Arc,
     time::Duration,
 };
@@ -58,6 +60,9 @@ pub enum StateUpdate {
     Managed(String),
     /// The service is no longer managed.
     Departed(String),
+    /// Every service of the start is managed: what the file remembers of
+    /// other services may be pruned from now on.
+    Settled,
     /// Write now if anything changed; `done` hears when written.
     Flush(Option<oneshot::Sender<()>>),
 }
@@ -106,8 +111,12 @@ struct Owner {
     store: StateStore,
     publish: watch::Sender<Remembered>,
     managed: HashSet<String>,
-    /// Departed services, oldest departure first.
-    departed: VecDeque<String>,
+    /// When each remembered service departed (a sequence number), for
+    /// those that departed in this run.
+    departures: HashMap<String, u64>,
+    next_departure: u64,
+    /// Pruning may begin ([`StateUpdate::Settled`]).
+    settled: bool,
     dirty: bool,
     urgent: bool,
     waiting: Vec<oneshot::Sender<Result<(), String>>>,
@@ -124,14 +133,13 @@ pub fn start(
 ) -> (StateHandle, impl std::future::Future<Output = ()> + Send) {
     let (updates, rx) = mpsc::unbounded_channel();
     let (publish, view) = watch::channel(Arc::new(store.services().clone()));
-    // Until services are managed, everything in the file counts as
-    // departed, oldest name first (the file does not say when).
-    let departed = store.services().keys().cloned().collect();
     let owner = Owner {
         store,
         publish,
         managed: HashSet::new(),
-        departed,
+        departures: HashMap::new(),
+        next_departure: 0,
+        settled: false,
         dirty: false,
         urgent: false,
         waiting: Vec::new(),
@@ -214,13 +222,19 @@ impl Owner {
                 self.mark(false);
             }
             StateUpdate::Managed(service) => {
-                self.departed.retain(|d| *d != service);
+                self.departures.remove(&service);
                 self.managed.insert(service);
             }
             StateUpdate::Departed(service) => {
                 self.managed.remove(&service);
-                self.departed.retain(|d| *d != service);
-                self.departed.push_back(service);
+                if self.store.services().contains_key(&service) {
+                    self.departures.insert(service, self.next_departure);
+                    self.next_departure += 1;
+                }
+                self.prune();
+            }
+            StateUpdate::Settled => {
+                self.settled = true;
                 self.prune();
             }
             StateUpdate::Flush(done) => {
@@ -235,16 +249,29 @@ impl Owner {
         self.urgent |= urgent;
     }
 
-    /// Forgets the oldest departed services beyond [`DEPARTED_KEPT`].
+    /// Forgets the unmanaged services beyond [`DEPARTED_KEPT`]: those
+    /// with no departure in this run first, then the earliest departed.
     fn prune(&mut self) {
-        while self.departed.len() > DEPARTED_KEPT {
-            if let Some(old) = self.departed.pop_front() {
-                if self.store.services().contains_key(&old) {
-                    self.store.forget(&old);
-                    self.dirty = true;
-                }
-            }
+        if !self.settled {
+            return;
         }
+        let mut unmanaged: Vec<(Option<u64>, String)> = self
+            .store
+            .services()
+            .keys()
+            .filter(|name| !self.managed.contains(*name))
+            .map(|name| (self.departures.get(name).copied(), name.clone()))
+            .collect();
+        if unmanaged.len() <= DEPARTED_KEPT {
+            return;
+        }
+        unmanaged.sort_unstable();
+        let excess = unmanaged.len() - DEPARTED_KEPT;
+        for (_, name) in unmanaged.into_iter().take(excess) {
+            self.store.forget(&name);
+            self.departures.remove(&name);
+        }
+        self.dirty = true;
     }
 
     /// Writes the file if it changed (on a blocking thread), then answers
@@ -273,5 +300,78 @@ impl Owner {
         for flushed in self.flushed.drain(..) {
             let _ = flushed.send(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn remember(state: &StateHandle, service: &str) {
+        state.send(StateUpdate::LearnedStart {
+            service: service.to_owned(),
+            millis: 1500,
+        });
+    }
+
+    #[tokio::test]
+    async fn departed_services_are_kept_up_to_the_bound_newest_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut store, _) = StateStore::open(dir.path()).expect("state");
+        // From an earlier run, never managed in this one.
+        store.update("old", |m| m.learned_start_ms = Some(1));
+        store.save().expect("save");
+        let closing = CancellationToken::new();
+        let (state, owner) = start(store, closing.clone());
+        let owner = tokio::spawn(owner);
+        state.send(StateUpdate::Managed("live".into()));
+        remember(&state, "live");
+        state.send(StateUpdate::Settled);
+        let names: Vec<String> = (0..DEPARTED_KEPT + 5)
+            .map(|i| format!("gone-{i}"))
+            .collect();
+        for name in &names {
+            state.send(StateUpdate::Managed(name.clone()));
+            remember(&state, name);
+            // Departures of services the file knows nothing of count for
+            // nothing.
+            state.send(StateUpdate::Managed(format!("{name}-empty")));
+            state.send(StateUpdate::Departed(format!("{name}-empty")));
+            state.send(StateUpdate::Departed(name.clone()));
+        }
+        state.flush().await;
+        closing.cancel();
+        owner.await.expect("owner");
+        let (reopened, _) = StateStore::open(dir.path()).expect("reopen");
+        let kept: Vec<&String> = reopened.services().keys().collect();
+        assert_eq!(kept.len(), DEPARTED_KEPT + 1, "{kept:?}");
+        assert!(kept.contains(&&"live".to_owned()), "the managed one stays");
+        assert!(
+            !kept.contains(&&"old".to_owned()),
+            "the earlier run's goes first"
+        );
+        for (i, name) in names.iter().enumerate() {
+            assert_eq!(kept.contains(&name), i >= 5, "{name}: {kept:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn nothing_is_pruned_before_the_start_settled() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut store, _) = StateStore::open(dir.path()).expect("state");
+        for i in 0..DEPARTED_KEPT + 3 {
+            store.update(&format!("svc-{i}"), |m| m.learned_start_ms = Some(1));
+        }
+        store.save().expect("save");
+        let closing = CancellationToken::new();
+        let (state, owner) = start(store, closing.clone());
+        let owner = tokio::spawn(owner);
+        // A write while the start still adds services prunes nothing.
+        remember(&state, "svc-0");
+        state.flush().await;
+        closing.cancel();
+        owner.await.expect("owner");
+        let (reopened, _) = StateStore::open(dir.path()).expect("reopen");
+        assert_eq!(reopened.services().len(), DEPARTED_KEPT + 3);
     }
 }
