@@ -17,7 +17,9 @@ mod http;
 mod kernel;
 
 pub use http::{echo_roundtrip, http_get, http_get_timeout, http_post};
-pub use kernel::{kernel_objects_of, steered_entries, warming_elements, KernelObjects};
+pub use kernel::{
+    kernel_objects_of, steered_any, steered_entries, warming_elements, KernelObjects,
+};
 
 use crate::docker::{free_port, unique, TestContainer};
 use crate::{agent_binary, eventually};
