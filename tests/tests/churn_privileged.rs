@@ -10,7 +10,7 @@
 //! last. The measured figures are printed.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     time::{Duration, Instant},
 };
 
@@ -27,7 +27,7 @@ use autostop_tests::{
 const CYCLES: usize = 2_000;
 /// How many exist at once (each batch is created, managed, removed).
 const BATCH: usize = 200;
-/// Threads calling `docker create` / `docker rm` at once.
+/// Docker API calls in flight at once.
 const WORKERS: usize = 4;
 /// Services of each batch given a run-time idle timeout.
 const TIMEOUTS_PER_BATCH: usize = 5;
@@ -36,57 +36,137 @@ const SLOTS: u32 = autostop_common::MAX_SERVICES;
 /// Departed names whose state the file keeps (`agent::DEPARTED_KEPT`).
 const DEPARTED_KEPT: usize = 32;
 
-/// `docker create` of labelled containers `names`, one port each, on
-/// [`WORKERS`] threads.
-fn create_all(image: &AppletImage, names: &[String], ports: &[u16]) -> Vec<TestContainer> {
-    let jobs: Vec<(String, u16)> = names.iter().cloned().zip(ports.iter().copied()).collect();
-    let chunk = jobs.len().div_ceil(WORKERS);
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = jobs
-            .chunks(chunk)
-            .map(|part| {
-                scope.spawn(move || {
-                    part.iter()
-                        .map(|(name, port)| {
-                            TestContainer::create(
-                                name,
-                                &[
-                                    "-p",
-                                    &format!("{port}:80"),
-                                    "--label",
-                                    "autostop.enable=true",
-                                    "--label",
-                                    &format!("autostop.port={port}"),
-                                ],
-                                &image.tag,
-                                &["sh", "-c", "sleep 3600"],
-                            )
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().expect("create worker"))
-            .collect()
-    })
+/// Docker's API over its socket: thousands of creations and removals
+/// through the CLI would cost a process each.
+struct Api {
+    docker: bollard::Docker,
+    runtime: tokio::runtime::Runtime,
 }
 
-/// Removes `containers` on [`WORKERS`] threads.
-fn remove_all(containers: Vec<TestContainer>) {
-    let chunk = containers.len().div_ceil(WORKERS).max(1);
-    let mut parts: Vec<Vec<TestContainer>> = Vec::new();
-    let mut rest = containers;
-    while !rest.is_empty() {
-        let tail = rest.split_off(rest.len().min(chunk));
-        parts.push(std::mem::replace(&mut rest, tail));
-    }
-    std::thread::scope(|scope| {
-        for part in parts {
-            scope.spawn(move || drop(part));
+/// Labelled containers this test made; removed on drop (a failing test
+/// leaves none behind).
+struct Batch<'a> {
+    api: &'a Api,
+    names: Vec<String>,
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        let failures = self.api.remove_all(&std::mem::take(&mut self.names));
+        if !failures.is_empty() && !std::thread::panicking() {
+            panic!("removing the batch: {failures:?}");
         }
-    });
+    }
+}
+
+impl Api {
+    fn connect() -> Self {
+        let version = bollard::ClientVersion {
+            major_version: 1,
+            minor_version: 41,
+        };
+        let docker = bollard::Docker::connect_with_unix("/var/run/docker.sock", 120, &version)
+            .expect("connecting to Docker");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime for Docker calls");
+        Self { docker, runtime }
+    }
+
+    /// Creates labelled containers `names`, one port each, [`WORKERS`] at
+    /// a time.
+    fn create_all<'a>(&'a self, image: &AppletImage, names: &[String], ports: &[u16]) -> Batch<'a> {
+        let batch = Batch {
+            api: self,
+            names: names.to_vec(),
+        };
+        let jobs = names.iter().cloned().zip(ports.iter().copied());
+        let failures = self.each(jobs, |docker, (name, port)| {
+            let image = image.tag.clone();
+            async move {
+                let options = bollard::query_parameters::CreateContainerOptionsBuilder::new()
+                    .name(&name)
+                    .build();
+                let binding = bollard::models::PortBinding {
+                    host_ip: None,
+                    host_port: Some(port.to_string()),
+                };
+                let body = bollard::models::ContainerCreateBody {
+                    image: Some(image),
+                    cmd: Some(vec!["sh".into(), "-c".into(), "sleep 3600".into()]),
+                    labels: Some(HashMap::from([
+                        ("autostop.enable".to_owned(), "true".to_owned()),
+                        ("autostop.port".to_owned(), port.to_string()),
+                    ])),
+                    exposed_ports: Some(vec!["80/tcp".to_owned()]),
+                    host_config: Some(bollard::models::HostConfig {
+                        port_bindings: Some(HashMap::from([(
+                            "80/tcp".to_owned(),
+                            Some(vec![binding]),
+                        )])),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                };
+                docker
+                    .create_container(Some(options), body)
+                    .await
+                    .map(drop)
+                    .map_err(|e| format!("creating {name}: {e}"))
+            }
+        });
+        assert!(failures.is_empty(), "creating the batch: {failures:?}");
+        batch
+    }
+
+    /// Removes containers `names` (forcibly), [`WORKERS`] at a time; the
+    /// failures.
+    fn remove_all(&self, names: &[String]) -> Vec<String> {
+        self.each(names.iter().cloned(), |docker, name| async move {
+            let options = bollard::query_parameters::RemoveContainerOptionsBuilder::new()
+                .force(true)
+                .build();
+            match docker.remove_container(&name, Some(options)).await {
+                Ok(())
+                | Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => Ok(()),
+                Err(e) => Err(format!("removing {name}: {e}")),
+            }
+        })
+    }
+
+    /// Runs `call` for each job, [`WORKERS`] at a time; the failures.
+    fn each<J, F, Fut>(&self, jobs: impl Iterator<Item = J>, call: F) -> Vec<String>
+    where
+        F: Fn(bollard::Docker, J) -> Fut,
+        Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
+    {
+        let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(WORKERS));
+        self.runtime.block_on(async {
+            let mut running = tokio::task::JoinSet::new();
+            for job in jobs {
+                let permit = std::sync::Arc::clone(&limit)
+                    .acquire_owned()
+                    .await
+                    .expect("semaphore");
+                let call = call(self.docker.clone(), job);
+                running.spawn(async move {
+                    let _permit = permit;
+                    call.await
+                });
+            }
+            let mut failures = Vec::new();
+            while let Some(done) = running.join_next().await {
+                if let Err(e) = done.unwrap_or_else(|e| Err(e.to_string())) {
+                    failures.push(e);
+                }
+            }
+            failures
+        })
+    }
 }
 
 /// The names the agent manages now.
@@ -139,6 +219,7 @@ fn set_timeout(config: &AgentConfig, name: &str) {
 #[test]
 fn privileged_label_churn_reuses_indexes_and_keeps_state_bounded() {
     let image = setup();
+    let api = Api::connect();
     let config = AgentConfig::new("");
     config.with_labels("docker_labels = true\n", "");
     let agent = RunningAgent::start(&config);
@@ -155,7 +236,7 @@ fn privileged_label_churn_reuses_indexes_and_keeps_state_bounded() {
         let names: Vec<String> = (0..BATCH)
             .map(|i| format!("{prefix}-{batch}-{i}"))
             .collect();
-        let containers = create_all(&image, &names, &ports);
+        let containers = api.create_all(&image, &names, &ports);
         assert!(
             eventually(Duration::from_secs(60), || {
                 let now = managed(&agent);
@@ -182,7 +263,7 @@ fn privileged_label_churn_reuses_indexes_and_keeps_state_bounded() {
             set_timeout(&config, name);
             timed_out.push(name.clone());
         }
-        remove_all(containers);
+        drop(containers);
         assert!(
             eventually(Duration::from_secs(60), || {
                 let now = managed(&agent);
