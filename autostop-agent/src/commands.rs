@@ -147,7 +147,7 @@ pub async fn check_containers(path: &Path) -> Result<ContainerCheck, CommandErro
             }));
         }
     }
-    match crate::agent::discover_labelled(&client, &config).await {
+    match crate::agent::discover_labelled(&client, &config, &mut Default::default()).await {
         Ok(scan) => report.label_refusals = scan.refusals,
         Err(e) => report
             .label_refusals

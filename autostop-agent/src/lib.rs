@@ -3,11 +3,16 @@
 //!
 //! The agent is a library with a thin binary (`src/main.rs`). Modules:
 //!
-//! - [`agent`]: `autostop run`, wiring every module below into the agent.
+//! - [`agent`]: `autostop run`, wiring every module below into the agent:
+//!   one registry of services changed in one place, each kernel part and
+//!   the state file owned by one task, `run_with` over traits so the whole
+//!   agent runs in a unit test.
 //! - [`alerts`]: posts failure events to the alert webhook.
 //! - [`api`]: the status API, Prometheus endpoint and dashboard (axum).
 //! - [`bpf`]: loads the kernel programs built from `autostop-ebpf`, attaches
-//!   them and reads their counters.
+//!   them, reads their counters, and cuts them into parts (classifier,
+//!   steering maps, ignored sources, wake events) for the tasks that own
+//!   them.
 //! - [`cli`]: the command line (clap), also rendered into the man pages
 //!   and shell completions by `cargo xtask dist`.
 //! - [`client`]: the CLI's calls to a running agent (`autostop status`, …).

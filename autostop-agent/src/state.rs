@@ -198,19 +198,44 @@ impl StateStore {
         change(self.doc.services.entry(service.to_owned()).or_default());
     }
 
+    /// Everything remembered, by service.
+    pub fn services(&self) -> &BTreeMap<String, ServiceMemory> {
+        &self.doc.services
+    }
+
+    /// Forgets everything about `service`.
+    pub fn forget(&mut self, service: &str) {
+        self.doc.services.remove(service);
+    }
+
     /// Writes the state atomically.
     pub fn save(&self) -> Result<(), StateError> {
-        let io = |source| StateError::Io {
-            path: self.path.clone(),
-            source,
-        };
-        let tmp = self.path.with_extension("json.tmp");
-        let mut text = serde_json::to_string_pretty(&self.doc).map_err(|e| io(e.into()))?;
+        self.save_job()?()
+    }
+
+    /// The write [`Self::save`] does, prepared now (the document is
+    /// serialised) and run later: the file I/O and its fsync belong on a
+    /// blocking thread, not on a runtime worker.
+    pub fn save_job(
+        &self,
+    ) -> Result<impl FnOnce() -> Result<(), StateError> + Send + 'static, StateError> {
+        let path = self.path.clone();
+        let mut text = serde_json::to_string_pretty(&self.doc).map_err(|e| StateError::Io {
+            path: path.clone(),
+            source: e.into(),
+        })?;
         text.push('\n');
-        let mut file = fs::File::create(&tmp).map_err(io)?;
-        file.write_all(text.as_bytes()).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        fs::rename(&tmp, &self.path).map_err(io)
+        Ok(move || {
+            let io = |source| StateError::Io {
+                path: path.clone(),
+                source,
+            };
+            let tmp = path.with_extension("json.tmp");
+            let mut file = fs::File::create(&tmp).map_err(io)?;
+            file.write_all(text.as_bytes()).map_err(io)?;
+            file.sync_all().map_err(io)?;
+            fs::rename(&tmp, &path).map_err(io)
+        })
     }
 }
 

@@ -1,76 +1,51 @@
-//! The service state machines' view of the kernel counters:
-//! [`KernelActivity`] reads the per-service traffic counters, and
-//! [`KernelServices`] is the kernel identity of every managed service
-//! (index, published bindings, steering mode), kept by
-//! [`super::steering::KernelSteering`].
+//! The state machines' view of the kernel counters: [`KernelActivity`]
+//! reads a service's last activity from the counters (through the
+//! read-only [`ActivityCounters`] view, under the index the directory
+//! gives) and counts its open connections inside its containers.
 
 use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex, RwLock},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
-use crate::{
-    bpf::Datapath,
-    published::HostPort,
-    service::{ActivityProbe, SteerMode},
-};
-
-/// Kernel identity of a managed service.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KernelService {
-    /// Index into the per-service BPF arrays; stable for the agent's life.
-    pub index: u32,
-    /// Where Docker publishes the service's TCP ports on the host, as last
-    /// read from Docker (empty until then): what steering matches. UDP
-    /// ports are only counted, never steered.
-    pub bindings: Vec<HostPort>,
-    /// The steering mode its state machine asked for last (`Steered`
-    /// until it has looked at Docker).
-    pub mode: SteerMode,
-}
-
-/// Services known to the kernel side, by name. Written by the steering,
-/// read by the activity probe and the wake loop.
-pub type KernelServices = Arc<RwLock<HashMap<String, KernelService>>>;
-
-/// Counts open TCP connections into a service (for `hold_while_connected`).
-pub trait ConnectionCounter: Send + Sync {
-    /// Established connections to `service` right now.
-    fn established(&self, service: &str) -> u32;
-}
+use super::{deps::ActivityCounters, registry::DirectoryReader};
+use crate::service::ActivityProbe;
 
 /// [`ActivityProbe`] over the kernel's per-service counters.
 pub struct KernelActivity {
-    datapath: Arc<Mutex<Datapath>>,
-    services: KernelServices,
-    connections: Arc<dyn ConnectionCounter>,
+    counters: Arc<dyn ActivityCounters>,
+    directory: DirectoryReader,
 }
 
 impl KernelActivity {
-    /// A probe reading `datapath`'s counters for the services in `services`.
-    pub fn new(
-        datapath: Arc<Mutex<Datapath>>,
-        services: KernelServices,
-        connections: Arc<dyn ConnectionCounter>,
-    ) -> Self {
+    /// A probe reading `counters` for the services in `directory`.
+    pub(super) fn new(counters: Arc<dyn ActivityCounters>, directory: DirectoryReader) -> Self {
         Self {
-            datapath,
-            services,
-            connections,
+            counters,
+            directory,
         }
     }
 }
 
 impl ActivityProbe for KernelActivity {
     fn last_activity(&self, service: &str) -> Option<Instant> {
-        let index = self.services.read().ok()?.get(service)?.index;
-        let activity = self.datapath.lock().ok()?.activity(index).ok()?;
+        let id = self.directory.get(service)?.id;
+        let activity = self.counters.activity(id.0).ok()?;
         instant_from_ktime(activity.last_seen_ns)
     }
 
+    /// Established TCP connections inside the service's containers (their
+    /// own network namespaces see every path: proxied, DNAT'd, external),
+    /// at the PIDs and ports the endpoint refresher last found.
     fn open_connections(&self, service: &str) -> u32 {
-        self.connections.established(service)
+        let Some(record) = self.directory.get(service) else {
+            return 0;
+        };
+        let listeners = record.cells.listeners.borrow().clone();
+        listeners
+            .iter()
+            .map(|(pid, port)| crate::procnet::established(*pid, *port))
+            .sum()
     }
 }
 

@@ -4,9 +4,16 @@
 //! ([`crate::config::labels`]): at start, then every [`SCAN_EVERY`], so a
 //! `docker-compose up` of a labelled project is picked up without a
 //! reload. A scan that fails or times out changes nothing: the services
-//! labels described before stay managed.
+//! labels described before stay managed. Containers that do not run are
+//! inspected once ([`LabelCache`]), so a scan of many labelled containers
+//! costs one list and an inspect of each running one.
 
-use std::{collections::BTreeSet, time::Duration};
+use std::{
+    collections::{BTreeSet, HashMap, HashSet},
+    time::Duration,
+};
+
+use bollard::models::ContainerSummaryStateEnum;
 
 use crate::{
     config::{
@@ -46,54 +53,86 @@ pub struct LabelScan {
     pub refusals: Vec<String>,
 }
 
+/// What a scan learned of the labelled containers that do not run, by
+/// id: a container's labels and port bindings never change, and one that
+/// does not run has no live bindings or addresses, so it is inspected once,
+/// not at every scan. Only ids the last list showed are kept.
+#[derive(Debug, Default)]
+pub struct LabelCache {
+    stopped: HashMap<String, LabelledContainer>,
+}
+
 /// The services Docker labels describe right now, checked against the
-/// host and the config file `file`.
-pub async fn discover(client: &DockerClient, file: &Config) -> Result<LabelScan, LabelScanError> {
+/// host and the config file `file`. `cache` carries what earlier scans
+/// inspected (a fresh one inspects everything).
+pub async fn discover(
+    client: &DockerClient,
+    file: &Config,
+    cache: &mut LabelCache,
+) -> Result<LabelScan, LabelScanError> {
     if !file.agent.docker_labels {
         return Ok(LabelScan::default());
     }
-    tokio::time::timeout(SCAN_TIMEOUT, scan(client, file))
+    tokio::time::timeout(SCAN_TIMEOUT, scan(client, file, cache))
         .await
         .map_err(|_| LabelScanError::Timeout)?
 }
 
-async fn scan(client: &DockerClient, file: &Config) -> Result<LabelScan, LabelScanError> {
+async fn scan(
+    client: &DockerClient,
+    file: &Config,
+    cache: &mut LabelCache,
+) -> Result<LabelScan, LabelScanError> {
     let listed = client.list_labelled(LABEL_ENABLE, "true").await?;
-    let mut containers = Vec::new();
+    // Each container with its id and whether it came from the cache.
+    let mut found: Vec<(LabelledContainer, String, bool)> = Vec::new();
+    let mut seen = HashSet::new();
     for summary in listed {
         let Some(id) = summary.id else { continue };
-        let inspect = match client.inspect(&id).await {
-            Ok(inspect) => inspect,
-            // Removed between the list and the inspect.
-            Err(DockerError::NotFound(_)) => continue,
-            Err(e) => return Err(e.into()),
-        };
-        containers.push(LabelledContainer {
-            name: inspect
-                .name
-                .as_deref()
-                .map(|n| n.trim_start_matches('/').to_owned())
-                .unwrap_or(id),
-            labels: inspect
-                .config
-                .as_ref()
-                .and_then(|c| c.labels.clone())
-                .unwrap_or_default()
-                .into_iter()
-                .collect(),
-            published: endpoints::all_bindings(&inspect),
-            addresses: endpoints::addresses(&inspect),
-        });
+        seen.insert(id.clone());
+        let running = summary.state == Some(ContainerSummaryStateEnum::RUNNING);
+        if let (false, Some(known)) = (running, cache.stopped.get(&id)) {
+            let mut container = known.clone();
+            // `docker rename` is the one change a stopped container allows.
+            if let Some(name) = summary.names.as_ref().and_then(|n| n.first()) {
+                container.name = name.trim_start_matches('/').to_owned();
+            }
+            found.push((container, id, true));
+            continue;
+        }
+        if let Some(container) = inspect(client, &id, cache).await? {
+            found.push((container, id, false));
+        }
     }
-    let ports: BTreeSet<u16> = containers
+    cache.stopped.retain(|id, _| seen.contains(id));
+    let ports: BTreeSet<u16> = found
         .iter()
-        .flat_map(|c| &c.published)
+        .flat_map(|(c, _, _)| &c.published)
         .filter(|(protocol, _)| *protocol == Protocol::Tcp)
         .map(|(_, bound)| bound.port)
         .collect();
     let listeners = tokio::task::spawn_blocking(move || procnet::host_listeners(&ports))
         .await
         .map_err(|_| LabelScanError::Timeout)??;
+    // A container starting now may have its docker-proxy listening already
+    // while what this scan knows of it (from the cache, or inspected before
+    // its addresses were set) lacks the address the proxy relays to: look
+    // again, so the vetting does not take its own proxy for a stranger.
+    let busy: BTreeSet<u16> = listeners.iter().map(|l| l.local.port()).collect();
+    let mut containers = Vec::with_capacity(found.len());
+    for (container, id, cached) in found {
+        let listened = container
+            .published
+            .iter()
+            .any(|(protocol, bound)| *protocol == Protocol::Tcp && busy.contains(&bound.port));
+        if listened && (cached || container.addresses.is_empty()) {
+            if let Some(fresh) = inspect(client, &id, cache).await? {
+                containers.push(fresh);
+            }
+            continue;
+        }
+        containers.push(container);
+    }
     let themes = ThemeCatalog::with_user_dir(&file.agent.themes_dir)
         .unwrap_or_else(|_| ThemeCatalog::builtin());
     let (services, mut refusals) =
@@ -105,6 +144,42 @@ async fn scan(client: &DockerClient, file: &Config) -> Result<LabelScan, LabelSc
     let (services, refused) = vet(services, &containers, host);
     refusals.extend(refused);
     Ok(LabelScan { services, refusals })
+}
+
+/// Inspects labelled container `id` (`None`: it is gone), remembering it
+/// in `cache` when it does not run.
+async fn inspect(
+    client: &DockerClient,
+    id: &str,
+    cache: &mut LabelCache,
+) -> Result<Option<LabelledContainer>, LabelScanError> {
+    let inspect = match client.inspect(id).await {
+        Ok(inspect) => inspect,
+        // Removed between the list and the inspect.
+        Err(DockerError::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let container = LabelledContainer {
+        name: inspect
+            .name
+            .as_deref()
+            .map_or_else(|| id.to_owned(), |n| n.trim_start_matches('/').to_owned()),
+        labels: inspect
+            .config
+            .as_ref()
+            .and_then(|c| c.labels.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+        published: endpoints::all_bindings(&inspect),
+        addresses: endpoints::addresses(&inspect),
+    };
+    if inspect.state.as_ref().and_then(|s| s.running) == Some(true) {
+        cache.stopped.remove(id);
+    } else {
+        cache.stopped.insert(id.to_owned(), container.clone());
+    }
+    Ok(Some(container))
 }
 
 /// The file's config plus the labelled services it does not override.

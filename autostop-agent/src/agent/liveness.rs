@@ -2,11 +2,11 @@
 //! attached, every service adopted), the notify/watchdog task, and how a
 //! run ends (a fatal task failure or panic makes it an error).
 
-use std::sync::Arc;
+use std::sync::{atomic::Ordering, Arc};
 
 use tokio_util::sync::CancellationToken;
 
-use super::{control::Services, AgentError};
+use super::{control::HealthFlags, registry::DirectoryReader, AgentError};
 use crate::{
     notify::{self, Notifier},
     supervisor::{self, Supervised, Supervisor},
@@ -15,31 +15,29 @@ use crate::{
 /// Resolves once every service's state machine has looked at Docker once
 /// (adopted its containers' state, or found Docker unreachable); returns
 /// the `STATUS=` text for `READY=1`.
-pub(super) async fn adopted(services: Arc<Services>) -> String {
-    let entries = services.all();
-    for entry in &entries {
-        let mut status = entry.handle.subscribe();
+pub(super) async fn adopted(directory: DirectoryReader, health: Arc<HealthFlags>) -> String {
+    let services = directory.snapshot();
+    for record in services.iter() {
+        let mut status = record.handle.subscribe();
         // An actor that is gone has nothing left to adopt.
         let _ = status.wait_for(|s| s.adopted).await;
     }
-    let docker = if services
-        .docker_reachable
-        .load(std::sync::atomic::Ordering::Relaxed)
-    {
+    let docker = if health.docker_reachable.load(Ordering::Relaxed) {
         "reachable"
     } else {
         "unreachable"
     };
     format!(
         "{} services adopted; programs attached; Docker {docker}",
-        entries.len()
+        services.len()
     )
 }
 
 /// Spawns the systemd notify/watchdog task when `NOTIFY_SOCKET` is set.
 pub(super) fn spawn_notify(
     supervisor: &Supervisor,
-    services: Arc<Services>,
+    directory: DirectoryReader,
+    health: Arc<HealthFlags>,
     shutdown: CancellationToken,
 ) -> Option<Supervised> {
     let notifier = match Notifier::from_env() {
@@ -56,7 +54,7 @@ pub(super) fn spawn_notify(
         "systemd-notify",
         notify::run(
             notifier,
-            adopted(services),
+            adopted(directory, health),
             period,
             crate::test_hooks::after_ready,
             shutdown,

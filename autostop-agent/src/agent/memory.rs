@@ -1,11 +1,12 @@
-//! RAM now and RAM saved. A background task samples the memory of every
-//! ready service from Docker's stats every [`SAMPLE_EVERY`] (and shortly after
-//! a start), a few services at a time, and feeds the status API's view,
-//! the `memory_bytes` gauge and the persisted `last_memory_bytes`. While a
-//! service is stopped, its last observed running memory × the time it stays
-//! stopped is credited to its savings (total and hourly buckets in
-//! `state.json`, the `memory_saved_byte_seconds` counter). The state file is
-//! written every [`SAVE_EVERY`] and at shutdown, not on every tick.
+//! RAM now and RAM saved: the memory task samples the memory of every ready
+//! service from Docker's stats every [`SAMPLE_EVERY`] (and shortly after a
+//! start), a few services at a time, and feeds the service's record (the
+//! status API's view), the `memory_bytes` gauge and the remembered
+//! `last_memory_bytes`. While a service is stopped, its last observed
+//! running memory × the time it stays stopped is credited to its savings
+//! (sent to the state file's owner, and the `memory_saved_byte_seconds`
+//! counter). The task owns the savings ledger; lifecycle steps reach it
+//! from [`super::observers::savings`].
 //!
 //! Time stopped is counted from when the agent saw the service stop (or
 //! adopted it stopped): time while the agent itself was not running is not
@@ -14,28 +15,23 @@
 
 use std::{
     collections::HashMap,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc, Mutex,
-    },
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
 use futures_util::StreamExt;
-use tokio::{sync::Notify, time::Instant};
+use tokio::{sync::mpsc, time::Instant};
 use tokio_util::sync::CancellationToken;
 
-use super::control::Services;
-use crate::{
-    docker::{DockerRuntime, MemoryUse},
-    service::ServiceState,
-    state::unix_hour,
+use super::{
+    observers::savings::SavingsEvent,
+    registry::DirectoryReader,
+    state_owner::{StateHandle, StateUpdate},
 };
+use crate::{docker::MemoryUse, metrics::Metrics, service::ServiceState, state::unix_hour};
 
 /// How often running services' memory is sampled and savings credited.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(15);
-/// How often the credited savings are written to the state file.
-pub const SAVE_EVERY: Duration = Duration::from_secs(300);
 /// How many services are sampled at once (a sample takes about a second
 /// per container on Docker 20.10, concurrently within a service).
 const SAMPLE_CONCURRENCY: usize = 4;
@@ -51,15 +47,6 @@ const AFTER_READY: Duration = Duration::from_millis(500);
 pub trait MemorySource: Send + Sync {
     /// Memory of `service`'s running containers; `None` when none runs.
     async fn memory(&self, service: &str) -> Result<Option<MemoryUse>, String>;
-}
-
-#[async_trait::async_trait]
-impl MemorySource for DockerRuntime {
-    async fn memory(&self, service: &str) -> Result<Option<MemoryUse>, String> {
-        DockerRuntime::memory(self, service)
-            .await
-            .map_err(|e| e.to_string())
-    }
 }
 
 /// Which stretch of each stopped service's downtime is already credited.
@@ -98,179 +85,203 @@ impl Ledger {
             None => 0.0,
         }
     }
+
+    /// Forgets every service `keep` says no to.
+    fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        self.counted_until.retain(|name, _| keep(name));
+    }
 }
 
-/// The agent's memory figures: live samples and the savings ledger.
-#[derive(Debug, Default)]
-pub struct MemoryBook {
-    /// Latest sample of each running service.
-    live: Mutex<HashMap<String, MemoryUse>>,
+/// The memory task: its inputs and what it owns.
+pub struct MemoryTask {
+    /// Where samples come from.
+    pub source: Arc<dyn MemorySource>,
+    /// The managed services.
+    pub directory: DirectoryReader,
+    /// The state file's owner.
+    pub state: StateHandle,
+    /// Gauges and counters.
+    pub metrics: Arc<Metrics>,
     /// Credited stretches of downtime.
-    ledger: Mutex<Ledger>,
-    /// Savings credited since the state file was last written.
-    dirty: AtomicBool,
-    /// Asks the sampler for an immediate round (a service became ready).
-    pub(super) sample_now: Notify,
+    pub ledger: Ledger,
+    /// The last memory use seen of each service (also sent to the state),
+    /// so a credit never waits for the state owner's next publication.
+    pub last_memory: HashMap<String, u64>,
 }
 
-impl MemoryBook {
-    /// The latest sample of `service`, if it runs and was sampled.
-    pub fn live(&self, service: &str) -> Option<MemoryUse> {
-        self.live.lock().ok()?.get(service).copied()
+impl MemoryTask {
+    /// A task over `source`, with an empty ledger.
+    pub fn new(
+        source: Arc<dyn MemorySource>,
+        directory: DirectoryReader,
+        state: StateHandle,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            source,
+            directory,
+            state,
+            metrics,
+            ledger: Ledger::default(),
+            last_memory: HashMap::new(),
+        }
     }
 
-    fn set_live(&self, service: &str, sample: Option<MemoryUse>) {
-        if let Ok(mut live) = self.live.lock() {
-            match sample {
-                Some(s) => live.insert(service.to_owned(), s),
-                None => live.remove(service),
+    /// Credits `seconds` of downtime of `service` at its last observed
+    /// memory.
+    fn credit(&mut self, service: &str, seconds: f64, wall: SystemTime) {
+        if seconds <= 0.0 {
+            return;
+        }
+        let bytes = match self.last_memory.get(service) {
+            Some(bytes) => *bytes,
+            None => match self.state.service(service).last_memory_bytes {
+                Some(bytes) => *self.last_memory.entry(service.to_owned()).or_insert(bytes),
+                None => return,
+            },
+        };
+        #[allow(clippy::cast_precision_loss)] // RAM sizes are far below 2^52
+        let byte_seconds = bytes as f64 * seconds;
+        self.state.send(StateUpdate::Credit {
+            service: service.to_owned(),
+            byte_seconds,
+            hour: unix_hour(wall),
+        });
+        self.metrics.add_memory_saved(service, byte_seconds);
+    }
+
+    /// Credits every stopped service's downtime up to `now` (and shows its
+    /// memory gauge at 0, also for services adopted stopped); forgets the
+    /// services no longer managed.
+    pub fn accrue(&mut self, now: Instant, wall: SystemTime) {
+        let directory = self.directory.snapshot();
+        self.ledger.retain(|name| directory.get(name).is_some());
+        self.last_memory
+            .retain(|name, _| directory.get(name).is_some());
+        for record in directory.iter() {
+            let status = record.handle.status();
+            let stopped_since = (status.state == ServiceState::Stopped).then_some(status.since);
+            if stopped_since.is_some() {
+                self.metrics.set_memory(record.name(), 0);
+            }
+            let seconds = self.ledger.tick(record.name(), stopped_since, now);
+            self.credit(record.name(), seconds, wall);
+        }
+    }
+
+    /// A lifecycle step.
+    pub fn on_event(&mut self, event: SavingsEvent) {
+        match event {
+            SavingsEvent::Starting(service) => {
+                let seconds = self.ledger.close(&service, Instant::now());
+                self.credit(&service, seconds, SystemTime::now());
+            }
+            SavingsEvent::Stopped(service) => {
+                if let Some(record) = self.directory.get(&service) {
+                    record.cells.memory.send_replace(None);
+                }
+                self.metrics.set_memory(&service, 0);
+            }
+            SavingsEvent::Ready(_) => {}
+        }
+    }
+
+    /// Samples every ready service (a few at a time) and records the
+    /// results.
+    pub async fn sample(&mut self) {
+        let ready: Vec<_> = self
+            .directory
+            .snapshot()
+            .iter()
+            .filter(|r| r.handle.status().state == ServiceState::Ready)
+            .cloned()
+            .collect();
+        let source = Arc::clone(&self.source);
+        let mut rounds = futures_util::stream::iter(ready)
+            .map(|record| {
+                let source = Arc::clone(&source);
+                async move {
+                    let began = std::time::Instant::now();
+                    let result =
+                        tokio::time::timeout(SAMPLE_TIMEOUT, source.memory(record.name())).await;
+                    (record, result, began.elapsed())
+                }
+            })
+            .buffer_unordered(SAMPLE_CONCURRENCY);
+        while let Some((record, result, took)) = rounds.next().await {
+            let name = record.name();
+            let sample = match result {
+                Ok(Ok(sample)) => sample,
+                Ok(Err(e)) => {
+                    tracing::debug!(service = %name, error = %e, "memory sample failed; keeping the last one");
+                    continue;
+                }
+                Err(_) => {
+                    tracing::debug!(service = %name, "memory sample timed out; keeping the last one");
+                    continue;
+                }
             };
-        }
-    }
-}
-
-/// Credits `seconds` of downtime of `service` at its last observed memory.
-fn credit(services: &Services, service: &str, seconds: f64, wall: SystemTime) {
-    if seconds <= 0.0 {
-        return;
-    }
-    let Ok(mut state) = services.state().lock() else {
-        return;
-    };
-    let Some(bytes) = state.service(service).last_memory_bytes else {
-        return;
-    };
-    #[allow(clippy::cast_precision_loss)] // RAM sizes are far below 2^52
-    let amount = bytes as f64 * seconds;
-    state.update(service, |m| m.credit_saved(amount, unix_hour(wall)));
-    services.metrics.add_memory_saved(service, amount);
-    services.memory.dirty.store(true, Ordering::Relaxed);
-}
-
-/// Credits every stopped service's downtime up to `now` (and shows its
-/// memory gauge at 0, also for services adopted stopped).
-pub fn accrue(services: &Services, now: Instant, wall: SystemTime) {
-    for entry in services.all() {
-        let status = entry.handle.status();
-        let stopped_since = (status.state == ServiceState::Stopped).then_some(status.since);
-        let name = &entry.config.name;
-        if stopped_since.is_some() {
-            services.metrics.set_memory(name, 0);
-        }
-        let seconds = match services.memory.ledger.lock() {
-            Ok(mut ledger) => ledger.tick(name, stopped_since, now),
-            Err(_) => return,
-        };
-        credit(services, name, seconds, wall);
-    }
-}
-
-/// `service` is starting: credits its downtime up to now and closes it.
-pub(super) fn on_starting(services: &Services, service: &str) {
-    let seconds = match services.memory.ledger.lock() {
-        Ok(mut ledger) => ledger.close(service, Instant::now()),
-        Err(_) => return,
-    };
-    credit(services, service, seconds, SystemTime::now());
-}
-
-/// `service` stopped (or is stopping): it uses no memory any more.
-pub(super) fn on_stopped(services: &Services, service: &str) {
-    services.memory.set_live(service, None);
-    services.metrics.set_memory(service, 0);
-}
-
-/// Writes the state file if savings were credited since the last write.
-fn save_if_dirty(services: &Services) {
-    if !services.memory.dirty.swap(false, Ordering::Relaxed) {
-        return;
-    }
-    if let Ok(state) = services.state().lock() {
-        if let Err(e) = state.save() {
-            tracing::warn!(error = %e, "cannot persist the RAM savings");
-        }
-    }
-}
-
-/// Samples every ready service (a few at a time) and records the results.
-pub async fn sample(source: &dyn MemorySource, services: &Services) {
-    let ready: Vec<String> = services
-        .all()
-        .into_iter()
-        .filter(|e| e.handle.status().state == ServiceState::Ready)
-        .map(|e| e.config.name)
-        .collect();
-    let mut rounds = futures_util::stream::iter(ready)
-        .map(|name| async move {
-            let began = std::time::Instant::now();
-            let result = tokio::time::timeout(SAMPLE_TIMEOUT, source.memory(&name)).await;
-            (name, result, began.elapsed())
-        })
-        .buffer_unordered(SAMPLE_CONCURRENCY);
-    while let Some((name, result, took)) = rounds.next().await {
-        let sample = match result {
-            Ok(Ok(sample)) => sample,
-            Ok(Err(e)) => {
-                tracing::debug!(service = %name, error = %e, "memory sample failed; keeping the last one");
+            tracing::debug!(service = %name, took_ms = took.as_millis() as u64, used = sample.map(|s| s.used_bytes), "memory sampled");
+            // A stop that began while the sample was in flight already
+            // zeroed the figures: do not bring them back.
+            if record.handle.status().state != ServiceState::Ready {
                 continue;
             }
-            Err(_) => {
-                tracing::debug!(service = %name, "memory sample timed out; keeping the last one");
-                continue;
+            record.cells.memory.send_replace(sample);
+            self.metrics
+                .set_memory(name, sample.map_or(0, |s| s.used_bytes));
+            if let Some(sample) = sample {
+                self.last_memory.insert(name.to_owned(), sample.used_bytes);
+                self.state.send(StateUpdate::LastMemory {
+                    service: name.to_owned(),
+                    bytes: sample.used_bytes,
+                });
             }
-        };
-        tracing::debug!(service = %name, took_ms = took.as_millis() as u64, used = sample.map(|s| s.used_bytes), "memory sampled");
-        // A stop that began while the sample was in flight already zeroed
-        // the figures: do not bring them back.
-        let still_ready = services
-            .get(&name)
-            .is_some_and(|e| e.handle.status().state == ServiceState::Ready);
-        if !still_ready {
-            continue;
-        }
-        services.memory.set_live(&name, sample);
-        services
-            .metrics
-            .set_memory(&name, sample.map_or(0, |s| s.used_bytes));
-        if let (Some(sample), Ok(mut state)) = (sample, services.state().lock()) {
-            state.update(&name, |m| m.last_memory_bytes = Some(sample.used_bytes));
-            services.memory.dirty.store(true, Ordering::Relaxed);
         }
     }
-}
 
-/// The sampling and accounting loop, until `shutdown`; saves at the end.
-pub async fn run(
-    source: Arc<dyn MemorySource>,
-    services: Arc<Services>,
-    shutdown: CancellationToken,
-) {
-    let mut every = tokio::time::interval(SAMPLE_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_save = Instant::now();
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => break,
-            _ = every.tick() => {}
-            () = services.memory.sample_now.notified() => {
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(AFTER_READY) => {}
+    /// The sampling and accounting loop, until `shutdown`; accounts once
+    /// more at the end and asks the state owner to write.
+    pub async fn run(
+        mut self,
+        mut events: mpsc::UnboundedReceiver<SavingsEvent>,
+        shutdown: CancellationToken,
+    ) {
+        let mut every = tokio::time::interval(SAMPLE_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut soon: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = every.tick() => {}
+                () = sleep_until(soon) => soon = None,
+                Some(event) = events.recv() => {
+                    if matches!(event, SavingsEvent::Ready(_)) {
+                        soon.get_or_insert(Instant::now() + AFTER_READY);
+                    }
+                    self.on_event(event);
+                    continue;
                 }
             }
+            self.accrue(Instant::now(), SystemTime::now());
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = self.sample() => {}
+            }
         }
-        accrue(&services, Instant::now(), SystemTime::now());
-        tokio::select! {
-            () = shutdown.cancelled() => break,
-            () = sample(source.as_ref(), &services) => {}
+        while let Ok(event) = events.try_recv() {
+            self.on_event(event);
         }
-        if last_save.elapsed() >= SAVE_EVERY {
-            save_if_dirty(&services);
-            last_save = Instant::now();
-        }
+        self.accrue(Instant::now(), SystemTime::now());
+        self.state.flush().await;
     }
-    accrue(&services, Instant::now(), SystemTime::now());
-    save_if_dirty(&services);
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 #[cfg(test)]

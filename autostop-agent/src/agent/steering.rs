@@ -1,302 +1,143 @@
-//! [`KernelSteering`]: turns each service's steering mode and the host
-//! bindings Docker publishes for it into sk_lookup entries and warm-up
-//! redirect elements, in the order that never strands a connection.
+//! [`KernelSteering`]: how the state machines, the service table and the
+//! endpoint refresher ask the steering worker ([`super::steer_worker`])
+//! for changes. It implements the state machine's [`Steering`] port; every
+//! request is a message, applied by the worker in the order sent.
 //!
 //! Only the (address, port) pairs Docker publishes are ever steered or
 //! redirected: a service whose bindings are not known yet (Docker not asked
 //! yet, or unreachable since the agent started) steers nothing, and a
 //! configured port no container publishes is never steered.
-//!
-//! sk_lookup entries change synchronously (a map update), so "steer before
-//! stop" holds; netfilter changes go through one ordered worker. Jobs are
-//! queued while the service table's lock is held, so the worker sees them
-//! in the order the table changed.
-
-use std::{
-    collections::BTreeSet,
-    sync::{Mutex, MutexGuard, PoisonError, RwLockWriteGuard},
-};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::kernel::{KernelService, KernelServices};
+use super::ids::ServiceId;
 use crate::{
-    bpf::Datapath,
-    netfilter::WarmupRedirect,
     published::HostPort,
-    service::{HandBack, SteerMode, Steering},
+    service::{HandBack, SteerMode, Steered, Steering},
 };
 
-/// Work for the steering worker, which runs netfilter changes in order.
+/// A request to the steering worker.
 #[derive(Debug)]
-enum SteerJob {
-    /// Add the bindings to the warm-up redirect; with `already_started`,
-    /// also clear SYN_SENT entries of SYNs already DNAT'd to a container
-    /// that does not answer yet.
-    Warm {
-        /// The bindings to warm.
-        bindings: Vec<HostPort>,
-        /// See [`SteerMode::Warming`].
-        already_started: bool,
-    },
-    /// Leave the warm-up set (and clear SYN_SENT entries), then un-steer
-    /// if the service still wants the stock path: this order never sends a
-    /// new connection to a socket that does not accept.
-    Direct {
-        /// The service, whose mode is checked again before un-steering.
+pub(super) enum SteerRequest {
+    /// Track `service` under kernel index `id`, steered, no bindings yet.
+    Add {
+        /// The service.
         service: String,
-        /// Its bindings when it asked for the stock path.
-        bindings: Vec<HostPort>,
-        /// Told once every binding is on the stock path.
-        done: Option<oneshot::Sender<()>>,
+        /// Its kernel index.
+        id: ServiceId,
     },
-    /// Leave the warm-up set if in it (stop, failure, removal: the
-    /// bindings stay steered or are gone).
-    Cool(Vec<HostPort>),
+    /// Stop tracking `service`: its bindings go back to the stock path.
+    Remove {
+        /// The service.
+        service: String,
+    },
+    /// Docker now publishes `service`'s TCP ports at `bindings`.
+    Bindings {
+        /// The service.
+        service: String,
+        /// Where its TCP ports are published.
+        bindings: Vec<HostPort>,
+    },
+    /// The state machine asks for `mode`.
+    Mode {
+        /// The service.
+        service: String,
+        /// The mode.
+        mode: SteerMode,
+        /// Told once the sk_lookup side is in place.
+        steered: oneshot::Sender<()>,
+        /// For `Direct`: told once every binding is on the stock path.
+        handed_back: Option<oneshot::Sender<()>>,
+    },
+    /// Remove every entry still pointing at `id`, then say so.
+    Clear {
+        /// The index about to be reused.
+        id: ServiceId,
+        /// Told when done.
+        done: oneshot::Sender<()>,
+    },
 }
 
-/// [`Steering`] over the sk_lookup map and the warm-up redirect.
+/// The steering worker's mailbox. Cheap to clone; the worker ends once
+/// every clone is dropped.
+#[derive(Debug, Clone)]
 pub struct KernelSteering {
-    datapath: std::sync::Arc<Mutex<Datapath>>,
-    services: KernelServices,
-    jobs: mpsc::UnboundedSender<SteerJob>,
-}
-
-/// Takes a std lock; a poisoned one is taken anyway: every change made
-/// under these locks is a whole kernel map update, so a panicking holder
-/// cannot leave a half-written value behind.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+    requests: mpsc::UnboundedSender<SteerRequest>,
 }
 
 impl KernelSteering {
-    /// Creates the steering and its worker; the worker ends once this value
-    /// (and every clone of its sender) is dropped, so join it after the
-    /// service actors.
-    pub fn new(
-        datapath: std::sync::Arc<Mutex<Datapath>>,
-        services: KernelServices,
-        warmup: std::sync::Arc<WarmupRedirect>,
-    ) -> (Self, tokio::task::JoinHandle<()>) {
-        let (jobs, rx) = mpsc::unbounded_channel();
-        let worker = tokio::spawn(steering_worker(
-            rx,
-            std::sync::Arc::clone(&datapath),
-            std::sync::Arc::clone(&services),
-            warmup,
-        ));
-        (
-            Self {
-                datapath,
-                services,
-                jobs,
-            },
-            worker,
-        )
+    /// A mailbox and the receiving end the worker reads.
+    pub(super) fn channel() -> (Self, mpsc::UnboundedReceiver<SteerRequest>) {
+        let (requests, rx) = mpsc::unbounded_channel();
+        (Self { requests }, rx)
     }
 
-    fn services(&self) -> RwLockWriteGuard<'_, std::collections::HashMap<String, KernelService>> {
-        self.services
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
+    fn send(&self, request: SteerRequest) {
+        // The worker outlives every sender; a send error means shutdown.
+        let _ = self.requests.send(request);
     }
 
-    /// Starts tracking `service` under kernel `index`. Nothing is steered
-    /// until its bindings are known ([`Self::set_bindings`]); until its
-    /// state machine has looked at Docker, its mode is `Steered`, so a new
-    /// connection is held rather than refused.
-    pub fn add(&self, service: &str, index: u32) {
-        let _datapath = lock(&self.datapath);
-        self.services().insert(
-            service.to_owned(),
-            KernelService {
-                index,
-                bindings: Vec::new(),
-                mode: SteerMode::Steered,
-            },
-        );
+    /// Starts tracking `service` under kernel index `id`. Nothing is
+    /// steered until its bindings are known ([`Self::set_bindings`]);
+    /// until its state machine has looked at Docker, its mode is
+    /// `Steered`, so a new connection is held rather than refused.
+    pub(super) fn add(&self, service: &str, id: ServiceId) {
+        self.send(SteerRequest::Add {
+            service: service.to_owned(),
+            id,
+        });
     }
 
     /// Stops tracking `service`: its bindings go back to the stock path.
-    pub fn remove(&self, service: &str) {
-        let mut datapath = lock(&self.datapath);
-        let mut services = self.services();
-        let Some(kernel) = services.remove(service) else {
-            return;
-        };
-        for binding in &kernel.bindings {
-            unsteer(&mut datapath, service, *binding);
-        }
-        self.queue(SteerJob::Cool(kernel.bindings));
+    pub(super) fn remove(&self, service: &str) {
+        self.send(SteerRequest::Remove {
+            service: service.to_owned(),
+        });
     }
 
-    /// Records where Docker now publishes `service`'s TCP ports and moves
-    /// the kernel entries of a steered or warming service to them.
-    pub fn set_bindings(&self, service: &str, bindings: Vec<HostPort>) {
-        let mut datapath = lock(&self.datapath);
-        let mut services = self.services();
-        let Some(kernel) = services.get_mut(service) else {
-            return;
-        };
-        let old: BTreeSet<HostPort> = kernel.bindings.iter().copied().collect();
-        let new: BTreeSet<HostPort> = bindings.iter().copied().collect();
-        if old == new {
-            return;
-        }
-        kernel.bindings = new.iter().copied().collect();
-        tracing::info!(service, bindings = ?kernel.bindings, "published bindings");
-        let gone: Vec<HostPort> = old.difference(&new).copied().collect();
-        let added: Vec<HostPort> = new.difference(&old).copied().collect();
-        match kernel.mode {
-            // The stock path: a pending `Direct` job un-steers what was
-            // steered before; nothing new is steered.
-            SteerMode::Direct => {}
-            SteerMode::Steered | SteerMode::Warming { .. } => {
-                for binding in &gone {
-                    unsteer(&mut datapath, service, *binding);
-                }
-                for binding in &added {
-                    steer(&mut datapath, service, *binding, kernel.index);
-                }
-                self.queue(SteerJob::Cool(gone));
-                if let SteerMode::Warming { already_started } = kernel.mode {
-                    self.queue(SteerJob::Warm {
-                        bindings: added,
-                        already_started,
-                    });
-                }
-            }
-        }
+    /// Records where Docker now publishes `service`'s TCP ports; the kernel
+    /// entries of a steered or warming service move to them.
+    pub(super) fn set_bindings(&self, service: &str, bindings: Vec<HostPort>) {
+        self.send(SteerRequest::Bindings {
+            service: service.to_owned(),
+            bindings,
+        });
     }
 
-    fn queue(&self, job: SteerJob) {
-        // The worker outlives every actor; a send error means shutdown.
-        let _ = self.jobs.send(job);
+    /// Asks for every steering entry of `id` to be removed; the answer
+    /// comes once it is done.
+    pub(super) fn clear(&self, id: ServiceId) -> oneshot::Receiver<()> {
+        let (done, cleared) = oneshot::channel();
+        self.send(SteerRequest::Clear { id, done });
+        cleared
+    }
+
+    fn mode(
+        &self,
+        service: &str,
+        mode: SteerMode,
+        handed_back: Option<oneshot::Sender<()>>,
+    ) -> Steered {
+        let (steered, applied) = oneshot::channel();
+        self.send(SteerRequest::Mode {
+            service: service.to_owned(),
+            mode,
+            steered,
+            handed_back,
+        });
+        applied
     }
 }
 
 impl Steering for KernelSteering {
-    fn set_mode(&self, service: &str, mode: SteerMode) {
-        self.apply(service, mode, None);
+    fn set_mode(&self, service: &str, mode: SteerMode) -> Steered {
+        self.mode(service, mode, None)
     }
 
     fn hand_back(&self, service: &str) -> HandBack {
         let (done, handed_back) = oneshot::channel();
-        self.apply(service, SteerMode::Direct, Some(done));
+        // The hand-back's own answer says more than the steered one.
+        drop(self.mode(service, SteerMode::Direct, Some(done)));
         handed_back
-    }
-}
-
-impl KernelSteering {
-    /// Records `mode` for `service`, steers at once what must be steered,
-    /// and queues the netfilter work; `done` hears when a `Direct` has put
-    /// every binding on the stock path (dropped at once otherwise).
-    fn apply(&self, service: &str, mode: SteerMode, done: Option<oneshot::Sender<()>>) {
-        let mut datapath = lock(&self.datapath);
-        let mut services = self.services();
-        let Some(kernel) = services.get_mut(service) else {
-            tracing::warn!(service, ?mode, "steering asked for an unknown service");
-            return;
-        };
-        kernel.mode = mode;
-        let bindings = kernel.bindings.clone();
-        let job = match mode {
-            SteerMode::Steered | SteerMode::Warming { .. } => {
-                for binding in &bindings {
-                    steer(&mut datapath, service, *binding, kernel.index);
-                }
-                match mode {
-                    SteerMode::Warming { already_started } => SteerJob::Warm {
-                        bindings,
-                        already_started,
-                    },
-                    _ => SteerJob::Cool(bindings),
-                }
-            }
-            SteerMode::Direct => SteerJob::Direct {
-                service: service.to_owned(),
-                bindings,
-                done,
-            },
-        };
-        self.queue(job);
-    }
-}
-
-fn steer(datapath: &mut Datapath, service: &str, binding: HostPort, index: u32) {
-    if let Err(e) = datapath.steer(binding, index) {
-        tracing::error!(service, %binding, error = %e, "cannot steer to the agent");
-    }
-}
-
-fn unsteer(datapath: &mut Datapath, service: &str, binding: HostPort) {
-    if let Err(e) = datapath.unsteer(binding) {
-        tracing::error!(service, %binding, error = %e, "cannot un-steer");
-    }
-}
-
-async fn steering_worker(
-    mut jobs: mpsc::UnboundedReceiver<SteerJob>,
-    datapath: std::sync::Arc<Mutex<Datapath>>,
-    services: KernelServices,
-    warmup: std::sync::Arc<WarmupRedirect>,
-) {
-    while let Some(job) = jobs.recv().await {
-        match job {
-            SteerJob::Warm {
-                bindings,
-                already_started,
-            } => {
-                for binding in bindings {
-                    if let Err(e) = warmup.warm(binding).await {
-                        tracing::error!(%binding, error = %e, "cannot add to the warm-up redirect");
-                    }
-                    if !already_started {
-                        continue;
-                    }
-                    if let Err(e) = warmup.forget_syn_sent(binding).await {
-                        tracing::warn!(%binding, error = %e, "conntrack clean-up failed");
-                    }
-                }
-            }
-            SteerJob::Direct {
-                service,
-                bindings,
-                done,
-            } => {
-                for binding in bindings {
-                    cool(&warmup, binding).await;
-                    let mut datapath = lock(&datapath);
-                    // Checked under the datapath lock, which every steer
-                    // holds: a later steer cannot slip in between this
-                    // check and the un-steer.
-                    let still_direct = services
-                        .read()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .get(&service)
-                        .is_some_and(|k| k.mode == SteerMode::Direct);
-                    if still_direct {
-                        unsteer(&mut datapath, &service, binding);
-                    }
-                }
-                if let Some(done) = done {
-                    let _ = done.send(());
-                }
-            }
-            SteerJob::Cool(bindings) => {
-                for binding in bindings {
-                    cool(&warmup, binding).await;
-                }
-            }
-        }
-    }
-}
-
-async fn cool(warmup: &WarmupRedirect, binding: HostPort) {
-    if !warmup.warming().contains(&binding) {
-        return;
-    }
-    if let Err(e) = warmup.cool(binding).await {
-        tracing::error!(%binding, error = %e, "cannot remove from the warm-up redirect");
     }
 }

@@ -1,5 +1,6 @@
 //! Tests of RAM sampling and savings accounting on tokio's paused clock,
-//! with the services' statuses set by hand and a fake memory source.
+//! with the service's status set by hand, a fake memory source and the
+//! real state file owner in a temporary directory.
 
 use std::{
     sync::{Arc, Mutex},
@@ -7,35 +8,42 @@ use std::{
 };
 
 use tokio::{sync::watch, time::Instant};
+use tokio_util::sync::CancellationToken;
 
 use super::*;
-use crate::api::Control;
 use crate::{
-    agent::control::ServiceEntry,
+    agent::{
+        ids::ServiceId,
+        registry::{Registry, ServiceCells, ServiceRecord},
+        state_owner::{self, StateHandle},
+    },
     config::{Config, ThemeCatalog},
-    metrics::Metrics,
     service::{ServiceHandle, ServiceSettings, ServiceStatus},
     state::{unix_hour, StateStore},
 };
 
 const GB: u64 = 1_000_000_000;
 
-/// A table of one service, "web", whose status the test sets.
+/// A registry of one service, "web", whose status the test sets.
 struct Fixture {
-    services: Arc<Services>,
+    task: MemoryTask,
     status: watch::Sender<ServiceStatus>,
-    _dir: tempfile::TempDir,
+    record: Arc<ServiceRecord>,
+    state: StateHandle,
+    metrics: Arc<Metrics>,
+    closing: CancellationToken,
+    owner: tokio::task::JoinHandle<()>,
+    _registry: Registry,
+    dir: tempfile::TempDir,
 }
 
 impl Fixture {
-    fn new() -> Self {
+    fn new(source: Arc<dyn MemorySource>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let (store, _) = StateStore::open(dir.path()).expect("state");
-        let services = Arc::new(Services::new(
-            Arc::new(Metrics::new()),
-            Arc::new(Mutex::new(store)),
-            None,
-        ));
+        let closing = CancellationToken::new();
+        let (state, owner) = state_owner::start(store, closing.clone());
+        let owner = tokio::spawn(owner);
         let config = Config::parse(
             "[[service]]\nname = \"web\"\nport = 8080\ncontainers = [\"web\"]\n",
             "autostop.toml",
@@ -50,15 +58,27 @@ impl Fixture {
         };
         let (status, status_rx) = watch::channel(ServiceStatus::initial(&settings, Instant::now()));
         let (tx, _rx) = tokio::sync::mpsc::channel(8);
-        services.insert(ServiceEntry {
+        let (mut registry, directory, _routes) = Registry::new();
+        let record = registry.insert(ServiceRecord {
+            id: ServiceId(0),
             config: config.services[0].clone(),
             handle: ServiceHandle { tx, status_rx },
             held: Arc::new(tokio::sync::Semaphore::new(8)),
+            handover: Arc::new(tokio::sync::Semaphore::new(8)),
+            cells: Arc::new(ServiceCells::default()),
         });
+        let metrics = Arc::new(Metrics::new());
+        let task = MemoryTask::new(source, directory, state.clone(), Arc::clone(&metrics));
         Self {
-            services,
+            task,
             status,
-            _dir: dir,
+            record,
+            state,
+            metrics,
+            closing,
+            owner,
+            _registry: registry,
+            dir,
         }
     }
 
@@ -69,13 +89,25 @@ impl Fixture {
         });
     }
 
-    fn saved(&self) -> f64 {
-        self.services
-            .state()
-            .lock()
-            .expect("state")
-            .service("web")
-            .memory_saved_byte_seconds
+    /// What the state owner remembers now (after the updates sent so far).
+    async fn remembered(&self) -> crate::state::ServiceMemory {
+        self.state.flush().await;
+        self.state.service("web")
+    }
+
+    async fn saved(&self) -> f64 {
+        self.remembered().await.memory_saved_byte_seconds
+    }
+
+    fn live(&self) -> Option<MemoryUse> {
+        *self.record.cells.memory.borrow()
+    }
+
+    async fn close(self) -> tempfile::TempDir {
+        drop(self.task);
+        self.closing.cancel();
+        self.owner.await.expect("state owner");
+        self.dir
     }
 }
 
@@ -89,11 +121,11 @@ impl MemorySource for FakeSource {
     }
 }
 
-fn uses(used: u64, limit: u64) -> FakeSource {
-    FakeSource(Mutex::new(Ok(Some(MemoryUse {
+fn uses(used: u64, limit: u64) -> Arc<FakeSource> {
+    Arc::new(FakeSource(Mutex::new(Ok(Some(MemoryUse {
         used_bytes: used,
         limit_bytes: limit,
-    }))))
+    })))))
 }
 
 #[tokio::test(start_paused = true)]
@@ -119,76 +151,74 @@ async fn ledger_counts_each_stopped_second_once() {
 
 #[tokio::test(start_paused = true)]
 async fn running_memory_is_sampled_then_saved_while_stopped() {
-    let f = Fixture::new();
+    let mut f = Fixture::new(uses(6_200_000_000, 8 * GB));
     f.enter(ServiceState::Ready);
-    let source = uses(6_200_000_000, 8 * GB);
-    sample(&source, &f.services).await;
-    let view = f.services.service("web").expect("view");
-    assert_eq!(view.memory_bytes, Some(6_200_000_000));
-    assert_eq!(view.memory_limit_bytes, Some(8 * GB));
+    f.task.sample().await;
+    assert_eq!(
+        f.live(),
+        Some(MemoryUse {
+            used_bytes: 6_200_000_000,
+            limit_bytes: 8 * GB
+        })
+    );
     assert!(f
-        .services
         .metrics
         .render()
         .contains("autostop_memory_bytes{service=\"web\"} 6200000000"));
 
     // Nothing is saved while it runs.
     tokio::time::advance(Duration::from_secs(3600)).await;
-    accrue(&f.services, Instant::now(), SystemTime::now());
-    assert_eq!(f.saved(), 0.0);
+    f.task.accrue(Instant::now(), SystemTime::now());
+    assert_eq!(f.saved().await, 0.0);
 
     // Stopped for 22.8 h, accounted every 15 s, as the agent does.
     f.enter(ServiceState::Stopped);
-    on_stopped(&f.services, "web");
-    assert_eq!(f.services.service("web").expect("view").memory_bytes, None);
+    f.task.on_event(SavingsEvent::Stopped("web".into()));
+    assert_eq!(f.live(), None);
     let ticks = (22.8 * 3600.0 / 15.0) as u32;
     for _ in 0..ticks {
         tokio::time::advance(SAMPLE_EVERY).await;
-        accrue(&f.services, Instant::now(), SystemTime::now());
+        f.task.accrue(Instant::now(), SystemTime::now());
         // A stopped service is not sampled: the last value stays.
-        sample(&source, &f.services).await;
+        f.task.sample().await;
     }
-    let gb_h = f.saved() / 1e9 / 3600.0;
+    let gb_h = f.saved().await / 1e9 / 3600.0;
     assert!(
         (gb_h - 6.2 * 22.8).abs() < 1e-6,
         "6.2 GB × 22.8 h, got {gb_h}"
     );
-    let view = f.services.service("web").expect("view");
-    assert!((view.ram_saved_gb_h - 141.36).abs() < 1e-6);
+    let remembered = f.remembered().await;
+    let day = remembered.saved_last_24h(unix_hour(SystemTime::now()));
     assert!(
-        view.ram_saved_gb_h_24h > 0.0 && view.ram_saved_gb_h_24h <= view.ram_saved_gb_h,
-        "the last-24 h figure is part of the total: {}",
-        view.ram_saved_gb_h_24h
+        day > 0.0 && day <= remembered.memory_saved_byte_seconds,
+        "the last-24 h figure is part of the total: {day}"
     );
     assert!(f
-        .services
         .metrics
         .render()
         .contains("autostop_memory_saved_byte_seconds_total{service=\"web\"}"));
 
     // A start 10 s after the last tick credits those 10 s, once.
     tokio::time::advance(Duration::from_secs(10)).await;
-    let before = f.saved();
-    on_starting(&f.services, "web");
+    let before = f.saved().await;
+    f.task.on_event(SavingsEvent::Starting("web".into()));
     f.enter(ServiceState::Starting);
-    accrue(&f.services, Instant::now(), SystemTime::now());
-    assert_eq!(f.saved() - before, 6_200_000_000.0 * 10.0);
+    f.task.accrue(Instant::now(), SystemTime::now());
+    assert_eq!(f.saved().await - before, 6_200_000_000.0 * 10.0);
+    f.close().await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_failed_sample_keeps_the_last_value() {
-    let f = Fixture::new();
-    f.enter(ServiceState::Ready);
     let source = uses(300 * 1_000_000, 2 * GB);
-    sample(&source, &f.services).await;
+    let mut f = Fixture::new(Arc::clone(&source) as _);
+    f.enter(ServiceState::Ready);
+    f.task.sample().await;
     *source.0.lock().expect("fake") = Err("docker unreachable".into());
-    sample(&source, &f.services).await;
-    assert_eq!(
-        f.services.service("web").expect("view").memory_bytes,
-        Some(300_000_000)
-    );
-    let remembered = f.services.state().lock().expect("state").service("web");
-    assert_eq!(remembered.last_memory_bytes, Some(300_000_000));
+    f.task.sample().await;
+    assert_eq!(f.live().map(|m| m.used_bytes), Some(300_000_000));
+    assert_eq!(f.remembered().await.last_memory_bytes, Some(300_000_000));
+    f.close().await;
 }
 
 /// Answers only when told to, to model a sample still in flight.
@@ -207,43 +237,49 @@ impl MemorySource for SlowSource {
 
 #[tokio::test(start_paused = true)]
 async fn a_sample_answering_after_the_stop_is_not_shown() {
-    let f = Fixture::new();
+    let source = Arc::new(SlowSource(tokio::sync::Notify::new()));
+    let mut f = Fixture::new(Arc::clone(&source) as _);
     f.enter(ServiceState::Ready);
-    let source = SlowSource(tokio::sync::Notify::new());
-    let sampling = sample(&source, &f.services);
+    let status = f.status.clone();
+    let record = Arc::clone(&f.record);
+    let metrics = Arc::clone(&f.metrics);
     let stop = async {
         tokio::task::yield_now().await;
-        f.enter(ServiceState::Stopping);
-        on_stopped(&f.services, "web");
+        status.send_modify(|s| s.state = ServiceState::Stopping);
+        record.cells.memory.send_replace(None);
+        metrics.set_memory("web", 0);
         source.0.notify_one();
     };
-    tokio::join!(sampling, stop);
-    let view = f.services.service("web").expect("view");
-    assert_eq!(view.memory_bytes, None, "{view:?}");
+    tokio::join!(f.task.sample(), stop);
+    assert_eq!(f.live(), None);
     assert!(f
-        .services
         .metrics
         .render()
         .contains("autostop_memory_bytes{service=\"web\"} 0"));
+    f.close().await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn savings_survive_a_restart_through_the_state_file() {
-    let f = Fixture::new();
+    let mut f = Fixture::new(uses(GB, 2 * GB));
     f.enter(ServiceState::Ready);
-    sample(&uses(GB, 2 * GB), &f.services).await;
+    f.task.sample().await;
     f.enter(ServiceState::Stopped);
     tokio::time::advance(Duration::from_secs(3600)).await;
     let shutdown = CancellationToken::new();
     shutdown.cancel();
-    // The loop's last act is one accounting step and a save.
-    run(
-        Arc::new(uses(GB, 2 * GB)),
-        Arc::clone(&f.services),
-        shutdown,
-    )
-    .await;
-    let (reopened, _) = StateStore::open(f._dir.path()).expect("reopen");
+    // The loop's last act is one accounting step and a write.
+    let replacement = MemoryTask::new(
+        uses(GB, 2 * GB),
+        f.task.directory.clone(),
+        f.state.clone(),
+        Arc::clone(&f.metrics),
+    );
+    let task = std::mem::replace(&mut f.task, replacement);
+    let (_events, rx) = tokio::sync::mpsc::unbounded_channel();
+    task.run(rx, shutdown).await;
+    let dir = f.close().await;
+    let (reopened, _) = StateStore::open(dir.path()).expect("reopen");
     let m = reopened.service("web");
     assert_eq!(m.last_memory_bytes, Some(GB));
     assert_eq!(m.memory_saved_byte_seconds, 1e9 * 3600.0);

@@ -42,7 +42,7 @@ pub struct ServiceView {
     /// Service name from the config.
     pub name: String,
     /// `stopped`, `starting`, `ready`, `stopping`, `failed` or `unknown`.
-    pub state: String,
+    pub state: crate::service::StateName,
     /// Seconds the service has been in `state`.
     pub state_for_s: u64,
     /// `dynamic` or `blocking`.

@@ -9,7 +9,7 @@ use autostop_common::family;
 use aya::maps::{MapData, RingBuf};
 use tokio::io::{unix::AsyncFd, Interest};
 
-use super::{BpfError, Datapath};
+use super::BpfError;
 
 /// Address family of a steered connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,7 +77,7 @@ impl WakeEvent {
 }
 
 /// The single reader of the wake event ring buffer. Keeps the ring buffer
-/// map alive on its own, so it may outlive the [`Datapath`] (then no new
+/// map alive on its own, so it may outlive the [`super::Datapath`] (then no new
 /// events arrive).
 pub struct WakeEvents {
     /// The ring buffer, registered with tokio's reactor for readability.
@@ -125,18 +125,16 @@ fn next_event(ring: &mut RingBuf<MapData>) -> Option<WakeEvent> {
     }
 }
 
-impl Datapath {
-    /// Hands out the wake event stream. There is one reader: a second call
-    /// fails with [`BpfError::EventsTaken`]. Must be called inside a tokio
-    /// runtime (the stream registers with its reactor).
-    pub fn wake_events(&mut self) -> Result<WakeEvents, BpfError> {
+impl WakeEvents {
+    /// Registers the ring buffer with tokio's reactor (so it must be called
+    /// inside a tokio runtime).
+    pub(super) fn register(ring: RingBuf<MapData>) -> Result<Self, BpfError> {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(BpfError::Io {
                 what: "registering the wake event ring buffer",
                 source: std::io::Error::other("not inside a tokio runtime"),
             });
         }
-        let ring = self.wake_ring.take().ok_or(BpfError::EventsTaken)?;
         // SAFETY: the RingBuf owns its map fd (through MapData) and returns
         // that same fd from as_raw_fd for as long as it lives; the AsyncFd
         // owns the RingBuf, so the fd stays open while registered.

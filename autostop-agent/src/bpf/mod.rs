@@ -1,42 +1,49 @@
 //! The agent's handle on the kernel programs: loads the eBPF object embedded
-//! at build time and owns its programs, maps and links through [`Datapath`].
+//! at build time and owns its programs, maps and links through [`Datapath`],
+//! which the agent cuts into parts, one per task that uses it
+//! ([`Datapath::into_parts`]):
 //!
-//! - [`targets`]: the traffic classifier, its attachment to interfaces, the
-//!   destinations it counts and the counters it keeps.
-//! - [`steering`]: the sk_lookup program that hands new connections to
-//!   stopped services' ports to the agent's listener.
+//! - [`classifier`]: the loaded object (both programs and their links),
+//!   the classifier's attachment to interfaces, its counters
+//!   ([`Classifier`]) and a read-only view of them ([`ActivityReader`]);
+//!   [`targets`]: the destinations it counts.
+//! - [`steering`]: the sk_lookup maps that hand new connections to stopped
+//!   services' ports to the agent's listener ([`SteeringMaps`]).
 //! - `port_filter`: the one-byte-per-port arrays both programs read first.
-//! - [`events`]: the wake events that program sends, as an async stream.
-//! - [`sources`]: source CIDRs whose traffic is not activity.
+//! - [`events`]: the wake events the sk_lookup program sends, as an async
+//!   stream.
+//! - [`sources`]: source CIDRs whose traffic is not activity
+//!   ([`SourceFilter`]).
 //! - [`calibration`]: an empty classifier, the benchmark's yardstick.
+//! - `whole`: [`Datapath`]'s own methods, forwarded to its parts.
 //!
-//! Everything is owned by [`Datapath`]: dropping it (or the process dying)
-//! closes the link and program file descriptors, and the kernel detaches the
-//! programs by itself. Nothing is pinned, so a dead agent leaves the stock
-//! datapath behind (fail open).
+//! Dropping the [`Classifier`] (or the process dying) closes the link and
+//! program file descriptors, and the kernel detaches the programs by
+//! itself. Nothing is pinned, so a dead agent leaves the stock datapath
+//! behind (fail open).
 
 pub mod calibration;
+pub mod classifier;
 pub mod events;
 mod port_filter;
 pub mod sources;
 pub mod steering;
 pub mod targets;
+mod whole;
 
-use std::collections::BTreeSet;
-
-use autostop_common::{
-    names, Activity, DatapathStats, SteerKey, TargetKey, TargetSlotV4, MAX_SERVICES,
-};
+use autostop_common::{names, MAX_SERVICES};
 use aya::{
-    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf, SockMap},
-    programs::{sk_lookup::SkLookupLinkId, SchedClassifier, SkLookup},
+    maps::{MapData, RingBuf},
+    programs::{SchedClassifier, SkLookup},
     Ebpf,
 };
 
 use port_filter::PortFilter;
 
+pub use classifier::{ActivityReader, Classifier};
 pub use events::{Family, WakeEvent, WakeEvents};
-pub use steering::ListenerSlots;
+pub use sources::SourceFilter;
+pub use steering::{ListenerSlots, SteeringMaps};
 pub use targets::{Target, TargetParseError};
 
 /// The kernel object built from `autostop-ebpf` by this crate's build script.
@@ -106,51 +113,35 @@ pub enum BpfError {
     EventsTaken,
 }
 
-/// The loaded kernel programs and the agent's view of their maps.
+/// The loaded kernel programs and the agent's view of their maps, in one
+/// value: for tools (`autostop watch`) and tests. The agent splits it with
+/// [`Datapath::into_parts`] so that each part is owned by the one task that
+/// uses it; [`whole`] forwards the parts' methods for everyone else.
 pub struct Datapath {
-    /// Owns programs, maps still inside it and links; dropping it detaches
-    /// everything.
-    ebpf: Ebpf,
-    /// Destination → service index.
-    targets: HashMap<MapData, TargetKey, u32>,
-    /// Port → 1 while some target has that port (the classifier's first,
-    /// cheap filter).
-    target_ports: PortFilter,
-    /// IPv4 slot → target (or "shared"): the classifier's direct-mapped
-    /// copy of the IPv4 part of `targets`.
-    targets_v4: Array<MapData, TargetSlotV4>,
-    /// The keys now in `targets` with their service, so adding one twice
-    /// counts once and a slot can be rebuilt from the keys that hash to it.
-    target_keys: std::collections::HashMap<TargetKey, u32>,
-    /// Per-service, per-CPU traffic counters.
-    activity: PerCpuArray<MapData, Activity>,
-    /// Classifier and steering health counters.
-    stats: PerCpuArray<MapData, DatapathStats>,
-    /// Interfaces the classifier is attached to, with the link that holds it.
-    attached: Vec<targets::Attachment>,
-    /// Steered (local address, TCP port) → service index, for ports
-    /// published on one address.
-    steered: HashMap<MapData, SteerKey, u32>,
-    /// Steered TCP port → service index, for ports published on every
-    /// address.
-    steered_any: HashMap<MapData, u16, u32>,
-    /// Port → which of the two maps hold it (the sk_lookup program's first,
-    /// cheap filter).
-    steered_ports: PortFilter,
-    /// The agent's listener sockets, by family slot.
-    listeners: SockMap<MapData>,
+    /// The loaded object (programs and links), the targets and counters.
+    classifier: Classifier,
+    /// The sk_lookup maps and the listener slots.
+    steering: SteeringMaps,
+    /// Ignored source CIDRs.
+    sources: SourceFilter,
     /// Wake events, until [`Datapath::wake_events`] hands them out.
     wake_ring: Option<RingBuf<MapData>>,
-    /// Ignored source CIDRs.
-    ignored: LpmTrie<MapData, [u8; 16], u8>,
-    /// The (prefix length, address) keys now in `ignored`, so a new set can
-    /// replace the old one entry by entry.
-    ignored_keys: BTreeSet<(u32, [u8; 16])>,
-    /// How many keys `ignored` has, read by the programs before the trie.
-    ignored_count: Array<MapData, u32>,
-    /// The bpf_link of the sk_lookup program in the agent's netns, if
-    /// attached.
-    steering_link: Option<SkLookupLinkId>,
+}
+
+/// The datapath cut into the parts the agent's tasks own (see
+/// [`Datapath::into_parts`]).
+pub struct DatapathParts {
+    /// Programs, links, targets and counters: the endpoint refresher's.
+    pub classifier: Classifier,
+    /// A read-only view of the activity counters, for the services' idle
+    /// checks (reads need no exclusive access).
+    pub activity: ActivityReader,
+    /// The steering maps and listener slots: the steering worker's.
+    pub steering: SteeringMaps,
+    /// The ignored sources: whoever applies config reloads.
+    pub sources: SourceFilter,
+    /// The wake events: the wake loop's.
+    pub wake_events: WakeEvents,
 }
 
 impl Datapath {
@@ -176,7 +167,7 @@ impl Datapath {
         let wake_ring = take_map(&mut ebpf, names::WAKE_EVENTS)?;
         let ignored = take_map(&mut ebpf, names::IGNORED_SOURCES)?;
         let ignored_count = take_map(&mut ebpf, names::IGNORED_SOURCE_COUNT)?;
-        classifier(&mut ebpf)?
+        classifier_program(&mut ebpf)?
             .load()
             .map_err(|source| BpfError::Program {
                 program: names::COUNT_TRAFFIC,
@@ -189,76 +180,27 @@ impl Datapath {
                 source,
             })?;
         Ok(Self {
-            ebpf,
-            targets,
-            target_ports,
-            targets_v4,
-            target_keys: std::collections::HashMap::new(),
-            activity,
-            stats,
-            attached: Vec::new(),
-            steered,
-            steered_any,
-            steered_ports,
-            listeners,
+            classifier: Classifier::new(ebpf, targets, target_ports, targets_v4, activity, stats),
+            steering: SteeringMaps::new(steered, steered_any, steered_ports, listeners),
+            sources: SourceFilter::new(ignored, ignored_count),
             wake_ring: Some(wake_ring),
-            ignored,
-            ignored_keys: BTreeSet::new(),
-            ignored_count,
-            steering_link: None,
         })
     }
 
-    /// Kernel id of the classifier program, as listed by `bpftool prog`.
-    pub fn program_id(&self) -> Result<u32, BpfError> {
-        let program: &SchedClassifier = self
-            .ebpf
-            .program(names::COUNT_TRAFFIC)
-            .and_then(|p| p.try_into().ok())
-            .ok_or(BpfError::MissingMap(names::COUNT_TRAFFIC))?;
-        program
-            .info()
-            .map(|info| info.id())
-            .map_err(|source| BpfError::Program {
-                program: names::COUNT_TRAFFIC,
-                source,
-            })
-    }
-
-    /// Kernel id of the sk_lookup program, as listed by `bpftool prog`.
-    pub fn steering_program_id(&self) -> Result<u32, BpfError> {
-        let program: &SkLookup = self
-            .ebpf
-            .program(names::STEER_LOOKUP)
-            .and_then(|p| p.try_into().ok())
-            .ok_or(BpfError::MissingMap(names::STEER_LOOKUP))?;
-        program
-            .info()
-            .map(|info| info.id())
-            .map_err(|source| BpfError::Program {
-                program: names::STEER_LOOKUP,
-                source,
-            })
-    }
-
-    /// The classifier's and the steering program's own counters, summed over
-    /// CPUs.
-    pub fn stats(&self) -> Result<DatapathStats, BpfError> {
-        let per_cpu = self.stats.get(&0, 0).map_err(|source| BpfError::Map {
-            map: names::DATAPATH_STATS,
-            source,
-        })?;
-        Ok(per_cpu
-            .iter()
-            .fold(DatapathStats::default(), |sum, cpu| DatapathStats {
-                packets_seen: sum.packets_seen + cpu.packets_seen,
-                packets_matched: sum.packets_matched + cpu.packets_matched,
-                packets_ignored: sum.packets_ignored + cpu.packets_ignored,
-                steered_lookups: sum.steered_lookups + cpu.steered_lookups,
-                steer_failures: sum.steer_failures + cpu.steer_failures,
-                wake_events_sent: sum.wake_events_sent + cpu.wake_events_sent,
-                wake_events_lost: sum.wake_events_lost + cpu.wake_events_lost,
-            }))
+    /// Cuts the datapath into the parts the agent's tasks own. Must be
+    /// called inside a tokio runtime (the wake events register with its
+    /// reactor); fails with [`BpfError::EventsTaken`] when
+    /// [`Datapath::wake_events`] already handed them out.
+    pub fn into_parts(mut self) -> Result<DatapathParts, BpfError> {
+        let wake_events = self.wake_events()?;
+        let activity = self.classifier.activity_reader()?;
+        Ok(DatapathParts {
+            classifier: self.classifier,
+            activity,
+            steering: self.steering,
+            sources: self.sources,
+            wake_events,
+        })
     }
 }
 
@@ -277,7 +219,7 @@ where
 }
 
 /// The classifier program inside the object.
-fn classifier(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, BpfError> {
+fn classifier_program(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, BpfError> {
     typed_program(ebpf, names::COUNT_TRAFFIC)
 }
 

@@ -5,12 +5,34 @@
 use std::{collections::BTreeSet, net::IpAddr};
 
 use autostop_common::{names, v4_mapped};
-use aya::maps::{lpm_trie::Key, MapError};
+use aya::maps::{lpm_trie::Key, Array, LpmTrie, MapData, MapError};
 use ipnet::IpNet;
 
-use super::{BpfError, Datapath};
+use super::BpfError;
 
-impl Datapath {
+/// The ignored sources' trie and its count, read by both programs.
+pub struct SourceFilter {
+    /// Ignored source CIDRs.
+    ignored: LpmTrie<MapData, [u8; 16], u8>,
+    /// The (prefix length, address) keys now in `ignored`, so a new set can
+    /// replace the old one entry by entry.
+    ignored_keys: BTreeSet<(u32, [u8; 16])>,
+    /// How many keys `ignored` has, read by the programs before the trie.
+    ignored_count: Array<MapData, u32>,
+}
+
+impl SourceFilter {
+    pub(super) fn new(
+        ignored: LpmTrie<MapData, [u8; 16], u8>,
+        ignored_count: Array<MapData, u32>,
+    ) -> Self {
+        Self {
+            ignored,
+            ignored_keys: BTreeSet::new(),
+            ignored_count,
+        }
+    }
+
     /// Replaces the set of ignored source CIDRs with `nets` (host bits are
     /// dropped; an empty slice ignores nothing).
     pub fn set_ignored_sources(&mut self, nets: &[IpNet]) -> Result<(), BpfError> {

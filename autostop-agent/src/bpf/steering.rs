@@ -10,10 +10,10 @@
 //! answered on another address while its service sleeps. Only those are
 //! touched; on any kernel-side error the
 //! stock lookup goes on (fail open). Connections the agent already accepted
-//! survive [`Datapath::unsteer`].
+//! survive [`SteeringMaps::unsteer`]. Attaching the program is the
+//! [`super::Classifier`]'s (it owns the loaded object).
 
 use std::{
-    fs::File,
     io,
     mem::{size_of, MaybeUninit},
     net::{IpAddr, Ipv6Addr},
@@ -23,9 +23,9 @@ use std::{
 use autostop_common::{
     names, SteerKey, LISTENER_SLOT_V4, LISTENER_SLOT_V6, MAX_SERVICES, STEER_ANY, STEER_EXACT,
 };
-use aya::maps::MapError;
+use aya::maps::{HashMap, MapData, MapError, SockMap};
 
-use super::{steering_program, BpfError, Datapath};
+use super::{BpfError, PortFilter};
 use crate::published::HostPort;
 
 /// Which listener slots a registered socket took: an IPv4 listener takes
@@ -40,43 +40,36 @@ pub struct ListenerSlots {
     pub ipv6: bool,
 }
 
-impl Datapath {
-    /// Attaches the sk_lookup program to the agent's own network namespace
-    /// through a bpf_link owned by this `Datapath`. Idempotent.
-    pub fn attach_steering(&mut self) -> Result<(), BpfError> {
-        if self.steering_link.is_some() {
-            return Ok(());
+/// The sk_lookup program's maps: the steered bindings (by address and
+/// port, and by port alone), their port filter, and the agent's listener
+/// slots.
+pub struct SteeringMaps {
+    /// Steered (local address, TCP port) → service index, for ports
+    /// published on one address.
+    steered: HashMap<MapData, SteerKey, u32>,
+    /// Steered TCP port → service index, for ports published on every
+    /// address.
+    steered_any: HashMap<MapData, u16, u32>,
+    /// Port → which of the two maps hold it (the sk_lookup program's first,
+    /// cheap filter).
+    steered_ports: PortFilter,
+    /// The agent's listener sockets, by family slot.
+    listeners: SockMap<MapData>,
+}
+
+impl SteeringMaps {
+    pub(super) fn new(
+        steered: HashMap<MapData, SteerKey, u32>,
+        steered_any: HashMap<MapData, u16, u32>,
+        steered_ports: PortFilter,
+        listeners: SockMap<MapData>,
+    ) -> Self {
+        Self {
+            steered,
+            steered_any,
+            steered_ports,
+            listeners,
         }
-        let netns = File::open("/proc/self/ns/net").map_err(|source| BpfError::Io {
-            what: "opening /proc/self/ns/net",
-            source,
-        })?;
-        let link = steering_program(&mut self.ebpf)?
-            .attach(netns)
-            .map_err(|source| BpfError::Program {
-                program: names::STEER_LOOKUP,
-                source,
-            })?;
-        self.steering_link = Some(link);
-        Ok(())
-    }
-
-    /// Detaches the sk_lookup program; a no-op when it is not attached.
-    pub fn detach_steering(&mut self) -> Result<(), BpfError> {
-        let Some(link) = self.steering_link.take() else {
-            return Ok(());
-        };
-        steering_program(&mut self.ebpf)?
-            .detach(link)
-            .map_err(|source| BpfError::Program {
-                program: names::STEER_LOOKUP,
-                source,
-            })
-    }
-
-    /// Whether the sk_lookup program is attached.
-    pub fn steering_attached(&self) -> bool {
-        self.steering_link.is_some()
     }
 
     /// Makes `listener` (a listening TCP socket of the agent) the one that
@@ -168,6 +161,17 @@ impl Datapath {
             }
             Err(source) => Err(BpfError::Map { map, source }),
         }
+    }
+
+    /// Un-steers every binding steered to `service`, before its index is
+    /// given to another service.
+    pub fn clear_service(&mut self, service: u32) -> Result<(), BpfError> {
+        for (binding, owner) in self.steered()? {
+            if owner == service {
+                self.unsteer(binding)?;
+            }
+        }
+        Ok(())
     }
 
     /// The steered bindings with their service indexes, in order.

@@ -1,6 +1,7 @@
-//! The traffic classifier's side of [`Datapath`]: attaching it to
-//! interfaces through tcx bpf_links, telling the kernel which destinations
-//! belong to which service, and reading the per-service activity counters.
+//! The destinations the traffic classifier counts: which container address
+//! and port (or published host port) belongs to which service index, in the
+//! kernel's hash map and its direct-mapped IPv4 copy ([`Classifier`]'s
+//! targets), and how a service's index is cleared before reuse.
 
 use std::{
     fmt,
@@ -8,34 +9,13 @@ use std::{
     str::FromStr,
 };
 
-use super::{classifier, BpfError, Datapath};
+use super::{BpfError, Classifier};
 use crate::config::Protocol;
-use autostop_common::{names, proto, Activity, TargetKey, TargetSlotV4, MAX_SERVICES};
-use aya::programs::{tc::SchedClassifierLinkId, TcAttachType};
+use autostop_common::{names, proto, TargetKey, TargetSlotV4, MAX_SERVICES};
 
 /// The one flag of `TARGET_PORTS`: some target has the port (the
 /// classifier reads any non-zero byte).
 const TARGET_PORT: u8 = 1;
-
-/// The classifier on one interface.
-pub(super) struct Attachment {
-    /// Interface name, as the caller gave it.
-    pub(super) interface: String,
-    /// Its index when attached (`None` if it could not be read): a new
-    /// index under the same name is a new interface.
-    pub(super) index: Option<u32>,
-    /// The tcx link that holds the program there.
-    pub(super) link: SchedClassifierLinkId,
-}
-
-/// Index of interface `name`, `None` if there is none.
-fn interface_index(name: &str) -> Option<u32> {
-    let name = std::ffi::CString::new(name).ok()?;
-    // SAFETY: `name` is a valid NUL-terminated string that outlives the
-    // call; if_nametoindex only reads it.
-    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    (index != 0).then_some(index)
-}
 
 /// Kernel protocol number of a service port's protocol.
 fn protocol_number(protocol: Protocol) -> u8 {
@@ -105,61 +85,7 @@ impl fmt::Display for Target {
     }
 }
 
-impl Datapath {
-    /// Attaches the classifier to the egress side of `interface` (traffic the
-    /// host sends out of it: for a Docker bridge, traffic into containers).
-    /// Uses a tcx bpf_link, so the attachment dies with the agent.
-    ///
-    /// A no-op when already attached to that very interface. An interface
-    /// deleted and made again under the same name (a network removed and
-    /// recreated with a fixed `com.docker.network.bridge.name`) is a new
-    /// interface whose old link died with the old one: it is attached again.
-    pub fn attach_egress(&mut self, interface: &str) -> Result<(), BpfError> {
-        let index = interface_index(interface);
-        if let Some(position) = self.attached.iter().position(|a| a.interface == interface) {
-            if index.is_some() && self.attached[position].index == index {
-                return Ok(());
-            }
-            let stale = self.attached.swap_remove(position);
-            // The kernel already dropped this link with its interface;
-            // detaching only releases our file descriptor.
-            let _ = classifier(&mut self.ebpf)?.detach(stale.link);
-        }
-        let link = classifier(&mut self.ebpf)?
-            .attach(interface, TcAttachType::Egress)
-            .map_err(|source| BpfError::Attach {
-                program: names::COUNT_TRAFFIC,
-                interface: interface.to_owned(),
-                source,
-            })?;
-        self.attached.push(Attachment {
-            interface: interface.to_owned(),
-            index,
-            link,
-        });
-        Ok(())
-    }
-
-    /// Detaches the classifier from `interface`; a no-op if it was not
-    /// attached (the interface may already be gone with its link).
-    pub fn detach(&mut self, interface: &str) -> Result<(), BpfError> {
-        let Some(position) = self.attached.iter().position(|a| a.interface == interface) else {
-            return Ok(());
-        };
-        let attachment = self.attached.swap_remove(position);
-        classifier(&mut self.ebpf)?
-            .detach(attachment.link)
-            .map_err(|source| BpfError::Program {
-                program: names::COUNT_TRAFFIC,
-                source,
-            })
-    }
-
-    /// Interfaces the classifier is attached to.
-    pub fn attached_interfaces(&self) -> impl Iterator<Item = &str> {
-        self.attached.iter().map(|a| a.interface.as_str())
-    }
-
+impl Classifier {
     /// Counts traffic to `target` as activity of service `service` (adding
     /// a known target again only updates its service).
     pub fn add_target(&mut self, target: &Target, service: u32) -> Result<(), BpfError> {
@@ -189,7 +115,10 @@ impl Datapath {
 
     /// Stops counting traffic to `target`. Unknown targets are ignored.
     pub fn remove_target(&mut self, target: &Target) -> Result<(), BpfError> {
-        let key = target.key();
+        self.remove_key(target.key())
+    }
+
+    fn remove_key(&mut self, key: TargetKey) -> Result<(), BpfError> {
         let was_known = self.target_keys.remove(&key).is_some();
         // The slot forgets the target before the hash map does.
         self.rebuild_v4_slot(&key)?;
@@ -232,26 +161,30 @@ impl Datapath {
             })
     }
 
-    /// Activity of one service, summed over CPUs (`last_seen_ns` is the
-    /// newest of them).
-    pub fn activity(&self, service: u32) -> Result<Activity, BpfError> {
-        if service >= MAX_SERVICES {
-            return Err(BpfError::ServiceIndex(service));
-        }
-        let per_cpu = self
-            .activity
-            .get(&service, 0)
-            .map_err(|source| BpfError::Map {
-                map: names::ACTIVITY,
-                source,
-            })?;
-        Ok(per_cpu
+    /// Forgets `service` before its index is given to another service:
+    /// every counted destination that points at it is removed, then its
+    /// counters are set back to zero, so the next service under this index
+    /// inherits neither targets nor counts.
+    pub fn clear_service(&mut self, service: u32) -> Result<(), BpfError> {
+        let keys: Vec<TargetKey> = self
+            .target_keys
             .iter()
-            .fold(Activity::default(), |sum, cpu| Activity {
-                packets: sum.packets + cpu.packets,
-                bytes: sum.bytes + cpu.bytes,
-                last_seen_ns: sum.last_seen_ns.max(cpu.last_seen_ns),
-            }))
+            .filter(|(_, owner)| **owner == service)
+            .map(|(key, _)| *key)
+            .collect();
+        for key in keys {
+            self.remove_key(key)?;
+        }
+        self.zero_activity(service)
+    }
+
+    /// The destinations now counted for `service`, in no order.
+    pub fn targets_of(&self, service: u32) -> Vec<TargetKey> {
+        self.target_keys
+            .iter()
+            .filter(|(_, owner)| **owner == service)
+            .map(|(key, _)| *key)
+            .collect()
     }
 }
 

@@ -36,12 +36,16 @@ use std::{
     net::SocketAddr,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc, RwLock,
+        Arc,
     },
     time::Duration,
 };
 
-use tokio::{net::TcpListener, sync::Semaphore, task::JoinSet};
+use tokio::{
+    net::TcpListener,
+    sync::{watch, Semaphore},
+    task::JoinSet,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -109,12 +113,16 @@ pub struct ColdStartStats {
     pub ignored_refused: AtomicU64,
 }
 
-/// Routing table shared with the agent, which updates it on reload.
-pub type Routes = Arc<RwLock<HashMap<u16, Route>>>;
+/// One version of the routing table: published port → route.
+pub type RouteTable = Arc<HashMap<u16, Route>>;
 
-/// `agent.ignore_sources`, shared with the agent, which updates it on
-/// reload: connections from these networks never wake a service.
-pub type IgnoredSources = Arc<RwLock<Vec<ipnet::IpNet>>>;
+/// The routing table as the agent last published it (it publishes a new
+/// one whenever a service is added, removed or reconfigured).
+pub type Routes = watch::Receiver<RouteTable>;
+
+/// `agent.ignore_sources` as the agent last published it (on start and
+/// reload): connections from these networks never wake a service.
+pub type IgnoredSources = watch::Receiver<Vec<ipnet::IpNet>>;
 
 /// Everything a steered connection may need.
 pub struct ColdStart {
@@ -224,8 +232,9 @@ fn must_not_wake(ctx: &ColdStart, route: &Route, peer: SocketAddr) -> bool {
     let ip = peer.ip().to_canonical();
     let ignored = ctx
         .ignored_sources
-        .read()
-        .is_ok_and(|nets| nets.iter().any(|net| net.contains(&ip)));
+        .borrow()
+        .iter()
+        .any(|net| net.contains(&ip));
     ignored
         && !matches!(
             route.handle.subscribe().borrow().state,
@@ -234,10 +243,7 @@ fn must_not_wake(ctx: &ColdStart, route: &Route, peer: SocketAddr) -> bool {
 }
 
 fn lookup(routes: &Routes, port: u16) -> Option<Route> {
-    routes
-        .read()
-        .ok()
-        .and_then(|table| table.get(&port).cloned())
+    routes.borrow().get(&port).cloned()
 }
 
 /// Handles one routed connection in its mode and counts the outcome.

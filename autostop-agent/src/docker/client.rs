@@ -10,7 +10,9 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use bollard::models::EventMessage;
@@ -94,7 +96,7 @@ impl DockerClient {
     }
 
     fn slot(&self) -> MutexGuard<'_, Option<Docker>> {
-        self.inner.docker.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.docker.lock()
     }
 
     /// The bollard client, connecting first if needed (no I/O: the

@@ -1,8 +1,10 @@
 //! Follows Docker's event stream: container start/die of the configured
 //! services become [`Command::ContainerEvent`]s, daemon loss and return
-//! become [`Command::DockerUnreachable`] / [`Command::DockerBack`], and
+//! become [`Command::DockerUnreachable`] / [`Command::DockerBack`],
 //! network creation/removal is reported to a separate callback (so the
-//! agent can attach to new bridges).
+//! agent can attach to new bridges), and so is the creation or removal of
+//! a container labelled `autostop.enable` (so the agent scans the labels
+//! again at once).
 //!
 //! A `die` with exit code 0 that no `kill` preceded is a one-shot container
 //! finishing (e.g. a migration job): it is not reported, so the service is
@@ -28,7 +30,7 @@ use tracing::{debug, info, warn};
 
 use super::resolve::{LABEL_ONEOFF, LABEL_WORKING_DIR};
 use super::runtime::DockerRuntime;
-use crate::config::{ServiceConfig, Target};
+use crate::config::{labels::LABEL_ENABLE, ServiceConfig, Target};
 use crate::service::{Command, ContainerEvent};
 
 /// Receives `(service name, command)`; must not block (e.g. `try_send` on
@@ -36,6 +38,9 @@ use crate::service::{Command, ContainerEvent};
 pub type EventSink = Arc<dyn Fn(&str, Command) + Send + Sync>;
 /// Receives network events; must not block.
 pub type NetworkSink = Arc<dyn Fn(NetworkEvent) + Send + Sync>;
+/// Told that a container labelled `autostop.enable` was created or
+/// removed (the labelled services may have changed); must not block.
+pub type LabelSink = Arc<dyn Fn() + Send + Sync>;
 
 /// Longest wait between reconnection attempts.
 pub const EVENT_BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -107,11 +112,24 @@ pub fn spawn_event_watcher(
     networks: Option<NetworkSink>,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
+    spawn_watcher(runtime, sink, networks, None, shutdown)
+}
+
+/// Spawns the watcher, also telling `labelled` about labelled containers
+/// created or removed; it ends when `shutdown` is cancelled.
+pub fn spawn_watcher(
+    runtime: Arc<DockerRuntime>,
+    sink: EventSink,
+    networks: Option<NetworkSink>,
+    labelled: Option<LabelSink>,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut w = Watcher {
             runtime,
             sink,
             networks,
+            labelled,
             kills: HashMap::new(),
             last_event: None,
         };
@@ -126,6 +144,7 @@ struct Watcher {
     runtime: Arc<DockerRuntime>,
     sink: EventSink,
     networks: Option<NetworkSink>,
+    labelled: Option<LabelSink>,
     kills: HashMap<String, Instant>,
     /// `timeNano` of the newest event handled: a reconnection resumes
     /// after it.
@@ -240,6 +259,14 @@ impl Watcher {
         self.kills
             .retain(|_, t| now.duration_since(*t) < KILL_MEMORY);
         let event = match action {
+            "create" | "destroy" => {
+                if attrs.contains_key(LABEL_ENABLE) {
+                    if let Some(labelled) = &self.labelled {
+                        labelled();
+                    }
+                }
+                return;
+            }
             "kill" => {
                 self.kills.insert(id.to_string(), now);
                 return;

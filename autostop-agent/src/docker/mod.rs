@@ -43,7 +43,8 @@ mod tests_order;
 pub use client::DockerClient;
 pub use endpoints::{bridge_name, ContainerEndpoint, ServiceEndpoints};
 pub use events::{
-    services_of, spawn_event_watcher, EventSink, NetworkEvent, NetworkSink, EVENT_BACKOFF_MAX,
+    services_of, spawn_event_watcher, spawn_watcher, EventSink, LabelSink, NetworkEvent,
+    NetworkSink, EVENT_BACKOFF_MAX,
 };
 pub use neigh::NeighbourPin;
 pub use order::{

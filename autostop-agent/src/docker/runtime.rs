@@ -3,9 +3,9 @@
 //! dependency order, stop the reverse; readiness is health plus a TCP
 //! connect to each service port at the container's own address.
 
+use parking_lot::{Mutex, MutexGuard, RwLock};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Mutex, MutexGuard, RwLock};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -62,7 +62,7 @@ fn stop_grace(inspect: &bollard::models::ContainerInspectResponse) -> Option<std
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+    m.lock()
 }
 
 /// Prefixes an error with the service (and container) it concerns.
@@ -101,18 +101,22 @@ impl DockerRuntime {
         self
     }
 
-    /// Replaces the service set (config reload).
+    /// Replaces the service set (config reload); what was cached for
+    /// services no longer in it goes.
     pub fn set_services(&self, services: &[ServiceConfig]) {
-        let map = services
+        let map: HashMap<String, ServiceConfig> = services
             .iter()
             .map(|s| (s.name.clone(), s.clone()))
             .collect();
-        *self.services.write().unwrap_or_else(|e| e.into_inner()) = map;
+        lock(&self.started).retain(|name, _| map.contains_key(name));
+        lock(&self.resolved_at_start).retain(|name, _| map.contains_key(name));
+        lock(&self.ready_upstreams).retain(|name, _| map.contains_key(name));
+        *self.services.write() = map;
     }
 
     /// Snapshot of the configured services.
     pub fn services(&self) -> Vec<ServiceConfig> {
-        let map = self.services.read().unwrap_or_else(|e| e.into_inner());
+        let map = self.services.read();
         map.values().cloned().collect()
     }
 
@@ -122,7 +126,7 @@ impl DockerRuntime {
     }
 
     fn config(&self, service: &str) -> Result<ServiceConfig, DockerError> {
-        let map = self.services.read().unwrap_or_else(|e| e.into_inner());
+        let map = self.services.read();
         map.get(service)
             .cloned()
             .ok_or_else(|| DockerError::NotFound(format!("service {service} is not configured")))

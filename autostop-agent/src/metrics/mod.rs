@@ -19,25 +19,18 @@ mod tests;
 #[cfg(test)]
 mod tests_scrape;
 
-use std::{
-    collections::HashMap,
-    sync::{atomic::AtomicU64, Mutex, PoisonError},
-};
+use std::{collections::HashMap, sync::atomic::AtomicU64};
 
+use parking_lot::Mutex;
 use prometheus_client::{
-    encoding::{text::encode, EncodeLabelSet},
+    encoding::{text::encode, EncodeLabelSet, EncodeLabelValue, LabelValueEncoder},
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
 
-use crate::service::{LifecycleEvent, LifecycleObserver};
+use crate::service::{LifecycleEvent, LifecycleObserver, StateName, Trigger, STOP_REASONS};
 
 pub use scrape::START_BLOCKS;
-
-/// Every state a service can be in, for the one-hot state gauge.
-pub const STATES: &[&str] = &[
-    "unknown", "stopped", "starting", "ready", "stopping", "failed",
-];
 
 /// Buckets of the start-duration histogram, in seconds (apps start in
 /// 0.1 s to several minutes).
@@ -53,7 +46,13 @@ struct ServiceLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
     service: String,
-    state: String,
+    state: StateName,
+}
+
+impl EncodeLabelValue for StateName {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -108,8 +107,6 @@ pub struct Metrics {
     /// Connections the cold-start listener accepted (all services): flat
     /// while every service is warm, since warm traffic never reaches us.
     listener_accepted: Counter,
-    /// Last kernel totals per service, to turn samples into increments.
-    last_activity: Mutex<HashMap<String, (u64, u64)>>,
     /// The start estimate in force when each start under way began.
     expected_at_start: Mutex<HashMap<String, f64>>,
 }
@@ -128,15 +125,15 @@ fn label(service: &str) -> ServiceLabel {
 
 impl Metrics {
     /// Sets the one-hot state gauge of `service`.
-    pub fn set_state(&self, service: &str, state: &str) {
-        for candidate in STATES {
+    pub fn set_state(&self, service: &str, state: StateName) {
+        for candidate in StateName::ALL {
             let labels = StateLabels {
                 service: service.to_owned(),
-                state: (*candidate).to_owned(),
+                state: candidate,
             };
             self.state
                 .get_or_create(&labels)
-                .set(i64::from(*candidate == state));
+                .set(i64::from(candidate == state));
         }
     }
 
@@ -173,23 +170,11 @@ impl Metrics {
         self.hung_up.get_or_create(&label(service)).inc();
     }
 
-    /// Records the kernel's running totals for `service`; counters advance
-    /// by the difference (a reset, e.g. a reloaded datapath, restarts them).
-    pub fn record_activity(&self, service: &str, packets: u64, bytes: u64) {
-        let mut last = self
-            .last_activity
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let (old_packets, old_bytes) = last
-            .insert(service.to_owned(), (packets, bytes))
-            .unwrap_or((0, 0));
-        let delta = |new: u64, old: u64| if new >= old { new - old } else { new };
-        self.packets
-            .get_or_create(&label(service))
-            .inc_by(delta(packets, old_packets));
-        self.bytes
-            .get_or_create(&label(service))
-            .inc_by(delta(bytes, old_bytes));
+    /// Counts `packets` and `bytes` more into `service` (the endpoint
+    /// refresher turns the kernel's totals into these increments).
+    pub fn add_activity(&self, service: &str, packets: u64, bytes: u64) {
+        self.packets.get_or_create(&label(service)).inc_by(packets);
+        self.bytes.get_or_create(&label(service)).inc_by(bytes);
     }
 
     /// Sets the memory in use (0 when stopped).
@@ -206,12 +191,18 @@ impl Metrics {
             .inc_by(byte_seconds);
     }
 
-    /// Forgets a removed service.
+    /// Forgets a removed service: every label set that names it.
     pub fn remove_service(&self, service: &str) {
-        for state in STATES {
+        for state in StateName::ALL {
             self.state.remove(&StateLabels {
                 service: service.to_owned(),
-                state: (*state).to_owned(),
+                state,
+            });
+        }
+        for reason in STOP_REASONS {
+            self.stops.remove(&ReasonLabels {
+                service: service.to_owned(),
+                reason: reason.to_owned(),
             });
         }
         for reason in START_BLOCKS {
@@ -220,7 +211,7 @@ impl Metrics {
                 reason: (*reason).to_owned(),
             });
         }
-        for trigger in scrape::TRIGGERS {
+        for trigger in Trigger::ALL {
             self.starts.remove(&TriggerLabels {
                 service: service.to_owned(),
                 trigger: trigger.as_str().to_owned(),
@@ -238,6 +229,7 @@ impl Metrics {
         ] {
             family.remove(&service_label);
         }
+        self.memory_saved.remove(&service_label);
         for family in [&self.held, &self.memory, &self.memory_limit] {
             family.remove(&service_label);
         }
@@ -249,14 +241,7 @@ impl Metrics {
             family.remove(&service_label);
         }
         self.start_duration.remove(&service_label);
-        self.last_activity
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(service);
-        self.expected_at_start
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(service);
+        self.expected_at_start.lock().remove(service);
     }
 
     /// The OpenMetrics text exposition.
@@ -278,7 +263,7 @@ impl LifecycleObserver for Metrics {
                 };
                 self.starts.get_or_create(&labels).inc();
                 self.note_start(service);
-                self.set_state(service, "starting");
+                self.set_state(service, StateName::Starting);
             }
             LifecycleEvent::Ready { took, estimate } => {
                 if let Some(took) = took {
@@ -290,20 +275,20 @@ impl LifecycleObserver for Metrics {
                 if let Some(estimate) = estimate {
                     self.set_start_estimate(service, Some(estimate.as_secs_f64()));
                 }
-                self.set_state(service, "ready");
+                self.set_state(service, StateName::Ready);
             }
-            LifecycleEvent::Stopping { .. } => self.set_state(service, "stopping"),
+            LifecycleEvent::Stopping { .. } => self.set_state(service, StateName::Stopping),
             LifecycleEvent::Stopped { reason } => {
                 let labels = ReasonLabels {
                     service: service.to_owned(),
                     reason: (*reason).to_owned(),
                 };
                 self.stops.get_or_create(&labels).inc();
-                self.set_state(service, "stopped");
+                self.set_state(service, StateName::Stopped);
             }
             LifecycleEvent::Failed { .. } => {
                 self.start_failures.get_or_create(&label(service)).inc();
-                self.set_state(service, "failed");
+                self.set_state(service, StateName::Failed);
             }
         }
     }

@@ -1,7 +1,9 @@
 //! Registration of every metric with its name and help text, and the
 //! build info (version, hostname).
 
-use std::{collections::HashMap, sync::Mutex};
+use std::collections::HashMap;
+
+use parking_lot::Mutex;
 
 use prometheus_client::{
     metrics::{counter::Counter, family::Family, histogram::Histogram, info::Info},
@@ -181,7 +183,6 @@ impl Metrics {
             fail_fast,
             hung_up,
             listener_accepted,
-            last_activity: Mutex::new(HashMap::new()),
             expected_at_start: Mutex::new(HashMap::new()),
         }
     }

@@ -5,23 +5,12 @@
 //! scrape also creates every per-service counter at 0 (the starts for each
 //! trigger too), so Prometheus's `increase()` sees a counter's first step.
 
-use std::sync::PoisonError;
-
 use super::{label, Metrics, ReasonLabels, TriggerLabels};
 use crate::{api::ServiceView, service::Trigger};
 
 /// Values of the `reason` label of `autostop_service_start_blocked`, as
 /// [`ServiceView::start_block`] names them.
 pub const START_BLOCKS: &[&str] = &["crash_loop", "backoff"];
-
-/// Every trigger, for the `starts_total` series created at 0.
-pub(super) const TRIGGERS: [Trigger; 5] = [
-    Trigger::Syn,
-    Trigger::HeldConnection,
-    Trigger::Manual,
-    Trigger::Api,
-    Trigger::External,
-];
 
 impl Metrics {
     /// Refreshes the status-derived gauges from `views` (every service the
@@ -36,7 +25,7 @@ impl Metrics {
         for view in views {
             let service = view.name.as_str();
             let service_label = label(service);
-            self.set_state(service, &view.state);
+            self.set_state(service, view.state);
             self.set_held(service, view.held);
             for reason in START_BLOCKS {
                 let labels = ReasonLabels {
@@ -67,7 +56,7 @@ impl Metrics {
             ] {
                 drop(family.get_or_create(&service_label));
             }
-            for trigger in TRIGGERS {
+            for trigger in Trigger::ALL {
                 drop(self.starts.get_or_create(&TriggerLabels {
                     service: service.to_owned(),
                     trigger: trigger.as_str().to_owned(),
@@ -99,10 +88,7 @@ impl Metrics {
     /// this start is expected to take.
     pub(super) fn note_start(&self, service: &str) {
         let expected = self.start_estimate.get(&label(service)).map(|g| g.get());
-        let mut pending = self
-            .expected_at_start
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut pending = self.expected_at_start.lock();
         match expected {
             Some(expected) => pending.insert(service.to_owned(), expected),
             None => pending.remove(service),
@@ -113,11 +99,7 @@ impl Metrics {
     /// expected to take when it began.
     pub(super) fn record_last_start(&self, service: &str, took: f64) {
         let service_label = label(service);
-        let expected = self
-            .expected_at_start
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(service);
+        let expected = self.expected_at_start.lock().remove(service);
         self.last_start.get_or_create(&service_label).set(took);
         match expected {
             Some(expected) => {

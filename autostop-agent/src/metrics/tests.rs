@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::*;
-use crate::service::Trigger;
+use crate::service::{Trigger, STOP_REASONS};
 
 pub(super) fn sample(
     scrape: &prometheus_parse::Scrape,
@@ -51,8 +51,8 @@ fn exposition_parses_and_carries_lifecycle_counts() {
     );
     metrics.wake_event("web");
     metrics.wake_event("web");
-    metrics.record_activity("web", 10, 1000);
-    metrics.record_activity("web", 25, 2500);
+    metrics.add_activity("web", 10, 1000);
+    metrics.add_activity("web", 15, 1500);
     metrics.set_memory("web", 6_200_000_000);
     metrics.add_memory_saved("web", 3600.0 * 6.2e9);
     metrics.set_held("web", 3);
@@ -179,4 +179,46 @@ fn exposition_parses_and_carries_lifecycle_counts() {
         }
         other => panic!("start_duration_seconds is not a histogram: {other:?}"),
     }
+}
+#[test]
+fn a_removed_service_leaves_no_label_set_behind() {
+    let metrics = Metrics::new();
+    let events = [
+        LifecycleEvent::Starting {
+            trigger: Trigger::Api,
+        },
+        LifecycleEvent::Ready {
+            took: Some(Duration::from_secs(1)),
+            estimate: None,
+        },
+        LifecycleEvent::Stopping { reason: "manual" },
+        LifecycleEvent::Stopped {
+            reason: "container_died",
+        },
+        LifecycleEvent::Failed {
+            reason: "exit 1".into(),
+            crash_loop: true,
+        },
+    ];
+    for trigger in Trigger::ALL {
+        metrics.on_event("gone-1234", &LifecycleEvent::Starting { trigger });
+    }
+    for reason in STOP_REASONS {
+        metrics.on_event("gone-1234", &LifecycleEvent::Stopped { reason });
+    }
+    for event in &events {
+        metrics.on_event("gone-1234", event);
+        metrics.on_event("kept", event);
+    }
+    metrics.wake_event("gone-1234");
+    metrics.add_activity("gone-1234", 1, 1);
+    metrics.set_memory("gone-1234", 1);
+    metrics.add_memory_saved("gone-1234", 1.0);
+    metrics.set_held("gone-1234", 1);
+    metrics.wait_page("gone-1234");
+    assert!(metrics.render().contains("gone-1234"));
+    metrics.remove_service("gone-1234");
+    let text = metrics.render();
+    assert!(!text.contains("gone-1234"), "{text}");
+    assert!(text.contains("kept"));
 }

@@ -18,7 +18,7 @@ use tracing::info;
 
 use super::effects::{Activity, Effect, Input, Op, OpOutcome};
 use super::machine::Machine;
-use super::traits::{ActivityProbe, ContainerRuntime, LifecycleObserver, Steering};
+use super::traits::{ActivityProbe, ContainerRuntime, LifecycleObserver, Steered, Steering};
 use super::types::{Command, ServiceState, ServiceStatus};
 use super::ServiceError;
 
@@ -52,6 +52,9 @@ pub(crate) struct Actor {
 struct Exec {
     op: Option<OpFuture>,
     timer: Option<Instant>,
+    /// The last steering change's answer, awaited by the next runtime
+    /// operation before it calls Docker.
+    steered: Option<Steered>,
 }
 
 impl Actor {
@@ -60,6 +63,7 @@ impl Actor {
         let mut exec = Exec {
             op: None,
             timer: None,
+            steered: None,
         };
         self.apply(&mut machine, &mut exec, initial);
         let mut ticker = tokio::time::interval(IDLE_CHECK_PERIOD);
@@ -105,12 +109,14 @@ impl Actor {
         while let Some(effect) = queue.pop_front() {
             match effect {
                 Effect::Notify(event) => self.observer.on_event(&self.name, &event),
-                Effect::Steer(mode) => self.steering.set_mode(&self.name, mode),
+                Effect::Steer(mode) => {
+                    exec.steered = Some(self.steering.set_mode(&self.name, mode));
+                }
                 Effect::Run(op) => {
                     if matches!(op, Op::Start { .. }) {
                         crate::test_hooks::panic_point(crate::test_hooks::Site::Service);
                     }
-                    exec.op = Some(self.op_future(op));
+                    exec.op = Some(self.op_future(op, exec.steered.take()));
                 }
                 Effect::CancelOp => exec.op = None,
                 Effect::Schedule(at) => exec.timer = Some(at),
@@ -162,23 +168,32 @@ impl Actor {
         }
     }
 
-    fn op_future(&self, op: Op) -> OpFuture {
+    /// The future of `op`; a Docker call waits for `steered` first (the
+    /// steering change the machine asked for just before it).
+    fn op_future(&self, op: Op, steered: Option<Steered>) -> OpFuture {
         let rt = Arc::clone(&self.runtime);
         let name = Arc::clone(&self.name);
+        let steered = async move {
+            if let Some(steered) = steered {
+                // A dropped sender means the steering is gone (shutdown).
+                let _ = steered.await;
+            }
+        };
         match op {
             Op::Start { timeout } => Box::pin(async move {
+                steered.await;
                 let work = async {
                     rt.start(&name).await?;
                     rt.wait_ready(&name).await
                 };
                 OpOutcome::Ready(bounded(timeout, work).await)
             }),
-            Op::WaitReady { timeout } => {
-                Box::pin(
-                    async move { OpOutcome::Ready(bounded(timeout, rt.wait_ready(&name)).await) },
-                )
-            }
+            Op::WaitReady { timeout } => Box::pin(async move {
+                steered.await;
+                OpOutcome::Ready(bounded(timeout, rt.wait_ready(&name)).await)
+            }),
             Op::Stop => Box::pin(async move {
+                steered.await;
                 OpOutcome::Stopped(rt.stop(&name).await.map_err(|e| e.to_string()))
             }),
             Op::Observe => Box::pin(async move {

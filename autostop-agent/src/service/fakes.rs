@@ -171,12 +171,15 @@ impl ContainerRuntime for FakeRuntime {
 pub struct FakeSteering(pub Arc<Log>);
 
 impl Steering for FakeSteering {
-    fn set_mode(&self, _service: &str, mode: SteerMode) {
+    fn set_mode(&self, _service: &str, mode: SteerMode) -> super::traits::Steered {
         self.0.push(Call::Steer(mode));
+        let (done, steered) = tokio::sync::oneshot::channel();
+        let _ = done.send(());
+        steered
     }
 
     fn hand_back(&self, service: &str) -> super::traits::HandBack {
-        self.set_mode(service, SteerMode::Direct);
+        drop(self.set_mode(service, SteerMode::Direct));
         let (done, handed_back) = tokio::sync::oneshot::channel();
         let _ = done.send(());
         handed_back

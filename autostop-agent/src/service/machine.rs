@@ -10,20 +10,17 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::effects::{Activity, Effect, Input, Op, OpOutcome};
-use super::guard::{backoff_delay, CrashGuard};
+mod steps;
+
+use super::effects::{Effect, Input, Op};
+use super::guard::CrashGuard;
 use super::idle::IdleTracker;
 use super::learn::StartLearner;
-use super::traits::{Observed, SteerMode};
+use super::traits::SteerMode;
 use super::types::{
     Command, ContainerEvent, LifecycleEvent, ManualCommand, ServiceSettings, ServiceState,
     ServiceStatus, StartBlock, Trigger,
 };
-
-/// First delay between failed `observe` attempts.
-const OBSERVE_RETRY_BASE: Duration = Duration::from_secs(1);
-/// Upper bound of the delay between failed `observe` attempts.
-const OBSERVE_RETRY_CAP: Duration = Duration::from_secs(30);
 
 /// Why the service is being stopped (for the `stopped` log line).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -287,210 +284,5 @@ impl Machine {
             }
             _ => {}
         }
-    }
-
-    fn on_op_done(&mut self, out: OpOutcome, now: Instant, fx: &mut Vec<Effect>) {
-        match (out, &self.state) {
-            (OpOutcome::Ready(Ok(())), ServiceState::Starting) => self.begin_hand_back(now, fx),
-            (OpOutcome::HandedBack, ServiceState::Starting | ServiceState::Unknown) => {
-                self.become_ready(now, fx)
-            }
-            (OpOutcome::Ready(Err(reason)), ServiceState::Starting) => {
-                self.fail(reason, true, now, fx)
-            }
-            (OpOutcome::Stopped(res), ServiceState::Stopping) => {
-                match res {
-                    Ok(()) => {
-                        let r = self.stop_reason;
-                        info!(service = %self.name, event = "stopped", reason = r.as_str(), idle_s = r.idle_s());
-                        self.enter(ServiceState::Stopped, now);
-                        fx.push(Effect::Notify(LifecycleEvent::Stopped {
-                            reason: r.as_str(),
-                        }));
-                    }
-                    Err(e) => self.fail(format!("stop failed: {e}"), false, now, fx),
-                }
-                if let Some(trigger) = self.pending_wake.take() {
-                    self.on_wake(trigger, now, fx);
-                }
-            }
-            (OpOutcome::Observed(Ok(o)), ServiceState::Unknown) => {
-                self.adopted = true;
-                self.observe_failures = 0;
-                info!(service = %self.name, event = "adopted", observed = ?o);
-                if o == Observed::AllRunning {
-                    // Ready once the ports are on the stock path.
-                    self.pending_wake = None;
-                    self.hand_back = Some(HandingBack {
-                        took: None,
-                        since: now,
-                    });
-                    fx.push(Effect::Run(Op::HandBack));
-                } else {
-                    self.enter(ServiceState::Stopped, now);
-                    fx.push(Effect::Steer(SteerMode::Steered));
-                    if let Some(trigger) = self.pending_wake.take() {
-                        self.begin_start(trigger, now, fx);
-                    }
-                }
-            }
-            (OpOutcome::Observed(Err(e)), ServiceState::Unknown) => {
-                self.adopted = true;
-                self.observe_failures = self.observe_failures.saturating_add(1);
-                let delay =
-                    backoff_delay(self.observe_failures, OBSERVE_RETRY_BASE, OBSERVE_RETRY_CAP);
-                warn!(service = %self.name, event = "observe_failed", error = %e, retry_ms = delay.as_millis() as u64);
-                self.last_error = Some(e);
-                fx.push(Effect::Schedule(now + delay));
-            }
-            (out, state) => {
-                debug!(service = %self.name, event = "stale_outcome", outcome = ?out, state = state.as_str())
-            }
-        }
-    }
-
-    fn on_timer(&mut self, now: Instant, fx: &mut Vec<Effect>) {
-        match self.state {
-            ServiceState::Unknown if self.observe_failures > 0 => fx.push(Effect::Run(Op::Observe)),
-            ServiceState::Failed { .. } => {
-                if let Some(trigger) = self.pending_wake.take() {
-                    self.retry_failed(trigger, now, fx);
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// Wake while `Failed`: honour the crash-loop guard and the backoff.
-    fn retry_failed(&mut self, trigger: Trigger, now: Instant, fx: &mut Vec<Effect>) {
-        match self.start_block() {
-            Some(StartBlock::CrashLoop) => {
-                debug!(service = %self.name, event = "wake_ignored", reason = "crash_loop", trigger = ?trigger);
-            }
-            Some(StartBlock::Backoff { retry_at: at }) if now < at => {
-                debug!(service = %self.name, event = "wake_deferred", reason = "backoff",
-                    retry_in_ms = at.saturating_duration_since(now).as_millis() as u64);
-                self.pending_wake = Some(trigger);
-                fx.push(Effect::Schedule(at));
-            }
-            _ => self.begin_start(trigger, now, fx),
-        }
-    }
-
-    fn begin_start(&mut self, trigger: Trigger, now: Instant, fx: &mut Vec<Effect>) {
-        info!(service = %self.name, event = "starting", trigger = ?trigger);
-        self.pending_wake = None;
-        self.start_kind = StartKind::Ours(now);
-        self.enter(ServiceState::Starting, now);
-        let timeout = self.settings.start_timeout;
-        fx.extend([
-            Effect::Notify(LifecycleEvent::Starting { trigger }),
-            Effect::CancelTimer,
-            Effect::Steer(SteerMode::Warming {
-                already_started: false,
-            }),
-            Effect::Run(Op::Start { timeout }),
-        ]);
-    }
-
-    /// The containers answer: held connections may go to them
-    /// (`upstream_ready`), and the ports go back to the stock path.
-    fn begin_hand_back(&mut self, now: Instant, fx: &mut Vec<Effect>) {
-        let took = match self.start_kind {
-            StartKind::Ours(began) => {
-                let took = now.saturating_duration_since(began);
-                self.learner.record(took);
-                Some(took)
-            }
-            StartKind::External => None,
-        };
-        self.hand_back = Some(HandingBack { took, since: now });
-        fx.push(Effect::Run(Op::HandBack));
-    }
-
-    /// The ports are on the stock path: the service is ready.
-    fn become_ready(&mut self, now: Instant, fx: &mut Vec<Effect>) {
-        let Some(HandingBack { took, since }) = self.hand_back else {
-            return;
-        };
-        let handback_ms = now.saturating_duration_since(since).as_millis() as u64;
-        let adopted = self.state == ServiceState::Unknown;
-        match took {
-            Some(took) => {
-                info!(service = %self.name, event = "ready", duration_ms = took.as_millis() as u64,
-                    estimate_ms = self.learner.estimate().map_or(0, |d| d.as_millis() as u64), handback_ms)
-            }
-            None if adopted => {
-                info!(service = %self.name, event = "ready", trigger = "adopted", handback_ms)
-            }
-            None => info!(service = %self.name, event = "ready", trigger = "external", handback_ms),
-        }
-        if !adopted {
-            fx.push(Effect::Notify(LifecycleEvent::Ready {
-                took,
-                estimate: self.learner.estimate(),
-            }));
-            self.guard.record_success();
-        }
-        self.pending_wake = None;
-        self.idle.ready_at = Some(now);
-        self.enter(ServiceState::Ready, now);
-    }
-
-    fn begin_stop(&mut self, reason: StopReason, now: Instant, fx: &mut Vec<Effect>) {
-        info!(service = %self.name, event = "stopping", reason = reason.as_str(), idle_s = reason.idle_s());
-        self.stop_reason = reason;
-        self.pending_wake = None;
-        self.idle.ready_at = None;
-        self.enter(ServiceState::Stopping, now);
-        // Steer first so a connection arriving while stopping is held.
-        fx.extend([
-            Effect::Notify(LifecycleEvent::Stopping {
-                reason: reason.as_str(),
-            }),
-            Effect::CancelOp,
-            Effect::CancelTimer,
-            Effect::Steer(SteerMode::Steered),
-            Effect::Run(Op::Stop),
-        ]);
-    }
-
-    /// Enters `Failed`; `count` says whether it counts as a failed start.
-    fn fail(&mut self, reason: String, count: bool, now: Instant, fx: &mut Vec<Effect>) {
-        let tripped = count && self.guard.record_failure(now);
-        warn!(service = %self.name, event = "failed", reason = %reason,
-            recent_failures = self.guard.recent_failures(), crash_loop = tripped);
-        self.last_error = Some(reason.clone());
-        self.idle.ready_at = None;
-        self.enter(
-            ServiceState::Failed {
-                reason: reason.clone(),
-            },
-            now,
-        );
-        fx.extend([
-            Effect::Notify(LifecycleEvent::Failed {
-                reason,
-                crash_loop: tripped,
-            }),
-            Effect::CancelOp,
-            Effect::Steer(SteerMode::Steered),
-        ]);
-    }
-
-    fn enter(&mut self, state: ServiceState, now: Instant) {
-        self.state = state;
-        self.since = now;
-        self.hand_back = None;
-    }
-
-    fn check_idle_if_ready(&self, fx: &mut Vec<Effect>) {
-        if self.state == ServiceState::Ready {
-            fx.push(Effect::CheckIdle);
-        }
-    }
-
-    fn idle_due(&self, a: Activity, now: Instant) -> bool {
-        self.state == ServiceState::Ready && self.idle.due(a, &self.settings, now)
     }
 }

@@ -38,11 +38,11 @@ pub use guard::{BACKOFF_BASE, BACKOFF_CAP, CRASH_LOOP_FAILURES, CRASH_LOOP_WINDO
 pub use learn::{StartLearner, START_EWMA_ALPHA};
 pub use traits::{
     ActivityProbe, ContainerRuntime, HandBack, LifecycleObserver, NoObserver, Observed,
-    RuntimeError, SteerMode, Steering,
+    RuntimeError, SteerMode, Steered, Steering,
 };
 pub use types::{
     Command, ContainerEvent, LifecycleEvent, ManualCommand, ServiceSettings, ServiceState,
-    ServiceStatus, StartBlock, Trigger,
+    ServiceStatus, StartBlock, StateName, Trigger, STOP_REASONS,
 };
 
 /// Capacity of a service's command queue; wakes beyond it are redundant.

@@ -69,11 +69,18 @@ pub enum SteerMode {
 /// steering gave up on it: a dropped sender counts as done).
 pub type HandBack = tokio::sync::oneshot::Receiver<()>;
 
-/// Switches the kernel steering of one service (implemented by the eBPF
-/// module). Must be cheap and non-blocking: it is called from the actor.
+/// Resolves once the sk_lookup side of a [`Steering::set_mode`] is in
+/// place (a dropped sender counts as done): the actor waits for it before
+/// the Docker call that follows, so "steer, then stop" holds.
+pub type Steered = tokio::sync::oneshot::Receiver<()>;
+
+/// Switches the kernel steering of one service (implemented by the agent's
+/// steering worker). Must be cheap and non-blocking: it is called from the
+/// actor.
 pub trait Steering: Send + Sync {
-    /// Sets the steering mode of `service`.
-    fn set_mode(&self, service: &str, mode: SteerMode);
+    /// Sets the steering mode of `service`; the answer says when the
+    /// kernel steers as asked.
+    fn set_mode(&self, service: &str, mode: SteerMode) -> Steered;
     /// Sets `Direct` for `service`, like `set_mode`, and tells when the
     /// kernel has really put its ports back on the stock path (warm-up
     /// redirect gone, sk_lookup entries removed): only then is the service

@@ -28,16 +28,99 @@ pub enum ServiceState {
 }
 
 impl ServiceState {
+    /// The state's name, without its data.
+    pub fn name(&self) -> StateName {
+        match self {
+            Self::Unknown => StateName::Unknown,
+            Self::Stopped => StateName::Stopped,
+            Self::Starting => StateName::Starting,
+            Self::Ready => StateName::Ready,
+            Self::Stopping => StateName::Stopping,
+            Self::Failed { .. } => StateName::Failed,
+        }
+    }
+
     /// Short stable name for logs and the status API.
     pub fn as_str(&self) -> &'static str {
+        self.name().as_str()
+    }
+}
+
+/// The name of a [`ServiceState`], as the status API, the metrics and the
+/// CLI spell it: serialised by serde as `"unknown"`, `"stopped"`,
+/// `"starting"`, `"ready"`, `"stopping"` or `"failed"`. A name this
+/// version does not know (a newer agent) reads as `Unknown`.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum StateName {
+    /// See [`ServiceState::Stopped`].
+    Stopped,
+    /// See [`ServiceState::Starting`].
+    Starting,
+    /// See [`ServiceState::Ready`].
+    Ready,
+    /// See [`ServiceState::Stopping`].
+    Stopping,
+    /// See [`ServiceState::Failed`].
+    Failed,
+    /// See [`ServiceState::Unknown`] (serde's fallback: last).
+    #[default]
+    #[serde(other)]
+    Unknown,
+}
+
+impl StateName {
+    /// Every state name (the metrics' one-hot gauge).
+    pub const ALL: [StateName; 6] = [
+        Self::Stopped,
+        Self::Starting,
+        Self::Ready,
+        Self::Stopping,
+        Self::Failed,
+        Self::Unknown,
+    ];
+
+    /// The wire name (the same as serde's).
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Unknown => "unknown",
             Self::Stopped => "stopped",
             Self::Starting => "starting",
             Self::Ready => "ready",
             Self::Stopping => "stopping",
-            Self::Failed { .. } => "failed",
+            Self::Failed => "failed",
         }
+    }
+}
+
+impl std::fmt::Display for StateName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<&str> for StateName {
+    /// The state named `name`; a name this version does not know is
+    /// `Unknown`, as when deserialised.
+    fn from(name: &str) -> Self {
+        Self::ALL
+            .into_iter()
+            .find(|state| state.as_str() == name)
+            .unwrap_or(Self::Unknown)
+    }
+}
+
+impl PartialEq<str> for StateName {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for StateName {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
     }
 }
 
@@ -152,6 +235,15 @@ pub enum Trigger {
 }
 
 impl Trigger {
+    /// Every trigger.
+    pub const ALL: [Trigger; 5] = [
+        Trigger::Syn,
+        Trigger::HeldConnection,
+        Trigger::Manual,
+        Trigger::Api,
+        Trigger::External,
+    ];
+
     /// Label used in logs and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -163,6 +255,10 @@ impl Trigger {
         }
     }
 }
+
+/// Every reason a [`LifecycleEvent::Stopping`] or
+/// [`LifecycleEvent::Stopped`] gives.
+pub const STOP_REASONS: [&str; 3] = ["idle", "manual", "container_died"];
 
 /// A lifecycle step, reported to the [`LifecycleObserver`](super::LifecycleObserver)
 /// as it happens (metrics, alerts and start history hang off it; the status
@@ -248,4 +344,31 @@ pub enum Command {
     ConfigChanged(ServiceSettings),
     /// End the actor without touching the containers.
     Shutdown,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_names_serialise_as_the_api_always_spelled_them() {
+        let json = serde_json::to_string(&StateName::ALL).expect("serialise");
+        assert_eq!(
+            json,
+            r#"["stopped","starting","ready","stopping","failed","unknown"]"#
+        );
+        for state in StateName::ALL {
+            let back: StateName =
+                serde_json::from_str(&format!("\"{state}\"")).expect("deserialise");
+            assert_eq!(back, state);
+            assert_eq!(StateName::from(state.as_str()), state);
+        }
+        let newer: StateName = serde_json::from_str("\"hibernating\"").expect("unknown name");
+        assert_eq!(newer, StateName::Unknown);
+        let failed = ServiceState::Failed {
+            reason: "exit 1".into(),
+        };
+        assert_eq!(failed.name(), StateName::Failed);
+        assert!(StateName::Ready == "ready");
+    }
 }

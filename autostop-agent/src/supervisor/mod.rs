@@ -26,13 +26,16 @@ use std::{
     future::Future,
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc, Mutex, MutexGuard, OnceLock, PoisonError,
+        Arc, OnceLock,
     },
     time::Duration,
 };
 
 use serde::Serialize;
-use tokio::task::{AbortHandle, JoinHandle};
+use tokio::{
+    sync::watch,
+    task::{AbortHandle, JoinHandle},
+};
 use tokio_util::sync::CancellationToken;
 
 /// What a supervised task is doing.
@@ -66,28 +69,33 @@ impl TaskState {
     }
 }
 
-/// Each supervised task's state, by name; shared with `/healthz`.
-#[derive(Debug, Clone, Default)]
-pub struct TaskBoard(Arc<Mutex<BTreeMap<String, TaskState>>>);
+/// Each supervised task's state, by name, published for `/healthz`: the
+/// watchers write it (each its own task's entry), the API reads it.
+#[derive(Debug, Clone)]
+pub struct TaskBoard(watch::Sender<BTreeMap<String, TaskState>>);
+
+impl Default for TaskBoard {
+    fn default() -> Self {
+        Self(watch::Sender::new(BTreeMap::new()))
+    }
+}
 
 impl TaskBoard {
     /// A copy of every task's state.
     pub fn snapshot(&self) -> BTreeMap<String, TaskState> {
-        self.lock().clone()
-    }
-
-    // A panic cannot happen while this lock is held (plain map updates), so
-    // a poisoned map is still consistent and is used as is.
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, TaskState>> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        self.0.borrow().clone()
     }
 
     fn set(&self, name: &str, state: TaskState) {
-        self.lock().insert(name.to_owned(), state);
+        self.0.send_modify(|board| {
+            board.insert(name.to_owned(), state);
+        });
     }
 
     fn remove(&self, name: &str) {
-        self.lock().remove(name);
+        self.0.send_modify(|board| {
+            board.remove(name);
+        });
     }
 }
 

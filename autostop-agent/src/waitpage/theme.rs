@@ -7,7 +7,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{ErrorKind, Read as _};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use super::template::{Template, TemplateError, Var};
 use crate::config::{is_valid_theme_name, ThemeCatalog, BUILTIN_THEMES, DEFAULT_THEME};
@@ -106,7 +105,7 @@ pub struct ThemeSet {
     themes: BTreeMap<String, Template>,
     /// Missing theme names already warned about, so a busy service with a
     /// broken theme logs one warning instead of one per visitor.
-    warned: Mutex<BTreeSet<String>>,
+    warned: parking_lot::Mutex<BTreeSet<String>>,
 }
 
 impl ThemeSet {
@@ -141,7 +140,7 @@ impl ThemeSet {
         }
         let set = ThemeSet {
             themes,
-            warned: Mutex::new(BTreeSet::new()),
+            warned: parking_lot::Mutex::new(BTreeSet::new()),
         };
         (set, problems)
     }
@@ -185,10 +184,7 @@ impl ThemeSet {
     }
 
     fn warn_missing(&self, name: &str) {
-        let first = match self.warned.lock() {
-            Ok(mut set) => set.insert(name.to_string()),
-            Err(poisoned) => poisoned.into_inner().insert(name.to_string()),
-        };
+        let first = self.warned.lock().insert(name.to_string());
         if first {
             tracing::warn!(
                 theme = name,

@@ -81,7 +81,7 @@ impl Exported {
             },
         );
         metrics.wake_event("web");
-        metrics.record_activity("web", 10, 1000);
+        metrics.add_activity("web", 10, 1000);
         metrics.set_memory("web", 300_000_000);
         metrics.add_memory_saved("web", 3600.0 * 3e8);
         metrics.wait_page("web");

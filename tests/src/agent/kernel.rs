@@ -99,6 +99,22 @@ impl KernelObjects {
     }
 }
 
+/// The maps process `pid` holds, with their names.
+fn named_maps(pid: i32) -> Vec<(Option<String>, aya::maps::MapData)> {
+    kernel_objects_of(pid)
+        .maps
+        .into_iter()
+        .filter_map(|id| aya::maps::MapData::from_id(id).ok())
+        .map(|map| {
+            let name = map
+                .info()
+                .ok()
+                .and_then(|info| info.name_as_str().map(str::to_owned));
+            (name, map)
+        })
+        .collect()
+}
+
 /// How many (address, port) bindings process `pid` steers now: the
 /// entries of its `STEERED` (one address) and `STEERED_ANY` (every
 /// address) maps, read in-process through the maps' ids: microseconds, so
@@ -107,14 +123,7 @@ pub fn steered_entries(pid: i32) -> usize {
     use autostop_common::{names, SteerKey};
     let mut found = 0;
     let mut total = 0;
-    for id in kernel_objects_of(pid).maps {
-        let Ok(map) = aya::maps::MapData::from_id(id) else {
-            continue;
-        };
-        let name = map
-            .info()
-            .ok()
-            .and_then(|info| info.name_as_str().map(str::to_owned));
+    for (name, map) in named_maps(pid) {
         let map = aya::maps::Map::HashMap(map);
         if name.as_deref() == Some(names::STEERED) {
             let map: aya::maps::HashMap<_, SteerKey, u32> =
@@ -122,14 +131,29 @@ pub fn steered_entries(pid: i32) -> usize {
             total += map.keys().count();
             found += 1;
         } else if name.as_deref() == Some(names::STEERED_ANY) {
-            let map: aya::maps::HashMap<_, u16, u32> =
-                aya::maps::HashMap::try_from(map).expect("STEERED_ANY is a hash map");
-            total += map.keys().count();
+            total += steered_any_of(map).len();
             found += 1;
         }
     }
     assert_eq!(found, 2, "process {pid} does not hold both steering maps");
     total
+}
+
+/// The every-address ports process `pid` steers, with the service index
+/// each is steered to (its `STEERED_ANY` map).
+pub fn steered_any(pid: i32) -> std::collections::BTreeMap<u16, u32> {
+    let map = named_maps(pid)
+        .into_iter()
+        .find(|(name, _)| name.as_deref() == Some(autostop_common::names::STEERED_ANY))
+        .map(|(_, map)| map)
+        .unwrap_or_else(|| panic!("process {pid} holds no STEERED_ANY map"));
+    steered_any_of(aya::maps::Map::HashMap(map))
+}
+
+fn steered_any_of(map: aya::maps::Map) -> std::collections::BTreeMap<u16, u32> {
+    let map: aya::maps::HashMap<_, u16, u32> =
+        aya::maps::HashMap::try_from(map).expect("STEERED_ANY is a hash map");
+    map.iter().filter_map(Result::ok).collect()
 }
 
 /// How many elements the warm-up sets (`warming`, `warming4`, `warming6`)

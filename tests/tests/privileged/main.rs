@@ -28,6 +28,7 @@ mod agent_ops;
 mod api;
 mod capabilities;
 mod check;
+mod churn;
 mod coldstart;
 mod conntrack;
 mod counters;

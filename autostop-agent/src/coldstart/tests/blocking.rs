@@ -40,9 +40,7 @@ async fn held_connection_is_forwarded_once_ready_with_its_bytes_intact() {
 async fn an_ignored_source_is_refused_while_stopped_and_held_while_starting() {
     let mut h = Harness::start(16, Duration::from_secs(30)).await;
     h.ignored
-        .write()
-        .expect("lock")
-        .push("127.0.0.0/8".parse().expect("cidr"));
+        .send_modify(|nets| nets.push("127.0.0.0/8".parse().expect("cidr")));
 
     // Stopped: the monitor's connection is reset and wakes nothing.
     assert_closed_by_agent(h.addr, Duration::from_secs(5), "refused, not held").await;

@@ -15,7 +15,7 @@ mod failfast;
 use std::{
     collections::HashMap,
     net::SocketAddr,
-    sync::{atomic::Ordering, Arc, RwLock},
+    sync::{atomic::Ordering, Arc},
     time::Duration,
 };
 
@@ -56,7 +56,7 @@ async fn echo_server() -> SocketAddr {
 
 struct Harness {
     addr: SocketAddr,
-    ignored: super::IgnoredSources,
+    ignored: watch::Sender<Vec<ipnet::IpNet>>,
     status: watch::Sender<ServiceStatus>,
     commands: mpsc::Receiver<Command>,
     stats: Arc<ColdStartStats>,
@@ -93,14 +93,15 @@ impl Harness {
             held: Arc::new(Semaphore::new(max_held)),
             handover: Arc::new(Semaphore::new(super::HANDOVER_WINDOW)),
         };
-        let routes: Routes = Arc::new(RwLock::new(HashMap::from([(addr.port(), route)])));
+        let (_publish, routes): (_, Routes) =
+            watch::channel(Arc::new(HashMap::from([(addr.port(), route)])));
         let upstream = Arc::new(FixedUpstream(echo_server().await));
         let stats = Arc::new(ColdStartStats::default());
         let shutdown = CancellationToken::new();
-        let ignored = super::IgnoredSources::default();
+        let (ignored, ignored_sources) = watch::channel(Vec::new());
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let ctx = Arc::new(ColdStart {
-            ignored_sources: Arc::clone(&ignored),
+            ignored_sources,
             routes,
             upstreams: upstream,
             stats: stats.clone(),

@@ -1,0 +1,134 @@
+//! The agent's main loop after start: follows the configuration file
+//! (SIGHUP or a change: [`super::reload`]) and the Docker labels (a scan
+//! every [`labels::SCAN_EVERY`], and one shortly after a labelled
+//! container is created or removed), and applies the difference to the
+//! service table. An invalid file, or a scan that fails, changes nothing.
+
+use std::{path::Path, sync::Arc, time::Duration};
+
+use tokio::sync::{mpsc, watch, Notify};
+use tokio_util::sync::CancellationToken;
+
+use super::{deps::AgentDocker, labels, reload::diff, table::ServiceTable};
+use crate::config::{Config, ServiceConfig};
+
+/// How long a label event waits for others before the rescan (a
+/// `docker-compose up` creates its containers in a burst).
+const RESCAN_SETTLE: Duration = Duration::from_millis(250);
+
+/// What the loop follows and changes.
+pub(super) struct Following<'a> {
+    pub table: &'a mut ServiceTable,
+    pub docker: &'a dyn AgentDocker,
+    pub config_path: &'a Path,
+    /// The configuration file as last loaded.
+    pub file: Config,
+    /// The labelled services the last successful scan accepted.
+    pub labelled: Vec<ServiceConfig>,
+    /// What the scans learned of stopped labelled containers.
+    pub label_cache: labels::LabelCache,
+    /// The configuration in force (file and labels, without the services
+    /// that could not be added).
+    pub current: Config,
+    /// Services the last change could not add (retried at the next one).
+    pub refused: Vec<String>,
+    /// The refused labelled services, for the status API.
+    pub refusals: watch::Sender<Vec<String>>,
+    /// Reload requests.
+    pub reloads: mpsc::Receiver<()>,
+    /// Labelled containers were created or removed.
+    pub rescan: Arc<Notify>,
+}
+
+/// Records the labelled services the last scan refused; a new refusal is
+/// logged once.
+pub(super) fn log_refusals(known: &watch::Sender<Vec<String>>, refusals: Vec<String>) {
+    known.send_modify(|known| {
+        for refusal in refusals.iter().filter(|r| !known.contains(r)) {
+            tracing::warn!(event = "label_rejected", "{refusal}");
+        }
+        *known = refusals;
+    });
+}
+
+/// Follows reloads and label scans until `shutdown`.
+pub(super) async fn follow(mut f: Following<'_>, shutdown: &CancellationToken) {
+    f.current.services.retain(|s| !f.refused.contains(&s.name));
+    let mut label_scan = tokio::time::interval(labels::SCAN_EVERY);
+    label_scan.tick().await;
+    loop {
+        let new = tokio::select! {
+            () = shutdown.cancelled() => break,
+            Some(()) = f.reloads.recv() => {
+                match Config::load_with_own_themes(f.config_path) {
+                    Err(e) => {
+                        tracing::error!(event = "reload_rejected", "keeping the running config:\n{e}");
+                        continue;
+                    }
+                    Ok(new_file) => {
+                        f.file = new_file;
+                        labels::effective(&f.file, &f.labelled)
+                    }
+                }
+            }
+            _ = label_scan.tick() => match scan(&mut f, shutdown).await {
+                Some(new) => new,
+                None => continue,
+            },
+            () = f.rescan.notified() => {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(RESCAN_SETTLE) => {}
+                }
+                match scan(&mut f, shutdown).await {
+                    Some(new) => new,
+                    None => continue,
+                }
+            }
+        };
+        let changes = diff(&f.current, &new);
+        if changes.is_empty() {
+            tracing::info!(event = "reload", "no change");
+            continue;
+        }
+        // Docker knows the new services before their state machines ask
+        // about them, and the departing ones until they are gone.
+        let mut known = new.services.clone();
+        known.extend(
+            f.current
+                .services
+                .iter()
+                .filter(|s| new.service(&s.name).is_none())
+                .cloned(),
+        );
+        f.docker.set_services(&known);
+        f.refused = f.table.apply(&f.current, &new, &changes).await;
+        f.current = new;
+        f.current.services.retain(|s| !f.refused.contains(&s.name));
+        f.docker.set_services(&f.current.services);
+    }
+}
+
+/// Scans the labels; the new effective config when something changed (or
+/// a service is waiting to be added again).
+async fn scan(f: &mut Following<'_>, shutdown: &CancellationToken) -> Option<Config> {
+    let scan = tokio::select! {
+        () = shutdown.cancelled() => return None,
+        scan = f.docker.scan_labels(&f.file, &mut f.label_cache) => scan,
+    };
+    let scanned = match scan {
+        Ok(scan) => {
+            log_refusals(&f.refusals, scan.refusals);
+            scan.services
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, kept = f.labelled.len(), "label scan failed; the labelled services stay as they are");
+            return None;
+        }
+    };
+    if scanned == f.labelled && f.refused.is_empty() {
+        return None;
+    }
+    f.labelled = scanned;
+    Some(labels::effective(&f.file, &f.labelled))
+}

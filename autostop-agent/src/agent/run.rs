@@ -1,0 +1,280 @@
+//! [`run_with`]: the agent over its dependencies. Starts the tasks that
+//! own each part (the state file's owner, the steering worker, the
+//! endpoint refresher, the memory task), adds every service, serves the
+//! cold-start listener, wake events, Docker events, the status API and
+//! systemd notifications, then follows reloads and label scans
+//! ([`super::config_loop`]) until shutdown, and takes everything down in
+//! the order that leaves the kernel as it found it.
+
+use std::{
+    sync::{atomic::Ordering, Arc},
+    time::Duration,
+};
+
+use tokio::sync::{mpsc, watch, Notify};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    config_loop::{self, Following},
+    control::{AgentControl, HealthFlags},
+    counters::Refresher,
+    deps::{AgentDeps, KernelDeps},
+    ids::IdPool,
+    kernel::KernelActivity,
+    labels, liveness,
+    memory::MemoryTask,
+    observers::{
+        alerts::{AlertObserver, Webhook},
+        history::HistoryObserver,
+        learned::LearnedStarts,
+        savings::SavingsObserver,
+        Fanout,
+    },
+    registry::Registry,
+    reload, state_owner, steer_worker,
+    steering::KernelSteering,
+    table::{ServiceTable, TableParts},
+    tasks, AgentError,
+};
+use crate::{
+    api,
+    coldstart::{self, ColdStart, ColdStartStats},
+    metrics::Metrics,
+    service::{LifecycleObserver, Ports},
+    supervisor::{Supervised, Supervisor, TaskBoard},
+    waitpage::ThemeSet,
+};
+
+/// How long the long-lived tasks get, all together, to end at shutdown
+/// before the stragglers are aborted.
+const TASK_GRACE: Duration = Duration::from_secs(3);
+
+/// Runs the agent over `deps` until `shutdown` is cancelled (by a signal,
+/// or by the supervisor when a task fails; then the result is
+/// [`AgentError::Fatal`], after the same clean-up).
+pub async fn run_with(deps: AgentDeps, shutdown: CancellationToken) -> Result<(), AgentError> {
+    let AgentDeps {
+        config_path,
+        config: file_config,
+        api_listener,
+        token,
+        alerts,
+        state,
+        steered,
+        kernel,
+        warmup,
+        docker,
+    } = deps;
+    let KernelDeps {
+        counting,
+        activity,
+        steering: steer_maps,
+        sources,
+        wake,
+        capacity,
+    } = kernel;
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(HealthFlags::default());
+    health.datapath_attached.store(true, Ordering::Relaxed);
+    let supervisor = Supervisor::new(shutdown.clone(), TaskBoard::default());
+    let mut background: Vec<Supervised> = Vec::new();
+
+    // The owners: the state file, the steering maps, the classifier.
+    let closing = CancellationToken::new();
+    let (state, state_task) = state_owner::start(state, closing.clone());
+    let state_task = supervisor.spawn("state", state_task);
+    let (registry, directory, routes) = Registry::new();
+    let (steering, requests) = KernelSteering::channel();
+    let steering_task =
+        supervisor.spawn("steering", steer_worker::run(requests, steer_maps, warmup));
+    let (kept, classifier) = tokio::sync::oneshot::channel();
+    let (counters, refresher) = Refresher {
+        docker: Arc::clone(&docker),
+        kernel: counting,
+        directory: directory.clone(),
+        steering: steering.clone(),
+        metrics: Arc::clone(&metrics),
+        health: Arc::clone(&health),
+    }
+    .start(kept, shutdown.clone());
+    background.push(supervisor.spawn("refresher", refresher));
+
+    // Who hears the lifecycle steps.
+    let (savings, savings_rx) = mpsc::unbounded_channel();
+    let mut observers: Vec<Arc<dyn LifecycleObserver>> = vec![
+        Arc::clone(&metrics) as Arc<dyn LifecycleObserver>,
+        Arc::new(HistoryObserver::new(directory.clone())),
+        Arc::new(LearnedStarts::new(state.clone())),
+        Arc::new(SavingsObserver::new(savings)),
+    ];
+    if let Some(delivery) = alerts {
+        tracing::info!(endpoint = %delivery.endpoint(), "alerts go to the webhook");
+        let (webhook, task) = Webhook::start(delivery, &supervisor, shutdown.clone());
+        background.push(task);
+        observers.push(Arc::new(AlertObserver::new(Arc::new(webhook))));
+    }
+    let memory = MemoryTask::new(
+        Arc::clone(&docker) as _,
+        directory.clone(),
+        state.clone(),
+        Arc::clone(&metrics),
+    );
+    background.push(supervisor.spawn("memory", memory.run(savings_rx, shutdown.clone())));
+
+    // The services: the file's, and those Docker labels describe.
+    let (refusals, refusals_rx) = watch::channel(Vec::new());
+    let mut label_cache = labels::LabelCache::default();
+    let labelled = match docker.scan_labels(&file_config, &mut label_cache).await {
+        Ok(scan) => {
+            config_loop::log_refusals(&refusals, scan.refusals);
+            scan.services
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no services from Docker labels yet; the next scan retries");
+            Vec::new()
+        }
+    };
+    let config = labels::effective(&file_config, &labelled);
+    docker.set_services(&config.services);
+    let (ignored, ignored_rx) = watch::channel(config.agent.ignore_sources.clone());
+    let ports = Ports {
+        runtime: Arc::clone(&docker) as _,
+        steering: Arc::new(steering.clone()),
+        probe: Arc::new(KernelActivity::new(activity, directory.clone())),
+        observer: Arc::new(Fanout::new(observers)),
+    };
+    let mut table = ServiceTable::new(TableParts {
+        registry,
+        ids: IdPool::new(capacity),
+        ports,
+        steering,
+        counters: counters.clone(),
+        docker: Arc::clone(&docker),
+        state: state.clone(),
+        metrics: Arc::clone(&metrics),
+        sources,
+        ignored,
+        shutdown: shutdown.clone(),
+        supervisor: supervisor.clone(),
+    });
+    let refused = table.add_all(&config.services).await;
+    state.send(state_owner::StateUpdate::Settled);
+
+    let (themes, problems) = ThemeSet::load(Some(&config.agent.themes_dir));
+    for problem in problems {
+        tracing::warn!(
+            "theme {}: {} (falling back to a built-in theme)",
+            problem.theme,
+            problem.error
+        );
+    }
+    let coldstart = Arc::new(ColdStart {
+        routes,
+        upstreams: Arc::clone(&docker) as _,
+        stats: Arc::new(ColdStartStats::default()),
+        themes: Arc::new(themes),
+        metrics: Arc::clone(&metrics),
+        ignored_sources: ignored_rx,
+    });
+    background.push(supervisor.spawn(
+        "coldstart",
+        coldstart::serve(steered, coldstart, shutdown.clone()),
+    ));
+    background.push(supervisor.spawn(
+        "wake-events",
+        tasks::wake_loop(
+            wake,
+            directory.clone(),
+            Arc::clone(&metrics),
+            shutdown.clone(),
+        ),
+    ));
+    let rescan = Arc::new(Notify::new());
+    let sinks = tasks::event_sinks(
+        directory.clone(),
+        Arc::clone(&health),
+        counters,
+        Arc::clone(&rescan),
+    );
+    background.push(supervisor.adopt(
+        "docker-events",
+        docker.watch_events(sinks, shutdown.clone()),
+    ));
+    let control = AgentControl {
+        directory: directory.clone(),
+        state: state.clone(),
+        metrics: Arc::clone(&metrics),
+        health: Arc::clone(&health),
+        refusals: refusals_rx,
+        tasks: supervisor.board(),
+    };
+    let router = api::router(
+        Arc::new(control) as Arc<dyn api::Control>,
+        token,
+        api::HostPolicy::new(config.agent.status_listen, &config.agent.api_hosts),
+    );
+    let api_shutdown = shutdown.clone();
+    background.push(supervisor.spawn("api", async move {
+        if let Err(e) = api::serve(api_listener, router, api_shutdown).await {
+            tracing::error!(error = %e, "status API stopped");
+        }
+    }));
+    let (reloads, reload_task) =
+        reload::watch(config_path.clone(), shutdown.clone()).map_err(|source| AgentError::Io {
+            what: "SIGHUP handler".to_owned(),
+            source,
+        })?;
+    background.push(supervisor.adopt("reload", reload_task));
+    background.extend(liveness::spawn_notify(
+        &supervisor,
+        directory,
+        Arc::clone(&health),
+        shutdown.clone(),
+    ));
+    tracing::info!(
+        event = "started",
+        services = config.services.len(),
+        status = %config.agent.status_listen,
+        "autostop is running"
+    );
+
+    config_loop::follow(
+        Following {
+            table: &mut table,
+            docker: docker.as_ref(),
+            config_path: &config_path,
+            file: file_config,
+            labelled,
+            label_cache,
+            current: config,
+            refused,
+            refusals,
+            reloads,
+            rescan,
+        },
+        &shutdown,
+    )
+    .await;
+
+    // Shutdown: stop accepting, end every task, then undo the kernel state.
+    tracing::info!(event = "stopping", "shutting down");
+    Supervisor::join_all(background, TASK_GRACE).await;
+    // The programs stay attached until the warm-up table is gone (an
+    // aborted refresher dropped them already).
+    let classifier = classifier.await.ok();
+    crate::test_hooks::cleanup_hang_point();
+    // The actors, the table and the refresher held the steering worker's
+    // last mailboxes: it finishes its queue, removes the warm-up table and
+    // ends. The state file's owner goes last, after everyone who writes.
+    table.shutdown().await;
+    Supervisor::join_all(vec![steering_task], TASK_GRACE).await;
+    drop(classifier);
+    closing.cancel();
+    drop(state);
+    Supervisor::join_all(vec![state_task], TASK_GRACE).await;
+    tracing::info!(
+        event = "stopped",
+        "autostop stopped; kernel programs detached"
+    );
+    liveness::outcome(&supervisor)
+}

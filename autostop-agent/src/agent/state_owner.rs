@@ -1,0 +1,377 @@
+//! The one owner of the state file (`<state_dir>/state.json`): a task that
+//! holds the [`StateStore`], applies the updates every other part sends it
+//! ([`StateUpdate`]), publishes what is remembered for readers (the status
+//! API, the service table's settings, RAM accounting) and is the file's
+//! only writer. Its writes (with their fsync) run on a blocking thread.
+//!
+//! When it writes: at once (after the updates already queued) for a
+//! run-time idle timeout (whose API call answers once it is on disk) and a
+//! learned start time; savings and memory samples every [`SAVE_EVERY`]
+//! and when asked ([`StateHandle::flush`]); everything at the end.
+//!
+//! Bounded under churn: of the services the file remembers that are not
+//! managed, the [`DEPARTED_KEPT`] that departed last are kept (a service
+//! unmanaged for a moment, say a labelled container being recreated, keeps
+//! its learned start time, idle timeout and savings); the others are
+//! dropped, those the file had from before this run (or that never departed
+//! while remembered) first. Nothing is dropped until the services of the
+//! start are all managed ([`StateUpdate::Settled`]).
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::state::{ServiceMemory, StateStore};
+
+/// How often credited savings and samples are written without being asked.
+pub const SAVE_EVERY: Duration = Duration::from_secs(300);
+/// How many departed services' memories the file keeps.
+pub const DEPARTED_KEPT: usize = 32;
+
+/// What is remembered, as last published.
+pub type Remembered = Arc<BTreeMap<String, ServiceMemory>>;
+
+/// A change to what is remembered.
+#[derive(Debug)]
+pub enum StateUpdate {
+    /// A run-time idle timeout (`None` forgets it); `saved` hears once it
+    /// is on disk (or why not).
+    IdleTimeout {
+        service: String,
+        seconds: Option<u64>,
+        saved: Option<oneshot::Sender<Result<(), String>>>,
+    },
+    /// The learned start estimate after a start.
+    LearnedStart { service: String, millis: u64 },
+    /// The last memory use seen while the service ran.
+    LastMemory { service: String, bytes: u64 },
+    /// Saved byte·seconds, in the wall-clock hour `hour`.
+    Credit {
+        service: String,
+        byte_seconds: f64,
+        hour: u64,
+    },
+    /// The service is managed (again).
+    Managed(String),
+    /// The service is no longer managed.
+    Departed(String),
+    /// Every service of the start is managed: what the file remembers of
+    /// other services may be pruned from now on.
+    Settled,
+    /// Write now if anything changed; `done` hears when written.
+    Flush(Option<oneshot::Sender<()>>),
+}
+
+/// How the rest of the agent talks to the owner. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct StateHandle {
+    updates: mpsc::UnboundedSender<StateUpdate>,
+    view: watch::Receiver<Remembered>,
+}
+
+impl StateHandle {
+    /// What is remembered about `service` now (defaults when nothing is).
+    pub fn service(&self, service: &str) -> ServiceMemory {
+        self.view.borrow().get(service).cloned().unwrap_or_default()
+    }
+
+    /// Sends an update (dropped once the owner is gone, at shutdown).
+    pub fn send(&self, update: StateUpdate) {
+        let _ = self.updates.send(update);
+    }
+
+    /// Records a run-time idle timeout and waits until it is on disk.
+    pub async fn set_idle_timeout(&self, service: &str, seconds: u64) -> Result<(), String> {
+        let (saved, written) = oneshot::channel();
+        self.send(StateUpdate::IdleTimeout {
+            service: service.to_owned(),
+            seconds: Some(seconds),
+            saved: Some(saved),
+        });
+        written
+            .await
+            .unwrap_or_else(|_| Err("the state owner has stopped".to_owned()))
+    }
+
+    /// Asks for a write and waits for it.
+    pub async fn flush(&self) {
+        let (done, written) = oneshot::channel();
+        self.send(StateUpdate::Flush(Some(done)));
+        let _ = written.await;
+    }
+}
+
+/// The owner's own state.
+struct Owner {
+    store: StateStore,
+    publish: watch::Sender<Remembered>,
+    managed: HashSet<String>,
+    /// When each remembered service departed (a sequence number), for
+    /// those that departed in this run.
+    departures: HashMap<String, u64>,
+    next_departure: u64,
+    /// Pruning may begin ([`StateUpdate::Settled`]).
+    settled: bool,
+    dirty: bool,
+    urgent: bool,
+    waiting: Vec<oneshot::Sender<Result<(), String>>>,
+    flushed: Vec<oneshot::Sender<()>>,
+}
+
+/// Starts the owner of `store`: its handle and the task's body, which ends
+/// once `closing` is cancelled (the agent does that last, once every other
+/// task has ended) or every handle is dropped, after applying what was
+/// sent and a last write.
+pub fn start(
+    store: StateStore,
+    closing: CancellationToken,
+) -> (StateHandle, impl std::future::Future<Output = ()> + Send) {
+    let (updates, rx) = mpsc::unbounded_channel();
+    let (publish, view) = watch::channel(Arc::new(store.services().clone()));
+    let owner = Owner {
+        store,
+        publish,
+        managed: HashSet::new(),
+        departures: HashMap::new(),
+        next_departure: 0,
+        settled: false,
+        dirty: false,
+        urgent: false,
+        waiting: Vec::new(),
+        flushed: Vec::new(),
+    };
+    (StateHandle { updates, view }, owner.run(rx, closing))
+}
+
+impl Owner {
+    async fn run(
+        mut self,
+        mut updates: mpsc::UnboundedReceiver<StateUpdate>,
+        closing: CancellationToken,
+    ) {
+        let mut every = tokio::time::interval(SAVE_EVERY);
+        every.tick().await;
+        loop {
+            let periodic = tokio::select! {
+                () = closing.cancelled() => break,
+                update = updates.recv() => match update {
+                    Some(update) => {
+                        self.apply(update);
+                        false
+                    }
+                    None => break,
+                },
+                _ = every.tick() => true,
+            };
+            while let Ok(update) = updates.try_recv() {
+                self.apply(update);
+            }
+            self.publish
+                .send_replace(Arc::new(self.store.services().clone()));
+            if self.urgent || !self.flushed.is_empty() || periodic {
+                self.prune();
+                self.write().await;
+            }
+        }
+        while let Ok(update) = updates.try_recv() {
+            self.apply(update);
+        }
+        self.prune();
+        self.write().await;
+    }
+
+    fn apply(&mut self, update: StateUpdate) {
+        match update {
+            StateUpdate::IdleTimeout {
+                service,
+                seconds,
+                saved,
+            } => {
+                if self.store.service(&service).idle_timeout_override_s != seconds {
+                    self.store
+                        .update(&service, |m| m.idle_timeout_override_s = seconds);
+                    self.mark(true);
+                }
+                if let Some(saved) = saved {
+                    self.urgent = true;
+                    self.waiting.push(saved);
+                }
+            }
+            StateUpdate::LearnedStart { service, millis } => {
+                self.store
+                    .update(&service, |m| m.learned_start_ms = Some(millis));
+                self.mark(true);
+            }
+            StateUpdate::LastMemory { service, bytes } => {
+                self.store
+                    .update(&service, |m| m.last_memory_bytes = Some(bytes));
+                self.mark(false);
+            }
+            StateUpdate::Credit {
+                service,
+                byte_seconds,
+                hour,
+            } => {
+                self.store
+                    .update(&service, |m| m.credit_saved(byte_seconds, hour));
+                self.mark(false);
+            }
+            StateUpdate::Managed(service) => {
+                self.departures.remove(&service);
+                self.managed.insert(service);
+            }
+            StateUpdate::Departed(service) => {
+                self.managed.remove(&service);
+                if self.store.services().contains_key(&service) {
+                    self.departures.insert(service, self.next_departure);
+                    self.next_departure += 1;
+                }
+                self.prune();
+            }
+            StateUpdate::Settled => {
+                self.settled = true;
+                self.prune();
+            }
+            StateUpdate::Flush(done) => {
+                self.urgent = true;
+                self.flushed.extend(done);
+            }
+        }
+    }
+
+    fn mark(&mut self, urgent: bool) {
+        self.dirty = true;
+        self.urgent |= urgent;
+    }
+
+    /// Forgets the unmanaged services beyond [`DEPARTED_KEPT`]: those
+    /// with no departure in this run first, then the earliest departed.
+    fn prune(&mut self) {
+        if !self.settled {
+            return;
+        }
+        let mut unmanaged: Vec<(Option<u64>, String)> = self
+            .store
+            .services()
+            .keys()
+            .filter(|name| !self.managed.contains(*name))
+            .map(|name| (self.departures.get(name).copied(), name.clone()))
+            .collect();
+        if unmanaged.len() <= DEPARTED_KEPT {
+            return;
+        }
+        unmanaged.sort_unstable();
+        let excess = unmanaged.len() - DEPARTED_KEPT;
+        for (_, name) in unmanaged.into_iter().take(excess) {
+            self.store.forget(&name);
+            self.departures.remove(&name);
+        }
+        self.dirty = true;
+    }
+
+    /// Writes the file if it changed (on a blocking thread), then answers
+    /// whoever waits.
+    async fn write(&mut self) {
+        let result = if self.dirty {
+            match self.store.save_job() {
+                Ok(job) => match tokio::task::spawn_blocking(job).await {
+                    Ok(result) => result.map_err(|e| e.to_string()),
+                    Err(e) => Err(format!("the state write did not finish: {e}")),
+                },
+                Err(e) => Err(e.to_string()),
+            }
+        } else {
+            Ok(())
+        };
+        if let Err(e) = &result {
+            tracing::warn!(error = %e, "cannot persist state");
+        } else {
+            self.dirty = false;
+        }
+        self.urgent = false;
+        for waiting in self.waiting.drain(..) {
+            let _ = waiting.send(result.clone());
+        }
+        for flushed in self.flushed.drain(..) {
+            let _ = flushed.send(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn remember(state: &StateHandle, service: &str) {
+        state.send(StateUpdate::LearnedStart {
+            service: service.to_owned(),
+            millis: 1500,
+        });
+    }
+
+    #[tokio::test]
+    async fn departed_services_are_kept_up_to_the_bound_newest_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut store, _) = StateStore::open(dir.path()).expect("state");
+        // From an earlier run, never managed in this one.
+        store.update("old", |m| m.learned_start_ms = Some(1));
+        store.save().expect("save");
+        let closing = CancellationToken::new();
+        let (state, owner) = start(store, closing.clone());
+        let owner = tokio::spawn(owner);
+        state.send(StateUpdate::Managed("live".into()));
+        remember(&state, "live");
+        state.send(StateUpdate::Settled);
+        let names: Vec<String> = (0..DEPARTED_KEPT + 5)
+            .map(|i| format!("gone-{i}"))
+            .collect();
+        for name in &names {
+            state.send(StateUpdate::Managed(name.clone()));
+            remember(&state, name);
+            // Departures of services the file knows nothing of count for
+            // nothing.
+            state.send(StateUpdate::Managed(format!("{name}-empty")));
+            state.send(StateUpdate::Departed(format!("{name}-empty")));
+            state.send(StateUpdate::Departed(name.clone()));
+        }
+        state.flush().await;
+        closing.cancel();
+        owner.await.expect("owner");
+        let (reopened, _) = StateStore::open(dir.path()).expect("reopen");
+        let kept: Vec<&String> = reopened.services().keys().collect();
+        assert_eq!(kept.len(), DEPARTED_KEPT + 1, "{kept:?}");
+        assert!(kept.contains(&&"live".to_owned()), "the managed one stays");
+        assert!(
+            !kept.contains(&&"old".to_owned()),
+            "the earlier run's goes first"
+        );
+        for (i, name) in names.iter().enumerate() {
+            assert_eq!(kept.contains(&name), i >= 5, "{name}: {kept:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn nothing_is_pruned_before_the_start_settled() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut store, _) = StateStore::open(dir.path()).expect("state");
+        for i in 0..DEPARTED_KEPT + 3 {
+            store.update(&format!("svc-{i}"), |m| m.learned_start_ms = Some(1));
+        }
+        store.save().expect("save");
+        let closing = CancellationToken::new();
+        let (state, owner) = start(store, closing.clone());
+        let owner = tokio::spawn(owner);
+        // A write while the start still adds services prunes nothing.
+        remember(&state, "svc-0");
+        state.flush().await;
+        closing.cancel();
+        owner.await.expect("owner");
+        let (reopened, _) = StateStore::open(dir.path()).expect("reopen");
+        assert_eq!(reopened.services().len(), DEPARTED_KEPT + 3);
+    }
+}
