@@ -56,10 +56,10 @@ impl IdleTracker {
             self.last_manual_start,
             self.kept_until,
         ]
-            .into_iter()
-            .flatten()
-            .max()
-            .map_or(Duration::ZERO, |r| now.saturating_duration_since(r))
+        .into_iter()
+        .flatten()
+        .max()
+        .map_or(Duration::ZERO, |r| now.saturating_duration_since(r))
     }
 
     /// Whether the service should be stopped now (given it is ready).

@@ -267,7 +267,11 @@ async fn keep_awake_blocks_idle_stop_and_its_end_restarts_the_timer() {
     // A full idle timeout (60 s) after the last reason went, not at once.
     let stopped = h.log.times(Call::Stop)[0];
     assert!(stopped >= t0 + secs(360), "{:?}", stopped - t0);
-    assert!(stopped <= t0 + secs(360) + super::IDLE_CHECK_PERIOD, "{:?}", stopped - t0);
+    assert!(
+        stopped <= t0 + secs(360) + super::IDLE_CHECK_PERIOD,
+        "{:?}",
+        stopped - t0
+    );
     assert!(h.handle.status().keep_awake.is_empty());
 }
 

@@ -241,6 +241,7 @@ impl MemorySource for FakeDocker {
         Ok(Some(MemoryUse {
             used_bytes: 1 << 20,
             limit_bytes: 1 << 30,
+            cpu_ns: 0,
         }))
     }
 }

@@ -102,6 +102,9 @@ impl Harness {
             },
             warmup: Box::new(warmup.clone()),
             docker: Arc::clone(&docker) as _,
+            clock: crate::schedule::WallClock::following(
+                "2026-11-30T07:00:00Z".parse().expect("a Monday morning"),
+            ),
         };
         let shutdown = CancellationToken::new();
         let agent = tokio::spawn(run_with(deps, shutdown.clone()));

@@ -1,0 +1,45 @@
+//! The wall clock the schedules read: the system's, or (in tests) one that
+//! follows tokio's paused clock from a fixed starting time, so a test can
+//! run a week of windows and pre-warms in milliseconds.
+
+use jiff::{SignedDuration, Timestamp};
+
+/// Where "now" comes from.
+#[derive(Debug, Clone)]
+pub enum WallClock {
+    /// The system clock.
+    System,
+    /// `base` at tokio instant `at`, advancing with tokio's clock.
+    Following {
+        /// The wall time at `at`.
+        base: Timestamp,
+        /// When (on tokio's clock) it was `base`.
+        at: tokio::time::Instant,
+    },
+}
+
+impl WallClock {
+    /// The system clock.
+    pub fn system() -> Self {
+        Self::System
+    }
+
+    /// A clock reading `base` now and advancing with tokio's clock.
+    pub fn following(base: Timestamp) -> Self {
+        Self::Following {
+            base,
+            at: tokio::time::Instant::now(),
+        }
+    }
+
+    /// The wall time now.
+    pub fn now(&self) -> Timestamp {
+        match self {
+            Self::System => Timestamp::now(),
+            Self::Following { base, at } => {
+                let elapsed = SignedDuration::try_from(at.elapsed()).unwrap_or(SignedDuration::MAX);
+                base.checked_add(elapsed).unwrap_or(*base)
+            }
+        }
+    }
+}
