@@ -172,8 +172,8 @@ pub async fn run_with(deps: AgentDeps, shutdown: CancellationToken) -> Result<()
         directory: directory.clone(),
         state: state.clone(),
         metrics: Arc::clone(&metrics),
+        tz: clock.time_zone(),
         clock,
-        tz: jiff::tz::TimeZone::system(),
     };
     background.push(supervisor.spawn("keep-awake", planner.run(awake_rx, shutdown.clone())));
 

@@ -39,6 +39,8 @@ use crate::{
 };
 use reasons::CpuWindow;
 
+/// How often it looks while a service's state is not known yet.
+const ADOPTING_POLL: Duration = Duration::from_secs(1);
 /// Longest sleep between evaluations (a clock change is noticed by then).
 const MAX_SLEEP: Duration = Duration::from_secs(15 * 60);
 
@@ -93,7 +95,7 @@ struct Plan {
     woke_for: Option<Timestamp>,
     cpu: CpuWindow,
     /// The memory task's samples of the service (each read once).
-    samples: Option<tokio::sync::watch::Receiver<Option<crate::docker::MemoryUse>>>,
+    samples: Option<Samples>,
     prewarm: prewarm::PrewarmPlan,
 }
 
@@ -122,9 +124,12 @@ impl Planner {
         let mut directory = self.directory.changes();
         loop {
             let next = self.evaluate(&mut plans);
+            let mut samples: Vec<Samples> =
+                plans.values().filter_map(|p| p.samples.clone()).collect();
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 () = tokio::time::sleep(next) => {}
+                () = any_sample(&mut samples) => {}
                 changed = directory.changed() => if changed.is_err() { break },
                 Some(event) = events.recv() => {
                     self.on_event(event);
@@ -152,11 +157,15 @@ impl Planner {
         let configs: Vec<ServiceConfig> = directory.iter().map(|r| r.config.clone()).collect();
         let mut next: Option<Timestamp> = None;
         let mut watch_soon = false;
+        // Adoption (and re-adoption after a Docker outage) changes states
+        // without a lifecycle step: look again until it is done.
+        let mut adopting = false;
         for record in directory.iter() {
             let name = record.name();
             let policy = &record.config.wake;
             let status = record.handle.status();
             let plan = plans.entry(name.to_owned()).or_default();
+            adopting |= status.state == crate::service::ServiceState::Unknown;
             let mut reasons = Vec::new();
             let mut view = AwakeView::default();
 
@@ -191,19 +200,18 @@ impl Planner {
                 })
                 .collect();
             reasons.extend(reasons::needed_reason(&running));
-
             match policy.busy_cpu_percent {
                 Some(limit) if status.state == crate::service::ServiceState::Ready => {
+                    let fresh = plan.samples.is_none();
                     let samples = plan
                         .samples
                         .get_or_insert_with(|| record.cells.memory.subscribe());
-                    if samples.has_changed().unwrap_or(false) {
+                    if fresh || samples.has_changed().unwrap_or(false) {
                         if let Some(sample) = *samples.borrow_and_update() {
                             plan.cpu.push(tokio::time::Instant::now(), sample.cpu_ns);
                         }
                     }
                     reasons.extend(plan.cpu.busy_reason(limit));
-                    watch_soon = true;
                 }
                 _ => {
                     plan.cpu.clear();
@@ -247,9 +255,26 @@ impl Planner {
         if watch_soon {
             sleep = sleep.min(SAMPLE_EVERY);
         }
+        if adopting {
+            sleep = sleep.min(ADOPTING_POLL);
+        }
         // An edge exactly now was just handled: look again a moment later.
         sleep.max(Duration::from_millis(100))
     }
+}
+
+/// A service's memory (and CPU) samples, as the memory task publishes them.
+type Samples = tokio::sync::watch::Receiver<Option<crate::docker::MemoryUse>>;
+
+/// Resolves when any of `samples` has a new sample (never if none).
+async fn any_sample(samples: &mut [Samples]) {
+    if samples.is_empty() {
+        return std::future::pending().await;
+    }
+    let changes = samples.iter_mut().map(|s| Box::pin(s.changed()));
+    // A closed channel (the service went) is a change too: the next pass
+    // forgets it.
+    let _ = futures_util::future::select_all(changes).await;
 }
 
 /// The earlier of two optional times.
@@ -259,7 +284,3 @@ fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
         (a, b) => a.or(b),
     }
 }
-
-#[cfg(test)]
-#[path = "tests.rs"]
-mod tests;

@@ -6,6 +6,7 @@
 //! removed by a reload hands its kernel index to the next one only after
 //! both kernel parts cleared it.
 
+mod awake;
 mod fakes;
 
 use std::{
@@ -104,6 +105,7 @@ impl Harness {
             docker: Arc::clone(&docker) as _,
             clock: crate::schedule::WallClock::following(
                 "2026-11-30T07:00:00Z".parse().expect("a Monday morning"),
+                jiff::tz::TimeZone::UTC,
             ),
         };
         let shutdown = CancellationToken::new();
