@@ -49,7 +49,10 @@ fn privileged_a_request_starts_the_required_database_first_and_it_outlives_the_a
     let agent = RunningAgent::start(&config);
     agent.wait_state("sched-db", "stopped", Duration::from_secs(10));
     agent.wait_state("sched-app", "stopped", Duration::from_secs(10));
-    assert_eq!(agent.service("sched-db")["needed_by"], serde_json::json!(["sched-app"]));
+    assert_eq!(
+        agent.service("sched-db")["needed_by"],
+        serde_json::json!(["sched-app"])
+    );
 
     let r = http_get(local(app_port), "/", &[], Duration::from_secs(60)).expect("cold request");
     assert_eq!((r.status, r.text().as_str()), (200, "app-ok\n"));
@@ -69,10 +72,17 @@ fn privileged_a_request_starts_the_required_database_first_and_it_outlives_the_a
     // a full idle timeout (8 s) later.
     agent.wait_state("sched-app", "stopped", Duration::from_secs(30));
     let app_stopped = Instant::now();
-    assert_eq!(agent.state("sched-db"), "ready", "the database outlives the app");
+    assert_eq!(
+        agent.state("sched-db"),
+        "ready",
+        "the database outlives the app"
+    );
     agent.wait_state("sched-db", "stopped", Duration::from_secs(30));
     let gap = app_stopped.elapsed();
-    assert!(gap >= Duration::from_secs(7), "db stopped {gap:?} after the app");
+    assert!(
+        gap >= Duration::from_secs(7),
+        "db stopped {gap:?} after the app"
+    );
     assert!(!running(&db.name) && !running(&app.name));
 }
 
@@ -112,13 +122,19 @@ fn privileged_a_keep_warm_window_starts_the_service_on_time_and_keeps_it_until_i
 
     agent.wait_state("sched-warm", "ready", Duration::from_secs(130));
     let opened = Instant::now();
-    let starts = metric_sum(&agent.metrics(), "autostop_starts_total", "sched-warm", |l| {
-        l.contains("trigger=\"schedule\"")
-    });
+    let starts = metric_sum(
+        &agent.metrics(),
+        "autostop_starts_total",
+        "sched-warm",
+        |l| l.contains("trigger=\"schedule\""),
+    );
     assert_eq!(starts, 1);
     let view = agent.service("sched-warm");
     assert!(
-        view["keep_awake"][0].as_str().unwrap_or_default().starts_with("keep_warm until"),
+        view["keep_awake"][0]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("keep_warm until"),
         "{view}"
     );
     // No traffic, idle timeout 5 s: still up 20 s later, inside the window.
@@ -151,15 +167,26 @@ fn privileged_a_container_burning_cpu_is_not_stopped_until_it_goes_quiet() {
     std::thread::sleep(Duration::from_secs(50));
     let view = agent.service("sched-busy");
     assert_eq!(view["state"], "ready", "{view}");
-    let reason = view["keep_awake"][0].as_str().unwrap_or_default().to_owned();
-    assert!(reason.starts_with("busy, ") && reason.ends_with("% CPU"), "{view}");
+    let reason = view["keep_awake"][0]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        reason.starts_with("busy, ") && reason.ends_with("% CPU"),
+        "{view}"
+    );
 
     docker(&["exec", &c.name, "rm", "/tmp/burn"]);
     let quiet = Instant::now();
     assert!(
-        eventually(Duration::from_secs(120), || agent.state("sched-busy") == "stopped"),
+        eventually(Duration::from_secs(120), || agent.state("sched-busy")
+            == "stopped"),
         "still {} after it went quiet",
         agent.service("sched-busy")
     );
-    assert!(quiet.elapsed() >= Duration::from_secs(19), "{:?}", quiet.elapsed());
+    assert!(
+        quiet.elapsed() >= Duration::from_secs(19),
+        "{:?}",
+        quiet.elapsed()
+    );
 }

@@ -184,3 +184,53 @@ async fn a_requirement_found_running_with_its_dependent_stays_up_while_it_runs()
     assert_eq!(h.calls(), ["-up-app", "-up-db"]);
     h.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_learned_habit_prewarms_the_service_and_an_unused_prewarm_counts_as_a_miss() {
+    // Requests woke it at 09:00 on each of the last four Mondays.
+    let services = format!("{}prewarm = true\n\n", service("habit", 18098, "30s"));
+    let h = Harness::start_remembering(&services, &[], 8, |state| {
+        state.update("habit", |m| {
+            for week in 1..=4_i64 {
+                // Mon 2026-11-30 09:00 UTC minus `week` weeks.
+                m.note_demand(1_796_029_200 - week * 7 * 86_400);
+            }
+        })
+    })
+    .await;
+    h.until_state("habit", "stopped").await;
+    h.until("a prediction", async |h| {
+        json(&h.get("/api/services/habit").await)["next_prewarm"].is_object()
+    })
+    .await;
+    let view = json(&h.get("/api/services/habit").await);
+    let next = &view["next_prewarm"];
+    // 10 minutes plus the default 10 s start estimate ahead of 09:00.
+    assert_eq!(next["at"], "2026-11-30T08:49:50Z", "{view}");
+    assert_eq!(next["expected"], "2026-11-30T09:00:00Z", "{view}");
+    assert!(
+        next["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("4 of the last 4"),
+        "{view}"
+    );
+
+    // 07:00 now: started at 08:49:50, no request comes, idles out: a miss.
+    sleep(Duration::from_secs(6_585)).await;
+    assert_eq!(h.state("habit").await.as_deref(), Some("stopped"));
+    h.within(Duration::from_secs(30), "habit", "ready").await;
+    let metrics = h.get("/metrics").await;
+    assert!(
+        metrics.contains("autostop_starts_total{service=\"habit\",trigger=\"prewarm\"} 1"),
+        "{metrics}"
+    );
+    h.within(Duration::from_secs(60), "habit", "stopped").await;
+    h.until("the miss counted", async |h| {
+        h.get("/metrics")
+            .await
+            .contains("autostop_prewarm_total{service=\"habit\",outcome=\"miss\"} 1")
+    })
+    .await;
+    h.stop().await;
+}
