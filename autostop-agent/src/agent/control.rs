@@ -212,7 +212,14 @@ impl Control for AgentControl {
 
     fn problems(&self) -> Vec<String> {
         let mut all: Vec<String> = self.refusals.borrow().clone();
-        for record in self.directory.snapshot().iter() {
+        let directory = self.directory.snapshot();
+        // Requirements across the file and the labels (the file alone is
+        // checked when it is read).
+        let configs: Vec<_> = directory.iter().map(|r| r.config.clone()).collect();
+        for (service, problem) in crate::config::warm::requirement_problems(&configs) {
+            all.push(format!("service {service:?}: {problem}"));
+        }
+        for record in directory.iter() {
             all.extend(
                 record
                     .cells

@@ -145,3 +145,48 @@ fn problems_cover_services_from_any_source() {
     // A cycle never loops start_order.
     assert_eq!(start_order("a", &services), ["b"]);
 }
+
+#[test]
+fn labels_carry_the_wake_policy() {
+    use crate::config::labels::{services_from_labels, LabelledContainer};
+    let labels = [
+        ("autostop.enable", "true"),
+        ("autostop.port", "8080"),
+        ("autostop.requires", "shared-db, cache"),
+        (
+            "autostop.keep-warm",
+            "Mon-Fri 08:00-19:00; Sat,Sun 10:00-12:00",
+        ),
+        ("autostop.prewarm", "true"),
+        ("autostop.busy-cpu-percent", "30"),
+    ];
+    let container = LabelledContainer {
+        name: "wiki".into(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect(),
+        ..LabelledContainer::default()
+    };
+    let status = std::net::SocketAddr::from(([127, 0, 0, 1], 3456));
+    let (services, problems) =
+        services_from_labels(&[container.clone()], &ThemeCatalog::builtin(), status);
+    assert!(problems.is_empty(), "{problems:?}");
+    let wake = &services[0].wake;
+    assert_eq!(wake.requires, ["shared-db", "cache"]);
+    assert_eq!(wake.keep_warm.len(), 2);
+    assert_eq!(wake.keep_warm[1].to_string(), "Sat,Sun 10:00-12:00");
+    assert!(wake.prewarm);
+    assert_eq!(wake.busy_cpu_percent, Some(30));
+
+    let mut bad = container;
+    bad.labels.insert("autostop.prewarm".into(), "yes".into());
+    bad.labels
+        .insert("autostop.keep-warm".into(), "Mon 25:00-26:00".into());
+    let (services, problems) = services_from_labels(&[bad], &ThemeCatalog::builtin(), status);
+    assert!(services.is_empty());
+    assert!(
+        problems[0].contains("wiki") && problems[0].contains("autostop.prewarm"),
+        "{problems:?}"
+    );
+}

@@ -159,12 +159,13 @@ fn privileged_a_container_burning_cpu_is_not_stopped_until_it_goes_quiet() {
     docker(&["start", &c.name]);
     let services = format!(
         "{}busy_cpu_percent = 20\n\n",
-        service_toml("sched-busy", port, &c.name, "20s")
+        service_toml("sched-busy", port, &c.name, "45s")
     );
     let config = AgentConfig::new(&services);
     let agent = RunningAgent::start(&config);
     agent.wait_state("sched-busy", "ready", Duration::from_secs(10));
-    std::thread::sleep(Duration::from_secs(50));
+    // Past the idle timeout: up, and saying why.
+    std::thread::sleep(Duration::from_secs(60));
     let view = agent.service("sched-busy");
     assert_eq!(view["state"], "ready", "{view}");
     let reason = view["keep_awake"][0]

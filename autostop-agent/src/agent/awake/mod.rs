@@ -17,9 +17,13 @@
 //! ([`Command::KeepAwake`]) when they change, and publishes what the API
 //! shows (next window, next pre-warm) in the service's record. It runs
 //! when a service changes state, when a request wakes one, on reloads, at
-//! the next window edge or pre-warm, and every [`SAMPLE_EVERY`] while a
-//! busy guard or a pre-warm's outcome is being watched; otherwise it
-//! sleeps.
+//! the next window edge or pre-warm, on each memory sample of a ready
+//! service with a busy guard, every second while a service's state is not
+//! known yet (adoption, a Docker outage) and every [`SAMPLE_EVERY`] while
+//! a pre-warm's outcome is being watched; otherwise it sleeps (at most
+//! [`MAX_SLEEP`]). The busy guard reads the CPU rate between samples, so
+//! it holds from the second sample after the service became ready on (15
+//! to 30 s).
 
 mod prewarm;
 pub mod reasons;
