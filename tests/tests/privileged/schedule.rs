@@ -152,7 +152,7 @@ fn privileged_a_container_burning_cpu_is_not_stopped_until_it_goes_quiet() {
     let port = free_port();
     // Burns a core while /tmp/burn exists.
     let script = format!(
-        "touch /tmp/burn; (while [ -e /tmp/burn ]; do :; done) & {}",
+        "mkdir -p /tmp; touch /tmp/burn; (while [ -e /tmp/burn ]; do :; done) & {}",
         httpd_script("busy-ok", 0)
     );
     let c = container(&image, port, &script);
@@ -167,6 +167,11 @@ fn privileged_a_container_burning_cpu_is_not_stopped_until_it_goes_quiet() {
     // Past the idle timeout: up, and saying why.
     std::thread::sleep(Duration::from_secs(60));
     let view = agent.service("sched-busy");
+    if view["state"] != "ready" {
+        for line in agent.logs() {
+            eprintln!("{line}");
+        }
+    }
     assert_eq!(view["state"], "ready", "{view}");
     let reason = view["keep_awake"][0]
         .as_str()
