@@ -61,6 +61,10 @@ fn dispatch(command: Command) -> ExitCode {
                 print_out(&format!("{}\n", serde_json::to_string_pretty(&services)?));
             } else {
                 print_out(&client::status_table(&services, wide));
+                let tz = jiff::tz::TimeZone::system();
+                for note in client::schedule_notes(&services, &tz) {
+                    print_out(&format!("note: {note}\n"));
+                }
                 for problem in client.problems().await? {
                     print_out(&format!("problem: {problem}\n"));
                 }

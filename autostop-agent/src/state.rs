@@ -54,7 +54,20 @@ pub struct ServiceMemory {
     /// [`SAVED_HOURS_KEPT`] hours only, for the "last 24 h" figure.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub memory_saved_by_hour: BTreeMap<u64, f64>,
+    /// Requests that woke the service or found it pre-warmed, in Unix
+    /// seconds, the last [`HABIT_DAYS_KEPT`] days: the pre-warm model's
+    /// input.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub demands: Vec<i64>,
+    /// Past pre-warms as (Unix seconds, hit), the last [`HABIT_DAYS_KEPT`]
+    /// days, oldest first: the pre-warm model's back-off reads them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub prewarms: Vec<(i64, bool)>,
 }
+
+/// How many days of demands and pre-warms are kept (the model looks four
+/// weeks back, plus a week of margin).
+pub const HABIT_DAYS_KEPT: i64 = 36;
 
 /// How many hourly savings buckets are kept (24 full hours plus the
 /// current one).
@@ -78,6 +91,22 @@ impl ServiceMemory {
         *self.memory_saved_by_hour.entry(hour).or_default() += byte_seconds;
         let oldest = hour.saturating_sub(SAVED_HOURS_KEPT - 1);
         self.memory_saved_by_hour.retain(|h, _| *h >= oldest);
+    }
+
+    /// Records a demand at `at` (Unix seconds), forgetting old ones.
+    pub fn note_demand(&mut self, at: i64) {
+        self.demands.push(at);
+        self.demands.sort_unstable();
+        let oldest = at - HABIT_DAYS_KEPT * 86_400;
+        self.demands.retain(|d| *d >= oldest);
+    }
+
+    /// Records how a pre-warm at `at` (Unix seconds) turned out.
+    pub fn note_prewarm(&mut self, at: i64, hit: bool) {
+        self.prewarms.push((at, hit));
+        self.prewarms.sort_unstable_by_key(|(t, _)| *t);
+        let oldest = at - HABIT_DAYS_KEPT * 86_400;
+        self.prewarms.retain(|(t, _)| *t >= oldest);
     }
 
     /// Savings of the last 24 hours as of `hour`, in byte·seconds: the

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use super::{registry::DirectoryReader, registry::ServiceRecord, state_owner::StateHandle};
 use crate::{
-    api::{Action, Control, ControlError, Health, ServiceView},
+    api::{Action, Control, ControlError, Health, PrewarmView, ServiceView},
     metrics::Metrics,
     service::{Command, ManualCommand, ServiceState, StartBlock},
     state::unix_hour,
@@ -56,7 +56,7 @@ impl AgentControl {
         let now_wall = SystemTime::now();
         let last_activity = status.last_activity.map(|at| at.into_std());
         let idle_for = last_activity.map(|at| at.elapsed());
-        let until_stop = match (&status.state, status.hold) {
+        let until_stop = match (&status.state, status.hold || !status.keep_awake.is_empty()) {
             (ServiceState::Ready, false) => {
                 let idle = idle_for.unwrap_or_else(|| status.since.elapsed());
                 Some(status.idle_timeout.saturating_sub(idle).as_secs())
@@ -73,6 +73,7 @@ impl AgentControl {
             .flatten();
         let to_gb_h = |byte_seconds: f64| byte_seconds / 1e9 / 3600.0;
         let (start_block, retry_in) = start_block(status.start_block);
+        let awake = record.cells.awake.borrow().clone();
         let max_held = u64::from(config.max_held_connections);
         let available = u64::try_from(record.held.available_permits()).unwrap_or(max_held);
         ServiceView {
@@ -101,6 +102,28 @@ impl AgentControl {
             ram_saved_gb_h: to_gb_h(memory.memory_saved_byte_seconds),
             ram_saved_gb_h_24h: to_gb_h(memory.saved_last_24h(unix_hour(now_wall))),
             problems: record.cells.problems.borrow().clone(),
+            keep_awake: status.keep_awake.clone(),
+            requires: config.wake.requires.clone(),
+            needed_by: self
+                .directory
+                .snapshot()
+                .iter()
+                .filter(|r| r.config.wake.requires.contains(&config.name))
+                .map(|r| r.name().to_owned())
+                .collect(),
+            keep_warm: config
+                .wake
+                .keep_warm
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            keep_warm_until: awake.window_until.map(|t| t.to_string()),
+            next_keep_warm: awake.next_window.map(|t| t.to_string()),
+            next_prewarm: awake.next_prewarm.map(|p| PrewarmView {
+                at: p.at.to_string(),
+                expected: p.expected.to_string(),
+                reason: p.reason,
+            }),
         }
     }
 
@@ -189,7 +212,14 @@ impl Control for AgentControl {
 
     fn problems(&self) -> Vec<String> {
         let mut all: Vec<String> = self.refusals.borrow().clone();
-        for record in self.directory.snapshot().iter() {
+        let directory = self.directory.snapshot();
+        // Requirements across the file and the labels (the file alone is
+        // checked when it is read).
+        let configs: Vec<_> = directory.iter().map(|r| r.config.clone()).collect();
+        for (service, problem) in crate::config::warm::requirement_problems(&configs) {
+            all.push(format!("service {service:?}: {problem}"));
+        }
+        for record in directory.iter() {
             all.extend(
                 record
                     .cells

@@ -158,6 +158,8 @@ pub struct AgentDeps {
     pub warmup: Box<dyn Warmup>,
     /// Docker.
     pub docker: Arc<dyn AgentDocker>,
+    /// The wall clock `keep_warm` windows and pre-warms read.
+    pub clock: crate::schedule::WallClock,
 }
 
 /// A container's address for `published_port`, from its endpoints.

@@ -16,6 +16,9 @@
 //!   read-only view ([`kernel`]);
 //! - the state file's owner ([`state_owner`]), its only writer;
 //! - memory sampling and RAM-savings accounting ([`memory`]);
+//! - what keeps a service awake or wakes it besides traffic: `keep_warm`
+//!   windows, dependents, CPU use, pre-warms ([`awake`]); requirements
+//!   started first ([`requires`]);
 //! - the cold-start listener, the wake-event loop and Docker's event
 //!   stream ([`tasks`]);
 //! - the status API ([`control`]), metrics and dashboard;
@@ -25,6 +28,7 @@
 //! On shutdown every task is joined, the netfilter table is deleted and the
 //! BPF links are dropped: the kernel is back to its stock behaviour.
 
+mod awake;
 mod config_loop;
 mod control;
 mod counters;
@@ -39,6 +43,7 @@ mod observers;
 mod real;
 mod registry;
 mod reload;
+mod requires;
 mod run;
 mod state_owner;
 mod steer_worker;
@@ -53,6 +58,7 @@ use std::path::PathBuf;
 
 use tokio_util::sync::CancellationToken;
 
+pub use awake::AwakeView;
 pub use control::{AgentControl, HealthFlags};
 pub use deps::{
     ActivityCounters, AgentDeps, AgentDocker, Counting, EventSinks, IgnoreSources, KernelDeps,

@@ -126,6 +126,7 @@ pub(super) async fn build(options: &AgentOptions) -> Result<AgentDeps, AgentErro
         },
         warmup: Box::new(warmup),
         docker: Arc::new(RealDocker { runtime, client }),
+        clock: crate::schedule::WallClock::system(),
     })
 }
 

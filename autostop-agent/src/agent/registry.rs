@@ -77,6 +77,8 @@ pub struct ServiceCells {
     /// Each container's init PID and container port, to count open
     /// connections inside its namespace (endpoint refresher).
     pub listeners: watch::Sender<Vec<(u32, u16)>>,
+    /// Its next `keep_warm` window and pre-warm (keep-awake planner).
+    pub awake: watch::Sender<super::awake::AwakeView>,
 }
 
 impl ServiceCells {
@@ -205,6 +207,14 @@ impl DirectoryReader {
     /// The service named `name` now.
     pub fn get(&self, name: &str) -> Option<Arc<ServiceRecord>> {
         self.0.borrow().get(name).cloned()
+    }
+
+    /// A receiver told of every new snapshot (services added, removed or
+    /// reconfigured).
+    pub fn changes(&self) -> watch::Receiver<Arc<Directory>> {
+        let mut changes = self.0.clone();
+        changes.mark_unchanged();
+        changes
     }
 }
 

@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::{
+    awake::{AwakeObserver, Planner},
     config_loop::{self, Following},
     control::{AgentControl, HealthFlags},
     counters::Refresher,
@@ -31,7 +32,9 @@ use super::{
         Fanout,
     },
     registry::Registry,
-    reload, state_owner, steer_worker,
+    reload,
+    requires::RequiresRuntime,
+    state_owner, steer_worker,
     steering::KernelSteering,
     table::{ServiceTable, TableParts},
     tasks, AgentError,
@@ -64,6 +67,7 @@ pub async fn run_with(deps: AgentDeps, shutdown: CancellationToken) -> Result<()
         kernel,
         warmup,
         docker,
+        clock,
     } = deps;
     let KernelDeps {
         counting,
@@ -101,11 +105,13 @@ pub async fn run_with(deps: AgentDeps, shutdown: CancellationToken) -> Result<()
 
     // Who hears the lifecycle steps.
     let (savings, savings_rx) = mpsc::unbounded_channel();
+    let (awake, awake_rx) = mpsc::unbounded_channel();
     let mut observers: Vec<Arc<dyn LifecycleObserver>> = vec![
         Arc::clone(&metrics) as Arc<dyn LifecycleObserver>,
         Arc::new(HistoryObserver::new(directory.clone())),
         Arc::new(LearnedStarts::new(state.clone())),
         Arc::new(SavingsObserver::new(savings)),
+        Arc::new(AwakeObserver::new(awake)),
     ];
     if let Some(delivery) = alerts {
         tracing::info!(endpoint = %delivery.endpoint(), "alerts go to the webhook");
@@ -138,7 +144,10 @@ pub async fn run_with(deps: AgentDeps, shutdown: CancellationToken) -> Result<()
     docker.set_services(&config.services);
     let (ignored, ignored_rx) = watch::channel(config.agent.ignore_sources.clone());
     let ports = Ports {
-        runtime: Arc::clone(&docker) as _,
+        runtime: Arc::new(RequiresRuntime::new(
+            Arc::clone(&docker) as _,
+            directory.clone(),
+        )),
         steering: Arc::new(steering.clone()),
         probe: Arc::new(KernelActivity::new(activity, directory.clone())),
         observer: Arc::new(Fanout::new(observers)),
@@ -159,6 +168,14 @@ pub async fn run_with(deps: AgentDeps, shutdown: CancellationToken) -> Result<()
     });
     let refused = table.add_all(&config.services).await;
     state.send(state_owner::StateUpdate::Settled);
+    let planner = Planner {
+        directory: directory.clone(),
+        state: state.clone(),
+        metrics: Arc::clone(&metrics),
+        tz: clock.time_zone(),
+        clock,
+    };
+    background.push(supervisor.spawn("keep-awake", planner.run(awake_rx, shutdown.clone())));
 
     let (themes, problems) = ThemeSet::load(Some(&config.agent.themes_dir));
     for problem in problems {

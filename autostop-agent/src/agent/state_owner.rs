@@ -56,6 +56,10 @@ pub enum StateUpdate {
         byte_seconds: f64,
         hour: u64,
     },
+    /// A request woke the service or found it pre-warmed (Unix seconds).
+    Demand { service: String, at: i64 },
+    /// How a pre-warm begun at `at` (Unix seconds) turned out.
+    Prewarmed { service: String, at: i64, hit: bool },
     /// The service is managed (again).
     Managed(String),
     /// The service is no longer managed.
@@ -206,6 +210,14 @@ impl Owner {
                 self.store
                     .update(&service, |m| m.learned_start_ms = Some(millis));
                 self.mark(true);
+            }
+            StateUpdate::Demand { service, at } => {
+                self.store.update(&service, |m| m.note_demand(at));
+                self.mark(false);
+            }
+            StateUpdate::Prewarmed { service, at, hit } => {
+                self.store.update(&service, |m| m.note_prewarm(at, hit));
+                self.mark(false);
             }
             StateUpdate::LastMemory { service, bytes } => {
                 self.store

@@ -125,6 +125,7 @@ fn uses(used: u64, limit: u64) -> Arc<FakeSource> {
     Arc::new(FakeSource(Mutex::new(Ok(Some(MemoryUse {
         used_bytes: used,
         limit_bytes: limit,
+        cpu_ns: 0,
     })))))
 }
 
@@ -158,7 +159,8 @@ async fn running_memory_is_sampled_then_saved_while_stopped() {
         f.live(),
         Some(MemoryUse {
             used_bytes: 6_200_000_000,
-            limit_bytes: 8 * GB
+            limit_bytes: 8 * GB,
+            cpu_ns: 0,
         })
     );
     assert!(f
@@ -231,6 +233,7 @@ impl MemorySource for SlowSource {
         Ok(Some(MemoryUse {
             used_bytes: GB,
             limit_bytes: 2 * GB,
+            cpu_ns: 0,
         }))
     }
 }

@@ -97,6 +97,42 @@ pub struct ServiceView {
     /// configured port no container publishes, which is never steered).
     #[serde(default)]
     pub problems: Vec<String>,
+    /// Why it is kept awake besides traffic and hold (e.g. `keep_warm until
+    /// Mon 19:00`, `needed by app`, `busy, 23 % CPU`): never idle-stopped
+    /// while there is any.
+    #[serde(default)]
+    pub keep_awake: Vec<String>,
+    /// The services it requires (started first, kept awake while it runs).
+    #[serde(default)]
+    pub requires: Vec<String>,
+    /// The services that require it.
+    #[serde(default)]
+    pub needed_by: Vec<String>,
+    /// Its `keep_warm` windows, as written.
+    #[serde(default)]
+    pub keep_warm: Vec<String>,
+    /// When the `keep_warm` window it is in closes (RFC 3339).
+    #[serde(default)]
+    pub keep_warm_until: Option<String>,
+    /// The next `keep_warm` opening (RFC 3339).
+    #[serde(default)]
+    pub next_keep_warm: Option<String>,
+    /// The next learned pre-warm, with `prewarm = true` and a strong enough
+    /// habit.
+    #[serde(default)]
+    pub next_prewarm: Option<PrewarmView>,
+}
+
+/// A predicted pre-warm, as the API shows it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PrewarmView {
+    /// When the service will be started (RFC 3339).
+    pub at: String,
+    /// The habitual first request it prepares for (RFC 3339).
+    pub expected: String,
+    /// Why, e.g. "3 of the last 4 Mondays had a request between 08:55 and
+    /// 09:25".
+    pub reason: String,
 }
 
 /// Agent health for `/healthz`.

@@ -3,10 +3,12 @@
 //! on its `status_listen` address, with the bearer token when configured;
 //! [`table`] renders `autostop status`.
 
+mod notes;
 mod table;
 #[cfg(test)]
 mod table_tests;
 
+pub use notes::schedule_notes;
 pub use table::{compact_duration, compact_seconds, status_table, DEFAULT_WIDTH};
 
 use std::{fmt::Write as _, net::SocketAddr, time::Duration};

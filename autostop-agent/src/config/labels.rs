@@ -1,7 +1,8 @@
 //! Docker labels as a second source of services: containers labelled
 //! `autostop.enable=true` (with `autostop.port`, and optionally
 //! `autostop.idle-timeout`, `autostop.mode`, `autostop.theme`,
-//! `autostop.name`) become services, grouped by compose project (or one per
+//! `autostop.name`, `autostop.requires`, `autostop.keep-warm`,
+//! `autostop.prewarm`, `autostop.busy-cpu-percent`) become services, grouped by compose project (or one per
 //! container outside compose). The file config wins on conflicts, with a
 //! warning.
 //!
@@ -24,6 +25,10 @@ const LABEL_IDLE: &str = "autostop.idle-timeout";
 const LABEL_MODE: &str = "autostop.mode";
 const LABEL_THEME: &str = "autostop.theme";
 const LABEL_NAME: &str = "autostop.name";
+const LABEL_REQUIRES: &str = "autostop.requires";
+const LABEL_KEEP_WARM: &str = "autostop.keep-warm";
+const LABEL_PREWARM: &str = "autostop.prewarm";
+const LABEL_BUSY: &str = "autostop.busy-cpu-percent";
 const COMPOSE_PROJECT: &str = "com.docker.compose.project";
 const COMPOSE_WORKING_DIR: &str = "com.docker.compose.project.working_dir";
 
@@ -140,6 +145,7 @@ fn group_service(
     if let Some(theme) = first(members, LABEL_THEME) {
         table.insert("theme".into(), theme.into());
     }
+    wake_labels(members, &origin, &mut table)?;
     match working_dir {
         Some(dir) => table.insert("compose_dir".into(), dir.into()),
         None => table.insert(
@@ -172,6 +178,50 @@ fn group_service(
         .into_iter()
         .next()
         .ok_or_else(|| format!("{origin}: no service"))
+}
+
+/// `autostop.requires` (comma-separated names), `autostop.keep-warm`
+/// (windows separated by `;`, as a window has commas), `autostop.prewarm`
+/// (`true`/`false`) and `autostop.busy-cpu-percent`, into the table.
+fn wake_labels(
+    members: &[&LabelledContainer],
+    origin: &str,
+    table: &mut toml::Table,
+) -> Result<(), String> {
+    let split = |text: &str, sep: char| -> toml::Value {
+        toml::Value::Array(
+            text.split(sep)
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(|p| p.into())
+                .collect(),
+        )
+    };
+    if let Some(requires) = first(members, LABEL_REQUIRES) {
+        table.insert("requires".into(), split(requires, ','));
+    }
+    if let Some(windows) = first(members, LABEL_KEEP_WARM) {
+        table.insert("keep_warm".into(), split(windows, ';'));
+    }
+    if let Some(prewarm) = first(members, LABEL_PREWARM) {
+        let value = match prewarm.trim() {
+            "true" => true,
+            "false" => false,
+            other => {
+                return Err(format!(
+                    "{origin}: {LABEL_PREWARM}: {other:?} is not true or false"
+                ))
+            }
+        };
+        table.insert("prewarm".into(), value.into());
+    }
+    if let Some(busy) = first(members, LABEL_BUSY) {
+        let value = busy.trim().parse::<i64>().map_err(|_| {
+            format!("{origin}: {LABEL_BUSY}: {busy:?} is not a whole number of percent")
+        })?;
+        table.insert("busy_cpu_percent".into(), value.into());
+    }
+    Ok(())
 }
 
 /// The file's config plus the labelled services that do not clash with it

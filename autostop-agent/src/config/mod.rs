@@ -18,6 +18,7 @@ mod render;
 mod theme;
 mod validate;
 pub mod vetting;
+pub mod warm;
 
 #[cfg(test)]
 mod tests_errors;
@@ -36,6 +37,7 @@ pub use duration::{format_human, MIN_TIMEOUT};
 pub use error::{ConfigError, LocatedError};
 pub use import::import_seed_json;
 pub use theme::{is_valid_theme_name, BuiltinTheme, ThemeCatalog, BUILTIN_THEMES, DEFAULT_THEME};
+pub use warm::WakePolicy;
 
 /// Where the agent looks for its configuration unless told otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/autostop/autostop.toml";
@@ -149,6 +151,8 @@ pub struct ServiceConfig {
     pub hold_while_connected: bool,
     /// Cap on connections held while the service starts (1..=65536).
     pub max_held_connections: u32,
+    /// When it is kept or made warm besides its own traffic.
+    pub wake: WakePolicy,
 }
 
 /// A published host port and its transport protocol.

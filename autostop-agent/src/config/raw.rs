@@ -74,6 +74,15 @@ pub(crate) struct RawService {
     pub hold_while_connected: Option<bool>,
     /// Cap on held connections; i64 so range errors get our message.
     pub max_held_connections: Option<Spanned<i64>>,
+    /// `keep_warm` windows, e.g. `"Mon-Fri 08:00-19:00"`.
+    pub keep_warm: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Learned pre-warming.
+    pub prewarm: Option<bool>,
+    /// Services this one needs, started first.
+    pub requires: Option<Spanned<Vec<Spanned<String>>>>,
+    /// CPU (percent of one core) above which the service is busy; i64 so
+    /// range errors get our message.
+    pub busy_cpu_percent: Option<Spanned<i64>>,
 }
 
 /// An entry of `ports = [...]`: an integer (TCP) or a `"PORT/PROTO"` string.

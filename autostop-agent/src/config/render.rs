@@ -112,4 +112,22 @@ fn render_service(out: &mut String, s: &ServiceConfig) {
     );
     let _ = writeln!(out, "hold_while_connected = {}", s.hold_while_connected);
     let _ = writeln!(out, "max_held_connections = {}", s.max_held_connections);
+    let wake = &s.wake;
+    if !wake.keep_warm.is_empty() {
+        let windows = wake.keep_warm.iter().map(|w| quote(&w.to_string()));
+        let _ = writeln!(out, "keep_warm = {}", list(windows));
+    }
+    if wake.prewarm {
+        let _ = writeln!(out, "prewarm = true");
+    }
+    if !wake.requires.is_empty() {
+        let _ = writeln!(
+            out,
+            "requires = {}",
+            list(wake.requires.iter().map(|r| quote(r)))
+        );
+    }
+    if let Some(busy) = wake.busy_cpu_percent {
+        let _ = writeln!(out, "busy_cpu_percent = {busy}");
+    }
 }

@@ -14,6 +14,7 @@ use super::locate::Locator;
 use super::ports;
 use super::raw::{RawAgent, RawFile, RawService};
 use super::theme::{is_valid_theme_name, ThemeCatalog, DEFAULT_THEME};
+use super::warm;
 use super::{
     AgentConfig, Config, Mode, ServiceConfig, Target, DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_HELD_CONNECTIONS, DEFAULT_START_TIMEOUT, MAX_HELD_CONNECTIONS_LIMIT,
@@ -100,6 +101,10 @@ pub(crate) fn resolve(
         }
     }
     check_unique_names(&mut ck, &raw.service);
+    if ck.errors.is_empty() {
+        let labels = agent.as_ref().is_some_and(|a| a.docker_labels);
+        warm::check_file(&mut ck, &raw.service, &services, labels);
+    }
     let status_port = agent.as_ref().map(|a| a.status_listen.port());
     ports::check_unique_ports(&mut ck, &raw.service, status_port);
     match agent {
@@ -336,6 +341,7 @@ fn resolve_service(
                 .ok_or_else(|| format!("{n} is out of range 1..={MAX_HELD_CONNECTIONS_LIMIT}"))
         },
     );
+    let wake = warm::resolve(ck, &p, raw);
     Some(ServiceConfig {
         name: name.clone(),
         ports: ports?,
@@ -346,6 +352,7 @@ fn resolve_service(
         start_timeout: start_timeout?,
         hold_while_connected: raw.hold_while_connected.unwrap_or(false),
         max_held_connections: max_held?,
+        wake: wake?,
     })
 }
 

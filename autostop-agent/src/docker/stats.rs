@@ -3,7 +3,8 @@
 //! the limit, which the daemon reports as the host's RAM for a container
 //! without a memory limit. A compose project's containers are summed; the
 //! summed limit is capped at the host's RAM (several unlimited containers
-//! share one machine, they cannot use it twice).
+//! share one machine, they cannot use it twice). The same answer gives the
+//! containers' CPU time, which the busy guard reads.
 
 use bollard::models::ContainerStatsResponse;
 
@@ -14,6 +15,9 @@ pub struct MemoryUse {
     pub used_bytes: u64,
     /// The memory limit in bytes (the host's RAM when unlimited).
     pub limit_bytes: u64,
+    /// CPU time used since the containers started, in nanoseconds (the
+    /// busy guard reads its rate between samples).
+    pub cpu_ns: u64,
 }
 
 impl MemoryUse {
@@ -24,6 +28,7 @@ impl MemoryUse {
         MemoryUse {
             used_bytes: self.used_bytes.saturating_add(other.used_bytes),
             limit_bytes: host_bytes.map_or(limit, |host| limit.min(host)),
+            cpu_ns: self.cpu_ns.saturating_add(other.cpu_ns),
         }
     }
 }
@@ -45,9 +50,16 @@ pub fn memory_of(stats: &ContainerStatsResponse) -> Option<MemoryUse> {
         Some(inactive) if inactive < usage => usage - inactive,
         _ => usage,
     };
+    let cpu_ns = stats
+        .cpu_stats
+        .as_ref()
+        .and_then(|c| c.cpu_usage.as_ref())
+        .and_then(|u| u.total_usage)
+        .unwrap_or(0);
     Some(MemoryUse {
         used_bytes: used,
         limit_bytes: memory.limit.unwrap_or(0),
+        cpu_ns,
     })
 }
 
@@ -86,7 +98,8 @@ mod tests {
             memory_of(&s),
             Some(MemoryUse {
                 used_bytes: 2_375_680 - 946_176,
-                limit_bytes: 25_276_510_208
+                limit_bytes: 25_276_510_208,
+                cpu_ns: 0,
             })
         );
     }
@@ -116,22 +129,26 @@ mod tests {
         let a = MemoryUse {
             used_bytes: 100,
             limit_bytes: 8_000,
+            cpu_ns: 0,
         };
         let b = MemoryUse {
             used_bytes: 50,
             limit_bytes: 8_000,
+            cpu_ns: 0,
         };
         assert_eq!(
             a.add(b, Some(8_000)),
             MemoryUse {
                 used_bytes: 150,
-                limit_bytes: 8_000
+                limit_bytes: 8_000,
+                cpu_ns: 0,
             }
         );
         assert_eq!(a.add(b, None).limit_bytes, 16_000);
         let small = MemoryUse {
             used_bytes: 1,
             limit_bytes: 500,
+            cpu_ns: 0,
         };
         assert_eq!(small.add(small, Some(8_000)).limit_bytes, 1_000);
     }

@@ -68,6 +68,15 @@ struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    service: String,
+    outcome: String,
+}
+
+/// The outcomes `autostop_prewarm_total` counts.
+pub const PREWARM_OUTCOMES: [&str; 2] = ["hit", "miss"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
     host: String,
@@ -107,6 +116,8 @@ pub struct Metrics {
     /// Connections the cold-start listener accepted (all services): flat
     /// while every service is warm, since warm traffic never reaches us.
     listener_accepted: Counter,
+    /// Learned pre-warms by outcome (`hit`, `miss`).
+    prewarms: Family<OutcomeLabels, Counter>,
     /// The start estimate in force when each start under way began.
     expected_at_start: Mutex<HashMap<String, f64>>,
 }
@@ -191,8 +202,24 @@ impl Metrics {
             .inc_by(byte_seconds);
     }
 
+    /// Counts how a pre-warm of `service` turned out (`hit` or `miss`).
+    pub fn prewarm(&self, service: &str, outcome: &str) {
+        self.prewarms
+            .get_or_create(&OutcomeLabels {
+                service: service.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
     /// Forgets a removed service: every label set that names it.
     pub fn remove_service(&self, service: &str) {
+        for outcome in PREWARM_OUTCOMES {
+            self.prewarms.remove(&OutcomeLabels {
+                service: service.to_owned(),
+                outcome: outcome.to_owned(),
+            });
+        }
         for state in StateName::ALL {
             self.state.remove(&StateLabels {
                 service: service.to_owned(),

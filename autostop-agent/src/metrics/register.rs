@@ -150,6 +150,12 @@ impl Metrics {
             "Held connections whose client hung up before the service was ready",
             Family::default(),
         );
+        let prewarms = add(
+            r,
+            "prewarm",
+            "Pre-warms, by outcome: hit (a request came while it kept the service warm) or miss",
+            Family::default(),
+        );
         let listener_accepted = add(
             r,
             "listener_accepted",
@@ -183,6 +189,7 @@ impl Metrics {
             fail_fast,
             hung_up,
             listener_accepted,
+            prewarms,
             expected_at_start: Mutex::new(HashMap::new()),
         }
     }

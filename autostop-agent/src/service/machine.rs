@@ -126,6 +126,7 @@ impl Machine {
             last_error: self.last_error.clone(),
             start_estimate: self.learned_start(),
             hold: self.idle.hold,
+            keep_awake: self.idle.keep_awake.clone(),
             idle_timeout: self.settings.idle_timeout,
             last_activity: self.idle.last_activity,
             start_block: self.start_block(),
@@ -195,6 +196,13 @@ impl Machine {
                 self.settings = settings;
                 self.guard.reset();
                 self.check_idle_if_ready(fx);
+            }
+            Command::KeepAwake(reasons) => {
+                if reasons != self.idle.keep_awake {
+                    info!(service = %self.name, event = "keep_awake", reasons = ?reasons);
+                    self.idle.keep_awake(reasons, now);
+                    self.check_idle_if_ready(fx);
+                }
             }
             Command::Shutdown => {}
         }

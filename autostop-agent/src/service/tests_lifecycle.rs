@@ -252,6 +252,30 @@ async fn hold_blocks_idle_stop_until_release() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn keep_awake_blocks_idle_stop_and_its_end_restarts_the_timer() {
+    let t0 = Instant::now();
+    let h = Harness::spawn(Observed::AllRunning, settings(), |_| {});
+    h.wait_state(ServiceState::Ready).await;
+    h.send(Command::KeepAwake(vec!["needed by app".into()]))
+        .await;
+    sleep(secs(300)).await;
+    let st = h.handle.status();
+    assert_eq!(st.state, ServiceState::Ready);
+    assert_eq!(st.keep_awake, ["needed by app"]);
+    h.send(Command::KeepAwake(Vec::new())).await;
+    h.wait_state(ServiceState::Stopped).await;
+    // A full idle timeout (60 s) after the last reason went, not at once.
+    let stopped = h.log.times(Call::Stop)[0];
+    assert!(stopped >= t0 + secs(360), "{:?}", stopped - t0);
+    assert!(
+        stopped <= t0 + secs(360) + super::IDLE_CHECK_PERIOD,
+        "{:?}",
+        stopped - t0
+    );
+    assert!(h.handle.status().keep_awake.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
 async fn set_idle_timeout_applies_immediately() {
     let t0 = Instant::now();
     let mut s = settings();

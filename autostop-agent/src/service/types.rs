@@ -143,6 +143,10 @@ pub struct ServiceStatus {
     pub start_estimate: Option<Duration>,
     /// Manual hold: the service is never auto-stopped while set.
     pub hold: bool,
+    /// Why the service is kept awake besides traffic and hold (a
+    /// `keep_warm` window, a dependent, CPU use), as shown to operators;
+    /// never idle-stopped while not empty.
+    pub keep_awake: Vec<String>,
     /// Idle timeout currently in force.
     pub idle_timeout: Duration,
     /// Latest traffic seen by the kernel counters, if any.
@@ -185,6 +189,7 @@ impl ServiceStatus {
             last_error: None,
             start_estimate: settings.initial_start_estimate,
             hold: false,
+            keep_awake: Vec::new(),
             idle_timeout: settings.idle_timeout,
             last_activity: None,
             start_block: None,
@@ -232,16 +237,25 @@ pub enum Trigger {
     Api,
     /// Someone started the containers outside the agent (`docker start`).
     External,
+    /// A `keep_warm` window opened.
+    Schedule,
+    /// Learned pre-warming: the service's habitual first request is near.
+    Prewarm,
+    /// A service that requires this one is starting.
+    Dependent,
 }
 
 impl Trigger {
     /// Every trigger.
-    pub const ALL: [Trigger; 5] = [
+    pub const ALL: [Trigger; 8] = [
         Trigger::Syn,
         Trigger::HeldConnection,
         Trigger::Manual,
         Trigger::Api,
         Trigger::External,
+        Trigger::Schedule,
+        Trigger::Prewarm,
+        Trigger::Dependent,
     ];
 
     /// Label used in logs and metrics.
@@ -252,6 +266,9 @@ impl Trigger {
             Trigger::Manual => "manual",
             Trigger::Api => "api",
             Trigger::External => "external",
+            Trigger::Schedule => "schedule",
+            Trigger::Prewarm => "prewarm",
+            Trigger::Dependent => "dependent",
         }
     }
 }
@@ -342,6 +359,9 @@ pub enum Command {
     DockerBack,
     /// New settings (config reload); also resets the crash-loop guard.
     ConfigChanged(ServiceSettings),
+    /// Why the service must stay awake now (empty: nothing but the idle
+    /// rules); the idle timer restarts when the last reason goes.
+    KeepAwake(Vec<String>),
     /// End the actor without touching the containers.
     Shutdown,
 }

@@ -43,4 +43,5 @@ mod labels;
 mod liveness;
 mod netfilter;
 mod packaging;
+mod schedule;
 mod steering;

@@ -190,6 +190,13 @@ pub struct FakeDocker {
     pub running: Mutex<HashSet<String>>,
     /// Every start and stop, in order (`+name`, `-name`).
     pub calls: Mutex<Vec<String>>,
+    /// Services whose containers burn CPU: 5 s of CPU time per memory
+    /// sample (one every 15 s, so a third of a core).
+    pub busy: Mutex<HashSet<String>>,
+    /// CPU time used so far, by service.
+    pub cpu_ns: Mutex<HashMap<String, u64>>,
+    /// Services whose start fails (a container exiting at once).
+    pub broken: Mutex<HashSet<String>>,
 }
 
 impl FakeDocker {
@@ -205,6 +212,11 @@ impl FakeDocker {
 impl ContainerRuntime for FakeDocker {
     async fn start(&self, service: &str) -> Result<(), RuntimeError> {
         lock(&self.calls).push(format!("+{service}"));
+        if lock(&self.broken).contains(service) {
+            return Err(RuntimeError::Runtime(format!(
+                "{service} exited with code 1"
+            )));
+        }
         lock(&self.running).insert(service.to_owned());
         Ok(())
     }
@@ -237,10 +249,17 @@ impl Upstreams for FakeDocker {
 
 #[async_trait]
 impl MemorySource for FakeDocker {
-    async fn memory(&self, _service: &str) -> Result<Option<MemoryUse>, String> {
+    async fn memory(&self, service: &str) -> Result<Option<MemoryUse>, String> {
+        let busy = lock(&self.busy).contains(service);
+        let mut cpu = lock(&self.cpu_ns);
+        let used = cpu.entry(service.to_owned()).or_default();
+        if busy {
+            *used += 5_000_000_000;
+        }
         Ok(Some(MemoryUse {
             used_bytes: 1 << 20,
             limit_bytes: 1 << 30,
+            cpu_ns: *used,
         }))
     }
 }

@@ -6,6 +6,7 @@
 //! removed by a reload hands its kernel index to the next one only after
 //! both kernel parts cleared it.
 
+mod awake;
 mod fakes;
 
 use std::{
@@ -62,6 +63,17 @@ fn service(name: &str, port: u16, idle: &str) -> String {
 impl Harness {
     /// Starts the agent with `services`; `running` containers are up.
     async fn start(services: &str, running: &[&str], capacity: u32) -> Self {
+        Self::start_remembering(services, running, capacity, |_| {}).await
+    }
+
+    /// Like [`Harness::start`], with `remember` writing the state file
+    /// first.
+    async fn start_remembering(
+        services: &str,
+        running: &[&str],
+        capacity: u32,
+        remember: impl FnOnce(&mut StateStore),
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let api_listener = TcpListener::bind("127.0.0.1:0").await.expect("api socket");
         let api = api_listener.local_addr().expect("api address");
@@ -72,7 +84,8 @@ impl Harness {
         let state_dir = dir.path().join("state");
         std::fs::write(&config_path, config_text(api, &state_dir, services)).expect("config");
         let config = Config::load_with_own_themes(&config_path).expect("valid config");
-        let (state, _) = StateStore::open(&state_dir).expect("state");
+        let (mut state, _) = StateStore::open(&state_dir).expect("state");
+        remember(&mut state);
         let kernel = FakeKernel::default();
         let warmup = FakeWarmup::default();
         let docker = Arc::new(FakeDocker::default());
@@ -102,6 +115,10 @@ impl Harness {
             },
             warmup: Box::new(warmup.clone()),
             docker: Arc::clone(&docker) as _,
+            clock: crate::schedule::WallClock::following(
+                "2026-11-30T07:00:00Z".parse().expect("a Monday morning"),
+                jiff::tz::TimeZone::UTC,
+            ),
         };
         let shutdown = CancellationToken::new();
         let agent = tokio::spawn(run_with(deps, shutdown.clone()));
