@@ -117,10 +117,14 @@ impl KernelLog {
                 source: std::io::Error::other("not inside a tokio runtime"),
             });
         }
-        let logger =
-            AsyncFd::with_interest(map.0, Interest::READABLE).map_err(|source| BpfError::Io {
+        // SAFETY: the logger owns the ring buffer's map fd (through its
+        // MapData) and returns that same fd from as_raw_fd for as long as
+        // it lives; the AsyncFd owns the logger, so the fd stays open while
+        // registered.
+        let logger = unsafe { AsyncFd::register_with_interest(map.0, Interest::READABLE) }
+            .map_err(|error| BpfError::Io {
                 what: "registering the kernel log map",
-                source,
+                source: error.into(),
             })?;
         Ok(Self { logger })
     }
