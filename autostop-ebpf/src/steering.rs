@@ -34,8 +34,8 @@ use aya_ebpf::{
     macros::sk_lookup,
     programs::SkLookupContext,
 };
-use aya_log_ebpf::warn;
 
+use crate::log;
 use crate::maps::{
     bump, is_ignored, steered_service, LISTENERS, WAKE_BUCKETS, WAKE_EVENTS, WAKE_LAST_SENT,
 };
@@ -163,10 +163,7 @@ fn try_steer(ctx: &SkLookupContext) {
             bump(|s| s.wake_events_sent += 1);
         } else {
             bump(|s| s.wake_events_lost += 1);
-            warn!(
-                ctx,
-                "port {}: wake event lost, the ring buffer is full", port
-            );
+            log::wake_event_lost(ctx, port);
         }
     }
 
@@ -176,20 +173,9 @@ fn try_steer(ctx: &SkLookupContext) {
         // port without listener logs ten lines a second, not one a SYN.
         if announce {
             if code == -ENOENT {
-                warn!(
-                    ctx,
-                    "port {}: no listener in slot {}, the connection takes the stock path",
-                    port,
-                    slot
-                );
+                log::listener_missing(ctx, port, slot);
             } else {
-                warn!(
-                    ctx,
-                    "port {}: assigning the listener in slot {} failed ({}), the connection takes the stock path",
-                    port,
-                    slot,
-                    code
-                );
+                log::assign_failed(ctx, port, slot, code);
             }
         }
     }
@@ -225,12 +211,12 @@ fn may_send(ctx: &SkLookupContext, port: u16, now: u64) -> bool {
     let bucket = wake_bucket_key(port, now);
     if let Err(code) = WAKE_BUCKETS.insert(&bucket, &1, u64::from(BPF_NOEXIST)) {
         if code != -EEXIST {
-            warn!(ctx, "port {}: WAKE_BUCKETS insert failed ({})", port, code);
+            log::bucket_insert_failed(ctx, port, code);
         }
         return false;
     }
     if let Err(code) = WAKE_LAST_SENT.insert(&port, &now, 0) {
-        warn!(ctx, "port {}: WAKE_LAST_SENT insert failed ({})", port, code);
+        log::last_sent_insert_failed(ctx, port, code);
         return false;
     }
     true

@@ -45,8 +45,9 @@ pub fn kernel_level() -> u8 {
     }
 }
 
-/// Hands aya-log's records to `tracing` under [`TARGET`]; the kernel
-/// module that logged is the `program` field.
+/// Hands aya-log's records to `tracing` under [`TARGET`]; the record's own
+/// target (the kernel program that logged, e.g. `steer_lookup`) is the
+/// `program` field.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TracingBridge;
 
@@ -62,7 +63,7 @@ impl log::Log for TracingBridge {
     }
 
     fn log(&self, record: &log::Record<'_>) {
-        let program = record.module_path().unwrap_or("kernel");
+        let program = record.target();
         let message = record.args();
         match record.level() {
             log::Level::Error => tracing::error!(target: TARGET, program, "{message}"),
@@ -208,9 +209,9 @@ mod tests {
         TracingBridge.log(
             &log::Record::builder()
                 .level(level)
-                .target("autostop_ebpf::steering")
-                .module_path_static(Some("autostop_ebpf::steering"))
-                .file_static(Some("src/steering.rs"))
+                .target("steer_lookup")
+                .module_path_static(Some("autostop_ebpf::log"))
+                .file_static(Some("src/log.rs"))
                 .line(Some(170))
                 .args(format_args!("port {port}: no listener in slot 0"))
                 .build(),
@@ -231,14 +232,14 @@ mod tests {
             "{out}"
         );
         assert!(
-            lines[0].contains("program=\"autostop_ebpf::steering\""),
+            lines[0].contains("program=\"steer_lookup\""),
             "{out}"
         );
         assert!(lines[1].contains(" DEBUG autostop::ebpf: port 9501"), "{out}");
 
-        // Another target's filter does not let them through; the kernel's
-        // own target name (`autostop_ebpf::…`) is not what filters.
-        let out = under("info,autostop::ebpf=error,autostop_ebpf=trace", || {
+        // Another target's filter does not let them through; the record's
+        // own target is not what filters.
+        let out = under("info,autostop::ebpf=error,steer_lookup=trace", || {
             kernel_record(log::Level::Warn, 9503);
         });
         assert_eq!(out, "", "{out}");

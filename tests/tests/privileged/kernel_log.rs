@@ -48,6 +48,6 @@ fn privileged_a_missing_listener_is_logged_by_the_kernel_under_autostop_ebpf() {
     let line = agent.wait_log(&needle, WAIT);
     assert!(line.contains(" WARN "), "{line}");
     assert!(line.contains("autostop::ebpf:"), "{line}");
-    assert!(line.contains("autostop_ebpf::steering"), "{line}");
+    assert!(line.contains("program=\"steer_lookup\""), "{line}");
     assert!(line.contains("the connection takes the stock path"), "{line}");
 }
