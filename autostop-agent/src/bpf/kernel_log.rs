@@ -231,11 +231,11 @@ mod tests {
             lines[0].contains(" WARN autostop::ebpf: port 9500: no listener in slot 0"),
             "{out}"
         );
+        assert!(lines[0].contains("program=\"steer_lookup\""), "{out}");
         assert!(
-            lines[0].contains("program=\"steer_lookup\""),
+            lines[1].contains(" DEBUG autostop::ebpf: port 9501"),
             "{out}"
         );
-        assert!(lines[1].contains(" DEBUG autostop::ebpf: port 9501"), "{out}");
 
         // Another target's filter does not let them through; the record's
         // own target is not what filters.

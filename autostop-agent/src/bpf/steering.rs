@@ -161,7 +161,9 @@ impl SteeringMaps {
         match removed {
             Ok(()) => self.steered_ports.release(binding.port, port_flag(binding)),
             Err(MapError::KeyNotFound) => Ok(()),
-            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(Errno::ENOENT as i32) => {
+            Err(MapError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(Errno::ENOENT as i32) =>
+            {
                 Ok(())
             }
             Err(source) => Err(BpfError::Map { map, source }),
@@ -234,11 +236,10 @@ fn listener_slots(fd: BorrowedFd<'_>) -> Result<ListenerSlots, BpfError> {
     if !socket_option(fd, sockopt::AcceptConn)? {
         return Err(BpfError::Listener("the socket is not listening".into()));
     }
-    let addr: SockaddrStorage =
-        getsockname(fd.as_raw_fd()).map_err(|errno| BpfError::Io {
-            what: "getsockname on the listener",
-            source: errno.into(),
-        })?;
+    let addr: SockaddrStorage = getsockname(fd.as_raw_fd()).map_err(|errno| BpfError::Io {
+        what: "getsockname on the listener",
+        source: errno.into(),
+    })?;
     match addr.family() {
         Some(AddressFamily::Inet) => Ok(ListenerSlots {
             ipv4: true,

@@ -167,8 +167,8 @@ pub fn clear_listener_slots(pid: i32) -> usize {
         .find(|(name, _)| name.as_deref() == Some(names::LISTENERS))
         .map(|(_, map)| map)
         .unwrap_or_else(|| panic!("process {pid} holds no {} map", names::LISTENERS));
-    let mut map: aya::maps::SockMap<_> = aya::maps::SockMap::try_from(aya::maps::Map::SockMap(map))
-        .expect("LISTENERS is a sockmap");
+    let mut map: aya::maps::SockMap<_> =
+        aya::maps::SockMap::try_from(aya::maps::Map::SockMap(map)).expect("LISTENERS is a sockmap");
     [LISTENER_SLOT_V4, LISTENER_SLOT_V6]
         .iter()
         .filter(|slot| map.clear_index(slot).is_ok())

@@ -9,8 +9,8 @@ use std::{net::TcpStream, time::Duration};
 
 use autostop_tests::{
     agent::{
-        clear_listener_slots, container, datapath_stats, echo_script, local, service_toml,
-        setup, steered_entries, AgentConfig, RunningAgent,
+        clear_listener_slots, container, datapath_stats, echo_script, local, service_toml, setup,
+        steered_entries, AgentConfig, RunningAgent,
     },
     docker::free_port,
     eventually,
@@ -39,7 +39,8 @@ fn privileged_a_missing_listener_is_logged_by_the_kernel_under_autostop_ebpf() {
     // nothing listens on the stopped container's port.
     let _ = TcpStream::connect_timeout(&local(port), Duration::from_secs(2));
     assert!(
-        eventually(WAIT, || datapath_stats(pid).steer_failures > before.steer_failures),
+        eventually(WAIT, || datapath_stats(pid).steer_failures
+            > before.steer_failures),
         "the steering program counted no failure: {:?}",
         datapath_stats(pid)
     );
@@ -49,5 +50,8 @@ fn privileged_a_missing_listener_is_logged_by_the_kernel_under_autostop_ebpf() {
     assert!(line.contains(" WARN "), "{line}");
     assert!(line.contains("autostop::ebpf:"), "{line}");
     assert!(line.contains("program=\"steer_lookup\""), "{line}");
-    assert!(line.contains("the connection takes the stock path"), "{line}");
+    assert!(
+        line.contains("the connection takes the stock path"),
+        "{line}"
+    );
 }
