@@ -14,9 +14,10 @@
 //! Those errors are the only places it logs (aya-log, warn level, read by
 //! the agent under the `autostop::ebpf` target): a missing listener or a
 //! failed assignment, a wake event the ring buffer had no room for, a rate
-//! limiter map refusing an insert. Each is counted in `DATAPATH_STATS` as
-//! well; the log lines ride on the wake events' rate limit (at most one per
-//! port per 100 ms) where they follow a SYN that may send one.
+//! limiter map refusing an insert. The first two are counted in
+//! `DATAPATH_STATS` as well (`steer_failures`, `wake_events_lost`); the
+//! steering lines ride on the wake events' rate limit (at most one per port
+//! per 100 ms).
 //!
 //! The lookup only runs when no established or SYN_RECV socket matched, so
 //! besides SYNs a stray segment for a forgotten connection can also cause
