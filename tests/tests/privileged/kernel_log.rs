@@ -3,7 +3,8 @@
 //! the agent's listener slots behind its back (as if its listeners had
 //! gone), knocks on the port, and finds the sk_lookup program's line about
 //! the missing listener among the agent's logs, under `autostop::ebpf`,
-//! with the failure counted in the datapath's own counters.
+//! with the failure counted in the datapath's own counters; the reader is
+//! a task on `/healthz` and ends with the agent.
 
 use std::{net::TcpStream, time::Duration};
 
@@ -24,8 +25,12 @@ fn privileged_a_missing_listener_is_logged_by_the_kernel_under_autostop_ebpf() {
     let port = free_port();
     let c = container(&image, port, echo_script());
     let config = AgentConfig::new(&service_toml("kernlog", port, &c.name, "10m"));
-    let agent = RunningAgent::start_with_env(&config, &[("RUST_LOG", "autostop=debug")]);
+    let mut agent = RunningAgent::start_with_env(&config, &[("RUST_LOG", "autostop=debug")]);
     agent.wait_state("kernlog", "stopped", WAIT);
+    let (status, health) = agent.api_get("/healthz").expect("healthz");
+    assert_eq!(status, 200, "{health}");
+    let health: serde_json::Value = serde_json::from_str(&health).expect("healthz JSON");
+    assert_eq!(health["tasks"]["kernel-log"], "running", "{health}");
     let pid = agent.pid();
     assert!(
         eventually(WAIT, || steered_entries(pid) > 0),
@@ -54,4 +59,8 @@ fn privileged_a_missing_listener_is_logged_by_the_kernel_under_autostop_ebpf() {
         line.contains("the connection takes the stock path"),
         "{line}"
     );
+
+    // The reader is one of the tasks shutdown joins: a clean exit.
+    let status = agent.signal_and_wait(libc::SIGTERM, WAIT);
+    assert!(status.success(), "exit after SIGTERM: {status}");
 }
