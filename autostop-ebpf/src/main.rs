@@ -9,11 +9,13 @@
 //!   listener and tells the agent through a ring buffer.
 //!
 //! Both fail open: whatever happens, the packet or the lookup goes on as if
-//! the programs were not there.
+//! the programs were not there. Only the sk_lookup program logs, on its
+//! failure paths ([`log`]).
 #![no_std]
 #![no_main]
 
 mod classifier;
+mod log;
 mod maps;
 mod steering;
 

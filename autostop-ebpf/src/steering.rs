@@ -11,6 +11,14 @@
 //! error (no listener of that family, full ring buffer) the stock lookup goes
 //! on (fail open).
 //!
+//! Those errors are the only places it logs (aya-log, warn level, read by
+//! the agent under the `autostop::ebpf` target): a missing listener or a
+//! failed assignment, a wake event the ring buffer had no room for, a rate
+//! limiter map refusing an insert. The first two are counted in
+//! `DATAPATH_STATS` as well (`steer_failures`, `wake_events_lost`); the
+//! steering lines ride on the wake events' rate limit (at most one per port
+//! per 100 ms).
+//!
 //! The lookup only runs when no established or SYN_RECV socket matched, so
 //! besides SYNs a stray segment for a forgotten connection can also cause
 //! one (rate-limited) event.
@@ -28,12 +36,17 @@ use aya_ebpf::{
     programs::SkLookupContext,
 };
 
+use crate::log;
 use crate::maps::{
     bump, is_ignored, steered_service, LISTENERS, WAKE_BUCKETS, WAKE_EVENTS, WAKE_LAST_SENT,
 };
 
 const AF_INET: u32 = 2;
 const AF_INET6: u32 = 10;
+/// `redirect_sk_lookup`'s error for an empty listener slot (negated).
+const ENOENT: i32 = 2;
+/// A `BPF_NOEXIST` insert's error for a key already there (negated).
+const EEXIST: i32 = 17;
 
 #[sk_lookup]
 pub fn steer_lookup(ctx: SkLookupContext) -> u32 {
@@ -134,7 +147,8 @@ fn try_steer(ctx: &SkLookupContext) {
 
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    if may_send(port, now) {
+    let announce = may_send(ctx, port, now);
+    if announce {
         let event = WakeEvent {
             service,
             port,
@@ -150,11 +164,21 @@ fn try_steer(ctx: &SkLookupContext) {
             bump(|s| s.wake_events_sent += 1);
         } else {
             bump(|s| s.wake_events_lost += 1);
+            log::wake_event_lost(ctx, port);
         }
     }
 
-    if LISTENERS.redirect_sk_lookup(ctx, slot, 0).is_err() {
+    if let Err(code) = LISTENERS.redirect_sk_lookup(ctx, slot, 0) {
         bump(|s| s.steer_failures += 1);
+        // Only for a SYN that passed the rate limit: a flood of SYNs to a
+        // port without listener logs ten lines a second, not one a SYN.
+        if announce {
+            if code == -ENOENT {
+                log::listener_missing(ctx, port, slot);
+            } else {
+                log::assign_failed(ctx, port, slot, code);
+            }
+        }
     }
 }
 
@@ -172,8 +196,11 @@ fn try_steer(ctx: &SkLookupContext) {
 /// a race they are 100 ms apart. (An LRU eviction of a still-current entry,
 /// with more than `MAX_STEERED_PORTS` ports knocking inside one bucket,
 /// could let one more through.)
+///
+/// A failed insert other than the bucket's expected `EEXIST` is logged:
+/// it means no event for this SYN.
 #[inline(always)]
-fn may_send(port: u16, now: u64) -> bool {
+fn may_send(ctx: &SkLookupContext, port: u16, now: u64) -> bool {
     if let Some(last) = WAKE_LAST_SENT.get_ptr_mut(&port) {
         // SAFETY: `last` points at the value of a live LRU hash element; a
         // torn read is impossible for an aligned u64 on BPF.
@@ -183,11 +210,15 @@ fn may_send(port: u16, now: u64) -> bool {
         }
     }
     let bucket = wake_bucket_key(port, now);
-    if WAKE_BUCKETS
-        .insert(&bucket, &1, u64::from(BPF_NOEXIST))
-        .is_err()
-    {
+    if let Err(code) = WAKE_BUCKETS.insert(&bucket, &1, u64::from(BPF_NOEXIST)) {
+        if code != -EEXIST {
+            log::bucket_insert_failed(ctx, port, code);
+        }
         return false;
     }
-    WAKE_LAST_SENT.insert(&port, &now, 0).is_ok()
+    if let Err(code) = WAKE_LAST_SENT.insert(&port, &now, 0) {
+        log::last_sent_insert_failed(ctx, port, code);
+        return false;
+    }
+    true
 }

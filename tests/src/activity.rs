@@ -13,10 +13,11 @@
 use std::{
     fs::File,
     net::{SocketAddr, UdpSocket},
-    os::fd::AsRawFd,
     sync::atomic::{AtomicU16, Ordering},
     time::Duration,
 };
+
+use nix::sched::{setns, CloneFlags};
 
 use crate::agent::{metric_sum, AppletImage, RunningAgent};
 use crate::docker::{inspect, unique, TestContainer, TestNetwork};
@@ -101,10 +102,8 @@ impl UdpSink {
         let path = format!("/proc/{pid}/ns/net");
         let sockets = std::thread::spawn(move || {
             let ns = File::open(&path).unwrap_or_else(|e| panic!("opening {path}: {e}"));
-            // SAFETY: setns on a valid namespace fd; it changes only this
-            // short-lived thread's network namespace.
-            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            // Changes only this short-lived thread's network namespace.
+            setns(&ns, CloneFlags::CLONE_NEWNET).expect("setns");
             let mut sockets = vec![UdpSocket::bind(("0.0.0.0", CONTAINER_PORT)).expect("bind v4")];
             if ipv6 {
                 // Linux binds `[::]` v6-only when a v4 socket holds the port.

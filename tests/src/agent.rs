@@ -16,7 +16,8 @@ mod kernel;
 pub use autostop_fixtures::agent::{Launch, AGENT_START};
 pub use http::{echo_roundtrip, http_get, http_get_timeout, http_post};
 pub use kernel::{
-    kernel_objects_of, steered_any, steered_entries, warming_elements, KernelObjects,
+    clear_listener_slots, datapath_stats, kernel_objects_of, steered_any, steered_entries,
+    warming_elements, KernelObjects,
 };
 
 use crate::docker::{unique, TestContainer};

@@ -32,11 +32,16 @@
 use std::{
     ffi::OsString,
     fs::{File, OpenOptions},
-    os::fd::AsRawFd,
     os::unix::ffi::OsStringExt,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::Duration,
+};
+
+use nix::{
+    fcntl::{Flock, FlockArg},
+    sys::signal::{kill, Signal},
+    unistd::Pid,
 };
 
 use crate::eventually;
@@ -83,7 +88,7 @@ pub struct DockerDaemon {
     /// An exclusive flock on [`LOCK_FILE`], so two test processes on this
     /// machine never restart dockerd at the same time; released after
     /// `drop` has restored the daemon (fields drop after it).
-    _lock: File,
+    _lock: Flock<File>,
 }
 
 impl DockerDaemon {
@@ -92,15 +97,9 @@ impl DockerDaemon {
     pub fn take() -> Self {
         require_restart_allowed();
         let lock = File::create(LOCK_FILE).unwrap_or_else(|e| panic!("creating {LOCK_FILE}: {e}"));
-        // SAFETY: flock(2) on a file we own; blocks until no other guard
-        // (in any process) holds the lock.
-        let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
-        assert_eq!(
-            rc,
-            0,
-            "flock {LOCK_FILE}: {}",
-            std::io::Error::last_os_error()
-        );
+        // Blocks until no other guard (in any process) holds the lock.
+        let lock = Flock::lock(lock, FlockArg::LockExclusive)
+            .unwrap_or_else(|(_, errno)| panic!("flock {LOCK_FILE}: {errno}"));
         crate::docker::require_docker();
         wait_until_no_container_runs();
         let launch = if is_systemd() {
@@ -152,11 +151,9 @@ impl DockerDaemon {
             Launch::Systemd => systemctl("stop")?,
             Launch::Manual { .. } => {
                 if let Some(pid) = daemon_pid() {
-                    // SAFETY: kill(2) with a pid read from dockerd's pid file
-                    // and checked to be dockerd and alive; SIGTERM asks it to
-                    // shut down cleanly.
-                    if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
-                        let e = std::io::Error::last_os_error();
+                    // A pid read from dockerd's pid file and checked to be
+                    // dockerd and alive; SIGTERM asks it to shut down cleanly.
+                    if let Err(e) = kill(Pid::from_raw(pid), Signal::SIGTERM) {
                         return Err(format!("SIGTERM to dockerd {pid}: {e}"));
                     }
                     if !eventually(STOP_TIMEOUT, || !alive(pid)) {

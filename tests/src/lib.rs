@@ -34,10 +34,8 @@ use std::{
 
 /// Fails the test unless it runs as root with bpffs mounted.
 pub fn require_root_and_bpf() {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
+    assert!(
+        nix::unistd::geteuid().is_root(),
         "privileged test: needs root (CAP_BPF, CAP_NET_ADMIN); run `cargo xtask test` as root"
     );
     let mounts = std::fs::read_to_string("/proc/mounts").expect("reading /proc/mounts");

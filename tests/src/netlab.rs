@@ -8,7 +8,6 @@
 use std::{
     io::{BufRead, BufReader, Write},
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream},
-    os::fd::AsRawFd,
     process::{Command, Output, Stdio},
     sync::{
         atomic::{AtomicBool, AtomicU32, Ordering},
@@ -112,10 +111,9 @@ impl NetNs {
 /// Moves the calling thread into the network namespace at `path`.
 fn enter(path: &str) {
     let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("opening {path}: {e}"));
-    // SAFETY: setns on a valid, open namespace fd; it changes only this
-    // thread's network namespace.
-    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+    // Changes only this thread's network namespace.
+    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+        .unwrap_or_else(|e| panic!("setns {path}: {e}"));
 }
 
 impl Drop for NetNs {

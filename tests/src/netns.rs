@@ -5,10 +5,11 @@
 use std::{
     fs::File,
     net::Ipv4Addr,
-    os::fd::AsRawFd,
     process::Command,
     sync::atomic::{AtomicU8, Ordering},
 };
+
+use nix::sched::{setns, CloneFlags};
 
 /// Per-process counter so each fixture gets its own names and /30.
 static NEXT: AtomicU8 = AtomicU8::new(0);
@@ -97,10 +98,8 @@ impl VethNamespace {
         let path = format!("/var/run/netns/{}", self.name);
         std::thread::spawn(move || {
             let ns = File::open(&path).unwrap_or_else(|e| panic!("opening {path}: {e}"));
-            // SAFETY: setns on a valid namespace fd; it only changes this
-            // thread's network namespace.
-            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            // Only changes this thread's network namespace.
+            setns(&ns, CloneFlags::CLONE_NEWNET).expect("setns");
             f()
         })
     }

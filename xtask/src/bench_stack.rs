@@ -14,6 +14,10 @@ use std::{
 };
 
 use anyhow::{bail, Context as _};
+use nix::{
+    sys::resource::{getrlimit, setrlimit, Resource},
+    unistd::{sysconf, SysconfVar},
+};
 
 pub use autostop_fixtures::{
     agent::RunningAgent as Agent,
@@ -173,20 +177,9 @@ pub fn round_to(x: f64, digits: i32) -> f64 {
 /// Raises this process's open-file soft limit to its hard limit (children,
 /// the agent included, inherit it); returns the new soft limit.
 pub fn raise_nofile() -> anyhow::Result<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit(2) writes into the struct we own.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("getrlimit");
-    }
-    limit.rlim_cur = limit.rlim_max;
-    // SAFETY: setrlimit(2) reads the struct we own.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("setrlimit");
-    }
-    Ok(limit.rlim_cur)
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).context("getrlimit")?;
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).context("setrlimit")?;
+    Ok(hard)
 }
 
 /// The directory a section keeps its files in.
@@ -208,8 +201,9 @@ pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
         bail!("short /proc/{pid}/stat");
     }
     let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
-    // SAFETY: sysconf(3) has no preconditions.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let per_second = sysconf(SysconfVar::CLK_TCK)
+        .context("sysconf(_SC_CLK_TCK)")?
+        .context("sysconf(_SC_CLK_TCK): no value")?;
     Ok(ticks as f64 / per_second as f64)
 }
 

@@ -10,6 +10,7 @@ use std::{fs, io::Write as _, process::Command};
 
 use anyhow::Context as _;
 use autostop_fixtures::docker::{docker, Image};
+use nix::sys::signal::{signal, SigHandler, Signal};
 
 use crate::{run, setup};
 
@@ -105,11 +106,9 @@ impl Drop for Cleanup {
 /// Ctrl-C reaches the whole foreground process group: the agent stops
 /// cleanly on it, and this process must live on to clean up after it.
 fn ignore_interrupts_here() {
-    extern "C" fn ignore(_: libc::c_int) {}
+    extern "C" fn ignore(_: std::ffi::c_int) {}
     // SAFETY: installs an async-signal-safe handler that does nothing. A
     // handler (unlike SIG_IGN) is reset to the default in the child at
     // exec, so the agent still receives and handles SIGINT itself.
-    unsafe {
-        libc::signal(libc::SIGINT, ignore as *const () as libc::sighandler_t);
-    }
+    let _ = unsafe { signal(Signal::SIGINT, SigHandler::Handler(ignore)) };
 }

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::labels::{LabelCache, LabelScan, LabelScanError};
 use crate::{
     alerts::Delivery,
-    bpf::{BpfError, Target, WakeEvent},
+    bpf::{BpfError, KernelLog, Target, WakeEvent},
     coldstart::Upstreams,
     config::{Config, ServiceConfig},
     docker::{DockerError, EventSink, NetworkSink, ServiceEndpoints},
@@ -131,6 +131,9 @@ pub struct KernelDeps {
     pub sources: Box<dyn IgnoreSources>,
     /// The wake events: the wake loop's.
     pub wake: Box<dyn WakeSource>,
+    /// The kernel programs' log lines: their own task's (`None` without a
+    /// log map, and for fakes).
+    pub log: Option<KernelLog>,
     /// How many service indexes the kernel arrays have.
     pub capacity: u32,
 }

@@ -8,6 +8,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use nix::time::{clock_gettime, ClockId};
+
 use super::{deps::ActivityCounters, registry::DirectoryReader};
 use crate::service::ActivityProbe;
 
@@ -62,17 +64,9 @@ pub fn instant_from_ktime(ktime_ns: u64) -> Option<Instant> {
 }
 
 fn monotonic_now_ns() -> Option<u64> {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec into the valid pointer.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    if rc != 0 {
-        return None;
-    }
-    let secs = u64::try_from(ts.tv_sec).ok()?;
-    let nanos = u64::try_from(ts.tv_nsec).ok()?;
+    let ts = clock_gettime(ClockId::CLOCK_MONOTONIC).ok()?;
+    let secs = u64::try_from(ts.tv_sec()).ok()?;
+    let nanos = u64::try_from(ts.tv_nsec()).ok()?;
     Some(secs * 1_000_000_000 + nanos)
 }
 

@@ -122,6 +122,7 @@ pub(super) async fn build(options: &AgentOptions) -> Result<AgentDeps, AgentErro
             steering: Box::new(parts.steering),
             sources: Box::new(parts.sources),
             wake: Box::new(parts.wake_events),
+            log: parts.kernel_log,
             capacity: MAX_SERVICES,
         },
         warmup: Box::new(warmup),

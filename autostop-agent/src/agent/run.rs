@@ -75,6 +75,7 @@ pub async fn run_with(deps: AgentDeps, shutdown: CancellationToken) -> Result<()
         steering: steer_maps,
         sources,
         wake,
+        log: kernel_log,
         capacity,
     } = kernel;
     let metrics = Arc::new(Metrics::new());
@@ -82,6 +83,10 @@ pub async fn run_with(deps: AgentDeps, shutdown: CancellationToken) -> Result<()
     health.datapath_attached.store(true, Ordering::Relaxed);
     let supervisor = Supervisor::new(shutdown.clone(), TaskBoard::default());
     let mut background: Vec<Supervised> = Vec::new();
+    // First, so the kernel's lines about what follows are read.
+    if let Some(log) = kernel_log {
+        background.push(supervisor.spawn("kernel-log", log.run(shutdown.clone())));
+    }
 
     // The owners: the state file, the steering maps, the classifier.
     let closing = CancellationToken::new();

@@ -64,7 +64,7 @@ fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, AlertError>
     // O_NONBLOCK: a FIFO put there by mistake must not block the open.
     let file = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
         .open(path)
         .map_err(|e| fail(e.to_string()))?;
     let meta = file.metadata().map_err(|e| fail(e.to_string()))?;

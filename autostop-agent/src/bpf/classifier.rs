@@ -90,11 +90,7 @@ fn read_activity(map: &PerCpuArray<MapData, Activity>, service: u32) -> Result<A
 
 /// Index of interface `name`, `None` if there is none.
 fn interface_index(name: &str) -> Option<u32> {
-    let name = std::ffi::CString::new(name).ok()?;
-    // SAFETY: `name` is a valid NUL-terminated string that outlives the
-    // call; if_nametoindex only reads it.
-    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    (index != 0).then_some(index)
+    nix::net::if_::if_nametoindex(name).ok()
 }
 
 impl Classifier {

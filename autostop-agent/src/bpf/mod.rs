@@ -12,6 +12,8 @@
 //! - `port_filter`: the one-byte-per-port arrays both programs read first.
 //! - [`events`]: the wake events the sk_lookup program sends, as an async
 //!   stream.
+//! - [`kernel_log`]: the sk_lookup program's log lines on its failure
+//!   paths (aya-log), as `tracing` events of target `autostop::ebpf`.
 //! - [`sources`]: source CIDRs whose traffic is not activity
 //!   ([`SourceFilter`]).
 //! - [`calibration`]: an empty classifier, the benchmark's yardstick.
@@ -25,6 +27,7 @@
 pub mod calibration;
 pub mod classifier;
 pub mod events;
+pub mod kernel_log;
 mod port_filter;
 pub mod sources;
 pub mod steering;
@@ -35,13 +38,14 @@ use autostop_common::{names, MAX_SERVICES};
 use aya::{
     maps::{MapData, RingBuf},
     programs::{SchedClassifier, SkLookup},
-    Ebpf,
+    Ebpf, EbpfLoader,
 };
 
 use port_filter::PortFilter;
 
 pub use classifier::{ActivityReader, Classifier};
 pub use events::{Family, WakeEvent, WakeEvents};
+pub use kernel_log::KernelLog;
 pub use sources::SourceFilter;
 pub use steering::{ListenerSlots, SteeringMaps};
 pub use targets::{Target, TargetParseError};
@@ -126,6 +130,9 @@ pub struct Datapath {
     sources: SourceFilter,
     /// Wake events, until [`Datapath::wake_events`] hands them out.
     wake_ring: Option<RingBuf<MapData>>,
+    /// The kernel's log lines, until [`Datapath::into_parts`] hands them
+    /// out (`None` for an object without a log map).
+    log_map: Option<kernel_log::LogMap>,
 }
 
 /// The datapath cut into the parts the agent's tasks own (see
@@ -142,13 +149,23 @@ pub struct DatapathParts {
     pub sources: SourceFilter,
     /// The wake events: the wake loop's.
     pub wake_events: WakeEvents,
+    /// The kernel's log lines: their own task's (`None` when the object
+    /// has no log map or it could not be registered).
+    pub kernel_log: Option<KernelLog>,
 }
 
 impl Datapath {
     /// Loads the embedded object into the kernel (programs loaded, nothing
-    /// attached). Needs CAP_BPF and CAP_NET_ADMIN (or root).
+    /// attached). Needs CAP_BPF and CAP_NET_ADMIN (or root). The kernel
+    /// logs at the levels the `tracing` subscriber enables for
+    /// `autostop::ebpf` now ([`kernel_log::kernel_level`]).
     pub fn load() -> Result<Self, BpfError> {
-        let mut ebpf = Ebpf::load(EBPF_OBJECT)?;
+        let level = kernel_log::kernel_level();
+        let mut ebpf = EbpfLoader::new()
+            .override_global(aya_log::LEVEL, &level, false)
+            .load(EBPF_OBJECT)?;
+        // Before the programs load: they reference the map.
+        let log_map = kernel_log::LogMap::take(&mut ebpf);
         let targets = take_map(&mut ebpf, names::SERVICE_TARGETS)?;
         let target_ports = PortFilter::new(
             take_map(&mut ebpf, names::TARGET_PORTS)?,
@@ -184,6 +201,7 @@ impl Datapath {
             steering: SteeringMaps::new(steered, steered_any, steered_ports, listeners),
             sources: SourceFilter::new(ignored, ignored_count),
             wake_ring: Some(wake_ring),
+            log_map,
         })
     }
 
@@ -194,12 +212,23 @@ impl Datapath {
     pub fn into_parts(mut self) -> Result<DatapathParts, BpfError> {
         let wake_events = self.wake_events()?;
         let activity = self.classifier.activity_reader()?;
+        let kernel_log = self
+            .log_map
+            .take()
+            .and_then(|map| match KernelLog::register(map) {
+                Ok(log) => Some(log),
+                Err(error) => {
+                    tracing::warn!(%error, "kernel log lines are off");
+                    None
+                }
+            });
         Ok(DatapathParts {
             classifier: self.classifier,
             activity,
             steering: self.steering,
             sources: self.sources,
             wake_events,
+            kernel_log,
         })
     }
 }

@@ -14,8 +14,6 @@
 //! [`super::Classifier`]'s (it owns the loaded object).
 
 use std::{
-    io,
-    mem::{size_of, MaybeUninit},
     net::{IpAddr, Ipv6Addr},
     os::fd::{AsFd, AsRawFd, BorrowedFd},
 };
@@ -24,6 +22,13 @@ use autostop_common::{
     names, SteerKey, LISTENER_SLOT_V4, LISTENER_SLOT_V6, MAX_SERVICES, STEER_ANY, STEER_EXACT,
 };
 use aya::maps::{HashMap, MapData, MapError, SockMap};
+use nix::{
+    errno::Errno,
+    sys::socket::{
+        getsockname, getsockopt, sockopt, AddressFamily, GetSockOpt, SockType, SockaddrLike,
+        SockaddrStorage,
+    },
+};
 
 use super::{BpfError, PortFilter};
 use crate::published::HostPort;
@@ -101,7 +106,7 @@ impl SteeringMaps {
             match self.listeners.clear_index(&slot) {
                 Ok(()) | Err(MapError::KeyNotFound) => {}
                 Err(MapError::SyscallError(e))
-                    if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
+                    if e.io_error.raw_os_error() == Some(Errno::ENOENT as i32) => {}
                 Err(source) => {
                     return Err(BpfError::Map {
                         map: names::LISTENERS,
@@ -156,7 +161,9 @@ impl SteeringMaps {
         match removed {
             Ok(()) => self.steered_ports.release(binding.port, port_flag(binding)),
             Err(MapError::KeyNotFound) => Ok(()),
-            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+            Err(MapError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(Errno::ENOENT as i32) =>
+            {
                 Ok(())
             }
             Err(source) => Err(BpfError::Map { map, source }),
@@ -223,69 +230,38 @@ fn host_port(key: &SteerKey) -> HostPort {
 /// Which families a listening socket can take, from its type, state,
 /// address family and IPV6_V6ONLY.
 fn listener_slots(fd: BorrowedFd<'_>) -> Result<ListenerSlots, BpfError> {
-    if int_option(fd, libc::SOL_SOCKET, libc::SO_TYPE)? != libc::SOCK_STREAM {
+    if socket_option(fd, sockopt::SockType)? != SockType::Stream {
         return Err(BpfError::Listener("not a TCP (stream) socket".into()));
     }
-    if int_option(fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN)? == 0 {
+    if !socket_option(fd, sockopt::AcceptConn)? {
         return Err(BpfError::Listener("the socket is not listening".into()));
     }
-    let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
-    let mut len = socklen::<libc::sockaddr_storage>();
-    // SAFETY: `storage` is large enough for any address and `len` says so;
-    // the fd is a valid socket borrowed for the call.
-    let rc = unsafe { libc::getsockname(fd.as_raw_fd(), storage.as_mut_ptr().cast(), &mut len) };
-    if rc != 0 {
-        return Err(BpfError::Io {
-            what: "getsockname on the listener",
-            source: io::Error::last_os_error(),
-        });
-    }
-    // SAFETY: zero-initialised and partly filled by the kernel; every bit
-    // pattern is a valid sockaddr_storage.
-    let family = i32::from(unsafe { storage.assume_init() }.ss_family);
-    match family {
-        libc::AF_INET => Ok(ListenerSlots {
+    let addr: SockaddrStorage = getsockname(fd.as_raw_fd()).map_err(|errno| BpfError::Io {
+        what: "getsockname on the listener",
+        source: errno.into(),
+    })?;
+    match addr.family() {
+        Some(AddressFamily::Inet) => Ok(ListenerSlots {
             ipv4: true,
             ipv6: false,
         }),
-        libc::AF_INET6 => {
-            let v6only = int_option(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY)? != 0;
+        Some(AddressFamily::Inet6) => {
+            let v6only = socket_option(fd, sockopt::Ipv6V6Only)?;
             Ok(ListenerSlots {
                 ipv4: !v6only,
                 ipv6: true,
             })
         }
-        other => Err(BpfError::Listener(format!("address family {other}"))),
+        other => Err(BpfError::Listener(format!("address family {other:?}"))),
     }
 }
 
-/// Reads an `int` socket option.
-fn int_option(fd: BorrowedFd<'_>, level: i32, name: i32) -> Result<i32, BpfError> {
-    let mut value: libc::c_int = 0;
-    let mut len = socklen::<libc::c_int>();
-    // SAFETY: `value` is an int and `len` its size; the fd is borrowed for
-    // the call.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            (&mut value as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(BpfError::Io {
-            what: "getsockopt on the listener",
-            source: io::Error::last_os_error(),
-        });
-    }
-    Ok(value)
-}
-
-/// `size_of::<T>()` as a socklen_t (all socket structs are small).
-fn socklen<T>() -> libc::socklen_t {
-    libc::socklen_t::try_from(size_of::<T>()).unwrap_or(libc::socklen_t::MAX)
+/// Reads socket option `option` of the borrowed socket.
+fn socket_option<O: GetSockOpt>(fd: BorrowedFd<'_>, option: O) -> Result<O::Val, BpfError> {
+    getsockopt(&fd, option).map_err(|errno| BpfError::Io {
+        what: "getsockopt on the listener",
+        source: errno.into(),
+    })
 }
 
 #[cfg(test)]

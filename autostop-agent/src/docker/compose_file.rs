@@ -7,6 +7,8 @@
 
 use std::{fs::OpenOptions, io::Read, os::unix::fs::OpenOptionsExt, path::Path};
 
+use nix::{errno::Errno, fcntl::OFlag};
+
 /// The largest compose file read: real ones are a few KiB.
 pub const MAX_COMPOSE_FILE: u64 = 1024 * 1024;
 
@@ -34,10 +36,10 @@ pub fn read(path: &Path) -> Result<String, ComposeFileError> {
     // FIFO return at once (it is then refused as not regular).
     let file = OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY).bits())
         .open(path)
         .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => ComposeFileError::Symlink,
+            Some(code) if Errno::from_raw(code) == Errno::ELOOP => ComposeFileError::Symlink,
             _ => ComposeFileError::Io(e),
         })?;
     let meta = file.metadata()?;
@@ -72,9 +74,8 @@ mod tests {
         assert!(matches!(read(&link), Err(ComposeFileError::Symlink)));
 
         let fifo = dir.path().join("fifo.yml");
-        let path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).expect("path");
-        // SAFETY: mkfifo reads the NUL-terminated path only.
-        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .expect("mkfifo");
         assert!(matches!(read(&fifo), Err(ComposeFileError::NotRegular)));
 
         assert!(matches!(

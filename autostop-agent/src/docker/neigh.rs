@@ -11,7 +11,6 @@
 //! `net.ipv4.neigh.<bridge>.retrans_time_ms` because it changes nothing
 //! host-wide and leaves no tuning behind; a REACHABLE entry does not help.
 
-use std::ffi::CString;
 use std::net::IpAddr;
 
 use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage};
@@ -43,14 +42,8 @@ pub fn connect() -> Result<Handle, DockerError> {
 }
 
 fn ifindex(bridge: &str) -> Result<u32, DockerError> {
-    let c = CString::new(bridge).map_err(|e| DockerError::Netlink(e.to_string()))?;
-    // SAFETY: `c` is a valid NUL-terminated string that outlives the call;
-    // if_nametoindex only reads it.
-    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    if idx == 0 {
-        return Err(DockerError::Netlink(format!("no interface {bridge}")));
-    }
-    Ok(idx)
+    nix::net::if_::if_nametoindex(bridge)
+        .map_err(|e| DockerError::Netlink(format!("no interface {bridge}: {e}")))
 }
 
 /// Parses `aa:bb:cc:dd:ee:ff`.

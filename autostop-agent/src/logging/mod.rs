@@ -183,17 +183,8 @@ mod tests {
     #[test]
     fn a_dead_reader_costs_counted_lines_not_a_panic() {
         // The fmt layer writing through our writer into a pipe nobody reads.
-        let mut fds = [0; 2];
-        // SAFETY: pipe(2) fills both descriptors on success; we own them.
-        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-        // SAFETY: fresh descriptors owned by nobody else.
-        let (reader, writer) = unsafe {
-            use std::os::fd::FromRawFd;
-            (
-                std::fs::File::from_raw_fd(fds[0]),
-                std::fs::File::from_raw_fd(fds[1]),
-            )
-        };
+        let (reader, writer) = nix::unistd::pipe().expect("pipe");
+        let (reader, writer) = (std::fs::File::from(reader), std::fs::File::from(writer));
         drop(reader);
         let dropped = Counter::default();
         let sink = Sink::spawn(Box::new(Stream(writer)), 64, dropped.clone()).expect("sink");

@@ -108,27 +108,14 @@ fn write_lines(output: &mut dyn Output, lines: &Receiver<Msg>, dropped: &Counter
 
 #[cfg(test)]
 mod tests {
-    use std::{
-        fs::File,
-        io::Read,
-        os::fd::{FromRawFd, OwnedFd},
-    };
+    use std::{fs::File, io::Read};
 
     use super::*;
 
     /// A pipe as (read end, write end).
     fn pipe() -> (File, File) {
-        let mut fds = [0; 2];
-        // SAFETY: pipe(2) fills both descriptors on success; we own them.
-        let rc = unsafe { libc::pipe(fds.as_mut_ptr()) };
-        assert_eq!(rc, 0, "pipe: {}", io::Error::last_os_error());
-        // SAFETY: both descriptors are fresh and owned by nobody else.
-        unsafe {
-            (
-                File::from(OwnedFd::from_raw_fd(fds[0])),
-                File::from(OwnedFd::from_raw_fd(fds[1])),
-            )
-        }
+        let (read, write) = nix::unistd::pipe().expect("pipe");
+        (File::from(read), File::from(write))
     }
 
     #[test]

@@ -45,6 +45,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use nix::errno::Errno;
 use tokio::sync::{oneshot, watch};
 
 use crate::published::HostPort;
@@ -132,8 +133,8 @@ impl NetfilterError {
     /// A kernel refusal: `code` is the negative errno of a netlink error.
     pub(crate) fn kernel(op: Operation, what: &str, code: i32) -> Self {
         let errno = code.checked_neg().unwrap_or(i32::MAX);
-        let hint = match (op, errno) {
-            (Operation::Install, libc::EPERM) => {
+        let hint = match (op, Errno::from_raw(errno)) {
+            (Operation::Install, Errno::EPERM) => {
                 " (the agent needs CAP_NET_ADMIN; or another running agent owns this table)"
             }
             _ => "",

@@ -30,11 +30,18 @@ pub fn arm(shutdown: CancellationToken, after: Duration) -> std::io::Result<()> 
                 "clean-up did not finish within {after:?}; exiting now"
             );
             crate::logging::flush(Duration::from_millis(200));
-            // SAFETY: _exit(2) ends the process without running destructors
-            // or atexit handlers, which is the point: they may be what hangs.
-            unsafe { libc::_exit(EXIT_HUNG) }
+            exit_now(EXIT_HUNG)
         })
         .map(drop)
+}
+
+/// Ends the process with `status` through `_exit(2)`: no destructors, no
+/// atexit handlers, which is the point (they may be what hangs). nix has
+/// no wrapper for `_exit`, and `std::process::exit` runs atexit handlers.
+fn exit_now(status: i32) -> ! {
+    // SAFETY: _exit(2) accepts any status and never returns; skipping the
+    // process's clean-up is what the caller wants.
+    unsafe { libc::_exit(status) }
 }
 
 /// Unparks the thread that polls.

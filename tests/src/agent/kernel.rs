@@ -1,7 +1,8 @@
 //! The kernel objects one agent owns, seen from outside: BPF programs,
 //! The kernel objects one agent owns, seen from outside: BPF programs,
 //! links and maps (from the process's own file descriptors), the entries
-//! of its steering map, and the elements of its warm-up sets.
+//! of its steering map, its listener slots and datapath counters, and the
+//! elements of its warm-up sets.
 
 use std::{process::Command, time::Duration};
 
@@ -154,6 +155,49 @@ fn steered_any_of(map: aya::maps::Map) -> std::collections::BTreeMap<u16, u32> {
     let map: aya::maps::HashMap<_, u16, u32> =
         aya::maps::HashMap::try_from(map).expect("STEERED_ANY is a hash map");
     map.iter().filter_map(Result::ok).collect()
+}
+
+/// Empties process `pid`'s listener slots (its `LISTENERS` sockmap), as if
+/// its listeners had gone: steered connections then find no socket to be
+/// handed to. Returns how many slots held a socket.
+pub fn clear_listener_slots(pid: i32) -> usize {
+    use autostop_common::{names, LISTENER_SLOT_V4, LISTENER_SLOT_V6};
+    let map = named_maps(pid)
+        .into_iter()
+        .find(|(name, _)| name.as_deref() == Some(names::LISTENERS))
+        .map(|(_, map)| map)
+        .unwrap_or_else(|| panic!("process {pid} holds no {} map", names::LISTENERS));
+    let mut map: aya::maps::SockMap<_> =
+        aya::maps::SockMap::try_from(aya::maps::Map::SockMap(map)).expect("LISTENERS is a sockmap");
+    [LISTENER_SLOT_V4, LISTENER_SLOT_V6]
+        .iter()
+        .filter(|slot| map.clear_index(slot).is_ok())
+        .count()
+}
+
+/// Process `pid`'s datapath counters (`DATAPATH_STATS`), summed over CPUs.
+pub fn datapath_stats(pid: i32) -> autostop_common::DatapathStats {
+    use autostop_common::{names, DatapathStats};
+    let map = named_maps(pid)
+        .into_iter()
+        .find(|(name, _)| name.as_deref() == Some(names::DATAPATH_STATS))
+        .map(|(_, map)| map)
+        .unwrap_or_else(|| panic!("process {pid} holds no {} map", names::DATAPATH_STATS));
+    let map: aya::maps::PerCpuArray<_, DatapathStats> =
+        aya::maps::PerCpuArray::try_from(aya::maps::Map::PerCpuArray(map))
+            .expect("DATAPATH_STATS is a per-CPU array");
+    let per_cpu = map.get(&0, 0).expect("reading DATAPATH_STATS");
+    per_cpu
+        .iter()
+        .fold(DatapathStats::default(), |sum, cpu| DatapathStats {
+            packets_seen: sum.packets_seen + cpu.packets_seen,
+            packets_matched: sum.packets_matched + cpu.packets_matched,
+            packets_ignored: sum.packets_ignored + cpu.packets_ignored,
+            steered_lookups: sum.steered_lookups + cpu.steered_lookups,
+            steer_failures: sum.steer_failures + cpu.steer_failures,
+            wake_events_sent: sum.wake_events_sent + cpu.wake_events_sent,
+            wake_events_lost: sum.wake_events_lost + cpu.wake_events_lost,
+        })
 }
 
 /// How many elements the warm-up sets (`warming`, `warming4`, `warming6`)

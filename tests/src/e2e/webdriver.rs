@@ -10,6 +10,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use nix::{
+    sys::signal::{kill, Signal},
+    unistd::Pid,
+};
 use serde_json::{json, Value};
 
 use autostop_fixtures::http::{self, Request};
@@ -189,11 +193,9 @@ impl Drop for Browser {
         let _ = self.driver.kill();
         let _ = self.driver.wait();
         for pid in self.profile_pids() {
-            // SAFETY: kill(2) on a pid we just read whose command line names
-            // our own private profile directory.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
+            // A pid we just read whose command line names our own private
+            // profile directory.
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
     }
 }

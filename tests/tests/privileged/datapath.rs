@@ -216,7 +216,6 @@ fn privileged_targets_sharing_an_array_slot_are_counted() {
 /// the port (the load helper instead of a fixed offset); they count too.
 #[test]
 fn privileged_ipv4_with_header_options_is_counted() {
-    use std::os::fd::AsRawFd;
     require_root_and_bpf();
     let watched = receiver("127.0.0.1:0");
     let target = Target {
@@ -230,17 +229,7 @@ fn privileged_ipv4_with_header_options_is_counted() {
     let sender = UdpSocket::bind("127.0.0.1:0").expect("sender");
     // Three NOPs and an end-of-options: a 24-byte header (IHL 6).
     let options = [1u8, 1, 1, 0];
-    // SAFETY: setsockopt reads `options.len()` bytes from a live array.
-    let rc = unsafe {
-        libc::setsockopt(
-            sender.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_OPTIONS,
-            options.as_ptr().cast(),
-            options.len() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "IP_OPTIONS: {}", std::io::Error::last_os_error());
+    set_ip_options(&sender, &options).expect("IP_OPTIONS");
     for i in 0..9 {
         sender
             .send_to(format!("with options {i}").as_bytes(), target.addr)
@@ -254,6 +243,29 @@ fn privileged_ipv4_with_header_options_is_counted() {
         watched.recv(&mut buf).expect("datagram delivered");
     }
     assert_eq!(datapath.activity(0).expect("read").packets, 9);
+}
+
+/// Sets IP_OPTIONS on `socket`: raw option bytes, which neither nix nor
+/// socket2 wraps, hence the one libc call here.
+fn set_ip_options(socket: &UdpSocket, options: &[u8]) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let len = libc::socklen_t::try_from(options.len()).map_err(std::io::Error::other)?;
+    // SAFETY: setsockopt only reads `len` bytes from `options`, a live slice
+    // of exactly that length, on a socket we borrow for the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_OPTIONS,
+            options.as_ptr().cast(),
+            len,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// Starts a watcher, checks the kernel lists its program and tcx link, then

@@ -207,9 +207,7 @@ fn privileged_a_compose_file_label_naming_a_fifo_or_a_huge_file_is_only_a_warnin
     let image = setup();
     let dir = tempfile::tempdir().expect("tempdir");
     let fifo = dir.path().join("fifo.yml");
-    let path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).expect("path");
-    // SAFETY: mkfifo reads the NUL-terminated path only.
-    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0, "mkfifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
     let huge = dir.path().join("huge.yml");
     std::fs::File::create(&huge)
         .and_then(|f| f.set_len(100 * 1024 * 1024))

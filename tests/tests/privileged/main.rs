@@ -39,6 +39,7 @@ mod docker;
 mod e2e;
 mod exposure;
 mod failfast;
+mod kernel_log;
 mod labels;
 mod liveness;
 mod netfilter;

@@ -267,40 +267,14 @@ fn privileged_one_syn_gives_one_wake_event_with_port_family_and_source() {
 /// once with a reset (SO_LINGER 0), so no state piles up; the SYN has gone
 /// through the loopback and its lookup by the time connect returns.
 fn knock(port: u16) {
-    // SAFETY: plain socket syscalls on a fd this function owns and closes.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0);
-        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-        let linger = libc::linger {
-            l_onoff: 1,
-            l_linger: 0,
-        };
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
-        let addr = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: port.to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(Ipv4Addr::LOCALHOST).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
-        let rc = libc::connect(
-            fd,
-            (&addr as *const libc::sockaddr_in).cast(),
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        );
-        let err = std::io::Error::last_os_error();
-        assert!(
-            rc == 0 || err.raw_os_error() == Some(libc::EINPROGRESS),
-            "connect: {err}"
-        );
-        libc::close(fd);
+    use socket2::{Domain, SockAddr, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM.nonblocking(), None).expect("socket");
+    socket.set_linger(Some(Duration::ZERO)).expect("SO_LINGER");
+    let addr = SockAddr::from(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port));
+    match socket.connect(&addr) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => panic!("connect: {e}"),
     }
 }
 

@@ -111,6 +111,7 @@ impl Harness {
                 steering: Box::new(kernel.clone()),
                 sources: Box::new(kernel.clone()),
                 wake: Box::new(FakeWake(events)),
+                log: None,
                 capacity,
             },
             warmup: Box::new(warmup.clone()),
