@@ -51,6 +51,16 @@ pub enum Command {
         #[arg(long)]
         wide: bool,
     },
+    /// Follow the agent's events (starts, stops, readiness, failures,
+    /// manual actions, reloads) as they happen.
+    Events {
+        /// Configuration file (for the agent's address and token).
+        #[arg(long, default_value = DEFAULT_CONFIG_PATH, value_hint = ValueHint::FilePath)]
+        config: PathBuf,
+        /// Print each event's JSON, one per line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Start a service now.
     Start(NameArgs),
     /// Stop a service now.

@@ -23,6 +23,7 @@
 //!   line, column and field) and the import of the old config.json.
 //! - [`logging`]: log output that cannot hurt the agent (a lossy queue and
 //!   one writer thread; journald's native protocol under systemd).
+//! - [`events`]: the numbered events stream with its replay buffer.
 //! - [`metrics`]: Prometheus metrics fed by lifecycle steps and samples.
 //! - [`notify`]: systemd's readiness, watchdog and stopping notifications.
 //! - [`published`]: where Docker publishes a port on the host (address,
@@ -60,6 +61,7 @@ pub mod coldstart;
 pub mod commands;
 pub mod config;
 pub mod docker;
+pub mod events;
 pub mod logging;
 pub mod metrics;
 pub mod netfilter;

@@ -71,6 +71,13 @@ fn dispatch(command: Command) -> ExitCode {
             }
             Ok(())
         })),
+        Command::Events { config, json } => report(run_async(async move {
+            let client = client_for(&config);
+            client
+                .follow_events(json, |line| print_out(&format!("{line}\n")))
+                .await?;
+            Ok(())
+        })),
         Command::Start(args) => act(args, "start"),
         Command::Stop(args) => act(args, "stop"),
         Command::Hold(args) => act(args, "hold"),

@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use super::{registry::DirectoryReader, registry::ServiceRecord, state_owner::StateHandle};
 use crate::{
     api::{Action, Control, ControlError, Health, PrewarmView, ServiceView},
+    events::{EventHub, EventSender, Feed},
     metrics::Metrics,
     service::{Command, ManualCommand, ServiceState, StartBlock},
     state::unix_hour,
@@ -47,6 +48,8 @@ pub struct AgentControl {
     pub refusals: watch::Receiver<Vec<String>>,
     /// The long-lived tasks' states (`/healthz`).
     pub tasks: TaskBoard,
+    /// The events stream: manual actions are told, subscribers served.
+    pub events: (EventSender, EventHub),
 }
 
 impl AgentControl {
@@ -167,17 +170,19 @@ impl Control for AgentControl {
 
     async fn act(&self, name: &str, action: Action) -> Result<(), ControlError> {
         let record = self.record(name)?;
-        let command = match action {
-            Action::Start => ManualCommand::Start,
-            Action::Stop => ManualCommand::Stop,
-            Action::Hold => ManualCommand::Hold,
-            Action::Release => ManualCommand::Release,
+        let (command, said) = match action {
+            Action::Start => (ManualCommand::Start, "start"),
+            Action::Stop => (ManualCommand::Stop, "stop"),
+            Action::Hold => (ManualCommand::Hold, "hold"),
+            Action::Release => (ManualCommand::Release, "release"),
         };
         record
             .handle
             .send(Command::Manual(command))
             .await
-            .map_err(|e| ControlError::Unavailable(e.to_string()))
+            .map_err(|e| ControlError::Unavailable(e.to_string()))?;
+        self.events.0.manual(name, said);
+        Ok(())
     }
 
     async fn set_idle_timeout(&self, name: &str, timeout: Duration) -> Result<(), ControlError> {
@@ -187,6 +192,10 @@ impl Control for AgentControl {
             .send(Command::Manual(ManualCommand::SetIdleTimeout(timeout)))
             .await
             .map_err(|e| ControlError::Unavailable(e.to_string()))?;
+        self.events.0.manual(
+            name,
+            &format!("idle-timeout {}", crate::config::format_human(timeout)),
+        );
         self.state
             .set_idle_timeout(name, timeout.as_secs())
             .await
@@ -208,6 +217,10 @@ impl Control for AgentControl {
 
     fn metrics(&self) -> String {
         self.metrics.render_with(&self.services())
+    }
+
+    fn events(&self, after: Option<u64>) -> Option<Feed> {
+        Some(self.events.1.subscribe(after))
     }
 
     fn problems(&self) -> Vec<String> {

@@ -111,12 +111,15 @@ pub async fn run_with(deps: AgentDeps, shutdown: CancellationToken) -> Result<()
     // Who hears the lifecycle steps.
     let (savings, savings_rx) = mpsc::unbounded_channel();
     let (awake, awake_rx) = mpsc::unbounded_channel();
+    let (events, event_hub, events_task) = crate::events::start(shutdown.clone());
+    background.push(supervisor.spawn("events", events_task));
     let mut observers: Vec<Arc<dyn LifecycleObserver>> = vec![
         Arc::clone(&metrics) as Arc<dyn LifecycleObserver>,
         Arc::new(HistoryObserver::new(directory.clone())),
         Arc::new(LearnedStarts::new(state.clone())),
         Arc::new(SavingsObserver::new(savings)),
         Arc::new(AwakeObserver::new(awake)),
+        Arc::new(events.clone()),
     ];
     if let Some(delivery) = alerts {
         tracing::info!(endpoint = %delivery.endpoint(), "alerts go to the webhook");
@@ -170,6 +173,7 @@ pub async fn run_with(deps: AgentDeps, shutdown: CancellationToken) -> Result<()
         ignored,
         shutdown: shutdown.clone(),
         supervisor: supervisor.clone(),
+        events: events.clone(),
     });
     let refused = table.add_all(&config.services).await;
     state.send(state_owner::StateUpdate::Settled);
@@ -229,6 +233,7 @@ pub async fn run_with(deps: AgentDeps, shutdown: CancellationToken) -> Result<()
         health: Arc::clone(&health),
         refusals: refusals_rx,
         tasks: supervisor.board(),
+        events: (events.clone(), event_hub),
     };
     let router = api::router(
         Arc::new(control) as Arc<dyn api::Control>,

@@ -56,6 +56,8 @@ pub(super) struct TableParts {
     pub shutdown: CancellationToken,
     /// Watches the actors.
     pub supervisor: Supervisor,
+    /// Reloads are told to the events stream.
+    pub events: crate::events::EventSender,
 }
 
 /// The running services.
@@ -253,6 +255,11 @@ impl ServiceTable {
                 );
             }
         }
+        self.parts.events.reload(
+            changes.added.len(),
+            changes.removed.len(),
+            changes.changed.len(),
+        );
         tracing::info!(
             event = "reloaded",
             added = changes.added.len(),

@@ -43,7 +43,7 @@ fn control_error(error: ControlError) -> Response {
 /// dashboard's page and `/healthz`: with a token, nothing about the
 /// services is shown to an anonymous client); `Some` is the refusal to send
 /// back.
-fn refusal(state: &ApiState, headers: &HeaderMap) -> Option<Response> {
+pub(super) fn refusal(state: &ApiState, headers: &HeaderMap) -> Option<Response> {
     let token = state.token.as_ref()?;
     let given = headers
         .get(header::AUTHORIZATION)

@@ -4,6 +4,9 @@
 //!   service;
 //! - `POST /api/services/{name}/start|stop|hold|release` and
 //!   `PUT /api/services/{name}/idle-timeout` (`{"idle_timeout":"10m"}`);
+//! - `GET /api/events`: server-sent events (state changes, starts, stops,
+//!   readiness, failures, manual actions, reloads; `Last-Event-ID`
+//!   resumes), see [`sse`];
 //! - `GET /healthz`, `GET /metrics` (Prometheus text), `GET /` (dashboard).
 //!
 //! Unknown names get 404 and malformed bodies 400, both with a JSON problem
@@ -16,6 +19,7 @@
 mod guard;
 mod handlers;
 mod serve;
+mod sse;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -204,6 +208,12 @@ pub trait Control: Send + Sync {
     fn problems(&self) -> Vec<String> {
         Vec::new()
     }
+    /// The events stream from after event `after` (`None`: from the
+    /// oldest buffered one); `None` when the agent has none.
+    fn events(&self, after: Option<u64>) -> Option<crate::events::Feed> {
+        let _ = after;
+        None
+    }
 }
 
 /// Shared state of the handlers.
@@ -227,6 +237,7 @@ pub fn router(control: Arc<dyn Control>, token: Option<String>, hosts: HostPolic
         .route("/metrics", get(handlers::metrics))
         .route("/api/services", get(handlers::list))
         .route("/api/problems", get(handlers::problems))
+        .route("/api/events", get(sse::events))
         .route("/api/services/{name}", get(handlers::show))
         .route("/api/services/{name}/{action}", post(handlers::act))
         .route(

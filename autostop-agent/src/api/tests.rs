@@ -207,6 +207,7 @@ async fn a_token_guards_mutations_and_reads_but_not_health() {
         "/api/services",
         "/api/services/web",
         "/api/problems",
+        "/api/events",
         "/metrics",
     ] {
         let (status, _) = call(&router, "GET", path, "", None).await;

@@ -1,13 +1,16 @@
 //! The CLI's side of the status API: `autostop status`, `start`, `stop`,
 //! `hold`, `release` and `set-timeout` talk to the running agent over HTTP
 //! on its `status_listen` address, with the bearer token when configured;
-//! [`table`] renders `autostop status`.
+//! [`table`] renders `autostop status`; [`events`] follows the events
+//! stream for `autostop events`.
 
+mod events;
 mod notes;
 mod table;
 #[cfg(test)]
 mod table_tests;
 
+pub use events::readable as readable_event;
 pub use notes::schedule_notes;
 pub use table::{compact_duration, compact_seconds, status_table, DEFAULT_WIDTH};
 

@@ -169,8 +169,11 @@ fn labels_carry_the_wake_policy() {
         ..LabelledContainer::default()
     };
     let status = std::net::SocketAddr::from(([127, 0, 0, 1], 3456));
-    let (services, problems) =
-        services_from_labels(&[container.clone()], &ThemeCatalog::builtin(), status);
+    let (services, problems) = services_from_labels(
+        std::slice::from_ref(&container),
+        &ThemeCatalog::builtin(),
+        status,
+    );
     assert!(problems.is_empty(), "{problems:?}");
     let wake = &services[0].wake;
     assert_eq!(wake.requires, ["shared-db", "cache"]);

@@ -7,6 +7,7 @@
 //! both kernel parts cleared it.
 
 mod awake;
+mod events;
 mod fakes;
 
 use std::{
