@@ -90,9 +90,13 @@ impl LifecycleObserver for AwakeObserver {
     }
 }
 
-/// The planner's memory of one service.
+/// The planner's memory of one incarnation of a service (a service
+/// re-created by a reload gets a new one: its new state machine has heard
+/// nothing yet).
 #[derive(Debug, Default)]
 struct Plan {
+    /// The incarnation's cells (see [`crate::agent::ServiceRecord::same_incarnation`]).
+    cells: Option<Arc<crate::agent::registry::ServiceCells>>,
     /// Reasons last sent to the state machine.
     sent: Vec<String>,
     /// The closing of the window occurrence it was already started for.
@@ -169,6 +173,12 @@ impl Planner {
             let policy = &record.config.wake;
             let status = record.handle.status();
             let plan = plans.entry(name.to_owned()).or_default();
+            if !plan.cells.as_ref().is_some_and(|c| Arc::ptr_eq(c, &record.cells)) {
+                *plan = Plan {
+                    cells: Some(Arc::clone(&record.cells)),
+                    ..Plan::default()
+                };
+            }
             adopting |= status.state == crate::service::ServiceState::Unknown;
             let mut reasons = Vec::new();
             let mut view = AwakeView::default();
