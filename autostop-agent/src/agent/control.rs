@@ -74,7 +74,8 @@ impl AgentControl {
         let live = (status.state == ServiceState::Ready)
             .then(|| *record.cells.memory.borrow())
             .flatten();
-        let to_gb_h = |byte_seconds: f64| byte_seconds / 1e9 / 3600.0;
+        // `+ 0.0` turns a negative zero (rounding of tiny credits) into 0.
+        let to_gb_h = |byte_seconds: f64| byte_seconds / 1e9 / 3600.0 + 0.0;
         let (start_block, retry_in) = start_block(status.start_block);
         let awake = record.cells.awake.borrow().clone();
         let max_held = u64::from(config.max_held_connections);
