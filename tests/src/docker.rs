@@ -216,6 +216,7 @@ pub fn service(name: &str, port: u16, target: Target) -> ServiceConfig {
         start_timeout: Duration::from_secs(60),
         hold_while_connected: true,
         max_held_connections: 1024,
+        sleep: Default::default(),
     }
 }
 

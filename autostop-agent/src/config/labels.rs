@@ -1,6 +1,6 @@
 //! Docker labels as a second source of services: containers labelled
 //! `autostop.enable=true` (with `autostop.port`, and optionally
-//! `autostop.idle-timeout`, `autostop.mode`, `autostop.theme`,
+//! `autostop.idle-timeout`, `autostop.mode`, `autostop.theme`, `autostop.sleep`,
 //! `autostop.name`) become services, grouped by compose project (or one per
 //! container outside compose). The file config wins on conflicts, with a
 //! warning.
@@ -23,6 +23,7 @@ const LABEL_PORT: &str = "autostop.port";
 const LABEL_IDLE: &str = "autostop.idle-timeout";
 const LABEL_MODE: &str = "autostop.mode";
 const LABEL_THEME: &str = "autostop.theme";
+const LABEL_SLEEP: &str = "autostop.sleep";
 const LABEL_NAME: &str = "autostop.name";
 const COMPOSE_PROJECT: &str = "com.docker.compose.project";
 const COMPOSE_WORKING_DIR: &str = "com.docker.compose.project.working_dir";
@@ -139,6 +140,9 @@ fn group_service(
     }
     if let Some(theme) = first(members, LABEL_THEME) {
         table.insert("theme".into(), theme.into());
+    }
+    if let Some(sleep) = first(members, LABEL_SLEEP) {
+        table.insert("sleep".into(), sleep.into());
     }
     match working_dir {
         Some(dir) => table.insert("compose_dir".into(), dir.into()),

@@ -74,6 +74,8 @@ pub(crate) struct RawService {
     pub hold_while_connected: Option<bool>,
     /// Cap on held connections; i64 so range errors get our message.
     pub max_held_connections: Option<Spanned<i64>>,
+    /// `stop` or `hibernate`; a string so typos get a located message.
+    pub sleep: Option<Spanned<String>>,
 }
 
 /// An entry of `ports = [...]`: an integer (TCP) or a `"PORT/PROTO"` string.

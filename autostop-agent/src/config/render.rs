@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use super::duration::format_human;
-use super::{Config, Protocol, ServiceConfig, Target};
+use super::{Config, Protocol, ServiceConfig, Sleep, Target};
 
 /// TOML basic-string literal for `s`, with all required escapes.
 pub(crate) fn quote(s: &str) -> String {
@@ -112,4 +112,7 @@ fn render_service(out: &mut String, s: &ServiceConfig) {
     );
     let _ = writeln!(out, "hold_while_connected = {}", s.hold_while_connected);
     let _ = writeln!(out, "max_held_connections = {}", s.max_held_connections);
+    if s.sleep != Sleep::Stop {
+        let _ = writeln!(out, "sleep = {}", quote(s.sleep.as_str()));
+    }
 }

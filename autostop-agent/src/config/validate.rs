@@ -15,7 +15,7 @@ use super::ports;
 use super::raw::{RawAgent, RawFile, RawService};
 use super::theme::{is_valid_theme_name, ThemeCatalog, DEFAULT_THEME};
 use super::{
-    AgentConfig, Config, Mode, ServiceConfig, Target, DEFAULT_IDLE_TIMEOUT,
+    AgentConfig, Config, Mode, ServiceConfig, Sleep, Target, DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_HELD_CONNECTIONS, DEFAULT_START_TIMEOUT, MAX_HELD_CONNECTIONS_LIMIT,
 };
 
@@ -336,6 +336,9 @@ fn resolve_service(
                 .ok_or_else(|| format!("{n} is out of range 1..={MAX_HELD_CONNECTIONS_LIMIT}"))
         },
     );
+    let sleep = ck.opt(&raw.sleep, &format!("{p}.sleep"), Sleep::Stop, |s| {
+        Sleep::parse(s)
+    });
     Some(ServiceConfig {
         name: name.clone(),
         ports: ports?,
@@ -346,6 +349,7 @@ fn resolve_service(
         start_timeout: start_timeout?,
         hold_while_connected: raw.hold_while_connected.unwrap_or(false),
         max_held_connections: max_held?,
+        sleep: sleep?,
     })
 }
 

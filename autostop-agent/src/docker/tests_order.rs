@@ -206,6 +206,7 @@ mod endpoints {
             start_timeout: Duration::from_secs(1),
             hold_while_connected: false,
             max_held_connections: 1,
+            sleep: Default::default(),
         };
         let services = [
             svc("named", Target::Containers(vec!["web1".into()])),
