@@ -184,6 +184,7 @@ impl ServiceTable {
             start_timeout: service.start_timeout,
             hold_while_connected: service.hold_while_connected,
             initial_start_estimate: memory.learned_start(),
+            sleep: service.sleep,
         }
     }
 

@@ -17,8 +17,9 @@ use super::guard::CrashGuard;
 use super::idle::IdleTracker;
 use super::learn::StartLearner;
 use super::traits::SteerMode;
+use crate::config::Sleep;
 use super::types::{
-    Command, ContainerEvent, LifecycleEvent, ManualCommand, ServiceSettings, ServiceState,
+    Command, ContainerEvent, Hibernation, LifecycleEvent, ManualCommand, ServiceSettings, ServiceState,
     ServiceStatus, StartBlock, Trigger,
 };
 
@@ -52,6 +53,9 @@ enum StartKind {
     Ours(Instant),
     /// Someone ran the containers by hand (duration unknown).
     External,
+    /// The agent thawed a hibernated service at this instant (not a cold
+    /// start: its duration is not learned).
+    Thaw(Instant),
 }
 
 /// Readiness confirmed, ports being handed back to the stock path: the
@@ -83,6 +87,10 @@ pub struct Machine {
     hand_back: Option<HandingBack>,
     /// See [`ServiceStatus::adopted`].
     adopted: bool,
+    /// See [`ServiceStatus::hibernation`].
+    hibernation: Option<Hibernation>,
+    /// When the service became `Hibernated`: traffic after it wakes it.
+    hibernated_at: Option<Instant>,
 }
 
 impl Machine {
@@ -104,6 +112,8 @@ impl Machine {
             observe_failures: 0,
             hand_back: None,
             adopted: false,
+            hibernation: None,
+            hibernated_at: None,
         };
         (machine, vec![Effect::Run(Op::Observe)])
     }
@@ -131,6 +141,7 @@ impl Machine {
             start_block: self.start_block(),
             upstream_ready: self.hand_back.is_some() || self.state == ServiceState::Ready,
             adopted: self.adopted,
+            hibernation: self.hibernation.clone(),
         }
     }
 
@@ -148,6 +159,10 @@ impl Machine {
             Input::Command(cmd) => self.on_command(cmd, now, &mut fx),
             Input::OpDone(out) => self.on_op_done(out, now, &mut fx),
             Input::Timer => self.on_timer(now, &mut fx),
+            Input::Tick(a) if self.traffic_while_hibernated(a) => {
+                self.idle.note(a);
+                self.on_wake(Trigger::Syn, now, &mut fx);
+            }
             Input::Tick(a) => {
                 self.idle.note(a);
                 if self.idle_due(a, now) {
@@ -158,7 +173,10 @@ impl Machine {
                 self.idle.note(a);
                 if self.idle_due(a, now) {
                     let idle_s = self.idle.idle_for(now).as_secs();
-                    self.begin_stop(StopReason::Idle { idle_s }, now, &mut fx);
+                    match self.settings.sleep {
+                        Sleep::Stop => self.begin_stop(StopReason::Idle { idle_s }, now, &mut fx),
+                        Sleep::Hibernate => self.begin_hibernate(idle_s, now, &mut fx),
+                    }
                 }
             }
         }
@@ -203,8 +221,9 @@ impl Machine {
     fn on_wake(&mut self, trigger: Trigger, now: Instant, fx: &mut Vec<Effect>) {
         match self.state {
             ServiceState::Stopped => self.begin_start(trigger, now, fx),
+            ServiceState::Hibernated => self.begin_thaw(trigger, now, fx),
             ServiceState::Failed { .. } => self.retry_failed(trigger, now, fx),
-            ServiceState::Stopping | ServiceState::Unknown => {
+            ServiceState::Stopping | ServiceState::Hibernating | ServiceState::Unknown => {
                 debug!(service = %self.name, event = "wake_deferred", trigger = ?trigger);
                 self.pending_wake = Some(trigger);
             }
@@ -222,7 +241,8 @@ impl Machine {
                     ServiceState::Stopped | ServiceState::Failed { .. } => {
                         self.begin_start(Trigger::Manual, now, fx)
                     }
-                    ServiceState::Stopping | ServiceState::Unknown => {
+                    ServiceState::Hibernated => self.begin_thaw(Trigger::Manual, now, fx),
+                    ServiceState::Stopping | ServiceState::Hibernating | ServiceState::Unknown => {
                         self.pending_wake = Some(Trigger::Manual)
                     }
                     ServiceState::Starting | ServiceState::Ready => {}
@@ -231,9 +251,11 @@ impl Machine {
             ManualCommand::Stop => {
                 self.pending_wake = None;
                 match self.state {
-                    ServiceState::Ready | ServiceState::Starting | ServiceState::Failed { .. } => {
-                        self.begin_stop(StopReason::Manual, now, fx)
-                    }
+                    ServiceState::Ready
+                    | ServiceState::Starting
+                    | ServiceState::Hibernating
+                    | ServiceState::Hibernated
+                    | ServiceState::Failed { .. } => self.begin_stop(StopReason::Manual, now, fx),
                     _ => {}
                 }
             }
@@ -271,7 +293,10 @@ impl Machine {
                 let reason = format!("container died while starting (exit code {exit_code:?})");
                 self.fail(reason, true, now, fx);
             }
-            (ContainerEvent::Died { exit_code }, ServiceState::Ready) => {
+            (
+                ContainerEvent::Died { exit_code },
+                ServiceState::Ready | ServiceState::Hibernating | ServiceState::Hibernated,
+            ) => {
                 info!(service = %self.name, event = "stopped", reason = "container_died", exit_code = ?exit_code);
                 self.idle.ready_at = None;
                 self.enter(ServiceState::Stopped, now);

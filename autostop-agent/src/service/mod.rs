@@ -23,6 +23,8 @@ mod tests_failure;
 #[cfg(test)]
 mod tests_handback;
 #[cfg(test)]
+mod tests_hibernate;
+#[cfg(test)]
 mod tests_lifecycle;
 
 use std::sync::Arc;
@@ -41,7 +43,7 @@ pub use traits::{
     RuntimeError, SteerMode, Steered, Steering,
 };
 pub use types::{
-    Command, ContainerEvent, LifecycleEvent, ManualCommand, ServiceSettings, ServiceState,
+    Command, ContainerEvent, Hibernation, LifecycleEvent, ManualCommand, ServiceSettings, ServiceState,
     ServiceStatus, StartBlock, StateName, Trigger, STOP_REASONS,
 };
 
