@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use super::{registry::DirectoryReader, registry::ServiceRecord, state_owner::StateHandle};
 use crate::{
-    api::{Action, Control, ControlError, Health, ServiceView},
+    api::{Action, Control, ControlError, Health, HibernationView, ServiceView},
     metrics::Metrics,
     service::{Command, ManualCommand, ServiceState, StartBlock},
     state::unix_hour,
@@ -101,6 +101,14 @@ impl AgentControl {
             ram_saved_gb_h: to_gb_h(memory.memory_saved_byte_seconds),
             ram_saved_gb_h_24h: to_gb_h(memory.saved_last_24h(unix_hour(now_wall))),
             problems: record.cells.problems.borrow().clone(),
+            sleep: config.sleep.as_str().to_owned(),
+            hibernation: status.hibernation.as_ref().map(|h| HibernationView {
+                awake_bytes: h.awake,
+                resident_bytes: h.resident,
+                swap_bytes: h.swap,
+                reclaimed: h.reclaimed,
+                note: h.note.clone(),
+            }),
         }
     }
 

@@ -165,7 +165,11 @@ fn page_vars(route: &Route, status: &ServiceStatus) -> PageVars {
         ServiceState::Ready => PageState::Ready,
         ServiceState::Starting => PageState::Starting,
         ServiceState::Failed { .. } => PageState::Failed,
-        ServiceState::Stopped | ServiceState::Stopping | ServiceState::Unknown => {
+        ServiceState::Stopped
+        | ServiceState::Stopping
+        | ServiceState::Hibernating
+        | ServiceState::Hibernated
+        | ServiceState::Unknown => {
             PageState::Stopped
         }
     };
