@@ -39,6 +39,7 @@ mod docker;
 mod e2e;
 mod exposure;
 mod failfast;
+mod hibernate;
 mod labels;
 mod liveness;
 mod netfilter;
