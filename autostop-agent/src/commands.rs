@@ -249,7 +249,10 @@ mod tests {
     fn hibernating_services_warn_without_swap() {
         assert_eq!(swap_warning(&[], Some(0)), None);
         let none = swap_warning(&["rag"], Some(0)).expect("warned");
-        assert!(none.contains("no free swap") && none.contains("rag"), "{none}");
+        assert!(
+            none.contains("no free swap") && none.contains("rag"),
+            "{none}"
+        );
         assert!(swap_warning(&["rag"], None).is_some());
         assert_eq!(swap_warning(&["rag"], Some(1 << 30)), None);
     }

@@ -15,8 +15,8 @@
 mod bench;
 mod bench_agent;
 mod bench_cold;
-mod bench_hibernate;
 mod bench_herd;
+mod bench_hibernate;
 mod bench_load;
 mod bench_report;
 mod bench_stack;

@@ -38,7 +38,8 @@ fn finds_the_memory_cgroup_on_v1_hybrid_and_v2() {
 
 #[test]
 fn reads_free_swap() {
-    let meminfo = "MemTotal:        8000000 kB\nSwapTotal:       1048572 kB\nSwapFree:         524288 kB\n";
+    let meminfo =
+        "MemTotal:        8000000 kB\nSwapTotal:       1048572 kB\nSwapFree:         524288 kB\n";
     assert_eq!(parse_swap_free(meminfo), Some(512 * MIB));
     assert_eq!(parse_swap_free("MemTotal: 1 kB\n"), None);
 }
@@ -81,16 +82,27 @@ impl Knobs for SimV1 {
     fn read(&self, name: &str) -> Result<String, CgroupError> {
         match name {
             "memory.usage_in_bytes" => Ok(self.usage.borrow().to_string()),
-            "memory.stat" => Ok(format!("cache 0\nrss {}\nswap {}\n", self.usage.borrow(), self.swap.borrow())),
-            _ => self.files.borrow().get(name).cloned().ok_or_else(|| CgroupError::Io {
-                path: name.into(),
-                source: std::io::ErrorKind::NotFound.into(),
-            }),
+            "memory.stat" => Ok(format!(
+                "cache 0\nrss {}\nswap {}\n",
+                self.usage.borrow(),
+                self.swap.borrow()
+            )),
+            _ => self
+                .files
+                .borrow()
+                .get(name)
+                .cloned()
+                .ok_or_else(|| CgroupError::Io {
+                    path: name.into(),
+                    source: std::io::ErrorKind::NotFound.into(),
+                }),
         }
     }
 
     fn write(&self, name: &str, value: &str) -> Result<(), CgroupError> {
-        self.writes.borrow_mut().push((name.to_owned(), value.to_owned()));
+        self.writes
+            .borrow_mut()
+            .push((name.to_owned(), value.to_owned()));
         let fail = |errno| CgroupError::Io {
             path: name.into(),
             source: std::io::Error::from_raw_os_error(errno),
@@ -110,7 +122,9 @@ impl Knobs for SimV1 {
                 }
             }
         }
-        self.files.borrow_mut().insert(name.to_owned(), value.to_owned());
+        self.files
+            .borrow_mut()
+            .insert(name.to_owned(), value.to_owned());
         Ok(())
     }
 }
@@ -134,8 +148,14 @@ fn v1_reclaim_pushes_memory_to_swap_and_puts_the_limits_back() {
         .filter(|(f, v)| f == "memory.limit_in_bytes" && v.len() < 19)
         .map(|(_, v)| v.parse().expect("number"))
         .collect();
-    assert!(steps.windows(2).all(|w| w[1] < w[0]), "steps go down: {steps:?}");
-    assert!(steps.iter().all(|s| s % 4096 == 0), "page-aligned: {steps:?}");
+    assert!(
+        steps.windows(2).all(|w| w[1] < w[0]),
+        "steps go down: {steps:?}"
+    );
+    assert!(
+        steps.iter().all(|s| s % 4096 == 0),
+        "page-aligned: {steps:?}"
+    );
 }
 
 #[test]
@@ -144,7 +164,10 @@ fn v1_reclaim_stops_at_ebusy_and_still_restores() {
     let report = reclaim(CgroupVersion::V1, &sim).expect("EBUSY is not an error");
     assert!(report.stopped_early);
     assert_eq!(report.after.resident, 40 * MIB);
-    assert_eq!(sim.files.borrow()["memory.limit_in_bytes"], "9223372036854771712");
+    assert_eq!(
+        sim.files.borrow()["memory.limit_in_bytes"],
+        "9223372036854771712"
+    );
     assert_eq!(sim.files.borrow()["memory.swappiness"], "60");
 }
 

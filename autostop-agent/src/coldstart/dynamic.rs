@@ -169,9 +169,7 @@ fn page_vars(route: &Route, status: &ServiceStatus) -> PageVars {
         | ServiceState::Stopping
         | ServiceState::Hibernating
         | ServiceState::Hibernated
-        | ServiceState::Unknown => {
-            PageState::Stopped
-        }
+        | ServiceState::Unknown => PageState::Stopped,
     };
     let elapsed_s = match state {
         PageState::Starting => status.since.elapsed().as_secs(),

@@ -163,8 +163,17 @@ fn mode_typo() {
 
 #[test]
 fn sleep_typo() {
-    let text = svc("a", "port = 1\nsleep = \"hibernat\"\ncompose_dir = \"/a\"\n");
-    single(&text, 4, 9, "service[0].sleep", "unknown sleep \"hibernat\"");
+    let text = svc(
+        "a",
+        "port = 1\nsleep = \"hibernat\"\ncompose_dir = \"/a\"\n",
+    );
+    single(
+        &text,
+        4,
+        9,
+        "service[0].sleep",
+        "unknown sleep \"hibernat\"",
+    );
 }
 
 #[test]

@@ -181,7 +181,12 @@ impl DockerClient {
 
     /// Thaws a paused container (`docker unpause`).
     pub async fn unpause(&self, id: &str) -> Result<(), DockerError> {
-        bounded("unpause", QUERY_TIMEOUT, self.handle()?.unpause_container(id)).await
+        bounded(
+            "unpause",
+            QUERY_TIMEOUT,
+            self.handle()?.unpause_container(id),
+        )
+        .await
     }
 
     /// One stats sample of a container (`stream=false`, `one-shot=true`:

@@ -378,15 +378,17 @@ impl DockerRuntime {
             }
         }
         // An exited-0 container next to running ones is a finished one-shot.
-        Ok(if paused > 0 && running + paused + completed == members.len() {
-            Observed::Paused
-        } else if running + paused == 0 {
-            Observed::AllStopped
-        } else if running + completed == members.len() {
-            Observed::AllRunning
-        } else {
-            Observed::Partial
-        })
+        Ok(
+            if paused > 0 && running + paused + completed == members.len() {
+                Observed::Paused
+            } else if running + paused == 0 {
+                Observed::AllStopped
+            } else if running + completed == members.len() {
+                Observed::AllRunning
+            } else {
+                Observed::Partial
+            },
+        )
     }
 }
 

@@ -277,9 +277,9 @@ impl LifecycleObserver for Metrics {
                 }
                 self.set_state(service, StateName::Ready);
             }
-            LifecycleEvent::Stopping { reason: "hibernate" } => {
-                self.set_state(service, StateName::Hibernating)
-            }
+            LifecycleEvent::Stopping {
+                reason: "hibernate",
+            } => self.set_state(service, StateName::Hibernating),
             LifecycleEvent::Stopping { .. } => self.set_state(service, StateName::Stopping),
             LifecycleEvent::Stopped { reason } => {
                 let labels = ReasonLabels {

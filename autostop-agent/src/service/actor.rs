@@ -209,9 +209,9 @@ impl Actor {
             Op::Hibernate => Box::pin(async move {
                 OpOutcome::Hibernated(rt.hibernate(&name).await.map_err(|e| e.to_string()))
             }),
-            Op::Thaw { timeout } => Box::pin(async move {
-                OpOutcome::Thawed(bounded(timeout, rt.thaw(&name)).await)
-            }),
+            Op::Thaw { timeout } => {
+                Box::pin(async move { OpOutcome::Thawed(bounded(timeout, rt.thaw(&name)).await) })
+            }
             Op::Observe => Box::pin(async move {
                 OpOutcome::Observed(rt.observe(&name).await.map_err(|e| e.to_string()))
             }),

@@ -13,9 +13,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    spawn_service, ActivityProbe, Command, ContainerRuntime, Hibernation, LifecycleEvent, LifecycleObserver,
-    Observed, Ports, RuntimeError, ServiceError, ServiceHandle, ServiceSettings, ServiceState,
-    ServiceStatus, SteerMode, Steering,
+    spawn_service, ActivityProbe, Command, ContainerRuntime, Hibernation, LifecycleEvent,
+    LifecycleObserver, Observed, Ports, RuntimeError, ServiceError, ServiceHandle, ServiceSettings,
+    ServiceState, ServiceStatus, SteerMode, Steering,
 };
 
 /// Records lifecycle events in order, each with the state the service's
@@ -174,15 +174,13 @@ impl ContainerRuntime for FakeRuntime {
         self.log.push(Call::Hibernate);
         tokio::time::sleep(Duration::from_secs(2)).await;
         let scripted = lock(&self.hibernate_script).pop_front();
-        scripted.unwrap_or_else(|| {
-            Ok(Hibernation {
-                awake: 300 << 20,
-                resident: 10 << 20,
-                swap: 290 << 20,
-                reclaimed: true,
-                note: None,
-            })
-        })
+        scripted.unwrap_or(Ok(Hibernation {
+            awake: 300 << 20,
+            resident: 10 << 20,
+            swap: 290 << 20,
+            reclaimed: true,
+            note: None,
+        }))
     }
     async fn thaw(&self, _service: &str) -> Result<(), RuntimeError> {
         self.log.push(Call::Thaw);

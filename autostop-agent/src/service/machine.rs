@@ -17,11 +17,11 @@ use super::guard::CrashGuard;
 use super::idle::IdleTracker;
 use super::learn::StartLearner;
 use super::traits::SteerMode;
-use crate::config::Sleep;
 use super::types::{
-    Command, ContainerEvent, Hibernation, LifecycleEvent, ManualCommand, ServiceSettings, ServiceState,
-    ServiceStatus, StartBlock, Trigger,
+    Command, ContainerEvent, Hibernation, LifecycleEvent, ManualCommand, ServiceSettings,
+    ServiceState, ServiceStatus, StartBlock, Trigger,
 };
+use crate::config::Sleep;
 
 /// Why the service is being stopped (for the `stopped` log line).
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -43,8 +43,8 @@ pub use traits::{
     RuntimeError, SteerMode, Steered, Steering,
 };
 pub use types::{
-    Command, ContainerEvent, Hibernation, LifecycleEvent, ManualCommand, ServiceSettings, ServiceState,
-    ServiceStatus, StartBlock, StateName, Trigger, STOP_REASONS,
+    Command, ContainerEvent, Hibernation, LifecycleEvent, ManualCommand, ServiceSettings,
+    ServiceState, ServiceStatus, StartBlock, StateName, Trigger, STOP_REASONS,
 };
 
 /// Capacity of a service's command queue; wakes beyond it are redundant.

@@ -29,7 +29,11 @@ async fn idle_hibernates_and_the_first_packet_thaws_without_steering() {
     let got = status.hibernation.expect("hibernation recorded");
     assert_eq!((got.awake, got.resident), (300 << 20, 10 << 20));
     assert!(got.reclaimed);
-    assert_eq!(h.log.count(Call::Stop), 0, "a hibernated service is not stopped");
+    assert_eq!(
+        h.log.count(Call::Stop),
+        0,
+        "a hibernated service is not stopped"
+    );
 
     // Quiet: it stays hibernated.
     sleep(Duration::from_secs(30)).await;
@@ -65,7 +69,12 @@ async fn idle_hibernates_and_the_first_packet_thaws_without_steering() {
         .collect();
     assert_eq!(
         stops,
-        vec![LifecycleEvent::Stopped { reason: "hibernate" }; 2]
+        vec![
+            LifecycleEvent::Stopped {
+                reason: "hibernate"
+            };
+            2
+        ]
     );
 }
 
@@ -111,13 +120,16 @@ async fn a_failed_hibernation_leaves_it_ready_and_retries_after_the_idle_timeout
 #[tokio::test(start_paused = true)]
 async fn paused_without_swap_says_so_and_a_manual_stop_stops_it() {
     let h = Harness::spawn(Observed::AllRunning, hibernating(), |rt| {
-        rt.hibernate_script.lock().expect("lock").push_back(Ok(Hibernation {
-            awake: 300 << 20,
-            resident: 300 << 20,
-            swap: 0,
-            reclaimed: false,
-            note: Some("no swap on the host: paused without reclaim".into()),
-        }));
+        rt.hibernate_script
+            .lock()
+            .expect("lock")
+            .push_back(Ok(Hibernation {
+                awake: 300 << 20,
+                resident: 300 << 20,
+                swap: 0,
+                reclaimed: false,
+                note: Some("no swap on the host: paused without reclaim".into()),
+            }));
     });
     let status = h.wait_state(ServiceState::Hibernated).await;
     let got = status.hibernation.expect("recorded");

@@ -36,7 +36,11 @@ fn image() -> autostop_fixtures::docker::Image {
 fn start_and_wait(name: &str, port: u16, boot: Duration) {
     docker(&["start", name]);
     assert!(
-        eventually(boot + Duration::from_secs(30), || http_get(local(port), "/").is_ok()),
+        eventually(boot + Duration::from_secs(30), || http_get(
+            local(port),
+            "/"
+        )
+        .is_ok()),
         "{name} never answered"
     );
 }
@@ -67,7 +71,8 @@ fn count(port: u16) -> (Duration, u64) {
 #[test]
 fn privileged_hibernate_gives_ram_back_and_the_first_request_thaws_it() {
     let image = image();
-    let swapfile = swap::SwapFile::create(&autostop_fixtures::unique("autostop-hib-swap"), 1024).or_fail();
+    let swapfile =
+        swap::SwapFile::create(&autostop_fixtures::unique("autostop-hib-swap"), 1024).or_fail();
     let port = free_port();
     let name = autostop_fixtures::unique("hibheavy");
     let c = memapp::container(&name, &image, port, 300, 20).or_fail();
@@ -75,14 +80,21 @@ fn privileged_hibernate_gives_ram_back_and_the_first_request_thaws_it() {
     let (_, first) = count(port);
     let awake = resident(&c.name);
     let started_at = inspect(&c.name, "{{.State.StartedAt}}");
-    assert!(awake >= 300 << 20, "the app holds {awake} bytes, expected ≥ 300 MiB");
+    assert!(
+        awake >= 300 << 20,
+        "the app holds {awake} bytes, expected ≥ 300 MiB"
+    );
 
     let config = AgentConfig::new(&hibernate_toml("heavy", port, &c.name, "3s"));
     let agent = RunningAgent::start(&config);
     agent.wait_state("heavy", "hibernated", Duration::from_secs(90));
     assert!(paused(&c.name), "hibernated but not paused");
     let asleep = resident(&c.name);
-    println!("awake {} MiB, hibernated {} MiB resident", awake >> 20, asleep >> 20);
+    println!(
+        "awake {} MiB, hibernated {} MiB resident",
+        awake >> 20,
+        asleep >> 20
+    );
     assert!(
         asleep * 10 <= awake,
         "resident {asleep} bytes is more than 10 % of awake {awake}"
@@ -147,7 +159,10 @@ fn privileged_hibernate_without_swap_pauses_with_a_warning_and_survives_an_agent
     // SIGKILL: the container stays paused; the next agent adopts it as
     // hibernated and the first request wakes it.
     agent.signal_and_wait(libc::SIGKILL, Duration::from_secs(5));
-    assert!(paused(&c.name), "a killed agent leaves the container paused");
+    assert!(
+        paused(&c.name),
+        "a killed agent leaves the container paused"
+    );
     let agent = RunningAgent::start(&config);
     agent.wait_state("noswap", "hibernated", Duration::from_secs(30));
     let (_, second) = count(port);

@@ -44,7 +44,9 @@ impl Machine {
                     self.on_wake(trigger, now, fx);
                 }
             }
-            (OpOutcome::Hibernated(res), ServiceState::Hibernating) => self.hibernated(res, now, fx),
+            (OpOutcome::Hibernated(res), ServiceState::Hibernating) => {
+                self.hibernated(res, now, fx)
+            }
             (OpOutcome::Thawed(Ok(())), ServiceState::Starting) => {
                 self.begin_hand_back(now, fx);
                 // Never steered: nothing to hand back.
