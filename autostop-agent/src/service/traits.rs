@@ -52,18 +52,10 @@ pub trait ContainerRuntime: Send + Sync {
     /// and says why in [`Hibernation::note`]). A failed reclaim is not an
     /// error: the containers stay paused. An error means they are not
     /// paused (the runtime unpaused what it had paused).
-    async fn hibernate(&self, service: &str) -> Result<Hibernation, RuntimeError> {
-        Err(RuntimeError::Runtime(format!(
-            "service {service}: this runtime cannot hibernate"
-        )))
-    }
+    async fn hibernate(&self, service: &str) -> Result<Hibernation, RuntimeError>;
     /// Unpauses every paused container of `service` (their memory limits
     /// are their own again since the reclaim ended).
-    async fn thaw(&self, service: &str) -> Result<(), RuntimeError> {
-        Err(RuntimeError::Runtime(format!(
-            "service {service}: this runtime cannot thaw"
-        )))
-    }
+    async fn thaw(&self, service: &str) -> Result<(), RuntimeError>;
 }
 
 /// Where the kernel sends *new* connections for a service's port.
