@@ -170,6 +170,12 @@ impl ServiceTable {
             .map(|p| p.port)
             .collect();
         tracing::info!(service = %service.name, event = "managed", index = %id, ports = ?tcp_ports);
+        if service.sleep == crate::config::Sleep::Hibernate {
+            let free = crate::cgroup::swap_free().ok();
+            if let Some(warning) = crate::commands::swap_warning(&[&service.name], free) {
+                tracing::warn!(service = %service.name, event = "no_swap", "{warning}");
+            }
+        }
         true
     }
 

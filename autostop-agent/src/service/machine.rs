@@ -89,8 +89,11 @@ pub struct Machine {
     adopted: bool,
     /// See [`ServiceStatus::hibernation`].
     hibernation: Option<Hibernation>,
-    /// When the service became `Hibernated`: traffic after it wakes it.
-    hibernated_at: Option<Instant>,
+    /// When the agent decided to hibernate the service (or adopted it
+    /// paused): traffic the kernel counts after it wakes it, also traffic
+    /// that came while it was being paused and reclaimed (the kernel
+    /// queued those handshakes; no later packet may come).
+    asleep_since: Option<Instant>,
 }
 
 impl Machine {
@@ -113,7 +116,7 @@ impl Machine {
             hand_back: None,
             adopted: false,
             hibernation: None,
-            hibernated_at: None,
+            asleep_since: None,
         };
         (machine, vec![Effect::Run(Op::Observe)])
     }

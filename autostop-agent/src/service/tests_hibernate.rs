@@ -155,3 +155,15 @@ async fn a_wake_while_hibernating_thaws_once_it_is_paused() {
         vec![Call::Observe, Call::Hibernate, Call::Thaw]
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn traffic_while_it_was_being_paused_thaws_it_once_hibernated() {
+    let h = Harness::spawn(Observed::AllRunning, hibernating(), |_| {});
+    h.wait_state(ServiceState::Hibernating).await;
+    // A SYN and its request come during the reclaim; nothing after them.
+    sleep(Duration::from_millis(500)).await;
+    h.probe.touch();
+    h.wait_state(ServiceState::Hibernated).await;
+    h.wait_state(ServiceState::Ready).await;
+    assert_eq!(h.log.count(Call::Thaw), 1);
+}

@@ -60,7 +60,7 @@ impl Machine {
                 self.observe_failures = 0;
                 info!(service = %self.name, event = "adopted", observed = "paused");
                 self.enter(ServiceState::Hibernated, now);
-                self.hibernated_at = Some(now);
+                self.asleep_since = Some(now);
                 // Its own sockets take new connections.
                 fx.push(Effect::Steer(SteerMode::Direct));
                 if let Some(trigger) = self.pending_wake.take() {
@@ -175,6 +175,7 @@ impl Machine {
         self.pending_wake = None;
         self.idle.ready_at = None;
         self.enter(ServiceState::Hibernating, now);
+        self.asleep_since = Some(now);
         fx.extend([
             Effect::Notify(LifecycleEvent::Stopping {
                 reason: "hibernate",
@@ -197,7 +198,6 @@ impl Machine {
                 }
                 self.enter(ServiceState::Hibernated, now);
                 self.hibernation = Some(h);
-                self.hibernated_at = Some(now);
                 fx.push(Effect::Notify(LifecycleEvent::Stopped {
                     reason: "hibernate",
                 }));
@@ -240,7 +240,7 @@ impl Machine {
     pub(super) fn traffic_while_hibernated(&self, a: Activity) -> bool {
         self.state == ServiceState::Hibernated
             && a.last_activity.is_some()
-            && a.last_activity > self.hibernated_at
+            && a.last_activity > self.asleep_since
     }
 
     /// The ports are on the stock path: the service is ready.
@@ -316,7 +316,9 @@ impl Machine {
     pub(super) fn enter(&mut self, state: ServiceState, now: Instant) {
         if state != ServiceState::Hibernated {
             self.hibernation = None;
-            self.hibernated_at = None;
+        }
+        if !matches!(state, ServiceState::Hibernating | ServiceState::Hibernated) {
+            self.asleep_since = None;
         }
         self.state = state;
         self.since = now;
