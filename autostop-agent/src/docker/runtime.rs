@@ -19,7 +19,6 @@ use super::neigh::{self, NeighbourPin};
 use super::order::DependsCondition;
 use super::ready::{self, exited, started_since, try_connect, wait_dependency};
 use super::resolve::{resolve, Member, Resolved, RunState};
-use super::stats::{host_memory_bytes, memory_of, MemoryUse};
 use super::DockerError;
 use crate::config::{Protocol, ServiceConfig, Target};
 use crate::service::{ContainerRuntime, Hibernation, Observed, RuntimeError};
@@ -389,32 +388,6 @@ impl DockerRuntime {
                 Observed::Partial
             },
         )
-    }
-}
-
-impl DockerRuntime {
-    /// Memory use of `service`'s running containers, summed (their stats
-    /// are read concurrently, about a second each on Docker 20.10); `None`
-    /// when none runs. A container that stops meanwhile is left out.
-    pub async fn memory(&self, service: &str) -> Result<Option<MemoryUse>, DockerError> {
-        let svc = self.config(service)?;
-        let members = resolve(&self.client, &svc).await?.members;
-        let running = members
-            .iter()
-            .filter(|m| matches!(m.run_state(), RunState::Up | RunState::Unhealthy));
-        let samples = futures_util::future::join_all(
-            running.map(|m| async move { (m, self.client.stats_once(&m.id).await) }),
-        )
-        .await;
-        let host = host_memory_bytes();
-        let mut total: Option<MemoryUse> = None;
-        for (m, sample) in samples {
-            let sample = sample.map_err(|e| ctx(service, &m.name, e))?;
-            if let Some(use_) = memory_of(&sample) {
-                total = Some(total.map_or(use_, |t| t.add(use_, host)));
-            }
-        }
-        Ok(total)
     }
 }
 

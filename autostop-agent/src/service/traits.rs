@@ -8,7 +8,6 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 
-use super::types::Hibernation;
 use super::ServiceError;
 
 /// Error returned by [`ContainerRuntime`] implementations.
@@ -32,6 +31,21 @@ pub enum Observed {
     /// hibernated it, then was restarted or killed): adopt as
     /// `Hibernated`; the first packet thaws it.
     Paused,
+}
+
+/// What hibernating a service did, summed over its containers (bytes).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Hibernation {
+    /// Resident memory when it was paused.
+    pub awake: u64,
+    /// Resident memory left after reclaim.
+    pub resident: u64,
+    /// Memory in swap after reclaim.
+    pub swap: u64,
+    /// Memory was pushed to swap; `false`: paused only (see `note`).
+    pub reclaimed: bool,
+    /// Why it was paused without (full) reclaim, for status and logs.
+    pub note: Option<String>,
 }
 
 /// Drives the containers of one service (implemented by the Docker module).

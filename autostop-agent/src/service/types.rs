@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::traits::Hibernation;
 use crate::config::Sleep;
 
 /// Lifecycle state of one service.
@@ -183,21 +184,6 @@ pub struct ServiceStatus {
     /// While `Hibernated`: what the hibernation left (`None` for a paused
     /// service adopted from an earlier agent, until it wakes).
     pub hibernation: Option<Hibernation>,
-}
-
-/// What hibernating a service did, summed over its containers (bytes).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Hibernation {
-    /// Resident memory when it was paused.
-    pub awake: u64,
-    /// Resident memory left after reclaim.
-    pub resident: u64,
-    /// Memory in swap after reclaim.
-    pub swap: u64,
-    /// Memory was pushed to swap; `false`: paused only (see `note`).
-    pub reclaimed: bool,
-    /// Why it was paused without (full) reclaim, for status and logs.
-    pub note: Option<String>,
 }
 
 /// Why a wake would not start a failed service now.
