@@ -236,10 +236,20 @@ fn a_hibernation_shows_as_hibernating_then_hibernated() {
             &[("service", "heavy"), ("state", name)],
         )
     };
-    metrics.on_event("heavy", &LifecycleEvent::Stopping { reason: "hibernate" });
+    metrics.on_event(
+        "heavy",
+        &LifecycleEvent::Stopping {
+            reason: "hibernate",
+        },
+    );
     assert_eq!(state(&metrics, "hibernating"), 1.0);
     assert_eq!(state(&metrics, "stopping"), 0.0);
-    metrics.on_event("heavy", &LifecycleEvent::Stopped { reason: "hibernate" });
+    metrics.on_event(
+        "heavy",
+        &LifecycleEvent::Stopped {
+            reason: "hibernate",
+        },
+    );
     assert_eq!(state(&metrics, "hibernated"), 1.0);
     assert_eq!(state(&metrics, "stopped"), 0.0);
 }

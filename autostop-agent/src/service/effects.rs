@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::traits::{Observed, SteerMode};
-use super::types::{Command, Hibernation, LifecycleEvent};
+use super::traits::{Hibernation, Observed, SteerMode};
+use super::types::{Command, LifecycleEvent};
 
 /// A long-running runtime operation the actor runs on the machine's behalf.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,10 +16,10 @@ use super::effects::{Effect, Input, Op};
 use super::guard::CrashGuard;
 use super::idle::IdleTracker;
 use super::learn::StartLearner;
-use super::traits::SteerMode;
+use super::traits::{Hibernation, SteerMode};
 use super::types::{
-    Command, ContainerEvent, Hibernation, LifecycleEvent, ManualCommand, ServiceSettings,
-    ServiceState, ServiceStatus, StartBlock, Trigger,
+    Command, ContainerEvent, LifecycleEvent, ManualCommand, ServiceSettings, ServiceState,
+    ServiceStatus, StartBlock, Trigger,
 };
 use crate::config::Sleep;
 

@@ -39,12 +39,12 @@ pub use actor::IDLE_CHECK_PERIOD;
 pub use guard::{BACKOFF_BASE, BACKOFF_CAP, CRASH_LOOP_FAILURES, CRASH_LOOP_WINDOW};
 pub use learn::{StartLearner, START_EWMA_ALPHA};
 pub use traits::{
-    ActivityProbe, ContainerRuntime, HandBack, Hibernation, LifecycleObserver, NoObserver, Observed,
-    RuntimeError, SteerMode, Steered, Steering,
+    ActivityProbe, ContainerRuntime, HandBack, Hibernation, LifecycleObserver, NoObserver,
+    Observed, RuntimeError, SteerMode, Steered, Steering,
 };
 pub use types::{
-    Command, ContainerEvent, LifecycleEvent, ManualCommand, ServiceSettings,
-    ServiceState, ServiceStatus, StartBlock, StateName, Trigger, STOP_REASONS,
+    Command, ContainerEvent, LifecycleEvent, ManualCommand, ServiceSettings, ServiceState,
+    ServiceStatus, StartBlock, StateName, Trigger, STOP_REASONS,
 };
 
 /// Capacity of a service's command queue; wakes beyond it are redundant.

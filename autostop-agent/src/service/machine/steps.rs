@@ -10,8 +10,9 @@ use tracing::{debug, info, warn};
 use super::{HandingBack, Machine, StartKind, StopReason};
 use crate::service::effects::{Activity, Effect, Op, OpOutcome};
 use crate::service::guard::backoff_delay;
+use crate::service::traits::Hibernation;
 use crate::service::traits::{Observed, SteerMode};
-use crate::service::types::{Hibernation, LifecycleEvent, ServiceState, StartBlock, Trigger};
+use crate::service::types::{LifecycleEvent, ServiceState, StartBlock, Trigger};
 
 /// First delay between failed `observe` attempts.
 const OBSERVE_RETRY_BASE: Duration = Duration::from_secs(1);
