@@ -6,8 +6,10 @@
 //! and removes), (c) paused it only (the same with the swap file off); the
 //! app's resident memory (its cgroup's `memory.usage_in_bytes`) awake and
 //! in each state, and the page-in volume of the first request after a
-//! hibernation (the cgroup's swap before minus after). The swap file's
-//! read speed (`dd iflag=direct`) is reported beside it.
+//! hibernation (the cgroup's swap before minus after); and once, a first
+//! request that touches every page (`/all`: the worst case). The disk's
+//! read speed (`dd iflag=direct` of a file just written) is reported
+//! beside it.
 
 use std::{
     path::Path,
@@ -64,10 +66,15 @@ fn swapped(container: &str) -> anyhow::Result<u64> {
 /// One request to the app: seconds to the whole answer; fails unless the
 /// answer is the app's, with its memory intact.
 fn ttfb(port: u16) -> anyhow::Result<f64> {
+    ttfb_of(port, "/")
+}
+
+/// Like [`ttfb`] for `path` (`/all`: the app checks every page).
+fn ttfb_of(port: u16, path: &str) -> anyhow::Result<f64> {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let began = Instant::now();
-    let response = http::get(addr, "/", &[], Duration::from_secs(120))
-        .with_context(|| format!("GET / on {addr}"))?;
+    let response = http::get(addr, path, &[], Duration::from_secs(120))
+        .with_context(|| format!("GET {path} on {addr}"))?;
     let took = began.elapsed().as_secs_f64();
     let body = response.text();
     if response.status != 200 || memapp::intact_count(&body).is_none() {
@@ -106,9 +113,10 @@ pub fn hibernate(work: &Path, _image: &Image) -> anyhow::Result<Value> {
 
     // (b) hibernate, with a swap file.
     let swapfile = SwapFile::create(&unique("swap"), 1024)?;
-    let read_speed = swapfile.read_speed()?;
+    let read_speed = swap::disk_read_speed()?;
     let (mut hib, mut page_in, mut hib_resident) = (Vec::new(), Vec::new(), Vec::new());
     let awake;
+    let all_pages;
     {
         let agent = start_agent(&dir, &service(port, &c.name, "hibernate"))?;
         wait_state(&agent, "stopped")?;
@@ -124,10 +132,14 @@ pub fn hibernate(work: &Path, _image: &Image) -> anyhow::Result<Value> {
             page_in.push(before.saturating_sub(after) as f64);
             wait_state(&agent, "ready")?;
         }
-        // Awake before the swap file goes (swapoff would page it all in).
+        // The worst case: a first request that touches every page. Also
+        // leaves it awake before the swap file goes.
         wait_state(&agent, "hibernated")?;
-        ttfb(port)?;
+        let before = swapped(&c.name)?;
+        let all = ttfb_of(port, "/all")?;
+        let all_page_in = before.saturating_sub(swapped(&c.name)?);
         wait_state(&agent, "ready")?;
+        all_pages = (all, all_page_in);
     }
     drop(swapfile);
 
@@ -164,7 +176,9 @@ pub fn hibernate(work: &Path, _image: &Image) -> anyhow::Result<Value> {
         "resident_stopped_bytes": 0,
         "resident_ratio": round_to(hib_res / awake as f64, 3),
         "page_in_bytes_p50": median(&mut page_in) as u64,
-        "swap_read_speed": read_speed,
+        "all_pages_ttfb_s": round_to(all_pages.0, 3),
+        "all_pages_page_in_bytes": all_pages.1,
+        "disk_read_speed": read_speed,
         "app": format!("memapp: {MEM_MB} MiB touched, {BOOT_S} s boot"),
         "rounds": ROUNDS,
         "cold_rounds": COLD_ROUNDS,

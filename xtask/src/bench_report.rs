@@ -337,9 +337,11 @@ fn rows(report: &Value) -> Vec<Row> {
             "hibernate",
             "page_in_bytes_p50",
             format!(
-                "{} (swap file read speed {})",
+                "{} (a request touching every page: {} bytes in {} s; disk read speed {})",
                 h["page_in_bytes_p50"],
-                h["swap_read_speed"].as_str().unwrap_or("?")
+                h["all_pages_page_in_bytes"],
+                h["all_pages_ttfb_s"],
+                h["disk_read_speed"].as_str().unwrap_or("?")
             ),
             "",
             None,
