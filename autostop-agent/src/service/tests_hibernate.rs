@@ -171,9 +171,11 @@ async fn traffic_while_it_was_being_paused_thaws_it_once_hibernated() {
         vec![Call::Observe, Call::Hibernate, Call::Thaw]
     );
     let events = h.observer.events();
-    let hibernated = events
-        .iter()
-        .position(|e| *e == LifecycleEvent::Stopped { reason: "hibernate" });
+    let hibernated = events.iter().position(|e| {
+        *e == LifecycleEvent::Stopped {
+            reason: "hibernate",
+        }
+    });
     let waking = events
         .iter()
         .position(|e| matches!(e, LifecycleEvent::Starting { .. }));
