@@ -97,7 +97,14 @@ impl Actor {
                     None | Some(Command::Shutdown) => break,
                     Some(cmd) => Input::Command(cmd),
                 },
-                _ = ticker.tick(), if watch_idle => Input::Tick(self.read_activity()),
+                // Every second while hibernated, the containers' own
+                // connection count too: a queued client the counters did
+                // not see (see `Machine::traffic_while_hibernated`).
+                _ = ticker.tick(), if watch_idle || hibernated => Input::Tick(if hibernated {
+                    self.read_probe()
+                } else {
+                    self.read_activity()
+                }),
                 _ = wake_poll.tick(), if hibernated => Input::Tick(self.read_activity()),
             };
             let fx = machine.handle(input, Instant::now());

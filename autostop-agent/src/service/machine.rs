@@ -94,6 +94,12 @@ pub struct Machine {
     /// that came while it was being paused and reclaimed (the kernel
     /// queued those handshakes; no later packet may come).
     asleep_since: Option<Instant>,
+    /// Connections open in the containers when it went to sleep (0 when
+    /// adopted paused): more of them while hibernated means a client the
+    /// kernel queued, a wake even when the counters missed its packets
+    /// (an agent that just started counts only once its endpoint refresh
+    /// ran).
+    asleep_connections: u32,
 }
 
 impl Machine {
@@ -117,6 +123,7 @@ impl Machine {
             adopted: false,
             hibernation: None,
             asleep_since: None,
+            asleep_connections: 0,
         };
         (machine, vec![Effect::Run(Op::Observe)])
     }
@@ -178,7 +185,10 @@ impl Machine {
                     let idle_s = self.idle.idle_for(now).as_secs();
                     match self.settings.sleep {
                         Sleep::Stop => self.begin_stop(StopReason::Idle { idle_s }, now, &mut fx),
-                        Sleep::Hibernate => self.begin_hibernate(idle_s, now, &mut fx),
+                        Sleep::Hibernate => {
+                            self.asleep_connections = a.open_connections;
+                            self.begin_hibernate(idle_s, now, &mut fx)
+                        }
                     }
                 }
             }

@@ -181,3 +181,33 @@ async fn traffic_while_it_was_being_paused_thaws_it_once_hibernated() {
         .position(|e| matches!(e, LifecycleEvent::Starting { .. }));
     assert!(hibernated < waking && hibernated.is_some(), "{events:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_queued_client_the_counters_missed_wakes_an_adopted_service() {
+    let h = Harness::spawn(Observed::Paused, settings(), |_| {});
+    h.wait_state(ServiceState::Hibernated).await;
+    sleep(Duration::from_secs(5)).await;
+    assert_eq!(h.handle.status().state, ServiceState::Hibernated);
+    // The kernel completed a handshake and queued it; no counted packet.
+    h.probe.open.store(1, std::sync::atomic::Ordering::SeqCst);
+    let queued = Instant::now();
+    let ready = h.wait_state(ServiceState::Ready).await;
+    assert!(ready.since - queued <= Duration::from_millis(1100));
+    assert_eq!(h.log.runtime_calls(), vec![Call::Observe, Call::Thaw]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_open_when_it_hibernated_does_not_wake_it() {
+    let settings = ServiceSettings {
+        hold_while_connected: false,
+        ..hibernating()
+    };
+    let h = Harness::spawn(Observed::AllRunning, settings, |_| {});
+    h.wait_state(ServiceState::Ready).await;
+    // An idle persistent connection (hold_while_connected is off here).
+    h.probe.open.store(1, std::sync::atomic::Ordering::SeqCst);
+    h.wait_state(ServiceState::Hibernated).await;
+    sleep(Duration::from_secs(10)).await;
+    assert_eq!(h.handle.status().state, ServiceState::Hibernated);
+    assert_eq!(h.log.count(Call::Thaw), 0);
+}

@@ -62,6 +62,7 @@ impl Machine {
                 info!(service = %self.name, event = "adopted", observed = "paused");
                 self.enter(ServiceState::Hibernated, now);
                 self.asleep_since = Some(now);
+                self.asleep_connections = 0;
                 // Its own sockets take new connections.
                 fx.push(Effect::Steer(SteerMode::Direct));
                 if let Some(trigger) = self.pending_wake.take() {
@@ -237,11 +238,12 @@ impl Machine {
         ]);
     }
 
-    /// Traffic the kernel counted after the service was hibernated.
+    /// Traffic the kernel counted after the service went to sleep, or
+    /// more connections open in its containers than then.
     pub(super) fn traffic_while_hibernated(&self, a: Activity) -> bool {
         self.state == ServiceState::Hibernated
-            && a.last_activity.is_some()
-            && a.last_activity > self.asleep_since
+            && ((a.last_activity.is_some() && a.last_activity > self.asleep_since)
+                || a.open_connections > self.asleep_connections)
     }
 
     /// The ports are on the stock path: the service is ready.
