@@ -5,7 +5,7 @@
 use std::{fmt::Write as _, path::Path};
 
 use crate::{
-    config::{format_human, Config, ConfigError, Target},
+    config::{format_human, Config, ConfigError, Sleep, Target},
     state::{StateError, StateStore},
 };
 
@@ -61,6 +61,15 @@ pub fn check(path: &Path) -> Result<String, CommandError> {
     for warning in &config.warnings {
         let _ = writeln!(out, "warning: {warning}");
     }
+    let hibernating: Vec<&str> = config
+        .services
+        .iter()
+        .filter(|s| s.sleep == Sleep::Hibernate)
+        .map(|s| s.name.as_str())
+        .collect();
+    if let Some(warning) = swap_warning(&hibernating, crate::cgroup::swap_free().ok()) {
+        let _ = writeln!(out, "warning: {warning}");
+    }
     let _ = writeln!(
         out,
         "{}: OK, {} services",
@@ -100,6 +109,26 @@ pub fn check(path: &Path) -> Result<String, CommandError> {
         );
     }
     Ok(out)
+}
+
+/// The warning for services with `sleep = "hibernate"` on a host without
+/// free swap (`free_swap`: `None` when it cannot be read).
+pub fn swap_warning(hibernating: &[&str], free_swap: Option<u64>) -> Option<String> {
+    if hibernating.is_empty() {
+        return None;
+    }
+    let names = hibernating.join(", ");
+    match free_swap {
+        Some(0) => Some(format!(
+            "no free swap on this host: {names} (sleep = \"hibernate\") will be paused without giving their memory back"
+        )),
+        None => Some(format!(
+            "free swap unknown (/proc/meminfo unreadable): {names} (sleep = \"hibernate\") may be paused without giving their memory back"
+        )),
+        // Whether it holds more than the free swap is checked at each
+        // hibernation (the agent then pauses without reclaim and says so).
+        Some(_) => None,
+    }
 }
 
 /// What Docker says about the configured services' containers.
@@ -214,6 +243,18 @@ mod tests {
         let config = Config::parse(&toml, "imported", &crate::config::ThemeCatalog::builtin())
             .expect("valid");
         assert_eq!(config.services.len(), 8);
+    }
+
+    #[test]
+    fn hibernating_services_warn_without_swap() {
+        assert_eq!(swap_warning(&[], Some(0)), None);
+        let none = swap_warning(&["rag"], Some(0)).expect("warned");
+        assert!(
+            none.contains("no free swap") && none.contains("rag"),
+            "{none}"
+        );
+        assert!(swap_warning(&["rag"], None).is_some());
+        assert_eq!(swap_warning(&["rag"], Some(1 << 30)), None);
     }
 
     #[test]

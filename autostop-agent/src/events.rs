@@ -72,13 +72,23 @@ impl Event {
                 event.took_s = took.map(|d| d.as_secs_f64());
                 ("ready", StateName::Ready)
             }
+            // A hibernation is a stop whose reason is `hibernate`; the
+            // service's state says where it went.
             LifecycleEvent::Stopping { reason } => {
                 event.reason = Some((*reason).to_owned());
-                ("stopping", StateName::Stopping)
+                let state = match *reason {
+                    "hibernate" => StateName::Hibernating,
+                    _ => StateName::Stopping,
+                };
+                ("stopping", state)
             }
             LifecycleEvent::Stopped { reason } => {
                 event.reason = Some((*reason).to_owned());
-                ("stopped", StateName::Stopped)
+                let state = match *reason {
+                    "hibernate" => StateName::Hibernated,
+                    _ => StateName::Stopped,
+                };
+                ("stopped", state)
             }
             LifecycleEvent::Failed { reason, crash_loop } => {
                 event.reason = Some(reason.clone());

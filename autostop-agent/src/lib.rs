@@ -13,6 +13,8 @@
 //!   them, reads their counters, and cuts them into parts (classifier,
 //!   steering maps, ignored sources, wake events) for the tasks that own
 //!   them.
+//! - [`cgroup`]: a container's memory cgroup: resident and swapped
+//!   memory, and reclaim to swap while it is paused (hibernate).
 //! - [`cli`]: the command line (clap), also rendered into the man pages
 //!   and shell completions by `cargo xtask dist`.
 //! - [`client`]: the CLI's calls to a running agent (`autostop status`, …).
@@ -55,6 +57,7 @@ pub mod agent;
 pub mod alerts;
 pub mod api;
 pub mod bpf;
+pub mod cgroup;
 pub mod cli;
 pub mod client;
 pub mod coldstart;

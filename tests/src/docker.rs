@@ -217,6 +217,7 @@ pub fn service(name: &str, port: u16, target: Target) -> ServiceConfig {
         hold_while_connected: true,
         max_held_connections: 1024,
         wake: Default::default(),
+        sleep: Default::default(),
     }
 }
 

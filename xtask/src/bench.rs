@@ -15,7 +15,10 @@
 //!   warm service with vs without the agent (`bench_load.rs` is the load);
 //! - `herd` (`bench_herd.rs`): 1,000 connections to a stopped service;
 //! - `agent` (`bench_agent.rs`): the agent's RSS with 50 services and its
-//!   idle CPU.
+//!   idle CPU;
+//! - `hibernate` (`bench_hibernate.rs`): a 300 MiB app's first answer after
+//!   hibernate vs stop (cold boot) vs pause, resident memory in each state
+//!   and the page-in volume.
 
 use std::{
     fs,
@@ -49,7 +52,7 @@ const PAYLOAD: usize = 64;
 const WATCH_ATTACH: Duration = Duration::from_secs(30);
 
 /// Every section, in the order they run.
-pub const SECTIONS: &[&str] = &["datapath", "cold", "warm", "herd", "agent"];
+pub const SECTIONS: &[&str] = &["datapath", "cold", "warm", "herd", "agent", "hibernate"];
 
 /// Runs the `only` sections (all when empty) and writes the report.
 pub fn run(only: &[String]) -> anyhow::Result<()> {
@@ -76,11 +79,12 @@ pub fn run(only: &[String]) -> anyhow::Result<()> {
     }
     let image = bench_stack::build_image()?;
     type Section = fn(&std::path::Path, &bench_stack::Image) -> anyhow::Result<Value>;
-    let sections: [(&str, Section); 4] = [
+    let sections: [(&str, Section); 5] = [
         ("cold", crate::bench_cold::cold),
         ("warm", crate::bench_warm::warm),
         ("herd", crate::bench_herd::herd),
         ("agent", crate::bench_agent::agent),
+        ("hibernate", crate::bench_hibernate::hibernate),
     ];
     // A failing section is reported (its error in the JSON and the table)
     // and the others still run; the command fails at the end.

@@ -25,7 +25,7 @@ pub fn markdown(report: &Value) -> String {
         m["kernel"].as_str().unwrap_or("?"),
         m["clocksource"].as_str().unwrap_or("?"),
     );
-    for section in ["datapath", "cold", "warm", "herd", "agent"] {
+    for section in ["datapath", "cold", "warm", "herd", "agent", "hibernate"] {
         if let Some(error) = report[section]["error"].as_str() {
             let error: String = error.chars().take(200).collect();
             out.push_str(&format!(
@@ -296,6 +296,55 @@ fn rows(report: &Value) -> Vec<Row> {
             a["idle_cpu_percent"].to_string(),
             "≈ 0 (< 0.01)",
             Some(cpu.is_some_and(|v| v < 0.01)),
+        );
+    }
+    let h = &report["hibernate"];
+    if h.is_object() && h.get("error").is_none() {
+        let ttfb = num(&h["ttfb_s_p50"]);
+        push(
+            "hibernate",
+            "ttfb_s_p50",
+            format!(
+                "{} (pause only {}; stop, a cold boot: {})",
+                h["ttfb_s_p50"], h["pause_ttfb_s_p50"], h["cold_ttfb_s_p50"]
+            ),
+            "≤ 2",
+            Some(ttfb.is_some_and(|v| v <= 2.0)),
+        );
+        let speedup = num(&h["speedup_vs_cold"]);
+        push(
+            "hibernate",
+            "speedup_vs_cold",
+            h["speedup_vs_cold"].to_string(),
+            "≥ 10",
+            Some(speedup.is_some_and(|v| v >= 10.0)),
+        );
+        let ratio = num(&h["resident_ratio"]);
+        push(
+            "hibernate",
+            "resident_ratio",
+            format!(
+                "{} ({} of {} bytes resident; paused only {})",
+                h["resident_ratio"],
+                h["resident_hibernated_bytes"],
+                h["resident_awake_bytes"],
+                h["resident_paused_bytes"]
+            ),
+            "≤ 0.10",
+            Some(ratio.is_some_and(|v| v <= 0.10)),
+        );
+        push(
+            "hibernate",
+            "page_in_bytes_p50",
+            format!(
+                "{} (a request touching every page: {} bytes in {} s; disk read speed {})",
+                h["page_in_bytes_p50"],
+                h["all_pages_page_in_bytes"],
+                h["all_pages_ttfb_s"],
+                h["disk_read_speed"].as_str().unwrap_or("?")
+            ),
+            "",
+            None,
         );
     }
     rows

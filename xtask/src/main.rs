@@ -9,13 +9,14 @@
 //! - `demo`: builds the agent and runs it in the foreground;
 //! - `dist`: builds the release agent once and makes the .deb, the
 //!   container image and the tarball under `target/dist/`;
-//! - `bench`: measures datapath, cold, warm, herd and agent (A/B, medians)
+//! - `bench`: measures datapath, cold, warm, herd, agent and hibernate (A/B, medians)
 //!   and writes `target/bench/report.json`.
 
 mod bench;
 mod bench_agent;
 mod bench_cold;
 mod bench_herd;
+mod bench_hibernate;
 mod bench_load;
 mod bench_report;
 mod bench_stack;
@@ -62,7 +63,7 @@ enum Command {
     Dist,
     /// Measure (A/B, medians) and write target/bench/report.json.
     Bench {
-        /// Sections to run (datapath, cold, warm, herd, agent); all when none.
+        /// Sections to run (datapath, cold, warm, herd, agent, hibernate); all when none.
         sections: Vec<String>,
     },
 }

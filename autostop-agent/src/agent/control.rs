@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use super::{registry::DirectoryReader, registry::ServiceRecord, state_owner::StateHandle};
 use crate::{
-    api::{Action, Control, ControlError, Health, PrewarmView, ServiceView},
+    api::{Action, Control, ControlError, Health, HibernationView, PrewarmView, ServiceView},
     events::{EventHub, EventSender, Feed},
     metrics::Metrics,
     service::{Command, ManualCommand, ServiceState, StartBlock},
@@ -127,6 +127,14 @@ impl AgentControl {
                 at: p.at.to_string(),
                 expected: p.expected.to_string(),
                 reason: p.reason,
+            }),
+            sleep: config.sleep.as_str().to_owned(),
+            hibernation: status.hibernation.as_ref().map(|h| HibernationView {
+                awake_bytes: h.awake,
+                resident_bytes: h.resident,
+                swap_bytes: h.swap,
+                reclaimed: h.reclaimed,
+                note: h.note.clone(),
             }),
         }
     }

@@ -160,7 +160,12 @@ impl MemoryTask {
             .retain(|name, _| directory.get(name).is_some());
         for record in directory.iter() {
             let status = record.handle.status();
-            let stopped_since = (status.state == ServiceState::Stopped).then_some(status.since);
+            // A hibernated service whose memory went to swap gave it back
+            // like a stopped one (what stayed resident is a few MiB).
+            let asleep = status.state == ServiceState::Stopped
+                || (status.state == ServiceState::Hibernated
+                    && status.hibernation.as_ref().is_some_and(|h| h.reclaimed));
+            let stopped_since = asleep.then_some(status.since);
             if stopped_since.is_some() {
                 self.metrics.set_memory(record.name(), 0);
             }

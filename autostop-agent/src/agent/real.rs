@@ -36,7 +36,7 @@ use crate::{
     },
     netfilter::{NetfilterError, WarmupRedirect},
     published::HostPort,
-    service::{ContainerRuntime, Observed, RuntimeError},
+    service::{ContainerRuntime, Hibernation, Observed, RuntimeError},
     state::StateStore,
 };
 
@@ -232,6 +232,14 @@ impl ContainerRuntime for RealDocker {
 
     async fn observe(&self, service: &str) -> Result<Observed, RuntimeError> {
         self.runtime.observe(service).await
+    }
+
+    async fn hibernate(&self, service: &str) -> Result<Hibernation, RuntimeError> {
+        self.runtime.hibernate(service).await
+    }
+
+    async fn thaw(&self, service: &str) -> Result<(), RuntimeError> {
+        self.runtime.thaw(service).await
     }
 }
 

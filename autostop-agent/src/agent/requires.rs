@@ -10,7 +10,8 @@
 //! ready itself, so after everything it needs.
 //!
 //! Keeping a requirement awake while a dependent runs is the keep-awake
-//! planner's job ([`super::awake`]).
+//! planner's job ([`super::awake`]). A hibernated dependent lets its
+//! requirements sleep; they are started again before it thaws.
 
 use std::sync::Arc;
 
@@ -21,7 +22,7 @@ use super::registry::DirectoryReader;
 use crate::{
     config::{warm::start_order, ServiceConfig},
     service::{
-        ContainerRuntime, Observed, RuntimeError, ServiceError, ServiceState, ServiceStatus,
+        ContainerRuntime, Hibernation, Observed, RuntimeError, ServiceError, ServiceState, ServiceStatus,
         StartBlock, Trigger,
     },
 };
@@ -113,5 +114,16 @@ impl ContainerRuntime for RequiresRuntime {
 
     async fn observe(&self, service: &str) -> Result<Observed, RuntimeError> {
         self.inner.observe(service).await
+    }
+
+    async fn hibernate(&self, service: &str) -> Result<Hibernation, RuntimeError> {
+        self.inner.hibernate(service).await
+    }
+
+    /// A hibernated service's requirements may have gone to sleep while it
+    /// was paused: they are started first, as for a start.
+    async fn thaw(&self, service: &str) -> Result<(), RuntimeError> {
+        self.start_requirements(service).await?;
+        self.inner.thaw(service).await
     }
 }

@@ -172,6 +172,12 @@ impl ServiceTable {
             .map(|p| p.port)
             .collect();
         tracing::info!(service = %service.name, event = "managed", index = %id, ports = ?tcp_ports);
+        if service.sleep == crate::config::Sleep::Hibernate {
+            let free = crate::cgroup::swap_free().ok();
+            if let Some(warning) = crate::commands::swap_warning(&[&service.name], free) {
+                tracing::warn!(service = %service.name, event = "no_swap", "{warning}");
+            }
+        }
         true
     }
 
@@ -186,6 +192,7 @@ impl ServiceTable {
             start_timeout: service.start_timeout,
             hold_while_connected: service.hold_while_connected,
             initial_start_estimate: memory.learned_start(),
+            sleep: service.sleep,
         }
     }
 

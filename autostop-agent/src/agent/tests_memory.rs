@@ -55,6 +55,7 @@ impl Fixture {
             start_timeout: Duration::from_secs(30),
             hold_while_connected: false,
             initial_start_estimate: None,
+            sleep: crate::config::Sleep::Stop,
         };
         let (status, status_rx) = watch::channel(ServiceStatus::initial(&settings, Instant::now()));
         let (tx, _rx) = tokio::sync::mpsc::channel(8);

@@ -45,7 +45,8 @@ use serde::{Deserialize, Serialize};
 pub struct ServiceView {
     /// Service name from the config.
     pub name: String,
-    /// `stopped`, `starting`, `ready`, `stopping`, `failed` or `unknown`.
+    /// `stopped`, `starting`, `ready`, `stopping`, `hibernating`,
+    /// `hibernated`, `failed` or `unknown`.
     pub state: crate::service::StateName,
     /// Seconds the service has been in `state`.
     pub state_for_s: u64,
@@ -125,6 +126,12 @@ pub struct ServiceView {
     /// habit.
     #[serde(default)]
     pub next_prewarm: Option<PrewarmView>,
+    /// What an idle service is put into: `stop` or `hibernate`.
+    #[serde(default)]
+    pub sleep: String,
+    /// While `hibernated`: its memory resident and in swap.
+    #[serde(default)]
+    pub hibernation: Option<HibernationView>,
 }
 
 /// A predicted pre-warm, as the API shows it.
@@ -137,6 +144,23 @@ pub struct PrewarmView {
     /// Why, e.g. "3 of the last 4 Mondays had a request between 08:55 and
     /// 09:25".
     pub reason: String,
+}
+
+/// What a hibernation left, summed over the service's containers (their
+/// memory cgroups' own figures).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HibernationView {
+    /// Resident when it was paused.
+    pub awake_bytes: u64,
+    /// Still resident.
+    pub resident_bytes: u64,
+    /// In swap.
+    pub swap_bytes: u64,
+    /// Its memory went to swap; `false`: paused only (`note` says why).
+    pub reclaimed: bool,
+    /// Why it is paused without (full) reclaim (no or too little swap, a
+    /// failed reclaim).
+    pub note: Option<String>,
 }
 
 /// Agent health for `/healthz`.

@@ -212,6 +212,8 @@ fn state(s: &ServiceView) -> String {
         "ready" => ("✅", "RUNNING"),
         "starting" => ("🟡", "STARTING"),
         "stopping" => ("🟠", "STOPPING"),
+        "hibernating" => ("🟠", "HIBERNATING"),
+        "hibernated" => ("🧊", "HIBERNATED"),
         "stopped" => ("💤", "STOPPED"),
         "failed" => ("❌", "FAILED"),
         _ => ("❔", "UNKNOWN"),
@@ -220,6 +222,9 @@ fn state(s: &ServiceView) -> String {
 }
 
 fn ram(s: &ServiceView) -> String {
+    if let Some(h) = &s.hibernation {
+        return format!("{} + {} swap", bytes(h.resident_bytes), bytes(h.swap_bytes));
+    }
     match (s.memory_bytes, s.memory_limit_bytes) {
         (Some(used), Some(limit)) if limit > 0 => format!("{} / {}", bytes(used), bytes(limit)),
         (Some(used), _) => bytes(used),

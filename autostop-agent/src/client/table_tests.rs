@@ -196,3 +196,27 @@ fn a_pending_backoff_reads_as_a_retry_time() {
         .nth(1)
         .is_some_and(|l| l.ends_with("  retry in 8s")));
 }
+
+#[test]
+fn a_hibernated_service_shows_its_resident_and_swapped_memory() {
+    let heavy = ServiceView {
+        name: "heavy".into(),
+        state: "hibernated".into(),
+        state_for_s: 60,
+        idle_timeout_s: 180,
+        hibernation: Some(crate::api::HibernationView {
+            awake_bytes: 316_000_000,
+            resident_bytes: 4_000_000,
+            swap_bytes: 312_000_000,
+            reclaimed: true,
+            note: None,
+        }),
+        ..ServiceView::default()
+    };
+    let table = status_table(&[heavy], false);
+    assert_eq!(
+        table.lines().nth(1),
+        Some("heavy  🧊 HIBERNATED  1m   4MB + 312MB swap  3m       -        -           0 GB·h"),
+        "{table}"
+    );
+}

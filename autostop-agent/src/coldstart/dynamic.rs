@@ -165,9 +165,11 @@ fn page_vars(route: &Route, status: &ServiceStatus) -> PageVars {
         ServiceState::Ready => PageState::Ready,
         ServiceState::Starting => PageState::Starting,
         ServiceState::Failed { .. } => PageState::Failed,
-        ServiceState::Stopped | ServiceState::Stopping | ServiceState::Unknown => {
-            PageState::Stopped
-        }
+        ServiceState::Stopped
+        | ServiceState::Stopping
+        | ServiceState::Hibernating
+        | ServiceState::Hibernated
+        | ServiceState::Unknown => PageState::Stopped,
     };
     let elapsed_s = match state {
         PageState::Starting => status.since.elapsed().as_secs(),

@@ -1,6 +1,6 @@
 //! Docker labels as a second source of services: containers labelled
 //! `autostop.enable=true` (with `autostop.port`, and optionally
-//! `autostop.idle-timeout`, `autostop.mode`, `autostop.theme`,
+//! `autostop.idle-timeout`, `autostop.mode`, `autostop.theme`, `autostop.sleep`,
 //! `autostop.name`, `autostop.requires`, `autostop.keep-warm`,
 //! `autostop.prewarm`, `autostop.busy-cpu-percent`) become services, grouped by compose project (or one per
 //! container outside compose). The file config wins on conflicts, with a
@@ -24,6 +24,7 @@ const LABEL_PORT: &str = "autostop.port";
 const LABEL_IDLE: &str = "autostop.idle-timeout";
 const LABEL_MODE: &str = "autostop.mode";
 const LABEL_THEME: &str = "autostop.theme";
+const LABEL_SLEEP: &str = "autostop.sleep";
 const LABEL_NAME: &str = "autostop.name";
 const LABEL_REQUIRES: &str = "autostop.requires";
 const LABEL_KEEP_WARM: &str = "autostop.keep-warm";
@@ -146,6 +147,9 @@ fn group_service(
         table.insert("theme".into(), theme.into());
     }
     wake_labels(members, &origin, &mut table)?;
+    if let Some(sleep) = first(members, LABEL_SLEEP) {
+        table.insert("sleep".into(), sleep.into());
+    }
     match working_dir {
         Some(dir) => table.insert("compose_dir".into(), dir.into()),
         None => table.insert(

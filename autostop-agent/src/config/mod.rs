@@ -153,6 +153,40 @@ pub struct ServiceConfig {
     pub max_held_connections: u32,
     /// When it is kept or made warm besides its own traffic.
     pub wake: WakePolicy,
+    /// What an idle service is put into: stopped or hibernated.
+    pub sleep: Sleep,
+}
+
+/// How an idle service sleeps (`sleep = "stop" | "hibernate"`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Sleep {
+    /// Stop the containers (the default): RAM back, a cold boot on wake.
+    #[default]
+    Stop,
+    /// Pause the containers and push their memory to swap: RAM back, a
+    /// wake that only pages memory back in (see `crate::cgroup`).
+    Hibernate,
+}
+
+impl Sleep {
+    /// The spelling used in the configuration file and the labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sleep::Stop => "stop",
+            Sleep::Hibernate => "hibernate",
+        }
+    }
+
+    /// Parses the file's spelling.
+    pub fn parse(text: &str) -> Result<Sleep, String> {
+        match text {
+            "stop" => Ok(Sleep::Stop),
+            "hibernate" => Ok(Sleep::Hibernate),
+            other => Err(format!(
+                "unknown sleep {other:?} (expected \"stop\" or \"hibernate\")"
+            )),
+        }
+    }
 }
 
 /// A published host port and its transport protocol.

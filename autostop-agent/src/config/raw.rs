@@ -83,6 +83,8 @@ pub(crate) struct RawService {
     /// CPU (percent of one core) above which the service is busy; i64 so
     /// range errors get our message.
     pub busy_cpu_percent: Option<Spanned<i64>>,
+    /// `stop` or `hibernate`; a string so typos get a located message.
+    pub sleep: Option<Spanned<String>>,
 }
 
 /// An entry of `ports = [...]`: an integer (TCP) or a `"PORT/PROTO"` string.

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use super::duration::format_human;
-use super::{Config, Protocol, ServiceConfig, Target};
+use super::{Config, Protocol, ServiceConfig, Sleep, Target};
 
 /// TOML basic-string literal for `s`, with all required escapes.
 pub(crate) fn quote(s: &str) -> String {
@@ -129,5 +129,8 @@ fn render_service(out: &mut String, s: &ServiceConfig) {
     }
     if let Some(busy) = wake.busy_cpu_percent {
         let _ = writeln!(out, "busy_cpu_percent = {busy}");
+    }
+    if s.sleep != Sleep::Stop {
+        let _ = writeln!(out, "sleep = {}", quote(s.sleep.as_str()));
     }
 }

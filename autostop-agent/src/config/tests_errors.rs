@@ -162,6 +162,21 @@ fn mode_typo() {
 }
 
 #[test]
+fn sleep_typo() {
+    let text = svc(
+        "a",
+        "port = 1\nsleep = \"hibernat\"\ncompose_dir = \"/a\"\n",
+    );
+    single(
+        &text,
+        4,
+        9,
+        "service[0].sleep",
+        "unknown sleep \"hibernat\"",
+    );
+}
+
+#[test]
 fn unknown_theme() {
     let text = svc(
         "a",

@@ -28,6 +28,7 @@ compose_dir = "/opt/ragflow"
 start_timeout = "10m"
 hold_while_connected = true
 max_held_connections = 64
+sleep = "hibernate"
 
 [[service]]
 name = "jitsi"
@@ -83,6 +84,7 @@ fn full_config_resolves() {
     assert_eq!(rag.start_timeout, Duration::from_secs(600));
     assert!(rag.hold_while_connected);
     assert_eq!(rag.max_held_connections, 64);
+    assert_eq!(rag.sleep, Sleep::Hibernate);
 
     let jitsi = c.service("jitsi").unwrap();
     let tcp = |port| PortSpec {
@@ -96,6 +98,7 @@ fn full_config_resolves() {
     assert_eq!(jitsi.ports, [tcp(8443), udp, tcp(8080)]);
     assert_eq!(jitsi.idle_timeout, Duration::from_millis(90_500));
     assert_eq!(jitsi.mode, Mode::Blocking);
+    assert_eq!(jitsi.sleep, Sleep::Stop, "stop is the default");
     assert_eq!(jitsi.theme, None);
     let names = vec!["jitsi-web".to_string(), "jitsi-jvb".to_string()];
     assert_eq!(jitsi.target, Target::Containers(names));

@@ -16,7 +16,7 @@ use super::raw::{RawAgent, RawFile, RawService};
 use super::theme::{is_valid_theme_name, ThemeCatalog, DEFAULT_THEME};
 use super::warm;
 use super::{
-    AgentConfig, Config, Mode, ServiceConfig, Target, DEFAULT_IDLE_TIMEOUT,
+    AgentConfig, Config, Mode, ServiceConfig, Sleep, Target, DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_HELD_CONNECTIONS, DEFAULT_START_TIMEOUT, MAX_HELD_CONNECTIONS_LIMIT,
 };
 
@@ -342,6 +342,9 @@ fn resolve_service(
         },
     );
     let wake = warm::resolve(ck, &p, raw);
+    let sleep = ck.opt(&raw.sleep, &format!("{p}.sleep"), Sleep::Stop, |s| {
+        Sleep::parse(s)
+    });
     Some(ServiceConfig {
         name: name.clone(),
         ports: ports?,
@@ -353,6 +356,7 @@ fn resolve_service(
         hold_while_connected: raw.hold_while_connected.unwrap_or(false),
         max_held_connections: max_held?,
         wake: wake?,
+        sleep: sleep?,
     })
 }
 

@@ -174,6 +174,21 @@ impl DockerClient {
         .await
     }
 
+    /// Freezes every process of a container (`docker pause`).
+    pub async fn pause(&self, id: &str) -> Result<(), DockerError> {
+        bounded("pause", QUERY_TIMEOUT, self.handle()?.pause_container(id)).await
+    }
+
+    /// Thaws a paused container (`docker unpause`).
+    pub async fn unpause(&self, id: &str) -> Result<(), DockerError> {
+        bounded(
+            "unpause",
+            QUERY_TIMEOUT,
+            self.handle()?.unpause_container(id),
+        )
+        .await
+    }
+
     /// One stats sample of a container (`stream=false`, `one-shot=true`:
     /// the daemon answers with its latest reading instead of waiting for
     /// two collection cycles).

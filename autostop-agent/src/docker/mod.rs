@@ -23,13 +23,14 @@
 //! topological start order), `ready` (health and TCP readiness), `neigh`
 //! (the permanent neighbour entry that avoids the first-SYN ARP stall),
 //! `endpoints` (addresses and bridges for the datapath), `events` (the event
-//! stream follower), `stats` (memory use as `docker stats` shows it) and
+//! stream follower), `hibernate` (pause, reclaim to swap, thaw), `stats` (memory use as `docker stats` shows it) and
 //! `runtime` (the [`ContainerRuntime`] itself).
 
 mod client;
 mod compose_file;
 pub(crate) mod endpoints;
 mod events;
+mod hibernate;
 mod neigh;
 mod order;
 mod ready;

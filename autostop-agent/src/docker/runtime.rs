@@ -19,10 +19,9 @@ use super::neigh::{self, NeighbourPin};
 use super::order::DependsCondition;
 use super::ready::{self, exited, started_since, try_connect, wait_dependency};
 use super::resolve::{resolve, Member, Resolved, RunState};
-use super::stats::{host_memory_bytes, memory_of, MemoryUse};
 use super::DockerError;
 use crate::config::{Protocol, ServiceConfig, Target};
-use crate::service::{ContainerRuntime, Observed, RuntimeError};
+use crate::service::{ContainerRuntime, Hibernation, Observed, RuntimeError};
 
 /// How often the connect phase re-inspects containers to notice an exit.
 const RECHECK_PERIOD: std::time::Duration = std::time::Duration::from_millis(250);
@@ -66,7 +65,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Prefixes an error with the service (and container) it concerns.
-fn ctx(service: &str, container: &str, e: DockerError) -> DockerError {
+pub(super) fn ctx(service: &str, container: &str, e: DockerError) -> DockerError {
     match e {
         DockerError::NotFound(m) => {
             DockerError::NotFound(format!("service {service}: container {container}: {m}"))
@@ -125,7 +124,7 @@ impl DockerRuntime {
         &self.client
     }
 
-    fn config(&self, service: &str) -> Result<ServiceConfig, DockerError> {
+    pub(super) fn config(&self, service: &str) -> Result<ServiceConfig, DockerError> {
         let map = self.services.read();
         map.get(service)
             .cloned()
@@ -226,6 +225,15 @@ impl DockerRuntime {
         let r = resolve(&self.client, &svc).await?;
         for m in r.members.iter().rev() {
             let running = m.inspect.state.as_ref().and_then(|s| s.running) == Some(true);
+            if super::hibernate::is_paused(m) {
+                // A hibernated container: thaw it so it can take the stop
+                // signal (its limits are already its own).
+                debug!(service, container = %m.name, event = "container_unpause");
+                self.client
+                    .unpause(&m.id)
+                    .await
+                    .map_err(|e| ctx(service, &m.name, e))?;
+            }
             if running {
                 debug!(service, container = %m.name, event = "container_stop");
                 self.client
@@ -356,8 +364,12 @@ impl DockerRuntime {
     async fn observe_inner(&self, service: &str) -> Result<Observed, DockerError> {
         let svc = self.config(service)?;
         let members = resolve(&self.client, &svc).await?.members;
-        let (mut running, mut completed) = (0usize, 0usize);
+        let (mut running, mut completed, mut paused) = (0usize, 0usize, 0usize);
         for m in &members {
+            if super::hibernate::is_paused(m) {
+                paused += 1;
+                continue;
+            }
             match m.run_state() {
                 RunState::Up | RunState::Unhealthy => running += 1,
                 RunState::Completed => completed += 1,
@@ -365,39 +377,17 @@ impl DockerRuntime {
             }
         }
         // An exited-0 container next to running ones is a finished one-shot.
-        Ok(if running == 0 {
-            Observed::AllStopped
-        } else if running + completed == members.len() {
-            Observed::AllRunning
-        } else {
-            Observed::Partial
-        })
-    }
-}
-
-impl DockerRuntime {
-    /// Memory use of `service`'s running containers, summed (their stats
-    /// are read concurrently, about a second each on Docker 20.10); `None`
-    /// when none runs. A container that stops meanwhile is left out.
-    pub async fn memory(&self, service: &str) -> Result<Option<MemoryUse>, DockerError> {
-        let svc = self.config(service)?;
-        let members = resolve(&self.client, &svc).await?.members;
-        let running = members
-            .iter()
-            .filter(|m| matches!(m.run_state(), RunState::Up | RunState::Unhealthy));
-        let samples = futures_util::future::join_all(
-            running.map(|m| async move { (m, self.client.stats_once(&m.id).await) }),
+        Ok(
+            if paused > 0 && running + paused + completed == members.len() {
+                Observed::Paused
+            } else if running + paused == 0 {
+                Observed::AllStopped
+            } else if running + completed == members.len() {
+                Observed::AllRunning
+            } else {
+                Observed::Partial
+            },
         )
-        .await;
-        let host = host_memory_bytes();
-        let mut total: Option<MemoryUse> = None;
-        for (m, sample) in samples {
-            let sample = sample.map_err(|e| ctx(service, &m.name, e))?;
-            if let Some(use_) = memory_of(&sample) {
-                total = Some(total.map_or(use_, |t| t.add(use_, host)));
-            }
-        }
-        Ok(total)
     }
 }
 
@@ -417,5 +407,13 @@ impl ContainerRuntime for DockerRuntime {
 
     async fn observe(&self, service: &str) -> Result<Observed, RuntimeError> {
         Ok(self.observe_inner(service).await?)
+    }
+
+    async fn hibernate(&self, service: &str) -> Result<Hibernation, RuntimeError> {
+        Ok(self.hibernate_inner(service).await?)
+    }
+
+    async fn thaw(&self, service: &str) -> Result<(), RuntimeError> {
+        Ok(self.thaw_inner(service).await?)
     }
 }

@@ -8,6 +8,10 @@
 
 use bollard::models::ContainerStatsResponse;
 
+use super::resolve::{resolve, RunState};
+use super::runtime::{ctx, DockerRuntime};
+use super::DockerError;
+
 /// Memory of a service (or one container) at one sample.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct MemoryUse {
@@ -73,6 +77,32 @@ fn parse_mem_total(meminfo: &str) -> Option<u64> {
     let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     kib.checked_mul(1024)
+}
+
+impl DockerRuntime {
+    /// Memory use of `service`'s running containers, summed (their stats
+    /// are read concurrently, about a second each on Docker 20.10); `None`
+    /// when none runs. A container that stops meanwhile is left out.
+    pub async fn memory(&self, service: &str) -> Result<Option<MemoryUse>, DockerError> {
+        let svc = self.config(service)?;
+        let members = resolve(self.client(), &svc).await?.members;
+        let running = members
+            .iter()
+            .filter(|m| matches!(m.run_state(), RunState::Up | RunState::Unhealthy));
+        let samples = futures_util::future::join_all(
+            running.map(|m| async move { (m, self.client().stats_once(&m.id).await) }),
+        )
+        .await;
+        let host = host_memory_bytes();
+        let mut total: Option<MemoryUse> = None;
+        for (m, sample) in samples {
+            let sample = sample.map_err(|e| ctx(service, &m.name, e))?;
+            if let Some(use_) = memory_of(&sample) {
+                total = Some(total.map_or(use_, |t| t.add(use_, host)));
+            }
+        }
+        Ok(total)
+    }
 }
 
 #[cfg(test)]

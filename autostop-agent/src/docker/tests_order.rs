@@ -207,6 +207,7 @@ mod endpoints {
             hold_while_connected: false,
             max_held_connections: 1,
             wake: Default::default(),
+            sleep: Default::default(),
         };
         let services = [
             svc("named", Target::Containers(vec!["web1".into()])),

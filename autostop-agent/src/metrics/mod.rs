@@ -304,6 +304,9 @@ impl LifecycleObserver for Metrics {
                 }
                 self.set_state(service, StateName::Ready);
             }
+            LifecycleEvent::Stopping {
+                reason: "hibernate",
+            } => self.set_state(service, StateName::Hibernating),
             LifecycleEvent::Stopping { .. } => self.set_state(service, StateName::Stopping),
             LifecycleEvent::Stopped { reason } => {
                 let labels = ReasonLabels {
@@ -311,7 +314,11 @@ impl LifecycleObserver for Metrics {
                     reason: (*reason).to_owned(),
                 };
                 self.stops.get_or_create(&labels).inc();
-                self.set_state(service, StateName::Stopped);
+                let state = match *reason {
+                    "hibernate" => StateName::Hibernated,
+                    _ => StateName::Stopped,
+                };
+                self.set_state(service, state);
             }
             LifecycleEvent::Failed { .. } => {
                 self.start_failures.get_or_create(&label(service)).inc();

@@ -222,3 +222,34 @@ fn a_removed_service_leaves_no_label_set_behind() {
     assert!(!text.contains("gone-1234"), "{text}");
     assert!(text.contains("kept"));
 }
+
+#[test]
+fn a_hibernation_shows_as_hibernating_then_hibernated() {
+    let metrics = Metrics::new();
+    let state = |metrics: &Metrics, name: &str| {
+        let text = metrics.render();
+        let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+            .expect("valid exposition");
+        sample(
+            &scrape,
+            "autostop_service_state",
+            &[("service", "heavy"), ("state", name)],
+        )
+    };
+    metrics.on_event(
+        "heavy",
+        &LifecycleEvent::Stopping {
+            reason: "hibernate",
+        },
+    );
+    assert_eq!(state(&metrics, "hibernating"), 1.0);
+    assert_eq!(state(&metrics, "stopping"), 0.0);
+    metrics.on_event(
+        "heavy",
+        &LifecycleEvent::Stopped {
+            reason: "hibernate",
+        },
+    );
+    assert_eq!(state(&metrics, "hibernated"), 1.0);
+    assert_eq!(state(&metrics, "stopped"), 0.0);
+}

@@ -25,6 +25,10 @@ use super::ServiceError;
 /// Period of the idle check (while the service is ready).
 pub const IDLE_CHECK_PERIOD: Duration = Duration::from_secs(1);
 
+/// How often a hibernated service's kernel counter is read for traffic
+/// (a map lookup; the first packet's wait is at most this).
+pub const HIBERNATED_POLL_PERIOD: Duration = Duration::from_millis(50);
+
 /// Boxed in-flight runtime operation.
 type OpFuture = Pin<Box<dyn Future<Output = OpOutcome> + Send>>;
 
@@ -68,11 +72,16 @@ impl Actor {
         self.apply(&mut machine, &mut exec, initial);
         let mut ticker = tokio::time::interval(IDLE_CHECK_PERIOD);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut wake_poll = tokio::time::interval(HIBERNATED_POLL_PERIOD);
+        wake_poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             let timer = exec.timer;
             // Only a ready service can go idle: the others skip the tick, so
             // fifty sleeping services cost no wake-ups at all.
             let watch_idle = *machine.state() == ServiceState::Ready;
+            // A hibernated service is not steered, so no wake event comes:
+            // its kernel counter moving is the first packet.
+            let hibernated = *machine.state() == ServiceState::Hibernated;
             let input = tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => break,
@@ -88,7 +97,15 @@ impl Actor {
                     None | Some(Command::Shutdown) => break,
                     Some(cmd) => Input::Command(cmd),
                 },
-                _ = ticker.tick(), if watch_idle => Input::Tick(self.read_activity()),
+                // Every second while hibernated, the containers' own
+                // connection count too: a queued client the counters did
+                // not see (see `Machine::traffic_while_hibernated`).
+                _ = ticker.tick(), if watch_idle || hibernated => Input::Tick(if hibernated {
+                    self.read_probe()
+                } else {
+                    self.read_activity()
+                }),
+                _ = wake_poll.tick(), if hibernated => Input::Tick(self.read_activity()),
             };
             let fx = machine.handle(input, Instant::now());
             self.apply(&mut machine, &mut exec, fx);
@@ -196,6 +213,12 @@ impl Actor {
                 steered.await;
                 OpOutcome::Stopped(rt.stop(&name).await.map_err(|e| e.to_string()))
             }),
+            Op::Hibernate => Box::pin(async move {
+                OpOutcome::Hibernated(rt.hibernate(&name).await.map_err(|e| e.to_string()))
+            }),
+            Op::Thaw { timeout } => {
+                Box::pin(async move { OpOutcome::Thawed(bounded(timeout, rt.thaw(&name)).await) })
+            }
             Op::Observe => Box::pin(async move {
                 OpOutcome::Observed(rt.observe(&name).await.map_err(|e| e.to_string()))
             }),

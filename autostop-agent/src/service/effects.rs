@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::traits::{Observed, SteerMode};
+use super::traits::{Hibernation, Observed, SteerMode};
 use super::types::{Command, LifecycleEvent};
 
 /// A long-running runtime operation the actor runs on the machine's behalf.
@@ -24,6 +24,13 @@ pub enum Op {
     },
     /// `stop`.
     Stop,
+    /// `hibernate`: pause, then reclaim memory to swap.
+    Hibernate,
+    /// `thaw`, bounded by the timeout.
+    Thaw {
+        /// The service's `start_timeout`.
+        timeout: Duration,
+    },
     /// `observe`, for adoption.
     Observe,
     /// Put the service's ports back on the stock path and wait until the
@@ -39,6 +46,10 @@ pub enum OpOutcome {
     Ready(Result<(), String>),
     /// `Stop` finished.
     Stopped(Result<(), String>),
+    /// `Hibernate` finished.
+    Hibernated(Result<Hibernation, String>),
+    /// `Thaw` finished.
+    Thawed(Result<(), String>),
     /// `Observe` finished.
     Observed(Result<Observed, String>),
     /// `HandBack` finished: the ports are on the stock path.

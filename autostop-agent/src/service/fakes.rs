@@ -13,9 +13,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    spawn_service, ActivityProbe, Command, ContainerRuntime, LifecycleEvent, LifecycleObserver,
-    Observed, Ports, RuntimeError, ServiceError, ServiceHandle, ServiceSettings, ServiceState,
-    ServiceStatus, SteerMode, Steering,
+    spawn_service, ActivityProbe, Command, ContainerRuntime, Hibernation, LifecycleEvent,
+    LifecycleObserver, Observed, Ports, RuntimeError, ServiceError, ServiceHandle, ServiceSettings,
+    ServiceState, ServiceStatus, SteerMode, Steering,
 };
 
 /// Records lifecycle events in order, each with the state the service's
@@ -53,6 +53,8 @@ pub enum Call {
     Stop,
     WaitReady,
     Observe,
+    Hibernate,
+    Thaw,
     Steer(SteerMode),
 }
 
@@ -120,6 +122,8 @@ pub struct FakeRuntime {
     pub observe_script: Mutex<VecDeque<Result<Observed, RuntimeError>>>,
     pub observe_default: Mutex<Observed>,
     pub stop_delay: Mutex<Duration>,
+    /// Results of `hibernate` calls (default: 300 MiB down to 10 MiB).
+    pub hibernate_script: Mutex<VecDeque<Result<Hibernation, RuntimeError>>>,
 }
 
 impl FakeRuntime {
@@ -132,6 +136,7 @@ impl FakeRuntime {
             observe_script: Mutex::default(),
             observe_default: Mutex::new(observed),
             stop_delay: Mutex::new(Duration::from_secs(1)),
+            hibernate_script: Mutex::default(),
         }
     }
 }
@@ -164,6 +169,23 @@ impl ContainerRuntime for FakeRuntime {
         self.log.push(Call::Observe);
         let scripted = lock(&self.observe_script).pop_front();
         scripted.unwrap_or_else(|| Ok(*lock(&self.observe_default)))
+    }
+    async fn hibernate(&self, _service: &str) -> Result<Hibernation, RuntimeError> {
+        self.log.push(Call::Hibernate);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let scripted = lock(&self.hibernate_script).pop_front();
+        scripted.unwrap_or(Ok(Hibernation {
+            awake: 300 << 20,
+            resident: 10 << 20,
+            swap: 290 << 20,
+            reclaimed: true,
+            note: None,
+        }))
+    }
+    async fn thaw(&self, _service: &str) -> Result<(), RuntimeError> {
+        self.log.push(Call::Thaw);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        Ok(())
     }
 }
 
@@ -224,6 +246,7 @@ pub fn settings() -> ServiceSettings {
         start_timeout: Duration::from_secs(30),
         hold_while_connected: true,
         initial_start_estimate: None,
+        sleep: crate::config::Sleep::Stop,
     }
 }
 

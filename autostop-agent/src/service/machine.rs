@@ -16,11 +16,12 @@ use super::effects::{Effect, Input, Op};
 use super::guard::CrashGuard;
 use super::idle::IdleTracker;
 use super::learn::StartLearner;
-use super::traits::SteerMode;
+use super::traits::{Hibernation, SteerMode};
 use super::types::{
     Command, ContainerEvent, LifecycleEvent, ManualCommand, ServiceSettings, ServiceState,
     ServiceStatus, StartBlock, Trigger,
 };
+use crate::config::Sleep;
 
 /// Why the service is being stopped (for the `stopped` log line).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -52,6 +53,9 @@ enum StartKind {
     Ours(Instant),
     /// Someone ran the containers by hand (duration unknown).
     External,
+    /// The agent thawed a hibernated service at this instant (not a cold
+    /// start: its duration is not learned).
+    Thaw(Instant),
 }
 
 /// Readiness confirmed, ports being handed back to the stock path: the
@@ -83,6 +87,19 @@ pub struct Machine {
     hand_back: Option<HandingBack>,
     /// See [`ServiceStatus::adopted`].
     adopted: bool,
+    /// See [`ServiceStatus::hibernation`].
+    hibernation: Option<Hibernation>,
+    /// When the agent decided to hibernate the service (or adopted it
+    /// paused): traffic the kernel counts after it wakes it, also traffic
+    /// that came while it was being paused and reclaimed (the kernel
+    /// queued those handshakes; no later packet may come).
+    asleep_since: Option<Instant>,
+    /// Connections open in the containers when it went to sleep (0 when
+    /// adopted paused): more of them while hibernated means a client the
+    /// kernel queued, a wake even when the counters missed its packets
+    /// (an agent that just started counts only once its endpoint refresh
+    /// ran).
+    asleep_connections: u32,
 }
 
 impl Machine {
@@ -104,6 +121,9 @@ impl Machine {
             observe_failures: 0,
             hand_back: None,
             adopted: false,
+            hibernation: None,
+            asleep_since: None,
+            asleep_connections: 0,
         };
         (machine, vec![Effect::Run(Op::Observe)])
     }
@@ -132,6 +152,7 @@ impl Machine {
             start_block: self.start_block(),
             upstream_ready: self.hand_back.is_some() || self.state == ServiceState::Ready,
             adopted: self.adopted,
+            hibernation: self.hibernation.clone(),
         }
     }
 
@@ -149,6 +170,10 @@ impl Machine {
             Input::Command(cmd) => self.on_command(cmd, now, &mut fx),
             Input::OpDone(out) => self.on_op_done(out, now, &mut fx),
             Input::Timer => self.on_timer(now, &mut fx),
+            Input::Tick(a) if self.traffic_while_hibernated(a) => {
+                self.idle.note(a);
+                self.on_wake(Trigger::Syn, now, &mut fx);
+            }
             Input::Tick(a) => {
                 self.idle.note(a);
                 if self.idle_due(a, now) {
@@ -159,7 +184,13 @@ impl Machine {
                 self.idle.note(a);
                 if self.idle_due(a, now) {
                     let idle_s = self.idle.idle_for(now).as_secs();
-                    self.begin_stop(StopReason::Idle { idle_s }, now, &mut fx);
+                    match self.settings.sleep {
+                        Sleep::Stop => self.begin_stop(StopReason::Idle { idle_s }, now, &mut fx),
+                        Sleep::Hibernate => {
+                            self.asleep_connections = a.open_connections;
+                            self.begin_hibernate(idle_s, now, &mut fx)
+                        }
+                    }
                 }
             }
         }
@@ -211,8 +242,9 @@ impl Machine {
     fn on_wake(&mut self, trigger: Trigger, now: Instant, fx: &mut Vec<Effect>) {
         match self.state {
             ServiceState::Stopped => self.begin_start(trigger, now, fx),
+            ServiceState::Hibernated => self.begin_thaw(trigger, now, fx),
             ServiceState::Failed { .. } => self.retry_failed(trigger, now, fx),
-            ServiceState::Stopping | ServiceState::Unknown => {
+            ServiceState::Stopping | ServiceState::Hibernating | ServiceState::Unknown => {
                 debug!(service = %self.name, event = "wake_deferred", trigger = ?trigger);
                 self.pending_wake = Some(trigger);
             }
@@ -230,7 +262,8 @@ impl Machine {
                     ServiceState::Stopped | ServiceState::Failed { .. } => {
                         self.begin_start(Trigger::Manual, now, fx)
                     }
-                    ServiceState::Stopping | ServiceState::Unknown => {
+                    ServiceState::Hibernated => self.begin_thaw(Trigger::Manual, now, fx),
+                    ServiceState::Stopping | ServiceState::Hibernating | ServiceState::Unknown => {
                         self.pending_wake = Some(Trigger::Manual)
                     }
                     ServiceState::Starting | ServiceState::Ready => {}
@@ -239,9 +272,11 @@ impl Machine {
             ManualCommand::Stop => {
                 self.pending_wake = None;
                 match self.state {
-                    ServiceState::Ready | ServiceState::Starting | ServiceState::Failed { .. } => {
-                        self.begin_stop(StopReason::Manual, now, fx)
-                    }
+                    ServiceState::Ready
+                    | ServiceState::Starting
+                    | ServiceState::Hibernating
+                    | ServiceState::Hibernated
+                    | ServiceState::Failed { .. } => self.begin_stop(StopReason::Manual, now, fx),
                     _ => {}
                 }
             }
@@ -279,7 +314,10 @@ impl Machine {
                 let reason = format!("container died while starting (exit code {exit_code:?})");
                 self.fail(reason, true, now, fx);
             }
-            (ContainerEvent::Died { exit_code }, ServiceState::Ready) => {
+            (
+                ContainerEvent::Died { exit_code },
+                ServiceState::Ready | ServiceState::Hibernating | ServiceState::Hibernated,
+            ) => {
                 info!(service = %self.name, event = "stopped", reason = "container_died", exit_code = ?exit_code);
                 self.idle.ready_at = None;
                 self.enter(ServiceState::Stopped, now);

@@ -23,6 +23,8 @@ mod tests_failure;
 #[cfg(test)]
 mod tests_handback;
 #[cfg(test)]
+mod tests_hibernate;
+#[cfg(test)]
 mod tests_lifecycle;
 
 use std::sync::Arc;
@@ -37,8 +39,8 @@ pub use actor::IDLE_CHECK_PERIOD;
 pub use guard::{BACKOFF_BASE, BACKOFF_CAP, CRASH_LOOP_FAILURES, CRASH_LOOP_WINDOW};
 pub use learn::{StartLearner, START_EWMA_ALPHA};
 pub use traits::{
-    ActivityProbe, ContainerRuntime, HandBack, LifecycleObserver, NoObserver, Observed,
-    RuntimeError, SteerMode, Steered, Steering,
+    ActivityProbe, ContainerRuntime, HandBack, Hibernation, LifecycleObserver, NoObserver,
+    Observed, RuntimeError, SteerMode, Steered, Steering,
 };
 pub use types::{
     Command, ContainerEvent, LifecycleEvent, ManualCommand, ServiceSettings, ServiceState,

@@ -27,6 +27,25 @@ pub enum Observed {
     /// Some containers run, others do not: adopt as `Stopped` without
     /// touching anything until traffic asks for the service.
     Partial,
+    /// Every container exists and runs, at least one paused (an agent
+    /// hibernated it, then was restarted or killed): adopt as
+    /// `Hibernated`; the first packet thaws it.
+    Paused,
+}
+
+/// What hibernating a service did, summed over its containers (bytes).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Hibernation {
+    /// Resident memory when it was paused.
+    pub awake: u64,
+    /// Resident memory left after reclaim.
+    pub resident: u64,
+    /// Memory in swap after reclaim.
+    pub swap: u64,
+    /// Memory was pushed to swap; `false`: paused only (see `note`).
+    pub reclaimed: bool,
+    /// Why it was paused without (full) reclaim, for status and logs.
+    pub note: Option<String>,
 }
 
 /// Drives the containers of one service (implemented by the Docker module).
@@ -42,6 +61,15 @@ pub trait ContainerRuntime: Send + Sync {
     async fn wait_ready(&self, service: &str) -> Result<(), RuntimeError>;
     /// Reports whether the containers of `service` currently run.
     async fn observe(&self, service: &str) -> Result<Observed, RuntimeError>;
+    /// Pauses every container of `service`, then pushes their memory to
+    /// swap when the host has room for it (else leaves them paused only
+    /// and says why in [`Hibernation::note`]). A failed reclaim is not an
+    /// error: the containers stay paused. An error means they are not
+    /// paused (the runtime unpaused what it had paused).
+    async fn hibernate(&self, service: &str) -> Result<Hibernation, RuntimeError>;
+    /// Unpauses every paused container of `service` (their memory limits
+    /// are their own again since the reclaim ended).
+    async fn thaw(&self, service: &str) -> Result<(), RuntimeError>;
 }
 
 /// Where the kernel sends *new* connections for a service's port.

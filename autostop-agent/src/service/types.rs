@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::traits::Hibernation;
+use crate::config::Sleep;
+
 /// Lifecycle state of one service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServiceState {
@@ -19,6 +22,13 @@ pub enum ServiceState {
     Ready,
     /// The agent is stopping the containers (idle or manual stop).
     Stopping,
+    /// Idle with `sleep = "hibernate"`: the agent is pausing the containers
+    /// and pushing their memory to swap. The ports stay on the stock path.
+    Hibernating,
+    /// The containers are paused (their memory in swap when the host has
+    /// enough): their sockets still listen, the kernel queues new
+    /// handshakes, and the first packet thaws them. Never steered.
+    Hibernated,
     /// The last start (or stop) failed; connections keep reaching the agent,
     /// which answers errors.
     Failed {
@@ -36,6 +46,8 @@ impl ServiceState {
             Self::Starting => StateName::Starting,
             Self::Ready => StateName::Ready,
             Self::Stopping => StateName::Stopping,
+            Self::Hibernating => StateName::Hibernating,
+            Self::Hibernated => StateName::Hibernated,
             Self::Failed { .. } => StateName::Failed,
         }
     }
@@ -48,7 +60,8 @@ impl ServiceState {
 
 /// The name of a [`ServiceState`], as the status API, the metrics and the
 /// CLI spell it: serialised by serde as `"unknown"`, `"stopped"`,
-/// `"starting"`, `"ready"`, `"stopping"` or `"failed"`. A name this
+/// `"starting"`, `"ready"`, `"stopping"`, `"hibernating"`, `"hibernated"`
+/// or `"failed"`. A name this
 /// version does not know (a newer agent) reads as `Unknown`.
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
@@ -63,6 +76,10 @@ pub enum StateName {
     Ready,
     /// See [`ServiceState::Stopping`].
     Stopping,
+    /// See [`ServiceState::Hibernating`].
+    Hibernating,
+    /// See [`ServiceState::Hibernated`].
+    Hibernated,
     /// See [`ServiceState::Failed`].
     Failed,
     /// See [`ServiceState::Unknown`] (serde's fallback: last).
@@ -73,11 +90,13 @@ pub enum StateName {
 
 impl StateName {
     /// Every state name (the metrics' one-hot gauge).
-    pub const ALL: [StateName; 6] = [
+    pub const ALL: [StateName; 8] = [
         Self::Stopped,
         Self::Starting,
         Self::Ready,
         Self::Stopping,
+        Self::Hibernating,
+        Self::Hibernated,
         Self::Failed,
         Self::Unknown,
     ];
@@ -90,6 +109,8 @@ impl StateName {
             Self::Starting => "starting",
             Self::Ready => "ready",
             Self::Stopping => "stopping",
+            Self::Hibernating => "hibernating",
+            Self::Hibernated => "hibernated",
             Self::Failed => "failed",
         }
     }
@@ -164,6 +185,9 @@ pub struct ServiceStatus {
     /// state, or learned that Docker is unreachable. Stays true (the agent
     /// tells systemd it is ready once every service has).
     pub adopted: bool,
+    /// While `Hibernated`: what the hibernation left (`None` for a paused
+    /// service adopted from an earlier agent, until it wakes).
+    pub hibernation: Option<Hibernation>,
 }
 
 /// Why a wake would not start a failed service now.
@@ -195,6 +219,7 @@ impl ServiceStatus {
             start_block: None,
             upstream_ready: false,
             adopted: false,
+            hibernation: None,
         }
     }
 }
@@ -211,6 +236,8 @@ pub struct ServiceSettings {
     /// Persisted start-duration estimate to seed the learner with (the
     /// caller stores `ServiceStatus::start_estimate` across restarts).
     pub initial_start_estimate: Option<Duration>,
+    /// What an idle service is put into.
+    pub sleep: Sleep,
 }
 
 impl Default for ServiceSettings {
@@ -220,6 +247,7 @@ impl Default for ServiceSettings {
             start_timeout: Duration::from_secs(120),
             hold_while_connected: true,
             initial_start_estimate: None,
+            sleep: Sleep::Stop,
         }
     }
 }
@@ -275,7 +303,9 @@ impl Trigger {
 
 /// Every reason a [`LifecycleEvent::Stopping`] or
 /// [`LifecycleEvent::Stopped`] gives.
-pub const STOP_REASONS: [&str; 3] = ["idle", "manual", "container_died"];
+/// (`hibernate`: the `Stopping`/`Stopped` pair of a hibernation, which
+/// leaves the service `Hibernated`, not `Stopped`).
+pub const STOP_REASONS: [&str; 4] = ["idle", "manual", "container_died", "hibernate"];
 
 /// A lifecycle step, reported to the [`LifecycleObserver`](super::LifecycleObserver)
 /// as it happens (metrics, alerts and start history hang off it; the status
@@ -375,7 +405,7 @@ mod tests {
         let json = serde_json::to_string(&StateName::ALL).expect("serialise");
         assert_eq!(
             json,
-            r#"["stopped","starting","ready","stopping","failed","unknown"]"#
+            r#"["stopped","starting","ready","stopping","hibernating","hibernated","failed","unknown"]"#
         );
         for state in StateName::ALL {
             let back: StateName =
@@ -383,7 +413,7 @@ mod tests {
             assert_eq!(back, state);
             assert_eq!(StateName::from(state.as_str()), state);
         }
-        let newer: StateName = serde_json::from_str("\"hibernating\"").expect("unknown name");
+        let newer: StateName = serde_json::from_str("\"frozen\"").expect("unknown name");
         assert_eq!(newer, StateName::Unknown);
         let failed = ServiceState::Failed {
             reason: "exit 1".into(),

@@ -40,6 +40,7 @@ mod e2e;
 mod exposure;
 mod failfast;
 mod kernel_log;
+mod hibernate;
 mod labels;
 mod liveness;
 mod netfilter;

@@ -136,8 +136,10 @@ fn outcome(pending: &mut Pending, status: &ServiceStatus) -> Option<Outcome> {
                 .is_some_and(|a| a > since)
                 .then_some(Outcome::Hit)
         }
-        ServiceState::Stopping | ServiceState::Stopped | ServiceState::Failed { .. } => {
-            pending.started.then_some(Outcome::Miss)
-        }
+        ServiceState::Stopping
+        | ServiceState::Stopped
+        | ServiceState::Hibernating
+        | ServiceState::Hibernated
+        | ServiceState::Failed { .. } => pending.started.then_some(Outcome::Miss),
     }
 }

@@ -36,11 +36,11 @@ pub fn needs_requirements(state: &ServiceState) -> bool {
     matches!(state, ServiceState::Starting | ServiceState::Ready)
 }
 
-/// Whether a wake would start the service now (it is down and not held
-/// back by its crash-loop guard).
+/// Whether a wake would start (or thaw) the service now (it is down or
+/// hibernated and not held back by its crash-loop guard).
 pub fn startable(status: &ServiceStatus) -> bool {
     match status.state {
-        ServiceState::Stopped => true,
+        ServiceState::Stopped | ServiceState::Hibernated => true,
         ServiceState::Failed { .. } => status.start_block != Some(StartBlock::CrashLoop),
         _ => false,
     }

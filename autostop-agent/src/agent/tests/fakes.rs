@@ -31,7 +31,7 @@ use crate::{
     docker::{ContainerEndpoint, DockerError, MemoryUse, ServiceEndpoints},
     netfilter::NetfilterError,
     published::HostPort,
-    service::{ContainerRuntime, Observed, RuntimeError},
+    service::{ContainerRuntime, Hibernation, Observed, RuntimeError},
 };
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -237,6 +237,17 @@ impl ContainerRuntime for FakeDocker {
         } else {
             Observed::AllStopped
         })
+    }
+
+    /// Paused, never reclaimed (the agent's tests use `sleep = "stop"`).
+    async fn hibernate(&self, service: &str) -> Result<Hibernation, RuntimeError> {
+        lock(&self.calls).push(format!("~{service}"));
+        Ok(Hibernation::default())
+    }
+
+    async fn thaw(&self, service: &str) -> Result<(), RuntimeError> {
+        lock(&self.calls).push(format!("^{service}"));
+        Ok(())
     }
 }
 

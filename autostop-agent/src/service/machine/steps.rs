@@ -10,6 +10,7 @@ use tracing::{debug, info, warn};
 use super::{HandingBack, Machine, StartKind, StopReason};
 use crate::service::effects::{Activity, Effect, Op, OpOutcome};
 use crate::service::guard::backoff_delay;
+use crate::service::traits::Hibernation;
 use crate::service::traits::{Observed, SteerMode};
 use crate::service::types::{LifecycleEvent, ServiceState, StartBlock, Trigger};
 
@@ -42,6 +43,30 @@ impl Machine {
                 }
                 if let Some(trigger) = self.pending_wake.take() {
                     self.on_wake(trigger, now, fx);
+                }
+            }
+            (OpOutcome::Hibernated(res), ServiceState::Hibernating) => {
+                self.hibernated(res, now, fx)
+            }
+            (OpOutcome::Thawed(Ok(())), ServiceState::Starting) => {
+                self.begin_hand_back(now, fx);
+                // Never steered: nothing to hand back.
+                self.become_ready(now, fx);
+            }
+            (OpOutcome::Thawed(Err(e)), ServiceState::Starting) => {
+                self.fail(format!("thaw failed: {e}"), false, now, fx)
+            }
+            (OpOutcome::Observed(Ok(Observed::Paused)), ServiceState::Unknown) => {
+                self.adopted = true;
+                self.observe_failures = 0;
+                info!(service = %self.name, event = "adopted", observed = "paused");
+                self.enter(ServiceState::Hibernated, now);
+                self.asleep_since = Some(now);
+                self.asleep_connections = 0;
+                // Its own sockets take new connections.
+                fx.push(Effect::Steer(SteerMode::Direct));
+                if let Some(trigger) = self.pending_wake.take() {
+                    self.begin_thaw(trigger, now, fx);
                 }
             }
             (OpOutcome::Observed(Ok(o)), ServiceState::Unknown) => {
@@ -132,10 +157,93 @@ impl Machine {
                 self.learner.record(took);
                 Some(took)
             }
+            StartKind::Thaw(began) => {
+                // Ready at once: nothing was steered.
+                self.hand_back = Some(HandingBack {
+                    took: Some(now.saturating_duration_since(began)),
+                    since: now,
+                });
+                return;
+            }
             StartKind::External => None,
         };
         self.hand_back = Some(HandingBack { took, since: now });
         fx.push(Effect::Run(Op::HandBack));
+    }
+
+    /// Idle with `sleep = "hibernate"`: pause and reclaim, ports untouched.
+    pub(super) fn begin_hibernate(&mut self, idle_s: u64, now: Instant, fx: &mut Vec<Effect>) {
+        info!(service = %self.name, event = "hibernating", idle_s);
+        self.pending_wake = None;
+        self.idle.ready_at = None;
+        self.enter(ServiceState::Hibernating, now);
+        self.asleep_since = Some(now);
+        fx.extend([
+            Effect::Notify(LifecycleEvent::Stopping {
+                reason: "hibernate",
+            }),
+            Effect::CancelOp,
+            Effect::CancelTimer,
+            Effect::Run(Op::Hibernate),
+        ]);
+    }
+
+    fn hibernated(&mut self, res: Result<Hibernation, String>, now: Instant, fx: &mut Vec<Effect>) {
+        match res {
+            Ok(h) => {
+                if let Some(note) = &h.note {
+                    warn!(service = %self.name, event = "hibernated", reclaimed = h.reclaimed,
+                        awake_bytes = h.awake, resident_bytes = h.resident, swap_bytes = h.swap, note = %note);
+                } else {
+                    info!(service = %self.name, event = "hibernated", reclaimed = h.reclaimed,
+                        awake_bytes = h.awake, resident_bytes = h.resident, swap_bytes = h.swap);
+                }
+                self.enter(ServiceState::Hibernated, now);
+                self.hibernation = Some(h);
+                fx.push(Effect::Notify(LifecycleEvent::Stopped {
+                    reason: "hibernate",
+                }));
+                if let Some(trigger) = self.pending_wake.take() {
+                    self.begin_thaw(trigger, now, fx);
+                }
+            }
+            Err(e) => {
+                // Not paused (the runtime undid its pauses): ready again,
+                // with a fresh idle timer before the next attempt.
+                warn!(service = %self.name, event = "hibernate_failed", error = %e);
+                self.last_error = Some(format!("hibernate failed: {e}"));
+                self.pending_wake = None;
+                self.idle.ready_at = Some(now);
+                self.enter(ServiceState::Ready, now);
+                fx.push(Effect::Notify(LifecycleEvent::Ready {
+                    took: None,
+                    estimate: self.learner.estimate(),
+                }));
+            }
+        }
+    }
+
+    /// A hibernated service is wanted: unpause it; it is ready once that
+    /// is done (its listeners never closed, nothing was steered).
+    pub(super) fn begin_thaw(&mut self, trigger: Trigger, now: Instant, fx: &mut Vec<Effect>) {
+        info!(service = %self.name, event = "waking", trigger = ?trigger);
+        self.pending_wake = None;
+        self.start_kind = StartKind::Thaw(now);
+        self.enter(ServiceState::Starting, now);
+        let timeout = self.settings.start_timeout;
+        fx.extend([
+            Effect::Notify(LifecycleEvent::Starting { trigger }),
+            Effect::CancelTimer,
+            Effect::Run(Op::Thaw { timeout }),
+        ]);
+    }
+
+    /// Traffic the kernel counted after the service went to sleep, or
+    /// more connections open in its containers than then.
+    pub(super) fn traffic_while_hibernated(&self, a: Activity) -> bool {
+        self.state == ServiceState::Hibernated
+            && ((a.last_activity.is_some() && a.last_activity > self.asleep_since)
+                || a.open_connections > self.asleep_connections)
     }
 
     /// The ports are on the stock path: the service is ready.
@@ -209,6 +317,12 @@ impl Machine {
     }
 
     pub(super) fn enter(&mut self, state: ServiceState, now: Instant) {
+        if state != ServiceState::Hibernated {
+            self.hibernation = None;
+        }
+        if !matches!(state, ServiceState::Hibernating | ServiceState::Hibernated) {
+            self.asleep_since = None;
+        }
         self.state = state;
         self.since = now;
         self.hand_back = None;
