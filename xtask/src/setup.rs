@@ -73,6 +73,14 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ),
     ("lintian", "checks the .deb (packaging tests)"),
     (
+        "gcc",
+        "builds the hibernate tests' memory-heavy app (a static C program)",
+    ),
+    (
+        "libc6-dev",
+        "the static C library that app links against",
+    ),
+    (
         "man-db",
         "man -l renders the packaged man pages (packaging tests)",
     ),
