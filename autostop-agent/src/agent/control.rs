@@ -18,7 +18,7 @@ use super::{registry::DirectoryReader, registry::ServiceRecord, state_owner::Sta
 use crate::{
     api::{Action, Control, ControlError, Health, ServiceView},
     metrics::Metrics,
-    service::{Command, ManualCommand, ServiceState, StartBlock},
+    service::{ActivityProbe, Command, ManualCommand, ServiceState, StartBlock},
     state::unix_hour,
     supervisor::TaskBoard,
 };
@@ -47,6 +47,9 @@ pub struct AgentControl {
     pub refusals: watch::Receiver<Vec<String>>,
     /// The long-lived tasks' states (`/healthz`).
     pub tasks: TaskBoard,
+    /// The kernel's activity stamps: a state machine reads them only at its
+    /// idle deadline, so the view reads the latest itself.
+    pub activity: Arc<dyn ActivityProbe>,
 }
 
 impl AgentControl {
@@ -54,7 +57,10 @@ impl AgentControl {
         let status = record.handle.status();
         let config = &record.config;
         let now_wall = SystemTime::now();
-        let last_activity = status.last_activity.map(|at| at.into_std());
+        let kernel = (status.state == ServiceState::Ready)
+            .then(|| self.activity.last_activity(&config.name))
+            .flatten();
+        let last_activity = status.last_activity.map(|at| at.into_std()).max(kernel);
         let idle_for = last_activity.map(|at| at.elapsed());
         let until_stop = match (&status.state, status.hold) {
             (ServiceState::Ready, false) => {

@@ -40,7 +40,7 @@ use crate::{
     api,
     coldstart::{self, ColdStart, ColdStartStats},
     metrics::Metrics,
-    service::{LifecycleObserver, Ports},
+    service::{ActivityProbe, LifecycleObserver, Ports},
     supervisor::{Supervised, Supervisor, TaskBoard},
     waitpage::ThemeSet,
 };
@@ -137,10 +137,11 @@ pub async fn run_with(deps: AgentDeps, shutdown: CancellationToken) -> Result<()
     let config = labels::effective(&file_config, &labelled);
     docker.set_services(&config.services);
     let (ignored, ignored_rx) = watch::channel(config.agent.ignore_sources.clone());
+    let probe: Arc<dyn ActivityProbe> = Arc::new(KernelActivity::new(activity, directory.clone()));
     let ports = Ports {
         runtime: Arc::clone(&docker) as _,
         steering: Arc::new(steering.clone()),
-        probe: Arc::new(KernelActivity::new(activity, directory.clone())),
+        probe: Arc::clone(&probe),
         observer: Arc::new(Fanout::new(observers)),
     };
     let mut table = ServiceTable::new(TableParts {
@@ -207,6 +208,7 @@ pub async fn run_with(deps: AgentDeps, shutdown: CancellationToken) -> Result<()
         health: Arc::clone(&health),
         refusals: refusals_rx,
         tasks: supervisor.board(),
+        activity: probe,
     };
     let router = api::router(
         Arc::new(control) as Arc<dyn api::Control>,

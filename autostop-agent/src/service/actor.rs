@@ -12,18 +12,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use super::effects::{Activity, Effect, Input, Op, OpOutcome};
 use super::machine::Machine;
 use super::traits::{ActivityProbe, ContainerRuntime, LifecycleObserver, Steered, Steering};
-use super::types::{Command, ServiceState, ServiceStatus};
+use super::types::{Command, ServiceStatus};
 use super::ServiceError;
-
-/// Period of the idle check (while the service is ready).
-pub const IDLE_CHECK_PERIOD: Duration = Duration::from_secs(1);
 
 /// Boxed in-flight runtime operation.
 type OpFuture = Pin<Box<dyn Future<Output = OpOutcome> + Send>>;
@@ -66,13 +63,13 @@ impl Actor {
             steered: None,
         };
         self.apply(&mut machine, &mut exec, initial);
-        let mut ticker = tokio::time::interval(IDLE_CHECK_PERIOD);
-        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             let timer = exec.timer;
-            // Only a ready service can go idle: the others skip the tick, so
-            // fifty sleeping services cost no wake-ups at all.
-            let watch_idle = *machine.state() == ServiceState::Ready;
+            // One timer at the idle deadline, only while the service is
+            // ready and not held: a stopped service costs no wake-ups, a
+            // ready one a single wake-up per idle timeout (more only when
+            // traffic moved the deadline on in between).
+            let idle_deadline = machine.idle_deadline();
             let input = tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => break,
@@ -88,7 +85,7 @@ impl Actor {
                     None | Some(Command::Shutdown) => break,
                     Some(cmd) => Input::Command(cmd),
                 },
-                _ = ticker.tick(), if watch_idle => Input::Tick(self.read_activity()),
+                () = sleep_until_opt(idle_deadline) => Input::Tick(self.read_activity()),
             };
             let fx = machine.handle(input, Instant::now());
             self.apply(&mut machine, &mut exec, fx);
@@ -147,7 +144,7 @@ impl Actor {
         });
     }
 
-    /// The kernel's last-activity stamp only, for the 1 s ticks. Open
+    /// The kernel's last-activity stamp only, at the idle deadline. Open
     /// connections read as 0 here: counting them walks the container's
     /// `/proc/<pid>/net/tcp*`, which under load holds thousands of rows
     /// (TIME_WAIT included) and cost the agent about a tenth of a core on a

@@ -3,6 +3,13 @@
 //! A service is idle once `idle_timeout` has passed since the latest of its
 //! last traffic, becoming ready and the last manual start, unless it is on
 //! manual hold or (with `hold_while_connected`) still has open connections.
+//!
+//! The actor does not poll: [`IdleTracker::deadline`] is the one instant at
+//! which the service could next be due, computed from the latest activity
+//! reference. When that timer fires, the kernel's stamp is read; traffic
+//! since moves the deadline on (the timer is re-armed), otherwise the
+//! service is stopped. Only a service kept up by its open connections is
+//! looked at again every [`CONNECTED_RECHECK`].
 
 use std::time::Duration;
 
@@ -10,6 +17,15 @@ use tokio::time::Instant;
 
 use super::effects::Activity;
 use super::types::ServiceSettings;
+
+/// How often a service past its idle timeout but kept up by open
+/// connections (`hold_while_connected`) is checked again.
+pub const CONNECTED_RECHECK: Duration = Duration::from_secs(1);
+
+/// Kernel stamps converted to `Instant`s jitter by microseconds from one
+/// read to the next; a move smaller than this is not new traffic (else a
+/// timer at the deadline could be re-armed over and over by the jitter).
+const STAMP_JITTER: Duration = Duration::from_millis(10);
 
 /// Idle bookkeeping of one service.
 #[derive(Debug, Clone, Default)]
@@ -22,14 +38,37 @@ pub struct IdleTracker {
     pub last_manual_start: Option<Instant>,
     /// Latest traffic reported by the probe.
     pub last_activity: Option<Instant>,
+    /// Set when the timeout had passed but open connections kept the
+    /// service up: look again then.
+    pub recheck_at: Option<Instant>,
 }
 
 impl IdleTracker {
     /// Folds a probe reading in (the kernel timestamp only moves forward).
     pub fn note(&mut self, a: Activity) {
-        if a.last_activity > self.last_activity {
+        let moved = match (a.last_activity, self.last_activity) {
+            (Some(new), Some(old)) => new > old + STAMP_JITTER,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if moved {
             self.last_activity = a.last_activity;
         }
+    }
+
+    /// When the service would next be due (given it is ready): the latest
+    /// reference plus `idle_timeout`, or the connection recheck if later.
+    /// `None` on manual hold or without any reference.
+    pub fn deadline(&self, settings: &ServiceSettings) -> Option<Instant> {
+        if self.hold {
+            return None;
+        }
+        let reference = [self.last_activity, self.ready_at, self.last_manual_start]
+            .into_iter()
+            .flatten()
+            .max()?;
+        let due = reference + settings.idle_timeout;
+        Some(self.recheck_at.map_or(due, |again| again.max(due)))
     }
 
     /// Time since the latest activity reference; zero if there is none, so
@@ -44,9 +83,17 @@ impl IdleTracker {
 
     /// Whether the service should be stopped now (given it is ready).
     pub fn due(&self, a: Activity, settings: &ServiceSettings, now: Instant) -> bool {
-        !self.hold
-            && self.idle_for(now) >= settings.idle_timeout
-            && !(settings.hold_while_connected && a.open_connections > 0)
+        !self.hold && self.quiet_long_enough(settings, now) && !self.held_by_connections(a, settings)
+    }
+
+    /// The timeout has passed since the latest reference.
+    pub fn quiet_long_enough(&self, settings: &ServiceSettings, now: Instant) -> bool {
+        self.idle_for(now) >= settings.idle_timeout
+    }
+
+    /// Open connections keep the service up.
+    pub fn held_by_connections(&self, a: Activity, settings: &ServiceSettings) -> bool {
+        settings.hold_while_connected && a.open_connections > 0
     }
 }
 
@@ -86,5 +133,48 @@ mod tests {
         idle.hold = true;
         assert!(!idle.due(quiet, &s, t0 + Duration::from_secs(500)));
         assert_eq!(IdleTracker::default().idle_for(t0), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deadline_follows_the_latest_reference() {
+        let t0 = Instant::now();
+        let s = ServiceSettings {
+            idle_timeout: Duration::from_secs(60),
+            ..ServiceSettings::default()
+        };
+        let mut idle = IdleTracker::default();
+        assert_eq!(idle.deadline(&s), None, "no reference, no timer");
+        idle.ready_at = Some(t0);
+        assert_eq!(idle.deadline(&s), Some(t0 + Duration::from_secs(60)));
+        idle.note(Activity {
+            last_activity: Some(t0 + Duration::from_secs(45)),
+            open_connections: 0,
+        });
+        assert_eq!(idle.deadline(&s), Some(t0 + Duration::from_secs(105)));
+        // An older stamp (or the same one read again) does not move it.
+        idle.note(Activity {
+            last_activity: Some(t0 + Duration::from_secs(10)),
+            open_connections: 0,
+        });
+        assert_eq!(idle.deadline(&s), Some(t0 + Duration::from_secs(105)));
+        idle.recheck_at = Some(t0 + Duration::from_secs(200));
+        assert_eq!(idle.deadline(&s), Some(t0 + Duration::from_secs(200)));
+        idle.hold = true;
+        assert_eq!(idle.deadline(&s), None, "a manual hold needs no timer");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stamp_jitter_is_not_traffic() {
+        let t0 = Instant::now();
+        let mut idle = IdleTracker::default();
+        let at = |ms: u64| Activity {
+            last_activity: Some(t0 + Duration::from_millis(ms)),
+            open_connections: 0,
+        };
+        idle.note(at(1_000));
+        idle.note(at(1_003));
+        assert_eq!(idle.last_activity, Some(t0 + Duration::from_millis(1_000)));
+        idle.note(at(1_500));
+        assert_eq!(idle.last_activity, Some(t0 + Duration::from_millis(1_500)));
     }
 }
