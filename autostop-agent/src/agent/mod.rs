@@ -19,7 +19,8 @@
 //! - the cold-start listener, the wake-event loop and Docker's event
 //!   stream ([`tasks`]);
 //! - the status API ([`control`]), metrics and dashboard;
-//! - reloads and label scans ([`config_loop`], [`reload`], [`labels`]);
+//! - reloads (inotify: [`file_watch`]) and label scans ([`config_loop`],
+//!   [`reload`], [`labels`]);
 //! - systemd notifications and how a run ends ([`liveness`]).
 //!
 //! On shutdown every task is joined, the netfilter table is deleted and the
@@ -29,6 +30,7 @@ mod config_loop;
 mod control;
 mod counters;
 mod deps;
+mod file_watch;
 mod ids;
 mod kernel;
 mod labels;
