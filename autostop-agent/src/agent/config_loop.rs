@@ -1,7 +1,8 @@
 //! The agent's main loop after start: follows the configuration file
 //! (SIGHUP or a change: [`super::reload`]) and the Docker labels (a scan
-//! every [`labels::SCAN_EVERY`], and one shortly after a labelled
-//! container is created or removed), and applies the difference to the
+//! shortly after a labelled container is created, removed or renamed or
+//! the daemon went away or came back, and a safety resync every
+//! [`labels::SCAN_EVERY`]), and applies the difference to the
 //! service table. An invalid file, or a scan that fails, changes nothing.
 
 use std::{path::Path, sync::Arc, time::Duration};

@@ -1,12 +1,14 @@
 //! RAM now and RAM saved: the memory task samples the memory of every ready
-//! service from Docker's stats every [`SAMPLE_EVERY`] (and shortly after a
-//! start), a few services at a time, and feeds the service's record (the
+//! service from Docker's stats every [`SAMPLE_EVERY`] while one is ready
+//! (and shortly after a start), a few services at a time, and feeds the service's record (the
 //! status API's view), the `memory_bytes` gauge and the remembered
 //! `last_memory_bytes`. While a service is stopped, its last observed
 //! running memory × the time it stays stopped is credited to its savings
 //! (sent to the state file's owner, and the `memory_saved_byte_seconds`
 //! counter). The task owns the savings ledger; lifecycle steps reach it
-//! from [`super::observers::savings`].
+//! from [`super::observers::savings`]. While no service is ready nothing
+//! is sampled: the task wakes every [`ACCRUE_EVERY`] only to credit the
+//! downtime (a start credits it at once).
 //!
 //! Time stopped is counted from when the agent saw the service stop (or
 //! adopted it stopped): time while the agent itself was not running is not
@@ -30,8 +32,11 @@ use super::{
 };
 use crate::{docker::MemoryUse, metrics::Metrics, service::ServiceState, state::unix_hour};
 
-/// How often running services' memory is sampled and savings credited.
+/// How often running services' memory is sampled and savings credited
+/// while a service is ready.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(15);
+/// How often savings are credited while no service is ready.
+pub const ACCRUE_EVERY: Duration = Duration::from_secs(60);
 /// How many services are sampled at once (a sample takes about a second
 /// per container on Docker 20.10, concurrently within a service).
 const SAMPLE_CONCURRENCY: usize = 4;
@@ -186,6 +191,14 @@ impl MemoryTask {
         }
     }
 
+    /// Whether a service is ready (has memory to sample).
+    fn any_ready(&self) -> bool {
+        self.directory
+            .snapshot()
+            .iter()
+            .any(|r| r.handle.status().state == ServiceState::Ready)
+    }
+
     /// Samples every ready service (a few at a time) and records the
     /// results.
     pub async fn sample(&mut self) {
@@ -247,13 +260,12 @@ impl MemoryTask {
         mut events: mpsc::UnboundedReceiver<SavingsEvent>,
         shutdown: CancellationToken,
     ) {
-        let mut every = tokio::time::interval(SAMPLE_EVERY);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut soon: Option<Instant> = None;
+        let mut next = Instant::now();
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                _ = every.tick() => {}
+                () = tokio::time::sleep_until(next) => {}
                 () = sleep_until(soon) => soon = None,
                 Some(event) = events.recv() => {
                     if matches!(event, SavingsEvent::Ready(_)) {
@@ -264,10 +276,16 @@ impl MemoryTask {
                 }
             }
             self.accrue(Instant::now(), SystemTime::now());
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                () = self.sample() => {}
-            }
+            let period = if self.any_ready() {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = self.sample() => {}
+                }
+                SAMPLE_EVERY
+            } else {
+                ACCRUE_EVERY
+            };
+            next = Instant::now() + period;
         }
         while let Ok(event) = events.try_recv() {
             self.on_event(event);
