@@ -26,6 +26,7 @@
 //! On shutdown every task is joined, the netfilter table is deleted and the
 //! BPF links are dropped: the kernel is back to its stock behaviour.
 
+mod capacity;
 mod config_loop;
 mod control;
 mod counters;

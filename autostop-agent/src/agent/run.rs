@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::{
+    capacity,
     config_loop::{self, Following},
     control::{AgentControl, HealthFlags},
     counters::Refresher,
@@ -124,17 +125,18 @@ pub async fn run_with(deps: AgentDeps, shutdown: CancellationToken) -> Result<()
     // The services: the file's, and those Docker labels describe.
     let (refusals, refusals_rx) = watch::channel(Vec::new());
     let mut label_cache = labels::LabelCache::default();
-    let labelled = match docker.scan_labels(&file_config, &mut label_cache).await {
-        Ok(scan) => {
-            config_loop::log_refusals(&refusals, scan.refusals);
-            scan.services
-        }
+    let (labelled, label_refusals) = match docker.scan_labels(&file_config, &mut label_cache).await {
+        Ok(scan) => (scan.services, scan.refusals),
         Err(e) => {
             tracing::warn!(error = %e, "no services from Docker labels yet; the next scan retries");
-            Vec::new()
+            (Vec::new(), Vec::new())
         }
     };
-    let config = labels::effective(&file_config, &labelled);
+    let (config, left_out) = capacity::within(
+        labels::effective(&file_config, &labelled),
+        file_config.services.len(),
+        &file_config,
+    );
     docker.set_services(&config.services);
     let (ignored, ignored_rx) = watch::channel(config.agent.ignore_sources.clone());
     let probe: Arc<dyn ActivityProbe> = Arc::new(KernelActivity::new(activity, directory.clone()));
@@ -250,6 +252,8 @@ pub async fn run_with(deps: AgentDeps, shutdown: CancellationToken) -> Result<()
             label_cache,
             current: config,
             refused,
+            label_refusals,
+            over_capacity: left_out.iter().map(ToString::to_string).collect(),
             refusals,
             reloads,
             rescan,
