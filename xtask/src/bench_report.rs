@@ -25,7 +25,7 @@ pub fn markdown(report: &Value) -> String {
         m["kernel"].as_str().unwrap_or("?"),
         m["clocksource"].as_str().unwrap_or("?"),
     );
-    for section in ["datapath", "cold", "warm", "herd", "agent"] {
+    for section in ["datapath", "cold", "warm", "herd", "agent", "scale"] {
         if let Some(error) = report[section]["error"].as_str() {
             let error: String = error.chars().take(200).collect();
             out.push_str(&format!(
@@ -297,6 +297,9 @@ fn rows(report: &Value) -> Vec<Row> {
             "≈ 0 (< 0.01)",
             Some(cpu.is_some_and(|v| v < 0.01)),
         );
+    }
+    for (metric, value, target, met) in crate::bench_report_scale::rows(&report["scale"]) {
+        push("scale", metric, value, target, Some(met));
     }
     rows
 }
