@@ -255,7 +255,12 @@ mod tests {
         };
         assert_eq!(over_capacity(&config, labelled(&["b"])), None);
         let error = over_capacity(&config, labelled(&["b", "c", "d"])).expect("over");
-        assert!(error.starts_with("agent.max_services: 1 configured and 3 labelled services make 4, more than 2"), "{error}");
+        assert!(
+            error.starts_with(
+                "agent.max_services: 1 configured and 3 labelled services make 4, more than 2"
+            ),
+            "{error}"
+        );
         assert!(error.contains("refuse 2 of them"), "{error}");
     }
 

@@ -354,9 +354,17 @@ pub fn datapath_scaling(targets: usize) -> anyhow::Result<Value> {
     let frame = bench_testrun::udp_frame(port, PAYLOAD);
     let (mut one, mut many) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {
-        let order = if round % 2 == 0 { [false, true] } else { [true, false] };
+        let order = if round % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
         for with_many in order {
-            let ports = if with_many { &many_ports[..] } else { &many_ports[..1] };
+            let ports = if with_many {
+                &many_ports[..]
+            } else {
+                &many_ports[..1]
+            };
             let watcher = Watcher::launch(ports, false, &[])?;
             let ns = bench_testrun::ns_per_run(watcher.program_id, &frame)?;
             if with_many {

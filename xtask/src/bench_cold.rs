@@ -270,7 +270,11 @@ pub(crate) fn listen_mark(name: &str, began: SystemTime) -> anyhow::Result<Syste
 
 /// The time of the agent's last log line with `event` (one of the
 /// `*_EVENT` fields above), which must be after `began`.
-pub(crate) fn agent_event(log: &Path, event: &str, began: SystemTime) -> anyhow::Result<SystemTime> {
+pub(crate) fn agent_event(
+    log: &Path,
+    event: &str,
+    began: SystemTime,
+) -> anyhow::Result<SystemTime> {
     let text =
         std::fs::read_to_string(log).with_context(|| format!("reading {}", log.display()))?;
     let line = text

@@ -70,7 +70,11 @@ pub fn create_body(image: &str, port: u16, script: &str, labels: &[(&str, &str)]
 
 /// Creates container `name` from `body`.
 pub fn create(name: &str, body: &Value) -> anyhow::Result<()> {
-    call("POST", &format!("/containers/create?name={name}"), Some(body))?;
+    call(
+        "POST",
+        &format!("/containers/create?name={name}"),
+        Some(body),
+    )?;
     Ok(())
 }
 

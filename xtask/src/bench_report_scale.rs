@@ -14,7 +14,8 @@ pub fn rows(s: &Value) -> Vec<ScaleRow> {
     }
     let num = |key: &str| s[key].as_f64().unwrap_or(f64::NAN);
     let mut rows = Vec::new();
-    let mut row = |metric, value: String, target, met: bool| rows.push((metric, value, target, met));
+    let mut row =
+        |metric, value: String, target, met: bool| rows.push((metric, value, target, met));
     row(
         "idle_cpu_percent_stopped",
         format!(
@@ -49,10 +50,18 @@ pub fn rows(s: &Value) -> Vec<ScaleRow> {
         "≤ 40 MiB",
         rss <= 40.0 * 1_048_576.0,
     );
-    row("adopt_s", s["adopt_s"].to_string(), "≤ 5", num("adopt_s") <= 5.0);
+    row(
+        "adopt_s",
+        s["adopt_s"].to_string(),
+        "≤ 5",
+        num("adopt_s") <= 5.0,
+    );
     row(
         "api_services_ms_p99",
-        format!("{} (p50 {})", s["api_services_ms_p99"], s["api_services_ms_p50"]),
+        format!(
+            "{} (p50 {})",
+            s["api_services_ms_p99"], s["api_services_ms_p50"]
+        ),
         "≤ 20",
         num("api_services_ms_p99") <= 20.0,
     );

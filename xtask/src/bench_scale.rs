@@ -33,7 +33,7 @@ use serde_json::{json, Value};
 use crate::{
     bench_cold::{agent_event, first_byte, listen_mark, ms_between, START_CALL_EVENT},
     bench_dockerapi::{self as api, in_flight},
-    bench_scale_probe::{proc_field, wakeups, Window},
+    bench_scale_probe::{proc_field, Window},
     bench_stack::{
         free_port, httpd_script, median, percentile, round_to, section_dir, start_agent, unique,
         wait_for, Agent, Image, LABEL,
@@ -134,7 +134,10 @@ pub fn scale(work: &Path, image: &Image) -> anyhow::Result<Value> {
     drop(guard);
 
     let datapath = crate::bench::datapath_scaling(SERVICES)?;
-    let (many, single) = (median(&mut cold_many.clone()), median(&mut cold_one.clone()));
+    let (many, single) = (
+        median(&mut cold_many.clone()),
+        median(&mut cold_one.clone()),
+    );
     let each = |v: &[f64]| v.iter().map(|x| round_to(*x, 1)).collect::<Vec<_>>();
     Ok(json!({
         "services": SERVICES,

@@ -27,8 +27,8 @@ pub fn status_field(text: &str, key: &str) -> Option<u64> {
 
 /// Field `key` of `/proc/<pid>/status`.
 pub fn proc_field(pid: u32, key: &str) -> anyhow::Result<u64> {
-    let text =
-        fs::read_to_string(format!("/proc/{pid}/status")).with_context(|| format!("/proc/{pid}/status"))?;
+    let text = fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("/proc/{pid}/status"))?;
     status_field(&text, key).with_context(|| format!("no {key} in /proc/{pid}/status"))
 }
 
@@ -73,7 +73,8 @@ impl Window {
     /// Measures `pid` (and dockerd) over `length`.
     pub fn measure(pid: u32, length: Duration) -> anyhow::Result<Self> {
         let dockerd = dockerd_pid()?;
-        let (cpu0, docker0, (switches0, _)) = (cpu_seconds(pid)?, cpu_seconds(dockerd)?, wakeups(pid)?);
+        let (cpu0, docker0, (switches0, _)) =
+            (cpu_seconds(pid)?, cpu_seconds(dockerd)?, wakeups(pid)?);
         thread::sleep(length);
         let (cpu1, docker1, (switches1, threads)) =
             (cpu_seconds(pid)?, cpu_seconds(dockerd)?, wakeups(pid)?);

@@ -158,6 +158,9 @@ mod tests {
     fn a_service_without_an_index_is_a_problem_too() {
         let problems = unindexed(&["web".to_owned()]);
         let message = problems[0].to_string();
-        assert!(message.contains("\"web\"") && message.contains("index"), "{message}");
+        assert!(
+            message.contains("\"web\"") && message.contains("index"),
+            "{message}"
+        );
     }
 }

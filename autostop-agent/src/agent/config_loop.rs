@@ -67,8 +67,11 @@ fn publish_refusals(f: &Following<'_>) {
 /// Follows reloads and label scans until `shutdown`.
 pub(super) async fn follow(mut f: Following<'_>, shutdown: &CancellationToken) {
     f.current.services.retain(|s| !f.refused.contains(&s.name));
-    f.over_capacity
-        .extend(capacity::unindexed(&f.refused).iter().map(ToString::to_string));
+    f.over_capacity.extend(
+        capacity::unindexed(&f.refused)
+            .iter()
+            .map(ToString::to_string),
+    );
     publish_refusals(&f);
     let mut label_scan = tokio::time::interval(labels::SCAN_EVERY);
     label_scan.tick().await;

@@ -4,8 +4,8 @@
 //!
 //! Changes are heard through inotify ([`super::file_watch`]); the file's
 //! size, modification time and inode are compared then, and by a safety
-//! poll every [`file_watch::SAFETY_POLL`] (every
-//! [`file_watch::FALLBACK_POLL`] when inotify is not available).
+//! poll every [`super::file_watch::SAFETY_POLL`] (every
+//! [`super::file_watch::FALLBACK_POLL`] when inotify is not available).
 
 use std::{
     os::unix::fs::MetadataExt,
@@ -20,7 +20,7 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::file_watch::{self, FileWatch};
+use super::file_watch::FileWatch;
 use crate::config::{Config, ServiceConfig};
 
 /// What differs between the running config and a new one.

@@ -125,7 +125,8 @@ pub async fn run_with(deps: AgentDeps, shutdown: CancellationToken) -> Result<()
     // The services: the file's, and those Docker labels describe.
     let (refusals, refusals_rx) = watch::channel(Vec::new());
     let mut label_cache = labels::LabelCache::default();
-    let (labelled, label_refusals) = match docker.scan_labels(&file_config, &mut label_cache).await {
+    let (labelled, label_refusals) = match docker.scan_labels(&file_config, &mut label_cache).await
+    {
         Ok(scan) => (scan.services, scan.refusals),
         Err(e) => {
             tracing::warn!(error = %e, "no services from Docker labels yet; the next scan retries");

@@ -83,7 +83,9 @@ impl IdleTracker {
 
     /// Whether the service should be stopped now (given it is ready).
     pub fn due(&self, a: Activity, settings: &ServiceSettings, now: Instant) -> bool {
-        !self.hold && self.quiet_long_enough(settings, now) && !self.held_by_connections(a, settings)
+        !self.hold
+            && self.quiet_long_enough(settings, now)
+            && !self.held_by_connections(a, settings)
     }
 
     /// The timeout has passed since the latest reference.

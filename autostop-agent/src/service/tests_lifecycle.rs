@@ -152,7 +152,11 @@ async fn a_ready_service_reads_the_probe_only_at_its_deadline() {
     let h = Harness::spawn(Observed::AllRunning, settings(), |_| {});
     h.wait_state(ServiceState::Ready).await;
     sleep(secs(59)).await;
-    assert_eq!(h.probe.reads.load(Ordering::SeqCst), 0, "no tick before the deadline");
+    assert_eq!(
+        h.probe.reads.load(Ordering::SeqCst),
+        0,
+        "no tick before the deadline"
+    );
     h.wait_state(ServiceState::Stopped).await;
     assert_eq!(h.log.times(Call::Stop), vec![t0 + secs(60)]);
     // One read when the timer fired, one to confirm before stopping.
