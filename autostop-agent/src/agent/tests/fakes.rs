@@ -190,6 +190,8 @@ pub struct FakeDocker {
     pub running: Mutex<HashSet<String>>,
     /// Every start and stop, in order (`+name`, `-name`).
     pub calls: Mutex<Vec<String>>,
+    /// What every label scan finds.
+    pub labelled: Mutex<Vec<ServiceConfig>>,
 }
 
 impl FakeDocker {
@@ -293,7 +295,10 @@ impl AgentDocker for FakeDocker {
         _file: &Config,
         _cache: &mut LabelCache,
     ) -> Result<LabelScan, LabelScanError> {
-        Ok(LabelScan::default())
+        Ok(LabelScan {
+            services: lock(&self.labelled).clone(),
+            refusals: Vec::new(),
+        })
     }
 
     fn watch_events(&self, _sinks: EventSinks, shutdown: CancellationToken) -> JoinHandle<()> {
