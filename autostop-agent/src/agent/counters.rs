@@ -13,7 +13,8 @@
 //! stopped service's endpoints cannot change until an event says it
 //! started); requests pending at once make one pass. Counters are copied
 //! into the metrics every [`SAMPLE_EVERY`] only while a service is awake
-//! (starting, ready or stopping), and once more after the last one slept.
+//! (starting, ready or stopping), and only those services' (plus, once,
+//! the ones that fell asleep since the last sample).
 //! Clear requests are served between two services of a refresh, so an
 //! index is never held back by a long one; and a service is written to the
 //! kernel only while the directory still holds that same incarnation of
@@ -113,6 +114,9 @@ struct Books {
     registered: HashMap<ServiceId, HashSet<Target>>,
     /// The kernel's last totals per index, to turn samples into increments.
     totals: HashMap<ServiceId, (u64, u64)>,
+    /// The services awake at the last sample: read once more after they
+    /// sleep, so their last counts reach the metrics.
+    awake: HashSet<ServiceId>,
 }
 
 impl Refresher {
@@ -153,6 +157,7 @@ impl Refresher {
         let mut books = Books {
             registered: HashMap::new(),
             totals: HashMap::new(),
+            awake: HashSet::new(),
         };
         let start = tokio::time::Instant::now();
         let mut periodic = tokio::time::interval_at(start + REFRESH_EVERY, REFRESH_EVERY);
@@ -289,6 +294,7 @@ impl Refresher {
     fn clear(&mut self, books: &mut Books, clear: ClearRequest) {
         books.registered.remove(&clear.id);
         books.totals.remove(&clear.id);
+        books.awake.remove(&clear.id);
         if let Err(e) = self.kernel.clear_service(clear.id.0) {
             tracing::error!(index = %clear.id, error = %e, "cannot clear a service's counters");
         }
@@ -316,12 +322,17 @@ impl Refresher {
             .collect()
     }
 
-    /// Copies every service's counters into the metrics; whether one of
-    /// them is awake.
+    /// Copies the counters of the services awake now or at the last
+    /// sample into the metrics (a sleeping service's do not move: nothing
+    /// reaches its containers); whether one of them is awake.
     fn sample(&self, books: &mut Books) -> bool {
-        let mut awake = false;
+        let was_awake = std::mem::take(&mut books.awake);
         for record in self.directory.snapshot().iter() {
-            awake |= is_awake(&record.handle.status().state);
+            if is_awake(&record.handle.status().state) {
+                books.awake.insert(record.id);
+            } else if !was_awake.contains(&record.id) {
+                continue;
+            }
             let Ok(activity) = self.kernel.activity(record.id.0) else {
                 continue;
             };
@@ -337,7 +348,7 @@ impl Refresher {
                 delta(activity.bytes, bytes),
             );
         }
-        awake
+        !books.awake.is_empty()
     }
 }
 

@@ -33,8 +33,11 @@ use super::{
 use crate::{docker::MemoryUse, metrics::Metrics, service::ServiceState, state::unix_hour};
 
 /// How often running services' memory is sampled and savings credited
-/// while a service is ready.
-pub const SAMPLE_EVERY: Duration = Duration::from_secs(15);
+/// while a service is ready. Each sample is a Docker call per container
+/// (inspect and stats, parsed from JSON): with 50 ready services a 15 s
+/// period made it most of the agent's idle CPU (`cargo xtask bench scale`),
+/// so a minute; the first sample still comes [`AFTER_READY`] a start.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(60);
 /// How often savings are credited while no service is ready.
 pub const ACCRUE_EVERY: Duration = Duration::from_secs(60);
 /// How many services are sampled at once (a sample takes about a second

@@ -94,9 +94,7 @@ pub(crate) fn run(
     let mut next_refresh: Option<Instant> = None;
     loop {
         let received = match next_refresh {
-            None => requests
-                .recv()
-                .map_err(|_| RecvTimeoutError::Disconnected),
+            None => requests.recv().map_err(|_| RecvTimeoutError::Disconnected),
             Some(at) => requests.recv_timeout(at.saturating_duration_since(Instant::now())),
         };
         match received {
