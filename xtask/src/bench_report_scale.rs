@@ -19,8 +19,10 @@ pub fn rows(s: &Value) -> Vec<ScaleRow> {
     row(
         "idle_cpu_percent_stopped",
         format!(
-            "{} (500 stopped; dockerd {})",
-            s["idle_cpu_percent_stopped"], s["dockerd_cpu_percent_stopped"]
+            "{} (500 stopped; dockerd {}; {} Docker events meanwhile)",
+            s["idle_cpu_percent_stopped"],
+            s["dockerd_cpu_percent_stopped"],
+            s["docker_events_stopped_window"]
         ),
         "< 0.01",
         num("idle_cpu_percent_stopped") < 0.01,
@@ -28,8 +30,10 @@ pub fn rows(s: &Value) -> Vec<ScaleRow> {
     row(
         "idle_cpu_percent_ready",
         format!(
-            "{} (50 ready; dockerd {})",
-            s["idle_cpu_percent_ready"], s["dockerd_cpu_percent_ready"]
+            "{} (50 ready; dockerd {}; {} Docker events meanwhile)",
+            s["idle_cpu_percent_ready"],
+            s["dockerd_cpu_percent_ready"],
+            s["docker_events_ready_window"]
         ),
         "< 0.05",
         num("idle_cpu_percent_ready") < 0.05,

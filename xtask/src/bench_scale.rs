@@ -150,6 +150,8 @@ pub fn scale(work: &Path, image: &Image) -> anyhow::Result<Value> {
         "wakeups_per_s": stopped.wakeups_per_s(),
         "dockerd_cpu_percent_stopped": stopped.dockerd_cpu_percent(),
         "threads": stopped.threads,
+        "docker_events_stopped_window": stopped.docker_events,
+        "docker_events_ready_window": ready.docker_events,
         "idle_cpu_percent_ready": ready.cpu_percent(),
         "wakeups_per_s_ready": ready.wakeups_per_s(),
         "dockerd_cpu_percent_ready": ready.dockerd_cpu_percent(),

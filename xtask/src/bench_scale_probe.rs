@@ -5,7 +5,10 @@
 //! every `/proc/PID/task/*/status`): a sleeping thread that is woken
 //! (a timer, a socket, a futex) and goes back to sleep counts one.
 
-use std::{fs, thread, time::Duration};
+use std::{
+    fs, thread,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use anyhow::Context as _;
 
@@ -67,23 +70,35 @@ pub struct Window {
     pub seconds: f64,
     /// Its threads at the end.
     pub threads: usize,
+    /// Docker events (any container or network, anyone's) during the
+    /// window: each reaches the agent, so a busy Docker is not idle.
+    pub docker_events: usize,
 }
 
 impl Window {
     /// Measures `pid` (and dockerd) over `length`.
     pub fn measure(pid: u32, length: Duration) -> anyhow::Result<Self> {
         let dockerd = dockerd_pid()?;
+        let since = unix_now();
         let (cpu0, docker0, (switches0, _)) =
             (cpu_seconds(pid)?, cpu_seconds(dockerd)?, wakeups(pid)?);
         thread::sleep(length);
         let (cpu1, docker1, (switches1, threads)) =
             (cpu_seconds(pid)?, cpu_seconds(dockerd)?, wakeups(pid)?);
+        let until = unix_now();
+        let events = crate::bench_dockerapi::call(
+            "GET",
+            &format!("/events?since={since:.3}&until={until:.3}"),
+            None,
+        )
+        .context("Docker's events of the window")?;
         Ok(Self {
             cpu_s: cpu1 - cpu0,
             dockerd_s: docker1 - docker0,
             switches: switches1.saturating_sub(switches0),
             seconds: length.as_secs_f64(),
             threads,
+            docker_events: count_events(&events),
         })
     }
 
@@ -103,6 +118,20 @@ impl Window {
         let switches = self.switches as f64;
         round_to(switches / self.seconds, 3)
     }
+}
+
+/// Seconds since the epoch, with a fraction.
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Events in Docker's `/events` answer (one JSON object per line).
+pub fn count_events(body: &str) -> usize {
+    body.lines()
+        .filter(|l| l.trim_start().starts_with('{'))
+        .count()
 }
 
 #[cfg(test)]
@@ -130,10 +159,18 @@ mod tests {
             switches: 45,
             seconds: 60.0,
             threads: 4,
+            docker_events: 0,
         };
         assert_eq!(w.cpu_percent(), 0.01);
         assert_eq!(w.dockerd_cpu_percent(), 0.05);
         assert_eq!(w.wakeups_per_s(), 0.75);
+    }
+
+    #[test]
+    fn docker_events_are_counted_by_line() {
+        let body = "{\"Type\":\"container\"}\n{\"Type\":\"network\"}\n\n";
+        assert_eq!(count_events(body), 2);
+        assert_eq!(count_events(""), 0);
     }
 
     #[test]
