@@ -134,7 +134,6 @@ pub fn scale(work: &Path, image: &Image) -> anyhow::Result<Value> {
     .context("waiting for s1..s50 to be ready")?;
     thread::sleep(SETTLE);
     let ready_count = count_in_state(&agent, "ready");
-    let stopped_count_before = stopped_count;
     let ready = Window::measure(pid, IDLE)?;
     let peak_rss = proc_field(pid, "VmHWM")?;
     agent.stop();
@@ -169,7 +168,7 @@ pub fn scale(work: &Path, image: &Image) -> anyhow::Result<Value> {
         "wakeups_per_s_ready": ready.wakeups_per_s(),
         "dockerd_cpu_percent_ready": ready.dockerd_cpu_percent(),
         "ready_services": READY,
-        "stopped_services_in_stopped_window": stopped_count_before,
+        "stopped_services_in_stopped_window": stopped_count,
         "ready_services_in_ready_window": ready_count,
         "api_services_ms_p50": round_to(percentile(&mut api_ms.clone(), 0.5), 2),
         "api_services_ms_p99": round_to(percentile(&mut api_ms, 0.99), 2),
