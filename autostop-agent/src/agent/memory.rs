@@ -6,9 +6,9 @@
 //! running memory × the time it stays stopped is credited to its savings
 //! (sent to the state file's owner, and the `memory_saved_byte_seconds`
 //! counter). The task owns the savings ledger; lifecycle steps reach it
-//! from [`super::observers::savings`]. While no service is ready nothing
-//! is sampled: the task wakes every [`ACCRUE_EVERY`] only to credit the
-//! downtime (a start credits it at once).
+//! from [`super::observers::savings`]. Savings are credited every
+//! [`ACCRUE_EVERY`] (no Docker call); while no service is ready nothing is
+//! sampled.
 //!
 //! Time stopped is counted from when the agent saw the service stop (or
 //! adopted it stopped): time while the agent itself was not running is not
@@ -38,8 +38,10 @@ use crate::{docker::MemoryUse, metrics::Metrics, service::ServiceState, state::u
 /// period made it most of the agent's idle CPU (`cargo xtask bench scale`),
 /// so a minute; the first sample still comes [`AFTER_READY`] a start.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(60);
-/// How often savings are credited while no service is ready.
-pub const ACCRUE_EVERY: Duration = Duration::from_secs(60);
+/// How often savings are credited (no Docker call: a pass over the
+/// directory), so the API's and the metrics' savings move while services
+/// sleep.
+pub const ACCRUE_EVERY: Duration = Duration::from_secs(15);
 /// How many services are sampled at once (a sample takes about a second
 /// per container on Docker 20.10, concurrently within a service).
 const SAMPLE_CONCURRENCY: usize = 4;
@@ -265,11 +267,16 @@ impl MemoryTask {
     ) {
         let mut soon: Option<Instant> = None;
         let mut next = Instant::now();
+        // When the running services' RAM is next due (now: at start).
+        let mut sample_due = Instant::now();
         loop {
-            tokio::select! {
+            let after_start = tokio::select! {
                 () = shutdown.cancelled() => break,
-                () = tokio::time::sleep_until(next) => {}
-                () = sleep_until(soon) => soon = None,
+                () = tokio::time::sleep_until(next) => false,
+                () = sleep_until(soon) => {
+                    soon = None;
+                    true
+                }
                 Some(event) = events.recv() => {
                     if matches!(event, SavingsEvent::Ready(_)) {
                         soon.get_or_insert(Instant::now() + AFTER_READY);
@@ -277,18 +284,19 @@ impl MemoryTask {
                     self.on_event(event);
                     continue;
                 }
-            }
-            self.accrue(Instant::now(), SystemTime::now());
-            let period = if self.any_ready() {
+            };
+            let now = Instant::now();
+            self.accrue(now, SystemTime::now());
+            if (after_start || now >= sample_due) && self.any_ready() {
                 tokio::select! {
                     () = shutdown.cancelled() => break,
                     () = self.sample() => {}
                 }
-                SAMPLE_EVERY
-            } else {
-                ACCRUE_EVERY
-            };
-            next = Instant::now() + period;
+                sample_due = Instant::now() + SAMPLE_EVERY;
+            }
+            if !after_start {
+                next = Instant::now() + ACCRUE_EVERY;
+            }
         }
         while let Ok(event) = events.try_recv() {
             self.on_event(event);
