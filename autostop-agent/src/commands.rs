@@ -177,12 +177,32 @@ pub async fn check_containers(path: &Path) -> Result<ContainerCheck, CommandErro
         }
     }
     match crate::agent::discover_labelled(&client, &config, &mut Default::default()).await {
-        Ok(scan) => report.label_refusals = scan.refusals,
+        Ok(scan) => {
+            report.label_refusals = scan.refusals;
+            report.missing.extend(over_capacity(&config, scan.services));
+        }
         Err(e) => report
             .label_refusals
             .push(format!("services from Docker labels not checked: {e}")),
     }
     Ok(report)
+}
+
+/// The error when the file's services plus the labelled ones the agent
+/// would accept exceed `agent.max_services`.
+fn over_capacity(config: &Config, labelled: Vec<crate::config::ServiceConfig>) -> Option<String> {
+    let (merged, _) = crate::config::labels::merge(config, labelled);
+    let max = config.agent.max_services;
+    let total = merged.services.len();
+    (total > usize::try_from(max).unwrap_or(usize::MAX)).then(|| {
+        let configured = config.services.len();
+        format!(
+            "agent.max_services: {configured} configured and {} labelled services make {total}, more than {max}; the agent would refuse {} of them (the limit may be raised up to {})",
+            total - configured,
+            total - usize::try_from(max).unwrap_or(total),
+            crate::config::MAX_SERVICES_LIMIT
+        )
+    })
 }
 
 /// Converts the docker-autostart `config.json` at `path` to autostop TOML.
@@ -255,6 +275,34 @@ mod tests {
         );
         assert!(swap_warning(&["rag"], None).is_some());
         assert_eq!(swap_warning(&["rag"], Some(1 << 30)), None);
+    }
+
+    #[test]
+    fn configured_plus_labelled_services_beyond_max_services_are_an_error() {
+        let text = "[agent]\nmax_services = 2\n[[service]]\nname = \"a\"\nport = 9001\ncontainers = [\"a\"]\n";
+        let config =
+            Config::parse(text, "t.toml", &crate::config::ThemeCatalog::builtin()).expect("valid");
+        let labelled = |names: &[&str]| -> Vec<crate::config::ServiceConfig> {
+            names
+                .iter()
+                .enumerate()
+                .map(|(i, name)| {
+                    let mut s = config.services[0].clone();
+                    s.name = (*name).to_owned();
+                    s.ports[0].port = 9100 + u16::try_from(i).expect("few");
+                    s
+                })
+                .collect()
+        };
+        assert_eq!(over_capacity(&config, labelled(&["b"])), None);
+        let error = over_capacity(&config, labelled(&["b", "c", "d"])).expect("over");
+        assert!(
+            error.starts_with(
+                "agent.max_services: 1 configured and 3 labelled services make 4, more than 2"
+            ),
+            "{error}"
+        );
+        assert!(error.contains("refuse 2 of them"), "{error}");
     }
 
     #[test]

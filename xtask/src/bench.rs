@@ -19,6 +19,11 @@
 //! - `hibernate` (`bench_hibernate.rs`): a 300 MiB app's first answer after
 //!   hibernate vs stop (cold boot) vs pause, resident memory in each state
 //!   and the page-in volume.
+//! - `scale` (`bench_scale.rs`): 500 managed services: idle CPU and
+//!   wake-ups all stopped and with 50 ready, RSS, adoption time, API and
+//!   CLI latency, the cold-start overhead with 499 neighbours over alone,
+//!   and the classifier's cost with 500 targets over 1
+//!   ([`datapath_scaling`]).
 
 use std::{
     fs,
@@ -52,7 +57,15 @@ const PAYLOAD: usize = 64;
 const WATCH_ATTACH: Duration = Duration::from_secs(30);
 
 /// Every section, in the order they run.
-pub const SECTIONS: &[&str] = &["datapath", "cold", "warm", "herd", "agent", "hibernate"];
+pub const SECTIONS: &[&str] = &[
+    "datapath",
+    "cold",
+    "warm",
+    "herd",
+    "agent",
+    "hibernate",
+    "scale",
+];
 
 /// Runs the `only` sections (all when empty) and writes the report.
 pub fn run(only: &[String]) -> anyhow::Result<()> {
@@ -79,12 +92,13 @@ pub fn run(only: &[String]) -> anyhow::Result<()> {
     }
     let image = bench_stack::build_image()?;
     type Section = fn(&std::path::Path, &bench_stack::Image) -> anyhow::Result<Value>;
-    let sections: [(&str, Section); 5] = [
+    let sections: [(&str, Section); 6] = [
         ("cold", crate::bench_cold::cold),
         ("warm", crate::bench_warm::warm),
         ("herd", crate::bench_herd::herd),
         ("agent", crate::bench_agent::agent),
         ("hibernate", crate::bench_hibernate::hibernate),
+        ("scale", crate::bench_scale::scale),
     ];
     // A failing section is reported (its error in the JSON and the table)
     // and the others still run; the command fails at the end.
@@ -132,18 +146,19 @@ impl Watcher {
     /// Like [`Self::start`], with the sk_lookup program's maps holding
     /// `steer` (`ADDR:PORT` or `*:PORT`).
     fn start_steering(port: u16, calibrate: bool, steer: &[String]) -> anyhow::Result<Self> {
+        Self::launch(&[port], calibrate, steer)
+    }
+
+    /// The watcher counting UDP to 127.0.0.1 on each of `ports`.
+    fn launch(ports: &[u16], calibrate: bool, steer: &[String]) -> anyhow::Result<Self> {
+        let targets: Vec<String> = ports
+            .iter()
+            .map(|port| format!("127.0.0.1:{port}/udp"))
+            .collect();
         let process = AgentProcess::start(
             Command::new(run::agent_binary(true))
-                .args([
-                    "watch",
-                    "--json",
-                    "--interval",
-                    "1h",
-                    "--iface",
-                    "lo",
-                    "--target",
-                ])
-                .arg(format!("127.0.0.1:{port}/udp"))
+                .args(["watch", "--json", "--interval", "1h", "--iface", "lo"])
+                .args(targets.iter().flat_map(|t| ["--target", t.as_str()]))
                 .args(calibrate.then_some("--calibrate"))
                 .args(steer.iter().flat_map(|b| ["--steer", b.as_str()]))
                 .stderr(Stdio::null()),
@@ -335,6 +350,54 @@ fn lookup_costs() -> anyhow::Result<Value> {
         cases.insert(name.to_owned(), json!(round_to(median(&mut runs), 2)));
     }
     Ok(Value::Object(cases))
+}
+
+/// The classifier's `BPF_PROG_TEST_RUN` time per counted packet with
+/// `targets` targets over the same with one (the packet to the first), in
+/// alternating rounds; `ratio` is the ratio of the medians.
+pub fn datapath_scaling(targets: usize) -> anyhow::Result<Value> {
+    let port = free_udp_port()?;
+    // Other ports the many-target watcher counts besides `port`: numbers
+    // only (nothing listens), all different from it.
+    let others = (0u16..)
+        .map(|i| 20_000u16.wrapping_add(i))
+        .filter(|p| *p != port)
+        .take(targets.saturating_sub(1));
+    let mut many_ports = vec![port];
+    many_ports.extend(others);
+    let frame = bench_testrun::udp_frame(port, PAYLOAD);
+    let (mut one, mut many) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let order = if round % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for with_many in order {
+            let ports = if with_many {
+                &many_ports[..]
+            } else {
+                &many_ports[..1]
+            };
+            let watcher = Watcher::launch(ports, false, &[])?;
+            let ns = bench_testrun::ns_per_run(watcher.program_id, &frame)?;
+            if with_many {
+                many.push(ns);
+            } else {
+                one.push(ns);
+            }
+        }
+    }
+    let (one_ns, many_ns) = (median(&mut one.clone()), median(&mut many.clone()));
+    Ok(json!({
+        "ratio": round_to(many_ns / one_ns, 3),
+        "test_run_ns_per_packet_one_target": round_to(one_ns, 2),
+        "test_run_ns_per_packet_many_targets": round_to(many_ns, 2),
+        "targets": targets,
+        "rounds": ROUNDS,
+        "one_target_each_round": one.iter().map(|v| round_to(*v, 2)).collect::<Vec<_>>(),
+        "many_targets_each_round": many.iter().map(|v| round_to(*v, 2)).collect::<Vec<_>>(),
+    }))
 }
 
 fn free_udp_port() -> anyhow::Result<u16> {

@@ -42,7 +42,7 @@ const SETTLE: Duration = Duration::from_secs(1);
 /// The app listens this long after its container starts.
 const APP_DELAY: &str = "1";
 /// What the agent logs right before it calls Docker's start.
-const START_CALL_EVENT: &str = "event=\"container_start\"";
+pub(crate) const START_CALL_EVENT: &str = "event=\"container_start\"";
 /// What the agent logs once its readiness probe got through.
 const READY_EVENT: &str = "event=\"ready\"";
 
@@ -251,7 +251,7 @@ fn process_started(name: &str) -> anyhow::Result<SystemTime> {
 /// The time the app printed just before it execs its server, in this
 /// start (after `began`): the `time.tv_sec` / `time.tv_usec` lines of
 /// busybox `adjtimex` in the container's output.
-fn listen_mark(name: &str, began: SystemTime) -> anyhow::Result<SystemTime> {
+pub(crate) fn listen_mark(name: &str, began: SystemTime) -> anyhow::Result<SystemTime> {
     let out = docker(&["logs", "--tail", "2", name])?;
     let field = |key: &str| -> anyhow::Result<u64> {
         out.lines()
@@ -270,7 +270,11 @@ fn listen_mark(name: &str, began: SystemTime) -> anyhow::Result<SystemTime> {
 
 /// The time of the agent's last log line with `event` (one of the
 /// `*_EVENT` fields above), which must be after `began`.
-fn agent_event(log: &Path, event: &str, began: SystemTime) -> anyhow::Result<SystemTime> {
+pub(crate) fn agent_event(
+    log: &Path,
+    event: &str,
+    began: SystemTime,
+) -> anyhow::Result<SystemTime> {
     let text =
         std::fs::read_to_string(log).with_context(|| format!("reading {}", log.display()))?;
     let line = text
@@ -305,7 +309,7 @@ pub(crate) fn last_handback_ms(log: &Path) -> anyhow::Result<f64> {
 }
 
 /// Milliseconds from `from` to `to` (negative if `to` is earlier).
-fn ms_between(from: SystemTime, to: SystemTime) -> f64 {
+pub(crate) fn ms_between(from: SystemTime, to: SystemTime) -> f64 {
     match to.duration_since(from) {
         Ok(d) => d.as_secs_f64() * 1000.0,
         Err(e) => -e.duration().as_secs_f64() * 1000.0,
@@ -313,7 +317,7 @@ fn ms_between(from: SystemTime, to: SystemTime) -> f64 {
 }
 
 /// Milliseconds from now to the first response byte of `GET /` at `addr`.
-fn first_byte(addr: SocketAddr, timeout: Duration) -> anyhow::Result<f64> {
+pub(crate) fn first_byte(addr: SocketAddr, timeout: Duration) -> anyhow::Result<f64> {
     let started = Instant::now();
     let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_read_timeout(Some(timeout))?;

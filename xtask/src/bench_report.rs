@@ -25,7 +25,15 @@ pub fn markdown(report: &Value) -> String {
         m["kernel"].as_str().unwrap_or("?"),
         m["clocksource"].as_str().unwrap_or("?"),
     );
-    for section in ["datapath", "cold", "warm", "herd", "agent", "hibernate"] {
+    for section in [
+        "datapath",
+        "cold",
+        "warm",
+        "herd",
+        "agent",
+        "hibernate",
+        "scale",
+    ] {
         if let Some(error) = report[section]["error"].as_str() {
             let error: String = error.chars().take(200).collect();
             out.push_str(&format!(
@@ -346,6 +354,9 @@ fn rows(report: &Value) -> Vec<Row> {
             "",
             None,
         );
+    }
+    for (metric, value, target, met) in crate::bench_report_scale::rows(&report["scale"]) {
+        push("scale", metric, value, target, Some(met));
     }
     rows
 }

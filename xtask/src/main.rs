@@ -15,10 +15,14 @@
 mod bench;
 mod bench_agent;
 mod bench_cold;
+mod bench_dockerapi;
 mod bench_herd;
 mod bench_hibernate;
 mod bench_load;
 mod bench_report;
+mod bench_report_scale;
+mod bench_scale;
+mod bench_scale_probe;
 mod bench_stack;
 mod bench_testrun;
 mod bench_warm;

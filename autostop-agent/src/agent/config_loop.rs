@@ -1,7 +1,8 @@
 //! The agent's main loop after start: follows the configuration file
 //! (SIGHUP or a change: [`super::reload`]) and the Docker labels (a scan
-//! every [`labels::SCAN_EVERY`], and one shortly after a labelled
-//! container is created or removed), and applies the difference to the
+//! shortly after a labelled container is created, removed or renamed or
+//! the daemon went away or came back, and a safety resync every
+//! [`labels::SCAN_EVERY`]), and applies the difference to the
 //! service table. An invalid file, or a scan that fails, changes nothing.
 
 use std::{path::Path, sync::Arc, time::Duration};
@@ -9,7 +10,7 @@ use std::{path::Path, sync::Arc, time::Duration};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
-use super::{deps::AgentDocker, labels, reload::diff, table::ServiceTable};
+use super::{capacity, deps::AgentDocker, labels, reload::diff, table::ServiceTable};
 use crate::config::{Config, ServiceConfig};
 
 /// How long a label event waits for others before the rescan (a
@@ -32,7 +33,11 @@ pub(super) struct Following<'a> {
     pub current: Config,
     /// Services the last change could not add (retried at the next one).
     pub refused: Vec<String>,
-    /// The refused labelled services, for the status API.
+    /// Why the last scan refused labelled services.
+    pub label_refusals: Vec<String>,
+    /// Services left out by the service limit, or for want of an index.
+    pub over_capacity: Vec<String>,
+    /// Every refusal above, for the status API.
     pub refusals: watch::Sender<Vec<String>>,
     /// Reload requests.
     pub reloads: mpsc::Receiver<()>,
@@ -51,9 +56,23 @@ pub(super) fn log_refusals(known: &watch::Sender<Vec<String>>, refusals: Vec<Str
     });
 }
 
+/// Publishes the label scan's refusals and the services left out for
+/// capacity together.
+fn publish_refusals(f: &Following<'_>) {
+    let mut all = f.label_refusals.clone();
+    all.extend(f.over_capacity.iter().cloned());
+    log_refusals(&f.refusals, all);
+}
+
 /// Follows reloads and label scans until `shutdown`.
 pub(super) async fn follow(mut f: Following<'_>, shutdown: &CancellationToken) {
     f.current.services.retain(|s| !f.refused.contains(&s.name));
+    f.over_capacity.extend(
+        capacity::unindexed(&f.refused)
+            .iter()
+            .map(ToString::to_string),
+    );
+    publish_refusals(&f);
     let mut label_scan = tokio::time::interval(labels::SCAN_EVERY);
     label_scan.tick().await;
     loop {
@@ -86,8 +105,15 @@ pub(super) async fn follow(mut f: Following<'_>, shutdown: &CancellationToken) {
                 }
             }
         };
+        let (new, left_out) = capacity::within(new, f.file.services.len(), &f.current);
         let changes = diff(&f.current, &new);
         if changes.is_empty() {
+            f.over_capacity = left_out
+                .iter()
+                .chain(&capacity::unindexed(&f.refused))
+                .map(ToString::to_string)
+                .collect();
+            publish_refusals(&f);
             tracing::info!(event = "reload", "no change");
             continue;
         }
@@ -106,6 +132,12 @@ pub(super) async fn follow(mut f: Following<'_>, shutdown: &CancellationToken) {
         f.current = new;
         f.current.services.retain(|s| !f.refused.contains(&s.name));
         f.docker.set_services(&f.current.services);
+        f.over_capacity = left_out
+            .iter()
+            .chain(&capacity::unindexed(&f.refused))
+            .map(ToString::to_string)
+            .collect();
+        publish_refusals(&f);
     }
 }
 
@@ -118,7 +150,8 @@ async fn scan(f: &mut Following<'_>, shutdown: &CancellationToken) -> Option<Con
     };
     let scanned = match scan {
         Ok(scan) => {
-            log_refusals(&f.refusals, scan.refusals);
+            f.label_refusals = scan.refusals;
+            publish_refusals(f);
             scan.services
         }
         Err(e) => {

@@ -19,7 +19,7 @@ use crate::{
     api::{Action, Control, ControlError, Health, HibernationView, PrewarmView, ServiceView},
     events::{EventHub, EventSender, Feed},
     metrics::Metrics,
-    service::{Command, ManualCommand, ServiceState, StartBlock},
+    service::{ActivityProbe, Command, ManualCommand, ServiceState, StartBlock},
     state::unix_hour,
     supervisor::TaskBoard,
 };
@@ -50,6 +50,9 @@ pub struct AgentControl {
     pub tasks: TaskBoard,
     /// The events stream: manual actions are told, subscribers served.
     pub events: (EventSender, EventHub),
+    /// The kernel's activity stamps: a state machine reads them only at its
+    /// idle deadline, so the view reads the latest itself.
+    pub activity: Arc<dyn ActivityProbe>,
 }
 
 impl AgentControl {
@@ -57,7 +60,10 @@ impl AgentControl {
         let status = record.handle.status();
         let config = &record.config;
         let now_wall = SystemTime::now();
-        let last_activity = status.last_activity.map(|at| at.into_std());
+        let kernel = (status.state == ServiceState::Ready)
+            .then(|| self.activity.last_activity(&config.name))
+            .flatten();
+        let last_activity = status.last_activity.map(|at| at.into_std()).max(kernel);
         let idle_for = last_activity.map(|at| at.elapsed());
         let until_stop = match (&status.state, status.hold || !status.keep_awake.is_empty()) {
             (ServiceState::Ready, false) => {

@@ -8,8 +8,13 @@
 //!
 //! A refresh of one service runs when it is added or one of its
 //! containers starts or dies ([`Counters::refresh_one`]), of every service
-//! when a network appears ([`Counters::refresh`]) and every
-//! [`REFRESH_EVERY`]; requests pending at once make one pass.
+//! when a network appears ([`Counters::refresh`]), and of the services
+//! whose containers run every [`REFRESH_EVERY`] as a safety resync (a
+//! stopped service's endpoints cannot change until an event says it
+//! started); requests pending at once make one pass. Counters are copied
+//! into the metrics every [`SAMPLE_EVERY`] only while a service is awake
+//! (starting, ready or stopping), and only those services' (plus, once,
+//! the ones that fell asleep since the last sample).
 //! Clear requests are served between two services of a refresh, so an
 //! index is never held back by a long one; and a service is written to the
 //! kernel only while the directory still holds that same incarnation of
@@ -23,7 +28,10 @@ use std::{
     time::Duration,
 };
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::{
+    sync::{mpsc, oneshot},
+    time::MissedTickBehavior,
+};
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -37,12 +45,15 @@ use crate::{
     bpf::Target,
     docker::{DockerError, ServiceEndpoints},
     metrics::Metrics,
+    service::ServiceState,
 };
 
-/// How often container endpoints are re-read even without an event.
-const REFRESH_EVERY: Duration = Duration::from_secs(30);
-/// How often kernel counters are copied into the metrics.
-const SAMPLE_EVERY: Duration = Duration::from_secs(5);
+/// How often the endpoints of running services are re-read without an
+/// event asking for it.
+pub(super) const REFRESH_EVERY: Duration = Duration::from_secs(300);
+/// How often kernel counters are copied into the metrics while a service
+/// is awake.
+pub(super) const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 
 /// A request to the refresher: clear `id`, then say so.
 struct ClearRequest {
@@ -103,6 +114,9 @@ struct Books {
     registered: HashMap<ServiceId, HashSet<Target>>,
     /// The kernel's last totals per index, to turn samples into increments.
     totals: HashMap<ServiceId, (u64, u64)>,
+    /// The services awake at the last sample: read once more after they
+    /// sleep, so their last counts reach the metrics.
+    awake: HashSet<ServiceId>,
 }
 
 impl Refresher {
@@ -143,10 +157,18 @@ impl Refresher {
         let mut books = Books {
             registered: HashMap::new(),
             totals: HashMap::new(),
+            awake: HashSet::new(),
         };
-        let mut periodic = tokio::time::interval(REFRESH_EVERY);
+        let start = tokio::time::Instant::now();
+        let mut periodic = tokio::time::interval_at(start + REFRESH_EVERY, REFRESH_EVERY);
+        periodic.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut sample = tokio::time::interval(SAMPLE_EVERY);
+        sample.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // Whether the last sample saw a service awake: one more sample
+        // after the last one sleeps copies its final counts.
+        let mut sampled_awake = true;
         loop {
+            let sampling = sampled_awake || self.any_awake();
             let mut only: Option<HashSet<String>> = tokio::select! {
                 () = shutdown.cancelled() => return,
                 Some(clear) = clears.recv() => {
@@ -157,9 +179,15 @@ impl Refresher {
                     Refresh::All => None,
                     Refresh::One(name) => Some(HashSet::from([name])),
                 },
-                _ = periodic.tick() => None,
-                _ = sample.tick() => {
-                    self.sample(&mut books);
+                _ = periodic.tick() => {
+                    let running = self.running();
+                    if running.is_empty() {
+                        continue;
+                    }
+                    Some(running)
+                }
+                _ = sample.tick(), if sampling => {
+                    sampled_awake = self.sample(&mut books);
                     continue;
                 }
             };
@@ -266,15 +294,45 @@ impl Refresher {
     fn clear(&mut self, books: &mut Books, clear: ClearRequest) {
         books.registered.remove(&clear.id);
         books.totals.remove(&clear.id);
+        books.awake.remove(&clear.id);
         if let Err(e) = self.kernel.clear_service(clear.id.0) {
             tracing::error!(index = %clear.id, error = %e, "cannot clear a service's counters");
         }
         let _ = clear.done.send(());
     }
 
-    /// Copies every service's counters into the metrics.
-    fn sample(&self, books: &mut Books) {
+    /// Whether a service is starting, ready or stopping.
+    fn any_awake(&self) -> bool {
+        self.directory
+            .snapshot()
+            .iter()
+            .any(|r| is_awake(&r.handle.status().state))
+    }
+
+    /// The services whose containers may run (awake, or not known yet).
+    fn running(&self) -> HashSet<String> {
+        self.directory
+            .snapshot()
+            .iter()
+            .filter(|r| {
+                let state = r.handle.status().state;
+                is_awake(&state) || state == ServiceState::Unknown
+            })
+            .map(|r| r.name().to_owned())
+            .collect()
+    }
+
+    /// Copies the counters of the services awake now or at the last
+    /// sample into the metrics (a sleeping service's do not move: nothing
+    /// reaches its containers); whether one of them is awake.
+    fn sample(&self, books: &mut Books) -> bool {
+        let was_awake = std::mem::take(&mut books.awake);
         for record in self.directory.snapshot().iter() {
+            if is_awake(&record.handle.status().state) {
+                books.awake.insert(record.id);
+            } else if !was_awake.contains(&record.id) {
+                continue;
+            }
             let Ok(activity) = self.kernel.activity(record.id.0) else {
                 continue;
             };
@@ -290,7 +348,16 @@ impl Refresher {
                 delta(activity.bytes, bytes),
             );
         }
+        !books.awake.is_empty()
     }
+}
+
+/// Starting, ready or stopping: its containers run and may see traffic.
+fn is_awake(state: &ServiceState) -> bool {
+    matches!(
+        state,
+        ServiceState::Starting | ServiceState::Ready | ServiceState::Stopping
+    )
 }
 
 /// What keeps a service's ports from working as configured.

@@ -1,9 +1,11 @@
 //! Finds services described by Docker labels, checks them
 //! ([`crate::config::vetting`]: labels are a request, not an order) and
 //! merges the accepted ones with the config file's
-//! ([`crate::config::labels`]): at start, then every [`SCAN_EVERY`], so a
+//! ([`crate::config::labels`]): at start, shortly after Docker's event
+//! stream says a labelled container was created, removed or renamed (so a
 //! `docker-compose up` of a labelled project is picked up without a
-//! reload. A scan that fails or times out changes nothing: the services
+//! reload) or the daemon went away or came back, and every [`SCAN_EVERY`]
+//! as a safety resync. A scan that fails or times out changes nothing: the services
 //! labels described before stay managed. Containers that do not run are
 //! inspected once ([`LabelCache`]), so a scan of many labelled containers
 //! costs one list and an inspect of each running one.
@@ -25,8 +27,9 @@ use crate::{
     procnet::{self, ProcnetError},
 };
 
-/// How often labelled containers are listed.
-pub(super) const SCAN_EVERY: Duration = Duration::from_secs(10);
+/// How often labelled containers are listed without an event asking for
+/// it (a safety resync: the events say when they change).
+pub(super) const SCAN_EVERY: Duration = Duration::from_secs(300);
 /// A scan that takes longer than this is abandoned (and changes nothing).
 const SCAN_TIMEOUT: Duration = Duration::from_secs(20);
 

@@ -1,12 +1,14 @@
 //! RAM now and RAM saved: the memory task samples the memory of every ready
-//! service from Docker's stats every [`SAMPLE_EVERY`] (and shortly after a
-//! start), a few services at a time, and feeds the service's record (the
+//! service from Docker's stats every [`SAMPLE_EVERY`] while one is ready
+//! (and shortly after a start), a few services at a time, and feeds the service's record (the
 //! status API's view), the `memory_bytes` gauge and the remembered
 //! `last_memory_bytes`. While a service is stopped, its last observed
 //! running memory × the time it stays stopped is credited to its savings
 //! (sent to the state file's owner, and the `memory_saved_byte_seconds`
 //! counter). The task owns the savings ledger; lifecycle steps reach it
-//! from [`super::observers::savings`].
+//! from [`super::observers::savings`]. Savings are credited every
+//! [`ACCRUE_EVERY`] (no Docker call); while no service is ready nothing is
+//! sampled.
 //!
 //! Time stopped is counted from when the agent saw the service stop (or
 //! adopted it stopped): time while the agent itself was not running is not
@@ -30,8 +32,17 @@ use super::{
 };
 use crate::{docker::MemoryUse, metrics::Metrics, service::ServiceState, state::unix_hour};
 
-/// How often running services' memory is sampled and savings credited.
-pub const SAMPLE_EVERY: Duration = Duration::from_secs(15);
+/// How often running services' memory is sampled and savings credited
+/// while a service is ready. Each sample is a Docker call per container
+/// (inspect and stats, parsed from JSON): with 50 ready services a 15 s
+/// period made it most of the agent's idle CPU (`cargo xtask bench scale`),
+/// so a minute; the first sample still comes [`AFTER_READY`] a start.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(60);
+/// How often savings are credited (no Docker call: a pass over the
+/// directory), so the API's and the metrics' savings move while services
+/// sleep; also how often a ready service with a `busy_cpu_percent` guard
+/// is sampled (its CPU over the last minute needs several samples).
+pub const ACCRUE_EVERY: Duration = Duration::from_secs(15);
 /// How many services are sampled at once (a sample takes about a second
 /// per container on Docker 20.10, concurrently within a service).
 const SAMPLE_CONCURRENCY: usize = 4;
@@ -191,14 +202,39 @@ impl MemoryTask {
         }
     }
 
+    /// Whether a ready service has a `busy_cpu_percent` guard.
+    fn any_guarded_ready(&self) -> bool {
+        self.directory.snapshot().iter().any(|r| {
+            r.config.wake.busy_cpu_percent.is_some()
+                && r.handle.status().state == ServiceState::Ready
+        })
+    }
+
+    /// Whether a service is ready (has memory to sample).
+    fn any_ready(&self) -> bool {
+        self.directory
+            .snapshot()
+            .iter()
+            .any(|r| r.handle.status().state == ServiceState::Ready)
+    }
+
     /// Samples every ready service (a few at a time) and records the
     /// results.
+    #[cfg(test)]
     pub async fn sample(&mut self) {
+        self.sample_some(false).await;
+    }
+
+    /// Samples the ready services, or (`guarded_only`) only those with a
+    /// `busy_cpu_percent` guard, whose CPU rate needs a sample every
+    /// [`ACCRUE_EVERY`].
+    async fn sample_some(&mut self, guarded_only: bool) {
         let ready: Vec<_> = self
             .directory
             .snapshot()
             .iter()
             .filter(|r| r.handle.status().state == ServiceState::Ready)
+            .filter(|r| !guarded_only || r.config.wake.busy_cpu_percent.is_some())
             .cloned()
             .collect();
         let source = Arc::clone(&self.source);
@@ -252,14 +288,18 @@ impl MemoryTask {
         mut events: mpsc::UnboundedReceiver<SavingsEvent>,
         shutdown: CancellationToken,
     ) {
-        let mut every = tokio::time::interval(SAMPLE_EVERY);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut soon: Option<Instant> = None;
+        let mut next = Instant::now();
+        // When the running services' RAM is next due (now: at start).
+        let mut sample_due = Instant::now();
         loop {
-            tokio::select! {
+            let after_start = tokio::select! {
                 () = shutdown.cancelled() => break,
-                _ = every.tick() => {}
-                () = sleep_until(soon) => soon = None,
+                () = tokio::time::sleep_until(next) => false,
+                () = sleep_until(soon) => {
+                    soon = None;
+                    true
+                }
                 Some(event) = events.recv() => {
                     if matches!(event, SavingsEvent::Ready(_)) {
                         soon.get_or_insert(Instant::now() + AFTER_READY);
@@ -267,11 +307,21 @@ impl MemoryTask {
                     self.on_event(event);
                     continue;
                 }
+            };
+            let now = Instant::now();
+            self.accrue(now, SystemTime::now());
+            let full = (after_start || now >= sample_due) && self.any_ready();
+            if full || self.any_guarded_ready() {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = self.sample_some(!full) => {}
+                }
+                if full {
+                    sample_due = Instant::now() + SAMPLE_EVERY;
+                }
             }
-            self.accrue(Instant::now(), SystemTime::now());
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                () = self.sample() => {}
+            if !after_start {
+                next = Instant::now() + ACCRUE_EVERY;
             }
         }
         while let Ok(event) = events.try_recv() {

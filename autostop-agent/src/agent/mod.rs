@@ -22,17 +22,20 @@
 //! - the cold-start listener, the wake-event loop and Docker's event
 //!   stream ([`tasks`]);
 //! - the status API ([`control`]), metrics and dashboard;
-//! - reloads and label scans ([`config_loop`], [`reload`], [`labels`]);
+//! - reloads (inotify: [`file_watch`]) and label scans ([`config_loop`],
+//!   [`reload`], [`labels`]);
 //! - systemd notifications and how a run ends ([`liveness`]).
 //!
 //! On shutdown every task is joined, the netfilter table is deleted and the
 //! BPF links are dropped: the kernel is back to its stock behaviour.
 
 mod awake;
+mod capacity;
 mod config_loop;
 mod control;
 mod counters;
 mod deps;
+mod file_watch;
 mod ids;
 mod kernel;
 mod labels;

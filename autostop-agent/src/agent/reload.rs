@@ -1,10 +1,16 @@
 //! Hot reload: SIGHUP or a change of the config file asks for a reload;
 //! [`diff`] says which services were added, removed or changed, so the agent
 //! touches only those. An invalid file keeps the running config.
+//!
+//! Changes are heard through inotify ([`super::file_watch`]); the file's
+//! size, modification time and inode are compared then, and by a safety
+//! poll every [`super::file_watch::SAFETY_POLL`] (every
+//! [`super::file_watch::FALLBACK_POLL`] when inotify is not available).
 
 use std::{
+    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
-    time::{Duration, SystemTime},
+    time::SystemTime,
 };
 
 use tokio::{
@@ -14,10 +20,8 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
+use super::file_watch::FileWatch;
 use crate::config::{Config, ServiceConfig};
-
-/// How often the config file's metadata is checked for changes.
-const FILE_POLL: Duration = Duration::from_secs(1);
 
 /// What differs between the running config and a new one.
 #[derive(Debug, Default, PartialEq)]
@@ -70,8 +74,9 @@ pub fn needs_restart(old: &ServiceConfig, new: &ServiceConfig) -> bool {
     old.ports != new.ports || old.target != new.target
 }
 
-/// Watches for reload requests: SIGHUP, and changes of the file's size or
-/// modification time. Each request is one `()` on the returned receiver.
+/// Watches for reload requests: SIGHUP, and changes of the file's size,
+/// modification time or inode. Each request is one `()` on the returned
+/// receiver.
 pub fn watch(
     path: PathBuf,
     shutdown: CancellationToken,
@@ -80,31 +85,37 @@ pub fn watch(
     let (tx, rx) = mpsc::channel(4);
     let task = tokio::spawn(async move {
         let mut last = fingerprint(&path);
-        let mut poll = tokio::time::interval(FILE_POLL);
+        let mut files = FileWatch::new(&path);
+        let mut poll = tokio::time::interval(files.poll_period());
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 _ = hangup.recv() => {
                     tracing::info!(event = "reload_requested", cause = "SIGHUP");
                     let _ = tx.try_send(());
+                    last = fingerprint(&path);
+                    continue;
                 }
-                _ = poll.tick() => {
-                    let now = fingerprint(&path);
-                    if now != last {
-                        last = now;
-                        tracing::info!(event = "reload_requested", cause = "file changed");
-                        let _ = tx.try_send(());
-                    }
-                }
+                () = files.changed() => {}
+                _ = poll.tick() => {}
+            }
+            let now = fingerprint(&path);
+            if now != last {
+                last = now;
+                tracing::info!(event = "reload_requested", cause = "file changed");
+                let _ = tx.try_send(());
             }
         }
     });
     Ok((rx, task))
 }
 
-fn fingerprint(path: &Path) -> Option<(u64, SystemTime)> {
+/// What tells one version of the file from another: size, modification
+/// time, inode (a rename over it within the mtime's resolution).
+fn fingerprint(path: &Path) -> Option<(u64, SystemTime, u64)> {
     let meta = std::fs::metadata(path).ok()?;
-    Some((meta.len(), meta.modified().ok()?))
+    Some((meta.len(), meta.modified().ok()?, meta.ino()))
 }
 
 #[cfg(test)]

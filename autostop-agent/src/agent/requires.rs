@@ -22,8 +22,8 @@ use super::registry::DirectoryReader;
 use crate::{
     config::{warm::start_order, ServiceConfig},
     service::{
-        ContainerRuntime, Hibernation, Observed, RuntimeError, ServiceError, ServiceState, ServiceStatus,
-        StartBlock, Trigger,
+        ContainerRuntime, Hibernation, Observed, RuntimeError, ServiceError, ServiceState,
+        ServiceStatus, StartBlock, Trigger,
     },
 };
 

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     awake::{AwakeObserver, Planner},
+    capacity,
     config_loop::{self, Following},
     control::{AgentControl, HealthFlags},
     counters::Refresher,
@@ -43,7 +44,7 @@ use crate::{
     api,
     coldstart::{self, ColdStart, ColdStartStats},
     metrics::Metrics,
-    service::{LifecycleObserver, Ports},
+    service::{ActivityProbe, LifecycleObserver, Ports},
     supervisor::{Supervised, Supervisor, TaskBoard},
     waitpage::ThemeSet,
 };
@@ -138,26 +139,29 @@ pub async fn run_with(deps: AgentDeps, shutdown: CancellationToken) -> Result<()
     // The services: the file's, and those Docker labels describe.
     let (refusals, refusals_rx) = watch::channel(Vec::new());
     let mut label_cache = labels::LabelCache::default();
-    let labelled = match docker.scan_labels(&file_config, &mut label_cache).await {
-        Ok(scan) => {
-            config_loop::log_refusals(&refusals, scan.refusals);
-            scan.services
-        }
+    let (labelled, label_refusals) = match docker.scan_labels(&file_config, &mut label_cache).await
+    {
+        Ok(scan) => (scan.services, scan.refusals),
         Err(e) => {
             tracing::warn!(error = %e, "no services from Docker labels yet; the next scan retries");
-            Vec::new()
+            (Vec::new(), Vec::new())
         }
     };
-    let config = labels::effective(&file_config, &labelled);
+    let (config, left_out) = capacity::within(
+        labels::effective(&file_config, &labelled),
+        file_config.services.len(),
+        &file_config,
+    );
     docker.set_services(&config.services);
     let (ignored, ignored_rx) = watch::channel(config.agent.ignore_sources.clone());
+    let probe: Arc<dyn ActivityProbe> = Arc::new(KernelActivity::new(activity, directory.clone()));
     let ports = Ports {
         runtime: Arc::new(RequiresRuntime::new(
             Arc::clone(&docker) as _,
             directory.clone(),
         )),
         steering: Arc::new(steering.clone()),
-        probe: Arc::new(KernelActivity::new(activity, directory.clone())),
+        probe: Arc::clone(&probe),
         observer: Arc::new(Fanout::new(observers)),
     };
     let mut table = ServiceTable::new(TableParts {
@@ -234,6 +238,7 @@ pub async fn run_with(deps: AgentDeps, shutdown: CancellationToken) -> Result<()
         refusals: refusals_rx,
         tasks: supervisor.board(),
         events: (events.clone(), event_hub),
+        activity: probe,
     };
     let router = api::router(
         Arc::new(control) as Arc<dyn api::Control>,
@@ -275,6 +280,8 @@ pub async fn run_with(deps: AgentDeps, shutdown: CancellationToken) -> Result<()
             label_cache,
             current: config,
             refused,
+            label_refusals,
+            over_capacity: left_out.iter().map(ToString::to_string).collect(),
             refusals,
             reloads,
             rescan,

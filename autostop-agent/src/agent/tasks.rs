@@ -2,7 +2,8 @@
 //! the right state machine, found by its kernel index in the directory)
 //! and the sinks of Docker's event stream (container events → state
 //! machines and the endpoint refresher, new networks → the refresher,
-//! labelled containers created or removed → a label rescan).
+//! labelled containers created, removed or renamed, and the daemon lost or
+//! back → a label rescan).
 
 use std::sync::{atomic::Ordering, Arc};
 
@@ -62,7 +63,8 @@ pub(super) async fn wake_loop(
 /// Where Docker's events go: container starts and stops to the state
 /// machines (and a refresh), daemon loss and return to the health flags
 /// and every state machine, new networks to a refresh, labelled
-/// containers created or removed to `rescan`.
+/// containers created, removed or renamed (and the daemon lost or back)
+/// to `rescan`.
 pub(super) fn event_sinks(
     directory: DirectoryReader,
     health: Arc<HealthFlags>,

@@ -174,11 +174,11 @@ async fn running_memory_is_sampled_then_saved_while_stopped() {
     f.task.accrue(Instant::now(), SystemTime::now());
     assert_eq!(f.saved().await, 0.0);
 
-    // Stopped for 22.8 h, accounted every 15 s, as the agent does.
+    // Stopped for 22.8 h, accounted every sample period.
     f.enter(ServiceState::Stopped);
     f.task.on_event(SavingsEvent::Stopped("web".into()));
     assert_eq!(f.live(), None);
-    let ticks = (22.8 * 3600.0 / 15.0) as u32;
+    let ticks = (22.8 * 3600.0 / SAMPLE_EVERY.as_secs_f64()).round() as u32;
     for _ in 0..ticks {
         tokio::time::advance(SAMPLE_EVERY).await;
         f.task.accrue(Instant::now(), SystemTime::now());

@@ -56,6 +56,9 @@ pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(300);
 pub const DEFAULT_MAX_HELD_CONNECTIONS: u32 = 1024;
 /// Largest accepted `max_held_connections`.
 pub const MAX_HELD_CONNECTIONS_LIMIT: u32 = 65536;
+/// The kernel's service index space: the most `[agent] max_services` may
+/// be (and its default).
+pub const MAX_SERVICES_LIMIT: u32 = autostop_common::MAX_SERVICES;
 
 /// A fully validated configuration.
 ///
@@ -109,6 +112,9 @@ pub struct AgentConfig {
     /// Host names (or addresses) the status API answers to besides the
     /// loopback names; see `api::guard`.
     pub api_hosts: Vec<ApiHost>,
+    /// How many services (configured plus labelled) the agent manages at
+    /// most; at most [`MAX_SERVICES_LIMIT`], the kernel's index space.
+    pub max_services: u32,
 }
 
 impl Default for AgentConfig {
@@ -124,6 +130,7 @@ impl Default for AgentConfig {
             docker_socket: PathBuf::from(DEFAULT_DOCKER_SOCKET),
             alert_ca_file: None,
             api_hosts: Vec::new(),
+            max_services: MAX_SERVICES_LIMIT,
         }
     }
 }

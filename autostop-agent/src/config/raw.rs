@@ -44,6 +44,9 @@ pub(crate) struct RawAgent {
     pub alert_ca_file: Option<Spanned<String>>,
     /// Host names the status API answers to besides loopback.
     pub api_hosts: Option<Vec<Spanned<String>>>,
+    /// The most services managed; i64 so out-of-range values get our
+    /// message.
+    pub max_services: Option<Spanned<i64>>,
 }
 
 /// One `[[service]]` as written.

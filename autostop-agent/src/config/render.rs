@@ -67,6 +67,9 @@ pub(crate) fn render(cfg: &Config) -> String {
         let hosts = a.api_hosts.iter().map(|h| quote(&h.to_string()));
         let _ = writeln!(out, "api_hosts = {}", list(hosts));
     }
+    if a.max_services != super::MAX_SERVICES_LIMIT {
+        let _ = writeln!(out, "max_services = {}", a.max_services);
+    }
     for svc in &cfg.services {
         out.push('\n');
         render_service(&mut out, svc);

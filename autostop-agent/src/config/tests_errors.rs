@@ -367,3 +367,43 @@ fn all_errors_are_reported_in_order() {
     let err = Config::parse(text, "autostop.toml", &ThemeCatalog::builtin()).unwrap_err();
     assert_eq!(err.to_string().lines().count(), 4, "{err}");
 }
+
+#[test]
+fn max_services_out_of_range() {
+    single(
+        "[agent]\nmax_services = 0\n",
+        2,
+        16,
+        "agent.max_services",
+        "out of range 1..=1024",
+    );
+    single(
+        "[agent]\nmax_services = 1025\n",
+        2,
+        16,
+        "agent.max_services",
+        "kernel's service index space",
+    );
+}
+
+#[test]
+fn more_services_than_max_services() {
+    let mut text = String::from("[agent]\nmax_services = 1\n");
+    text.push_str(&svc("a", "port = 1\ncompose_dir = \"/a\"\n"));
+    text.push_str(&svc("b", "port = 2\ncompose_dir = \"/b\"\n"));
+    // Pointed at the first service beyond the limit (`b`'s name).
+    single(
+        &text,
+        8,
+        8,
+        "agent.max_services",
+        "2 services configured, more than agent.max_services (1)",
+    );
+    text = text.replace("max_services = 1", "max_services = 2");
+    let config = Config::parse(&text, "autostop.toml", &ThemeCatalog::builtin()).expect("fits");
+    assert_eq!(config.agent.max_services, 2);
+    assert_eq!(AgentConfig::default().max_services, MAX_SERVICES_LIMIT);
+    let again = Config::parse(&config.to_toml(), "again.toml", &ThemeCatalog::builtin())
+        .expect("rendered config parses");
+    assert_eq!(again, config, "max_services survives a render");
+}

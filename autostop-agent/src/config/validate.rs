@@ -18,6 +18,7 @@ use super::warm;
 use super::{
     AgentConfig, Config, Mode, ServiceConfig, Sleep, Target, DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_HELD_CONNECTIONS, DEFAULT_START_TIMEOUT, MAX_HELD_CONNECTIONS_LIMIT,
+    MAX_SERVICES_LIMIT,
 };
 
 /// Accumulates errors and warnings for one document.
@@ -107,6 +108,9 @@ pub(crate) fn resolve(
     }
     let status_port = agent.as_ref().map(|a| a.status_listen.port());
     ports::check_unique_ports(&mut ck, &raw.service, status_port);
+    if let Some(agent) = &agent {
+        check_service_count(&mut ck, &raw.service, agent.max_services);
+    }
     match agent {
         Some(agent) if ck.errors.is_empty() => Ok(Config {
             agent,
@@ -180,6 +184,19 @@ fn resolve_agent(ck: &mut Checker<'_>, raw: &RawAgent) -> Option<AgentConfig> {
         }
     }
     let docker_labels = ck.opt(&raw.docker_labels, "agent.docker_labels", true, |b| Ok(*b));
+    let max_services = ck.opt(
+        &raw.max_services,
+        "agent.max_services",
+        MAX_SERVICES_LIMIT,
+        |n| {
+            u32::try_from(*n)
+                .ok()
+                .filter(|n| (1..=MAX_SERVICES_LIMIT).contains(n))
+                .ok_or_else(|| {
+                    format!("{n} is out of range 1..={MAX_SERVICES_LIMIT} (the kernel's service index space)")
+                })
+        },
+    );
     let docker_socket = ck.opt(
         &raw.docker_socket,
         "agent.docker_socket",
@@ -197,6 +214,7 @@ fn resolve_agent(ck: &mut Checker<'_>, raw: &RawAgent) -> Option<AgentConfig> {
         alert_webhook: alert_webhook?,
         alert_ca_file: alert_ca_file?,
         api_hosts: api_hosts?,
+        max_services: max_services?,
     })
 }
 
@@ -358,6 +376,19 @@ fn resolve_service(
         wake: wake?,
         sleep: sleep?,
     })
+}
+
+/// The file alone may not hold more services than `agent.max_services`;
+/// the error points at the first one beyond it.
+fn check_service_count(ck: &mut Checker<'_>, services: &[Spanned<RawService>], max: u32) {
+    let Some(first_extra) = usize::try_from(max).ok().and_then(|max| services.get(max)) else {
+        return;
+    };
+    let msg = format!(
+        "{} services configured, more than agent.max_services ({max}); raise it (up to {MAX_SERVICES_LIMIT}) or remove services",
+        services.len()
+    );
+    ck.err(&first_extra.get_ref().name, "agent.max_services", msg);
 }
 
 /// Service names must be unique across the file.

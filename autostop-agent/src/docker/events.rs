@@ -38,8 +38,10 @@ use crate::service::{Command, ContainerEvent};
 pub type EventSink = Arc<dyn Fn(&str, Command) + Send + Sync>;
 /// Receives network events; must not block.
 pub type NetworkSink = Arc<dyn Fn(NetworkEvent) + Send + Sync>;
-/// Told that a container labelled `autostop.enable` was created or
-/// removed (the labelled services may have changed); must not block.
+/// Told that a container labelled `autostop.enable` was created, removed
+/// or renamed, or that the daemon went away or came back (the labelled
+/// services may have changed, or a scan will say Docker is gone); must not
+/// block.
 pub type LabelSink = Arc<dyn Fn() + Send + Sync>;
 
 /// Longest wait between reconnection attempts.
@@ -152,6 +154,12 @@ struct Watcher {
 }
 
 impl Watcher {
+    fn labels_may_have_changed(&self) {
+        if let Some(labelled) = &self.labelled {
+            labelled();
+        }
+    }
+
     fn broadcast(&self, cmd: &Command) {
         for s in self.runtime.services() {
             (self.sink)(&s.name, cmd.clone());
@@ -166,6 +174,7 @@ impl Watcher {
                 if reachable {
                     warn!(event = "docker_unreachable", error = %e);
                     self.broadcast(&Command::DockerUnreachable);
+                    self.labels_may_have_changed();
                     reachable = false;
                 }
                 tokio::time::sleep(backoff).await;
@@ -174,7 +183,10 @@ impl Watcher {
             }
             let filters = HashMap::from([
                 ("type", vec!["container", "network"]),
-                ("event", vec!["start", "die", "kill", "create", "destroy"]),
+                (
+                    "event",
+                    vec!["start", "die", "kill", "create", "destroy", "rename"],
+                ),
             ]);
             let mut opts = EventsOptionsBuilder::default().filters(&filters);
             let since = self.last_event.map(since_param);
@@ -191,6 +203,7 @@ impl Watcher {
             if !reachable {
                 info!(event = "docker_back");
                 self.broadcast(&Command::DockerBack);
+                self.labels_may_have_changed();
                 reachable = true;
             }
             backoff = BACKOFF_START;
@@ -259,11 +272,9 @@ impl Watcher {
         self.kills
             .retain(|_, t| now.duration_since(*t) < KILL_MEMORY);
         let event = match action {
-            "create" | "destroy" => {
+            "create" | "destroy" | "rename" => {
                 if attrs.contains_key(LABEL_ENABLE) {
-                    if let Some(labelled) = &self.labelled {
-                        labelled();
-                    }
+                    self.labels_may_have_changed();
                 }
                 return;
             }

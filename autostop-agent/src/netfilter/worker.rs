@@ -90,10 +90,14 @@ pub(crate) fn run(
         published,
     };
     let interval = worker.options.refresh_interval;
-    let mut next_refresh = Instant::now() + interval;
+    // Only while something is warming: an idle worker sleeps until asked.
+    let mut next_refresh: Option<Instant> = None;
     loop {
-        let wait = next_refresh.saturating_duration_since(Instant::now());
-        match requests.recv_timeout(wait) {
+        let received = match next_refresh {
+            None => requests.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Some(at) => requests.recv_timeout(at.saturating_duration_since(Instant::now())),
+        };
+        match received {
             Ok(Request {
                 command: Command::Shutdown(reply),
                 deadline,
@@ -112,10 +116,16 @@ pub(crate) fn run(
             Err(RecvTimeoutError::Disconnected) => return,
         }
         // Also under a steady stream of requests.
-        if Instant::now() >= next_refresh {
-            worker.refresh();
-            next_refresh = Instant::now() + interval;
-        }
+        let now = Instant::now();
+        next_refresh = match next_refresh {
+            _ if worker.warming.is_empty() => None,
+            None => Some(now + interval),
+            Some(at) if now >= at => {
+                worker.refresh();
+                Some(now + interval)
+            }
+            keep => keep,
+        };
     }
 }
 

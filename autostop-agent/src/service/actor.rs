@@ -22,12 +22,13 @@ use super::traits::{ActivityProbe, ContainerRuntime, LifecycleObserver, Steered,
 use super::types::{Command, ServiceState, ServiceStatus};
 use super::ServiceError;
 
-/// Period of the idle check (while the service is ready).
-pub const IDLE_CHECK_PERIOD: Duration = Duration::from_secs(1);
-
 /// How often a hibernated service's kernel counter is read for traffic
 /// (a map lookup; the first packet's wait is at most this).
 pub const HIBERNATED_POLL_PERIOD: Duration = Duration::from_millis(50);
+
+/// How often a hibernated service's containers' open connections are
+/// counted (a queued client the counters did not see).
+pub const HIBERNATED_CONNECTIONS_PERIOD: Duration = Duration::from_secs(1);
 
 /// Boxed in-flight runtime operation.
 type OpFuture = Pin<Box<dyn Future<Output = OpOutcome> + Send>>;
@@ -70,15 +71,17 @@ impl Actor {
             steered: None,
         };
         self.apply(&mut machine, &mut exec, initial);
-        let mut ticker = tokio::time::interval(IDLE_CHECK_PERIOD);
-        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut connections_poll = tokio::time::interval(HIBERNATED_CONNECTIONS_PERIOD);
+        connections_poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut wake_poll = tokio::time::interval(HIBERNATED_POLL_PERIOD);
         wake_poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             let timer = exec.timer;
-            // Only a ready service can go idle: the others skip the tick, so
-            // fifty sleeping services cost no wake-ups at all.
-            let watch_idle = *machine.state() == ServiceState::Ready;
+            // One timer at the idle deadline, only while the service is
+            // ready, not held and not kept awake: a stopped service costs no
+            // wake-ups, a ready one a single wake-up per idle timeout (more
+            // only when traffic moved the deadline on in between).
+            let idle_deadline = machine.idle_deadline();
             // A hibernated service is not steered, so no wake event comes:
             // its kernel counter moving is the first packet.
             let hibernated = *machine.state() == ServiceState::Hibernated;
@@ -97,14 +100,11 @@ impl Actor {
                     None | Some(Command::Shutdown) => break,
                     Some(cmd) => Input::Command(cmd),
                 },
+                () = sleep_until_opt(idle_deadline) => Input::Tick(self.read_activity()),
                 // Every second while hibernated, the containers' own
                 // connection count too: a queued client the counters did
                 // not see (see `Machine::traffic_while_hibernated`).
-                _ = ticker.tick(), if watch_idle || hibernated => Input::Tick(if hibernated {
-                    self.read_probe()
-                } else {
-                    self.read_activity()
-                }),
+                _ = connections_poll.tick(), if hibernated => Input::Tick(self.read_probe()),
                 _ = wake_poll.tick(), if hibernated => Input::Tick(self.read_activity()),
             };
             let fx = machine.handle(input, Instant::now());
@@ -164,7 +164,7 @@ impl Actor {
         });
     }
 
-    /// The kernel's last-activity stamp only, for the 1 s ticks. Open
+    /// The kernel's last-activity stamp only, at the idle deadline. Open
     /// connections read as 0 here: counting them walks the container's
     /// `/proc/<pid>/net/tcp*`, which under load holds thousands of rows
     /// (TIME_WAIT included) and cost the agent about a tenth of a core on a

@@ -74,7 +74,8 @@ pub enum Input {
     OpDone(OpOutcome),
     /// The timer requested by [`Effect::Schedule`] fired.
     Timer,
-    /// Periodic probe reading (about every second).
+    /// Probe reading at the idle deadline
+    /// ([`Machine::idle_deadline`](super::machine::Machine::idle_deadline)).
     Tick(Activity),
     /// Fresh probe reading requested by [`Effect::ConfirmIdle`].
     IdleConfirm(Activity),

@@ -215,6 +215,8 @@ pub struct FakeProbe {
     pub last: Mutex<Option<Instant>>,
     pub open: AtomicU32,
     pub touch_on_confirm: AtomicBool,
+    /// How many times the activity stamp was read.
+    pub reads: AtomicU32,
     last_read: Mutex<Option<Instant>>,
 }
 
@@ -227,6 +229,7 @@ impl FakeProbe {
 
 impl ActivityProbe for FakeProbe {
     fn last_activity(&self, _service: &str) -> Option<std::time::Instant> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
         let now = Instant::now();
         let prev = lock(&self.last_read).replace(now);
         if prev == Some(now) && self.touch_on_confirm.swap(false, Ordering::SeqCst) {

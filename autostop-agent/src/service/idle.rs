@@ -5,6 +5,13 @@
 //! manual hold, kept awake for a reason (a `keep_warm` window, a dependent,
 //! CPU use) or (with `hold_while_connected`) still has open connections.
 //! When the last keep-awake reason goes, the idle timer restarts.
+//!
+//! The actor does not poll: [`IdleTracker::deadline`] is the one instant at
+//! which the service could next be due, computed from the latest activity
+//! reference. When that timer fires, the kernel's stamp is read; traffic
+//! since moves the deadline on (the timer is re-armed), otherwise the
+//! service is stopped. Only a service kept up by its open connections is
+//! looked at again every [`CONNECTED_RECHECK`].
 
 use std::time::Duration;
 
@@ -12,6 +19,15 @@ use tokio::time::Instant;
 
 use super::effects::Activity;
 use super::types::ServiceSettings;
+
+/// How often a service past its idle timeout but kept up by open
+/// connections (`hold_while_connected`) is checked again.
+pub const CONNECTED_RECHECK: Duration = Duration::from_secs(1);
+
+/// Kernel stamps converted to `Instant`s jitter by microseconds from one
+/// read to the next; a move smaller than this is not new traffic (else a
+/// timer at the deadline could be re-armed over and over by the jitter).
+const STAMP_JITTER: Duration = Duration::from_millis(10);
 
 /// Idle bookkeeping of one service.
 #[derive(Debug, Clone, Default)]
@@ -28,12 +44,20 @@ pub struct IdleTracker {
     pub keep_awake: Vec<String>,
     /// When the last keep-awake reason went (a fresh idle timer).
     pub kept_until: Option<Instant>,
+    /// Set when the timeout had passed but open connections kept the
+    /// service up: look again then.
+    pub recheck_at: Option<Instant>,
 }
 
 impl IdleTracker {
     /// Folds a probe reading in (the kernel timestamp only moves forward).
     pub fn note(&mut self, a: Activity) {
-        if a.last_activity > self.last_activity {
+        let moved = match (a.last_activity, self.last_activity) {
+            (Some(new), Some(old)) => new > old + STAMP_JITTER,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if moved {
             self.last_activity = a.last_activity;
         }
     }
@@ -45,6 +69,26 @@ impl IdleTracker {
             self.kept_until = Some(now);
         }
         self.keep_awake = reasons;
+    }
+
+    /// When the service would next be due (given it is ready): the latest
+    /// reference plus `idle_timeout`, or the connection recheck if later.
+    /// `None` on manual hold, while kept awake, or without any reference.
+    pub fn deadline(&self, settings: &ServiceSettings) -> Option<Instant> {
+        if self.hold || !self.keep_awake.is_empty() {
+            return None;
+        }
+        let reference = [
+            self.last_activity,
+            self.ready_at,
+            self.last_manual_start,
+            self.kept_until,
+        ]
+        .into_iter()
+        .flatten()
+        .max()?;
+        let due = reference + settings.idle_timeout;
+        Some(self.recheck_at.map_or(due, |again| again.max(due)))
     }
 
     /// Time since the latest activity reference; zero if there is none, so
@@ -66,8 +110,18 @@ impl IdleTracker {
     pub fn due(&self, a: Activity, settings: &ServiceSettings, now: Instant) -> bool {
         !self.hold
             && self.keep_awake.is_empty()
-            && self.idle_for(now) >= settings.idle_timeout
-            && !(settings.hold_while_connected && a.open_connections > 0)
+            && self.quiet_long_enough(settings, now)
+            && !self.held_by_connections(a, settings)
+    }
+
+    /// The timeout has passed since the latest reference.
+    pub fn quiet_long_enough(&self, settings: &ServiceSettings, now: Instant) -> bool {
+        self.idle_for(now) >= settings.idle_timeout
+    }
+
+    /// Open connections keep the service up.
+    pub fn held_by_connections(&self, a: Activity, settings: &ServiceSettings) -> bool {
+        settings.hold_while_connected && a.open_connections > 0
     }
 }
 
@@ -113,5 +167,48 @@ mod tests {
         assert!(!idle.due(quiet, &s, t0 + Duration::from_secs(559)));
         assert!(idle.due(quiet, &s, t0 + Duration::from_secs(560)));
         assert_eq!(IdleTracker::default().idle_for(t0), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deadline_follows_the_latest_reference() {
+        let t0 = Instant::now();
+        let s = ServiceSettings {
+            idle_timeout: Duration::from_secs(60),
+            ..ServiceSettings::default()
+        };
+        let mut idle = IdleTracker::default();
+        assert_eq!(idle.deadline(&s), None, "no reference, no timer");
+        idle.ready_at = Some(t0);
+        assert_eq!(idle.deadline(&s), Some(t0 + Duration::from_secs(60)));
+        idle.note(Activity {
+            last_activity: Some(t0 + Duration::from_secs(45)),
+            open_connections: 0,
+        });
+        assert_eq!(idle.deadline(&s), Some(t0 + Duration::from_secs(105)));
+        // An older stamp (or the same one read again) does not move it.
+        idle.note(Activity {
+            last_activity: Some(t0 + Duration::from_secs(10)),
+            open_connections: 0,
+        });
+        assert_eq!(idle.deadline(&s), Some(t0 + Duration::from_secs(105)));
+        idle.recheck_at = Some(t0 + Duration::from_secs(200));
+        assert_eq!(idle.deadline(&s), Some(t0 + Duration::from_secs(200)));
+        idle.hold = true;
+        assert_eq!(idle.deadline(&s), None, "a manual hold needs no timer");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stamp_jitter_is_not_traffic() {
+        let t0 = Instant::now();
+        let mut idle = IdleTracker::default();
+        let at = |ms: u64| Activity {
+            last_activity: Some(t0 + Duration::from_millis(ms)),
+            open_connections: 0,
+        };
+        idle.note(at(1_000));
+        idle.note(at(1_003));
+        assert_eq!(idle.last_activity, Some(t0 + Duration::from_millis(1_000)));
+        idle.note(at(1_500));
+        assert_eq!(idle.last_activity, Some(t0 + Duration::from_millis(1_500)));
     }
 }

@@ -133,6 +133,17 @@ impl Machine {
         &self.state
     }
 
+    /// When the actor should next read the probe to decide whether the
+    /// service is idle: only while it is ready and not on hold (see
+    /// [`super::idle`]). Every input may move it, so the actor asks again
+    /// after each one.
+    pub fn idle_deadline(&self) -> Option<Instant> {
+        if self.state != ServiceState::Ready {
+            return None;
+        }
+        self.idle.deadline(&self.settings)
+    }
+
     /// Learned start duration, for the caller to persist.
     pub fn learned_start(&self) -> Option<Duration> {
         self.learner.estimate()
@@ -191,6 +202,13 @@ impl Machine {
                             self.begin_hibernate(idle_s, now, &mut fx)
                         }
                     }
+                } else if self.state == ServiceState::Ready
+                    && !self.idle.hold
+                    && self.idle.keep_awake.is_empty()
+                    && self.idle.quiet_long_enough(&self.settings, now)
+                {
+                    // Only the open connections keep it up: look again soon.
+                    self.idle.recheck_at = Some(now + super::idle::CONNECTED_RECHECK);
                 }
             }
         }

@@ -35,8 +35,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub use actor::IDLE_CHECK_PERIOD;
 pub use guard::{BACKOFF_BASE, BACKOFF_CAP, CRASH_LOOP_FAILURES, CRASH_LOOP_WINDOW};
+pub use idle::CONNECTED_RECHECK;
 pub use learn::{StartLearner, START_EWMA_ALPHA};
 pub use traits::{
     ActivityProbe, ContainerRuntime, HandBack, Hibernation, LifecycleObserver, NoObserver,

@@ -117,7 +117,8 @@ pub trait Steering: Send + Sync {
 }
 
 /// Reads the kernel traffic counters of one service (implemented by the eBPF
-/// module). Must be cheap and non-blocking: it is polled every second.
+/// module). Must be cheap and non-blocking: it is read at a ready service's
+/// idle deadline.
 pub trait ActivityProbe: Send + Sync {
     /// Time the last packet for `service` was seen, if any.
     fn last_activity(&self, service: &str) -> Option<Instant>;

@@ -22,7 +22,8 @@ use autostop_tests::{
     eventually,
 };
 
-/// How long a label scan may take to notice a change (one scan every 10 s).
+/// How long a label scan may take to notice a change (a scan follows each
+/// labelled container created, removed or renamed, and Docker lost or back).
 const SCAN: Duration = Duration::from_secs(25);
 
 /// A labelled container running `script`, with extra `docker create`

@@ -19,7 +19,7 @@
 //! when a service changes state, when a request wakes one, on reloads, at
 //! the next window edge or pre-warm, on each memory sample of a ready
 //! service with a busy guard, every second while a service's state is not
-//! known yet (adoption, a Docker outage) and every [`SAMPLE_EVERY`] while
+//! known yet (adoption, a Docker outage) and every [`PREWARM_WATCH`] while
 //! a pre-warm's outcome is being watched; otherwise it sleeps (at most
 //! [`MAX_SLEEP`]). The busy guard reads the CPU rate between samples, so
 //! it holds from the second sample after the service became ready on (15
@@ -34,7 +34,7 @@ use jiff::{tz::TimeZone, Timestamp};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{memory::SAMPLE_EVERY, registry::DirectoryReader, state_owner::StateHandle};
+use super::{registry::DirectoryReader, state_owner::StateHandle};
 use crate::{
     config::{warm::needed_by, ServiceConfig},
     metrics::Metrics,
@@ -43,6 +43,8 @@ use crate::{
 };
 use reasons::CpuWindow;
 
+/// How often a pre-warm's outcome is looked at while it is pending.
+const PREWARM_WATCH: Duration = Duration::from_secs(15);
 /// How often it looks while a service's state is not known yet.
 const ADOPTING_POLL: Duration = Duration::from_secs(1);
 /// Longest sleep between evaluations (a clock change is noticed by then).
@@ -173,7 +175,11 @@ impl Planner {
             let policy = &record.config.wake;
             let status = record.handle.status();
             let plan = plans.entry(name.to_owned()).or_default();
-            if !plan.cells.as_ref().is_some_and(|c| Arc::ptr_eq(c, &record.cells)) {
+            if !plan
+                .cells
+                .as_ref()
+                .is_some_and(|c| Arc::ptr_eq(c, &record.cells))
+            {
                 *plan = Plan {
                     cells: Some(Arc::clone(&record.cells)),
                     ..Plan::default()
@@ -267,7 +273,7 @@ impl Planner {
             .unwrap_or(MAX_SLEEP)
             .min(MAX_SLEEP);
         if watch_soon {
-            sleep = sleep.min(SAMPLE_EVERY);
+            sleep = sleep.min(PREWARM_WATCH);
         }
         if adopting {
             sleep = sleep.min(ADOPTING_POLL);

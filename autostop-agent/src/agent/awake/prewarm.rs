@@ -120,8 +120,13 @@ impl Planner {
     }
 }
 
-/// How the pre-warm `pending` turned out, once it is known.
+/// How the pre-warm `pending` turned out, once it is known. Traffic seen
+/// after it became ready is a hit, also when the stop came before this
+/// pass looked (the state machine keeps the last traffic stamp).
 fn outcome(pending: &mut Pending, status: &ServiceStatus) -> Option<Outcome> {
+    let served = |since: Option<Instant>| {
+        since.is_some_and(|since| status.last_activity.is_some_and(|a| a > since))
+    };
     match status.state {
         ServiceState::Unknown => None,
         ServiceState::Starting => {
@@ -131,15 +136,18 @@ fn outcome(pending: &mut Pending, status: &ServiceStatus) -> Option<Outcome> {
         ServiceState::Ready => {
             pending.started = true;
             let since = *pending.ready_since.get_or_insert(status.since);
-            status
-                .last_activity
-                .is_some_and(|a| a > since)
-                .then_some(Outcome::Hit)
+            served(Some(since)).then_some(Outcome::Hit)
         }
         ServiceState::Stopping
         | ServiceState::Stopped
         | ServiceState::Hibernating
         | ServiceState::Hibernated
-        | ServiceState::Failed { .. } => pending.started.then_some(Outcome::Miss),
+        | ServiceState::Failed { .. } => pending.started.then(|| {
+            if served(pending.ready_since) {
+                Outcome::Hit
+            } else {
+                Outcome::Miss
+            }
+        }),
     }
 }

@@ -197,6 +197,8 @@ pub struct FakeDocker {
     pub cpu_ns: Mutex<HashMap<String, u64>>,
     /// Services whose start fails (a container exiting at once).
     pub broken: Mutex<HashSet<String>>,
+    /// What every label scan finds.
+    pub labelled: Mutex<Vec<ServiceConfig>>,
 }
 
 impl FakeDocker {
@@ -323,7 +325,10 @@ impl AgentDocker for FakeDocker {
         _file: &Config,
         _cache: &mut LabelCache,
     ) -> Result<LabelScan, LabelScanError> {
-        Ok(LabelScan::default())
+        Ok(LabelScan {
+            services: lock(&self.labelled).clone(),
+            refusals: Vec::new(),
+        })
     }
 
     fn watch_events(&self, _sinks: EventSinks, shutdown: CancellationToken) -> JoinHandle<()> {

@@ -30,7 +30,7 @@ use fakes::{wake, FakeDocker, FakeKernel, FakeWake, FakeWarmup};
 use super::{run_with, AgentDeps, AgentError, KernelDeps};
 use crate::{
     bpf::{Target, WakeEvent},
-    config::{Config, Protocol},
+    config::{Config, Protocol, ServiceConfig, ThemeCatalog},
     published::HostPort,
     state::StateStore,
 };
@@ -49,8 +49,13 @@ struct Harness {
 }
 
 fn config_text(api: SocketAddr, state_dir: &Path, services: &str) -> String {
+    config_text_with(api, state_dir, "", services)
+}
+
+/// The config with `agent` (extra `[agent]` keys) and `services`.
+fn config_text_with(api: SocketAddr, state_dir: &Path, agent: &str, services: &str) -> String {
     format!(
-        "[agent]\nstatus_listen = \"{api}\"\nstate_dir = \"{}\"\ndocker_labels = false\n\n{services}",
+        "[agent]\nstatus_listen = \"{api}\"\nstate_dir = \"{}\"\ndocker_labels = false\n{agent}\n{services}",
         state_dir.display()
     )
 }
@@ -64,7 +69,7 @@ fn service(name: &str, port: u16, idle: &str) -> String {
 impl Harness {
     /// Starts the agent with `services`; `running` containers are up.
     async fn start(services: &str, running: &[&str], capacity: u32) -> Self {
-        Self::start_remembering(services, running, capacity, |_| {}).await
+        Self::start_with("", services, running, capacity, Vec::new(), |_| {}).await
     }
 
     /// Like [`Harness::start`], with `remember` writing the state file
@@ -75,6 +80,19 @@ impl Harness {
         capacity: u32,
         remember: impl FnOnce(&mut StateStore),
     ) -> Self {
+        Self::start_with("", services, running, capacity, Vec::new(), remember).await
+    }
+
+    /// Like [`Self::start`], with extra `[agent]` keys, the services every
+    /// label scan finds and `remember` writing the state file first.
+    async fn start_with(
+        agent: &str,
+        services: &str,
+        running: &[&str],
+        capacity: u32,
+        labelled: Vec<ServiceConfig>,
+        remember: impl FnOnce(&mut StateStore),
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let api_listener = TcpListener::bind("127.0.0.1:0").await.expect("api socket");
         let api = api_listener.local_addr().expect("api address");
@@ -83,13 +101,18 @@ impl Harness {
             .expect("steered socket");
         let config_path = dir.path().join("autostop.toml");
         let state_dir = dir.path().join("state");
-        std::fs::write(&config_path, config_text(api, &state_dir, services)).expect("config");
+        std::fs::write(
+            &config_path,
+            config_text_with(api, &state_dir, agent, services),
+        )
+        .expect("config");
         let config = Config::load_with_own_themes(&config_path).expect("valid config");
         let (mut state, _) = StateStore::open(&state_dir).expect("state");
         remember(&mut state);
         let kernel = FakeKernel::default();
         let warmup = FakeWarmup::default();
         let docker = Arc::new(FakeDocker::default());
+        *docker.labelled.lock().expect("fake") = labelled;
         for name in running {
             docker
                 .running
@@ -307,5 +330,39 @@ async fn a_reused_kernel_index_inherits_nothing_from_the_service_that_had_it() {
     .await;
     let metrics = h.get("/metrics").await;
     assert!(!metrics.contains("service=\"a\""), "{metrics}");
+    h.stop().await;
+}
+
+/// Services as a label scan would describe them.
+fn labelled(services: &[(&str, u16)]) -> Vec<ServiceConfig> {
+    let text: String = services
+        .iter()
+        .map(|(name, port)| service(name, *port, "1h"))
+        .collect();
+    Config::parse(&text, "labels", &ThemeCatalog::builtin())
+        .expect("valid services")
+        .services
+}
+
+#[tokio::test(start_paused = true)]
+async fn labelled_services_beyond_max_services_are_refused_with_a_problem() {
+    let h = Harness::start_with(
+        "max_services = 2\n",
+        &service("a", 18090, "1h"),
+        &[],
+        8,
+        labelled(&[("l1", 18091), ("l2", 18092)]),
+        |_| {},
+    )
+    .await;
+    h.until_state("a", "stopped").await;
+    h.until_state("l1", "stopped").await;
+    assert_eq!(h.state("l2").await, None, "l2 is over the limit");
+    let problems = h.get("/api/problems").await;
+    assert!(
+        problems.contains("l2") && problems.contains("agent.max_services (2)"),
+        "{problems}"
+    );
+    assert!(!problems.contains("l1"), "{problems}");
     h.stop().await;
 }

@@ -326,6 +326,7 @@ impl Machine {
         self.state = state;
         self.since = now;
         self.hand_back = None;
+        self.idle.recheck_at = None;
     }
 
     pub(super) fn check_idle_if_ready(&self, fx: &mut Vec<Effect>) {
