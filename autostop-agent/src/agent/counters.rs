@@ -11,7 +11,9 @@
 //! when a network appears ([`Counters::refresh`]), and of the services
 //! whose containers run every [`REFRESH_EVERY`] as a safety resync (a
 //! stopped service's endpoints cannot change until an event says it
-//! started); requests pending at once make one pass. Counters are copied
+//! started); requests pending at once make one pass. A pass that finds
+//! Docker unreachable is followed by a full one every
+//! [`UNREACHABLE_RETRY`] until Docker answers. Counters are copied
 //! into the metrics every [`SAMPLE_EVERY`] only while a service is awake
 //! (starting, ready or stopping), and only those services' (plus, once,
 //! the ones that fell asleep since the last sample).
@@ -51,6 +53,10 @@ use crate::{
 /// How often the endpoints of running services are re-read without an
 /// event asking for it.
 pub(super) const REFRESH_EVERY: Duration = Duration::from_secs(300);
+/// How soon a pass that found Docker unreachable is tried again (until one
+/// gets through: `/healthz` and the bindings must not wait for the
+/// resync).
+const UNREACHABLE_RETRY: Duration = Duration::from_secs(5);
 /// How often kernel counters are copied into the metrics while a service
 /// is awake.
 pub(super) const SAMPLE_EVERY: Duration = Duration::from_secs(5);
@@ -167,6 +173,8 @@ impl Refresher {
         // Whether the last sample saw a service awake: one more sample
         // after the last one sleeps copies its final counts.
         let mut sampled_awake = true;
+        // Set while Docker did not answer the last pass.
+        let mut retry_at: Option<tokio::time::Instant> = None;
         loop {
             let sampling = sampled_awake || self.any_awake();
             let mut only: Option<HashSet<String>> = tokio::select! {
@@ -190,6 +198,7 @@ impl Refresher {
                     sampled_awake = self.sample(&mut books);
                     continue;
                 }
+                () = sleep_until_opt(retry_at) => None,
             };
             // Every request pending now is served by this pass.
             while let Ok(more) = asked.try_recv() {
@@ -234,6 +243,7 @@ impl Refresher {
             self.health
                 .docker_reachable
                 .store(reachable, Ordering::Relaxed);
+            retry_at = (!reachable).then(|| tokio::time::Instant::now() + UNREACHABLE_RETRY);
         }
     }
 
@@ -369,4 +379,12 @@ pub(super) fn problems(endpoints: &ServiceEndpoints) -> Vec<String> {
             format!("port {port}: no container of the service publishes it; it is not steered")
         })
         .collect()
+}
+
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }

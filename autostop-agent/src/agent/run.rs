@@ -180,6 +180,10 @@ pub async fn run_with(deps: AgentDeps, shutdown: CancellationToken) -> Result<()
         events: events.clone(),
     });
     let refused = table.add_all(&config.services).await;
+    // One full pass now: every service's bindings and counters, and
+    // whether Docker answers (`/healthz`); later passes follow events,
+    // plus a slow resync.
+    counters.refresh();
     state.send(state_owner::StateUpdate::Settled);
     let planner = Planner {
         directory: directory.clone(),

@@ -13,6 +13,7 @@ mod guard;
 mod idle;
 mod learn;
 mod machine;
+mod state_name;
 mod traits;
 mod types;
 

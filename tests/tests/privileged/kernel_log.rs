@@ -27,8 +27,14 @@ fn privileged_a_missing_listener_is_logged_by_the_kernel_under_autostop_ebpf() {
     let config = AgentConfig::new(&service_toml("kernlog", port, &c.name, "10m"));
     let mut agent = RunningAgent::start_with_env(&config, &[("RUST_LOG", "autostop=debug")]);
     agent.wait_state("kernlog", "stopped", WAIT);
-    let (status, health) = agent.api_get("/healthz").expect("healthz");
-    assert_eq!(status, 200, "{health}");
+    // Healthy once the first refresh has reached Docker (just after start).
+    let healthy = || {
+        agent
+            .api_get("/healthz")
+            .is_ok_and(|(status, _)| status == 200)
+    };
+    assert!(eventually(WAIT, healthy), "{:?}", agent.api_get("/healthz"));
+    let (_, health) = agent.api_get("/healthz").expect("healthz");
     let health: serde_json::Value = serde_json::from_str(&health).expect("healthz JSON");
     assert_eq!(health["tasks"]["kernel-log"], "running", "{health}");
     let pid = agent.pid();
