@@ -78,22 +78,20 @@ impl IdleTracker {
         if self.hold || !self.keep_awake.is_empty() {
             return None;
         }
-        let reference = [
-            self.last_activity,
-            self.ready_at,
-            self.last_manual_start,
-            self.kept_until,
-        ]
-        .into_iter()
-        .flatten()
-        .max()?;
-        let due = reference + settings.idle_timeout;
+        let due = self.reference()? + settings.idle_timeout;
         Some(self.recheck_at.map_or(due, |again| again.max(due)))
     }
 
     /// Time since the latest activity reference; zero if there is none, so
     /// a service is never stopped without a reference point.
     pub fn idle_for(&self, now: Instant) -> Duration {
+        self.reference()
+            .map_or(Duration::ZERO, |r| now.saturating_duration_since(r))
+    }
+
+    /// The latest of the last traffic, becoming ready, the last manual
+    /// start and the end of the last keep-awake reason.
+    fn reference(&self) -> Option<Instant> {
         [
             self.last_activity,
             self.ready_at,
@@ -103,7 +101,6 @@ impl IdleTracker {
         .into_iter()
         .flatten()
         .max()
-        .map_or(Duration::ZERO, |r| now.saturating_duration_since(r))
     }
 
     /// Whether the service should be stopped now (given it is ready).
