@@ -25,15 +25,7 @@ pub fn markdown(report: &Value) -> String {
         m["kernel"].as_str().unwrap_or("?"),
         m["clocksource"].as_str().unwrap_or("?"),
     );
-    for section in [
-        "datapath",
-        "cold",
-        "warm",
-        "herd",
-        "agent",
-        "hibernate",
-        "scale",
-    ] {
+    for section in crate::bench::SECTIONS.iter().copied() {
         if let Some(error) = report[section]["error"].as_str() {
             let error: String = error.chars().take(200).collect();
             out.push_str(&format!(
