@@ -157,6 +157,11 @@ struct SkLookupCtx {
     local_ip6: [u32; 4],
     local_port: u32,
     ingress_ifindex: u32,
+    /// The C struct's trailing padding (its size rounds up to the `u64`
+    /// alignment of `cookie`), made a field so it is zeroed: the kernel
+    /// refuses a context with any non-zero byte past `local_port`
+    /// (EINVAL), and Rust leaves implicit padding undefined.
+    _tail: u32,
 }
 
 /// Mean nanoseconds per run of sk_lookup program `id` for a new IPv4 TCP
