@@ -8,6 +8,8 @@
 //!   the status API;
 //! - [`learned`]: the learned start estimate, sent to the state file's
 //!   owner;
+//! - [`timeline`]: every step with its time and cause, sent to the state
+//!   file's owner (the dashboard's history);
 //! - [`savings`]: starts and stops, sent to the RAM accounting;
 //! - [`alerts`]: failed starts, sent to the alert webhook.
 
@@ -15,6 +17,7 @@ pub mod alerts;
 pub mod history;
 pub mod learned;
 pub mod savings;
+pub mod timeline;
 
 use std::sync::Arc;
 
