@@ -5,7 +5,7 @@
 "use strict";
 const Charts = (() => {
   const NS = "http://www.w3.org/2000/svg";
-  const LABEL = 130, WIDTH = 1000, ROW = 22;
+  const LABEL = 130, WIDTH = 1000, ROW = 22, HALF = 560, HALF_LABEL = 80;
   // The band a state is drawn as.
   const BAND = { stopped: "asleep", hibernated: "asleep", starting: "starting", ready: "awake",
     stopping: "awake", hibernating: "awake", failed: "failed", unknown: "unknown" };
@@ -72,30 +72,30 @@ const Charts = (() => {
   // One horizontal bar: `parts` are [value, class, data] stacked from 0,
   // drawn against `full` (outlined).
   function bar(g, y, full, parts, label) {
-    const w = 560, scale = (v) => full > 0 ? Math.min(1, v / full) * w : 0;
-    g.append(el("rect", { class: "bar-limit", x: LABEL, y, width: w, height: 14 }));
+    const w = HALF - HALF_LABEL - 10, scale = (v) => full > 0 ? Math.min(1, v / full) * w : 0;
+    g.append(el("rect", { class: "bar-limit", x: HALF_LABEL, y, width: w, height: 14 }));
     let at = 0;
     for (const [value, cls] of parts) {
-      g.append(el("rect", { class: cls, x: LABEL + scale(at), y, width: scale(value), height: 14 }));
+      g.append(el("rect", { class: cls, x: HALF_LABEL + scale(at), y, width: scale(value), height: 14 }));
       at += value;
     }
-    g.append(el("text", { x: LABEL + w + 8, y: y + 11 }, label));
+    g.append(el("text", { x: HALF_LABEL, y: y + 28 }, label));
   }
 
   function ram(svg, services, history) {
     svg.replaceChildren();
     const awake = services.filter((s) => s.state === "ready" && s.memory_bytes != null);
-    const rows = awake.length + 1;
-    svg.setAttribute("viewBox", `0 0 ${WIDTH} ${rows * ROW + 6}`);
+    const rows = awake.length + 1, RAM_ROW = 36;
+    svg.setAttribute("viewBox", `0 0 ${HALF} ${rows * RAM_ROW + 6}`);
     awake.forEach((s, i) => {
       const g = el("g", { class: "ram-row", "data-service": s.name, "data-used": s.memory_bytes,
         "data-limit": s.memory_limit_bytes });
-      g.append(el("text", { x: 0, y: i * ROW + 14 }, s.name));
-      bar(g, i * ROW + 3, s.memory_limit_bytes, [[s.memory_bytes, "bar-used"]],
+      g.append(el("text", { x: 0, y: i * RAM_ROW + 14 }, s.name));
+      bar(g, i * RAM_ROW + 3, s.memory_limit_bytes, [[s.memory_bytes, "bar-used"]],
         `${bytes(s.memory_bytes)} / ${bytes(s.memory_limit_bytes)}`);
       svg.append(g);
     });
-    const h = history.host, y = awake.length * ROW;
+    const h = history.host, y = awake.length * RAM_ROW;
     const g = el("g", { id: "host-ram", "data-used": h.used_bytes, "data-total": h.total_bytes, "data-saved": h.saved_bytes });
     g.append(el("text", { x: 0, y: y + 14, "font-weight": 600 }, "host"));
     bar(g, y + 3, h.total_bytes, [[h.used_bytes, "bar-used"], [h.saved_bytes, "bar-saved"]],
@@ -106,9 +106,9 @@ const Charts = (() => {
   function saved(svg, history) {
     svg.replaceChildren();
     const totals = history.days.map((_, i) => history.services.reduce((a, s) => a + (s.saved_gb_h_by_day[i] || 0), 0));
-    const top = Math.max(...totals, 1e-9), H = 160, slot = (WIDTH - 60) / totals.length;
-    svg.setAttribute("viewBox", `0 0 ${WIDTH} ${H + 40}`);
-    svg.append(el("line", { class: "axis", x1: 50, x2: WIDTH, y1: H, y2: H }));
+    const top = Math.max(...totals, 1e-9), H = 120, slot = (HALF - 60) / totals.length;
+    svg.setAttribute("viewBox", `0 0 ${HALF} ${H + 24}`);
+    svg.append(el("line", { class: "axis", x1: 50, x2: HALF, y1: H, y2: H }));
     svg.append(el("text", { x: 0, y: 12 }, gbh(top)));
     totals.forEach((v, i) => {
       const h = v / top * (H - 10), x = 55 + i * slot;
@@ -121,20 +121,29 @@ const Charts = (() => {
   }
 
   // Per service: each start's duration (dot: ready, red: failed) in order,
-  // with the estimate it was measured against (dashed).
+  // with the estimate it was measured against (a tick) and the estimate
+  // now (dashed).
   function starts(box, history) {
     box.replaceChildren();
     for (const s of history.services) {
       const W = 420, H = 110, n = s.starts.length;
       const svg = el("svg", { class: "starts-chart", "data-service": s.name, viewBox: `0 0 ${W} ${H}` });
       const top = Math.max(1, ...s.starts.map((r) => Math.max(r.took_ms, r.estimate_ms || 0)), s.estimate_ms || 0);
-      const x = (i) => 40 + (n <= 1 ? (W - 50) / 2 : i * (W - 50) / (n - 1)), y = (ms) => H - 20 - ms / top * (H - 35);
+      const x = (i) => 70 + (n <= 1 ? (W - 90) / 2 : i * (W - 90) / (n - 1)), y = (ms) => H - 20 - ms / top * (H - 35);
       svg.append(el("text", { x: 0, y: 12, "font-weight": 600 }, s.name));
       svg.append(el("text", { x: 0, y: 26 }, (top / 1000).toFixed(1) + " s"));
       svg.append(el("line", { class: "axis", x1: 38, x2: W, y1: H - 20, y2: H - 20 }));
-      if (n === 0) svg.append(el("text", { x: 40, y: H / 2 }, "no start recorded yet"));
-      const est = s.starts.map((r, i) => r.estimate_ms == null ? null : `${x(i)},${y(r.estimate_ms)}`).filter(Boolean);
-      if (est.length) svg.append(title(el("polyline", { class: "estimate", points: est.join(" ") }), "learned estimate at each start"));
+      if (n === 0) svg.append(el("text", { x: 70, y: H / 2 }, "no start recorded yet"));
+      if (s.estimate_ms != null) {
+        svg.append(title(el("line", { class: "estimate now", x1: 60, x2: W - 10, y1: y(s.estimate_ms), y2: y(s.estimate_ms) }),
+          "learned estimate now"));
+      }
+      // The estimate each start was measured against: a tick across its dot.
+      s.starts.forEach((r, i) => {
+        if (r.estimate_ms == null) return;
+        svg.append(title(el("line", { class: "estimate at", x1: x(i) - 9, x2: x(i) + 9, y1: y(r.estimate_ms), y2: y(r.estimate_ms) }),
+          `estimate then: ${(r.estimate_ms / 1000).toFixed(2)} s`));
+      });
       s.starts.forEach((r, i) => {
         const c = el("circle", { class: "dot " + (r.ok ? "ok" : "failed"), cx: x(i), cy: y(r.took_ms), r: 4,
           "data-took-ms": r.took_ms, "data-estimate-ms": r.estimate_ms ?? "", "data-at": r.at_ms });
@@ -147,10 +156,18 @@ const Charts = (() => {
     }
   }
 
+  // The span that shows the recorded activity: from a little before the
+  // oldest transition in the window to now (at least a minute).
+  function fitSpan(history) {
+    const first = Math.min(history.now_ms, ...history.services.flatMap((s) => s.transitions.map((t) => t.at_ms)));
+    return Math.min(history.now_ms - history.window_start_ms, Math.max(60000, (history.now_ms - first) * 1.1));
+  }
+
   return {
-    bands,
-    render(services, history, spanMs) {
-      timeline(document.getElementById("timeline"), history, spanMs);
+    bands, fitSpan,
+    // `span`: milliseconds shown, or "fit".
+    render(services, history, span) {
+      timeline(document.getElementById("timeline"), history, span === "fit" ? fitSpan(history) : span);
       ram(document.getElementById("ram"), services, history);
       saved(document.getElementById("saved"), history);
       starts(document.getElementById("starts"), history);

@@ -66,6 +66,7 @@ async function send(name, action, value) {
   } catch (e) {
     result = { text: `${said} ${name}: ${e}`, ok: false };
   }
+  if (result.ok) delete view.timeouts[name];
   view.results[name] = result;
   const message = document.getElementById("message");
   message.textContent = result.text;
@@ -222,7 +223,7 @@ function onEvent(block) {
 
 for (const b of document.querySelectorAll("#zoom button")) {
   b.onclick = () => {
-    view.span = Number(b.dataset.span);
+    view.span = b.dataset.span === "fit" ? "fit" : Number(b.dataset.span);
     for (const o of document.querySelectorAll("#zoom button")) o.setAttribute("aria-pressed", String(o === b));
     render();
   };

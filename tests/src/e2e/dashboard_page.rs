@@ -1,13 +1,13 @@
 //! Reading and driving the dashboard page (`GET /`) in a [`Browser`]: its
-//! table cells, its SVG marks with their `data-*` figures, and its actions
-//! with their inline confirmation.
+//! table cells, its SVG marks with their `data-*` figures, its actions
+//! with their inline confirmation, and what `/api/history` says they show.
 
 use std::time::Duration;
 
 use serde_json::Value;
 
 use super::webdriver::Browser;
-use crate::eventually;
+use crate::{agent::RunningAgent, eventually};
 
 /// One band of a service's timeline row, as drawn.
 #[derive(Debug, Clone, PartialEq)]
@@ -129,4 +129,77 @@ pub fn message(browser: &Browser) -> String {
         .as_str()
         .unwrap_or_default()
         .to_owned()
+}
+
+/// `GET /api/history` as JSON.
+pub fn history(agent: &RunningAgent) -> Value {
+    let (status, body) = agent.api_get("/api/history").expect("GET /api/history");
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).expect("history JSON")
+}
+
+/// The recorded history of `name`.
+pub fn recorded<'a>(history: &'a Value, name: &str) -> &'a Value {
+    history["services"]
+        .as_array()
+        .and_then(|all| all.iter().find(|s| s["name"] == name))
+        .unwrap_or_else(|| panic!("no history for {name}: {history}"))
+}
+
+/// (state, cause) of each transition of `name`.
+pub fn steps(history: &Value, name: &str) -> Vec<(String, String)> {
+    recorded(history, name)["transitions"]
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .map(|t| {
+                    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+                    (text(&t["state"]), text(&t["cause"]))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether the drawn `bands` are `name`'s recorded transitions: the state
+/// at the window's start, then one band per transition, each from its
+/// transition to the next; the window's edges (the page's own clock
+/// reading, refreshed every 5 s) within 10 s.
+pub fn bands_match(drawn: &[Band], history: &Value, name: &str) -> Result<(), String> {
+    let service = recorded(history, name);
+    let transitions = service["transitions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if drawn.len() != transitions.len() + 1 {
+        return Err(format!(
+            "{} bands for {} transitions",
+            drawn.len(),
+            transitions.len()
+        ));
+    }
+    let edge = |a: i64, b: i64| (a - b).abs() <= 10_000;
+    let first = &drawn[0];
+    if first.state != service["state_at_start"]
+        || !edge(first.from, history["window_start_ms"].as_i64().unwrap_or(0))
+    {
+        return Err(format!(
+            "first band {first:?} vs {}",
+            service["state_at_start"]
+        ));
+    }
+    for (i, t) in transitions.iter().enumerate() {
+        let at = t["at_ms"].as_i64().unwrap_or(-1);
+        let (before, band) = (&drawn[i], &drawn[i + 1]);
+        if before.to != at || band.from != at || band.state != t["state"] {
+            return Err(format!(
+                "band {band:?} (after {before:?}) vs transition {t}"
+            ));
+        }
+    }
+    let last = &drawn[drawn.len() - 1];
+    if !edge(last.to, history["now_ms"].as_i64().unwrap_or(0)) {
+        return Err(format!("last band {last:?} does not end now"));
+    }
+    Ok(())
 }

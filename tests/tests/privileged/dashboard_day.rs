@@ -10,8 +10,8 @@
 //! gives, and the host's RAM from `/proc/meminfo`; then, with the page
 //! open, an idle-timeout change and a stop through its confirmed actions
 //! and a start through the API show up live from the events stream,
-//! without a reload. Screenshots: `dashboard-day.png` (last 10 minutes),
-//! `dashboard-day-24h.png`, `dashboard-day-live.png` in
+//! without a reload. Screenshots: `dashboard-day.png` (zoomed to the activity),
+//! `dashboard-day-24h.png`, `dashboard-day-charts.png`, `dashboard-day-live.png` in
 //! `target/test-artifacts/`.
 
 use std::time::Duration;
@@ -23,87 +23,16 @@ use autostop_tests::{
     docker::{free_port, unique, TestContainer},
     e2e::{
         artifacts_dir,
-        dashboard_page::{act, bands, cell, data, markers, message, numbers, timeline_rows, Band},
+        dashboard_page::{
+            act, bands, bands_match, cell, data, history, markers, message, numbers, recorded,
+            steps, timeline_rows,
+        },
         webdriver::Browser,
     },
     eventually,
 };
-use serde_json::Value;
 
 const SERVICES: [&str; 3] = ["day-web", "day-api", "day-bad"];
-
-/// `GET /api/history` as JSON.
-fn history(agent: &RunningAgent) -> Value {
-    let (status, body) = agent.api_get("/api/history").expect("GET /api/history");
-    assert_eq!(status, 200, "{body}");
-    serde_json::from_str(&body).expect("history JSON")
-}
-
-/// The recorded history of `name`.
-fn recorded<'a>(history: &'a Value, name: &str) -> &'a Value {
-    history["services"]
-        .as_array()
-        .and_then(|all| all.iter().find(|s| s["name"] == name))
-        .unwrap_or_else(|| panic!("no history for {name}: {history}"))
-}
-
-/// (state, cause) of each transition of `name`.
-fn steps(history: &Value, name: &str) -> Vec<(String, String)> {
-    recorded(history, name)["transitions"]
-        .as_array()
-        .map(|all| {
-            all.iter()
-                .map(|t| {
-                    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
-                    (text(&t["state"]), text(&t["cause"]))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Whether the drawn `bands` are `name`'s recorded transitions: the state
-/// at the window's start, then one band per transition, each from its
-/// transition to the next; the window's edges (the page's own clock
-/// reading, refreshed every 5 s) within 10 s.
-fn bands_match(drawn: &[Band], history: &Value, name: &str) -> Result<(), String> {
-    let service = recorded(history, name);
-    let transitions = service["transitions"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    if drawn.len() != transitions.len() + 1 {
-        return Err(format!(
-            "{} bands for {} transitions",
-            drawn.len(),
-            transitions.len()
-        ));
-    }
-    let edge = |a: i64, b: i64| (a - b).abs() <= 10_000;
-    let first = &drawn[0];
-    if first.state != service["state_at_start"]
-        || !edge(first.from, history["window_start_ms"].as_i64().unwrap_or(0))
-    {
-        return Err(format!(
-            "first band {first:?} vs {}",
-            service["state_at_start"]
-        ));
-    }
-    for (i, t) in transitions.iter().enumerate() {
-        let at = t["at_ms"].as_i64().unwrap_or(-1);
-        let (before, band) = (&drawn[i], &drawn[i + 1]);
-        if before.to != at || band.from != at || band.state != t["state"] {
-            return Err(format!(
-                "band {band:?} (after {before:?}) vs transition {t}"
-            ));
-        }
-    }
-    let last = &drawn[drawn.len() - 1];
-    if !edge(last.to, history["now_ms"].as_i64().unwrap_or(0)) {
-        return Err(format!("last band {last:?} does not end now"));
-    }
-    Ok(())
-}
 
 /// `MemTotal` of `/proc/meminfo`, in bytes.
 fn mem_total() -> f64 {
@@ -359,9 +288,12 @@ fn privileged_dashboard_day_timeline_charts_and_live_updates_in_chromium() {
 
     let shots = artifacts_dir();
     browser.screenshot(&shots.join("dashboard-day-24h.png"));
-    browser.click("#zoom button[data-span=\"600000\"]");
+    browser.click("#zoom button[data-span=\"fit\"]");
     let size = browser.screenshot(&shots.join("dashboard-day.png"));
     assert!(size > 1000, "screenshot of {size} bytes");
+    browser.execute("document.getElementById('ram').scrollIntoView(); return null;");
+    browser.screenshot(&shots.join("dashboard-day-charts.png"));
+    browser.execute("window.scrollTo(0, 0); return null;");
 
     // Live, without a reload: the confirmed actions with their results,
     // and a start made elsewhere arriving through the events stream.
