@@ -21,7 +21,7 @@ pub mod timeline;
 
 use std::sync::Arc;
 
-use crate::service::{LifecycleEvent, LifecycleObserver};
+use crate::service::{LifecycleEvent, LifecycleObserver, StateName};
 
 /// Every observer, called in order.
 pub struct Fanout(Vec<Arc<dyn LifecycleObserver>>);
@@ -37,6 +37,12 @@ impl LifecycleObserver for Fanout {
     fn on_event(&self, service: &str, event: &LifecycleEvent) {
         for observer in &self.0 {
             observer.on_event(service, event);
+        }
+    }
+
+    fn on_unannounced(&self, service: &str, state: StateName) {
+        for observer in &self.0 {
+            observer.on_unannounced(service, state);
         }
     }
 }

@@ -1,13 +1,15 @@
 //! The timeline observer: every lifecycle step, with its trigger or
 //! reason and the wall-clock time, goes to the state file's owner, which
 //! keeps the dashboard's bounded history
-//! ([`crate::state::Timeline`]).
+//! ([`crate::state::Timeline`]); so do the states entered without a step
+//! (an adoption: cause `adopted`; Docker lost: `unknown`, cause `docker
+//! unreachable`).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::{
     agent::state_owner::{StateHandle, StateUpdate},
-    service::{LifecycleEvent, LifecycleObserver},
+    service::{LifecycleEvent, LifecycleObserver, StateName},
     state::Transition,
 };
 
@@ -29,7 +31,29 @@ pub fn unix_ms(at: SystemTime) -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+impl TimelineObserver {
+    fn send(&self, service: &str, state: StateName, cause: Option<String>, took_ms: Option<u64>) {
+        self.state.send(StateUpdate::Transition {
+            service: service.to_owned(),
+            transition: Transition {
+                at_ms: unix_ms(SystemTime::now()),
+                state,
+                cause,
+            },
+            took_ms,
+        });
+    }
+}
+
 impl LifecycleObserver for TimelineObserver {
+    fn on_unannounced(&self, service: &str, state: StateName) {
+        let cause = match state {
+            StateName::Unknown => "docker unreachable",
+            _ => "adopted",
+        };
+        self.send(service, state, Some(cause.to_owned()), None);
+    }
+
     fn on_event(&self, service: &str, event: &LifecycleEvent) {
         let (cause, took) = match event {
             LifecycleEvent::Starting { trigger } => (Some(trigger.as_str().to_owned()), None),
@@ -39,14 +63,7 @@ impl LifecycleObserver for TimelineObserver {
             }
             LifecycleEvent::Failed { reason, .. } => (Some(reason.clone()), None),
         };
-        self.state.send(StateUpdate::Transition {
-            service: service.to_owned(),
-            transition: Transition {
-                at_ms: unix_ms(SystemTime::now()),
-                state: event.state(),
-                cause,
-            },
-            took_ms: took.and_then(|d| u64::try_from(d.as_millis()).ok()),
-        });
+        let took_ms = took.and_then(|d| u64::try_from(d.as_millis()).ok());
+        self.send(service, event.state(), cause, took_ms);
     }
 }

@@ -1,6 +1,6 @@
 //! The dashboard's history through the whole agent on the paused clock: a
-//! cycle (a request wakes the service, it becomes ready, it stops for
-//! idleness) and a manual start and stop show up in `GET /api/history` as
+//! cycle (adopted stopped, a request wakes the service, it becomes ready,
+//! it stops for idleness) shows up in `GET /api/history` as
 //! transitions with their causes and as start records, and are in
 //! `state.json` after shutdown.
 
@@ -12,11 +12,15 @@ async fn steps_and_starts_reach_the_history_and_the_state_file() {
     h.until_state("web", "stopped").await;
     let before = h.get("/api/history").await;
     let before: serde_json::Value = serde_json::from_str(&before).expect("history JSON");
+    // Its adoption is the first record.
     assert_eq!(
-        before["services"][0]["state_at_start"], "stopped",
+        before["services"][0]["state_at_start"], "unknown",
         "{before}"
     );
-    assert_eq!(before["services"][0]["transitions"], serde_json::json!([]));
+    let adopted = &before["services"][0]["transitions"];
+    assert_eq!(adopted.as_array().map(Vec::len), Some(1), "{before}");
+    assert_eq!(adopted[0]["state"], "stopped");
+    assert_eq!(adopted[0]["cause"], "adopted");
 
     h.wake.send(wake(0, 18090)).expect("wake");
     h.until_state("web", "ready").await;
@@ -34,6 +38,7 @@ async fn steps_and_starts_reach_the_history_and_the_state_file() {
         })
         .collect();
     let expected = [
+        ("stopped", "adopted"),
         ("starting", "syn"),
         ("ready", ""),
         ("stopping", "idle"),
@@ -44,7 +49,7 @@ async fn steps_and_starts_reach_the_history_and_the_state_file() {
         expected.map(|(s, c)| (s.to_owned(), c.to_owned())),
         "{body}"
     );
-    // Before the first step nothing was recorded.
+    // Before the adoption nothing was recorded.
     assert_eq!(web["state_at_start"], "unknown", "{body}");
     let starts = web["starts"].as_array().expect("starts");
     assert_eq!(starts.len(), 1, "{body}");
@@ -72,7 +77,7 @@ async fn steps_and_starts_reach_the_history_and_the_state_file() {
     let timeline = &json["services"]["web"]["timeline"];
     assert_eq!(
         timeline["transitions"].as_array().map(Vec::len),
-        Some(4),
+        Some(5),
         "{text}"
     );
     assert_eq!(timeline["starts"][0]["trigger"], "syn", "{text}");
