@@ -74,6 +74,13 @@ async function send(name, action, value) {
   refresh();
 }
 
+// Opens the confirmation of `pending`; one left open for 30 s closes.
+function ask(pending) {
+  view.pending = pending;
+  render(true);
+  setTimeout(() => { if (view.pending === pending) { view.pending = null; render(true); } }, 30000);
+}
+
 function actionsCell(s) {
   const td = document.createElement("td");
   td.className = "actions";
@@ -82,10 +89,10 @@ function actionsCell(s) {
     const what = p.action === "idle-timeout" ? `set the idle timeout to ${p.value}` : p.action;
     td.append(document.createTextNode(`${what} ${s.name}? `),
       button("confirm", { confirm: p.action }, () => send(s.name, p.action, p.value)),
-      button("cancel", { cancel: "" }, () => { view.pending = null; render(); }));
+      button("cancel", { cancel: "" }, () => { view.pending = null; render(true); }));
   } else {
     for (const a of ["start", "stop", s.hold ? "release" : "hold"]) {
-      td.append(button(a, { action: a }, () => { view.pending = { service: s.name, action: a }; render(); }));
+      td.append(button(a, { action: a }, () => ask({ service: s.name, action: a })));
     }
     const input = document.createElement("input");
     input.className = "timeout"; input.placeholder = fmtSecs(s.idle_timeout_s).replace(/ /g, "");
@@ -93,8 +100,7 @@ function actionsCell(s) {
     input.oninput = () => { view.timeouts[s.name] = input.value; };
     td.append(input, button("set timeout", { action: "idle-timeout" }, () => {
       if (!input.value.trim()) return;
-      view.pending = { service: s.name, action: "idle-timeout", value: input.value.trim() };
-      render();
+      ask({ service: s.name, action: "idle-timeout", value: input.value.trim() });
     }));
   }
   const result = view.results[s.name];
@@ -114,11 +120,13 @@ function ramText(s) {
   return s.memory_bytes == null ? "–" : fmtBytes(s.memory_bytes) + " / " + fmtBytes(s.memory_limit_bytes);
 }
 
-function render() {
+// `force`: the operator changed the table (redraw it even now).
+function render(force) {
   const services = view.services;
-  // A focused timeout box keeps its place: skip the table while typing.
+  // The table holds still while the operator types a timeout or has a
+  // confirmation open; the charts and the summary still follow.
   const typing = document.activeElement && document.activeElement.classList.contains("timeout");
-  if (!typing) rows.replaceChildren(...services.map((s) => {
+  if (force || !(typing || view.pending)) rows.replaceChildren(...services.map((s) => {
     const tr = document.createElement("tr");
     tr.dataset.service = s.name;
     const ram = cell(ramText(s), "num ram");
