@@ -12,11 +12,15 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use procfs::Current as _;
 use tokio::sync::watch;
 
 use super::{registry::DirectoryReader, registry::ServiceRecord, state_owner::StateHandle};
 use crate::{
-    api::{Action, Control, ControlError, Health, HibernationView, PrewarmView, ServiceView},
+    api::{
+        history, Action, Control, ControlError, Health, HibernationView, HistoryView,
+        HostMemoryView, PrewarmView, ServiceView,
+    },
     events::{EventHub, EventSender, Feed},
     metrics::Metrics,
     service::{ActivityProbe, Command, ManualCommand, ServiceState, StartBlock},
@@ -236,6 +240,47 @@ impl Control for AgentControl {
 
     fn events(&self, after: Option<u64>) -> Option<Feed> {
         Some(self.events.1.subscribe(after))
+    }
+
+    fn history(&self) -> Option<HistoryView> {
+        let now_ms = super::observers::timeline::unix_ms(SystemTime::now());
+        let mut saved_bytes = 0;
+        let services = self
+            .directory
+            .snapshot()
+            .iter()
+            .map(|record| {
+                let status = record.handle.status();
+                let memory = self.state.service(record.name());
+                saved_bytes += match (&status.state, &status.hibernation) {
+                    (ServiceState::Stopped, _) => memory.last_memory_bytes.unwrap_or(0),
+                    (ServiceState::Hibernated, Some(h)) => h.awake.saturating_sub(h.resident),
+                    _ => 0,
+                };
+                history::service_history(record.name(), &memory, status.state.name(), now_ms)
+            })
+            .collect();
+        // The host's figures are left at 0 when /proc/meminfo cannot be read.
+        let (total_bytes, used_bytes) = procfs::Meminfo::current()
+            .map(|m| {
+                (
+                    m.mem_total,
+                    m.mem_total
+                        .saturating_sub(m.mem_available.unwrap_or(m.mem_free)),
+                )
+            })
+            .unwrap_or_default();
+        Some(HistoryView {
+            now_ms,
+            window_start_ms: now_ms - history::WINDOW_MS,
+            days: history::days(now_ms),
+            host: HostMemoryView {
+                total_bytes,
+                used_bytes,
+                saved_bytes,
+            },
+            services,
+        })
     }
 
     fn problems(&self) -> Vec<String> {

@@ -60,6 +60,13 @@ pub enum StateUpdate {
     Demand { service: String, at: i64 },
     /// How a pre-warm begun at `at` (Unix seconds) turned out.
     Prewarmed { service: String, at: i64, hit: bool },
+    /// The service entered a state (the dashboard's timeline); `took_ms`
+    /// is a ready start's duration.
+    Transition {
+        service: String,
+        transition: crate::state::Transition,
+        took_ms: Option<u64>,
+    },
     /// The service is managed (again).
     Managed(String),
     /// The service is no longer managed.
@@ -231,6 +238,16 @@ impl Owner {
             } => {
                 self.store
                     .update(&service, |m| m.credit_saved(byte_seconds, hour));
+                self.mark(false);
+            }
+            StateUpdate::Transition {
+                service,
+                transition,
+                took_ms,
+            } => {
+                self.store.update(&service, |m| {
+                    m.timeline.note(transition, took_ms, m.learned_start_ms)
+                });
                 self.mark(false);
             }
             StateUpdate::Managed(service) => {

@@ -13,8 +13,12 @@ use serde_json::{json, Value};
 
 use super::{Action, ApiState, ControlError};
 
-/// The dashboard page (self-contained, polls the JSON API).
+/// The dashboard page (self-contained: no request leaves the agent).
 static DASHBOARD: &str = include_str!("dashboard.html");
+/// Its table, actions and live updates.
+static DASHBOARD_JS: &str = include_str!("dashboard.js");
+/// Its SVG charts.
+static CHARTS_JS: &str = include_str!("charts.js");
 
 /// A JSON problem body (RFC 9457 shape) with `status`.
 pub(super) fn problem(status: StatusCode, detail: impl Into<String>) -> Response {
@@ -71,6 +75,24 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 pub(super) async fn dashboard() -> impl IntoResponse {
     ([(header::CACHE_CONTROL, "no-store")], Html(DASHBOARD))
+}
+
+pub(super) async fn dashboard_js() -> impl IntoResponse {
+    script(DASHBOARD_JS)
+}
+
+pub(super) async fn charts_js() -> impl IntoResponse {
+    script(CHARTS_JS)
+}
+
+fn script(body: &'static str) -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
 }
 
 pub(super) async fn healthz(State(state): State<ApiState>) -> Response {

@@ -7,6 +7,8 @@
 //! - `GET /api/events`: server-sent events (state changes, starts, stops,
 //!   readiness, failures, manual actions, reloads; `Last-Event-ID`
 //!   resumes), see [`sse`];
+//! - `GET /api/history`: the dashboard's timeline, start durations,
+//!   savings by day and host RAM, see [`history`];
 //! - `GET /healthz`, `GET /metrics` (Prometheus text), `GET /` (dashboard).
 //!
 //! Unknown names get 404 and malformed bodies 400, both with a JSON problem
@@ -18,6 +20,7 @@
 
 mod guard;
 mod handlers;
+pub mod history;
 mod serve;
 mod sse;
 #[cfg(test)]
@@ -29,6 +32,7 @@ mod tests_serve;
 mod token;
 
 pub use guard::{HostPolicy, Refusal, MAX_BODY_BYTES, REQUEST_TIMEOUT};
+pub use history::{HistoryView, HostMemoryView, ServiceHistoryView};
 pub use serve::{serve, serve_with, ServeLimits};
 pub use token::load_token;
 
@@ -238,6 +242,10 @@ pub trait Control: Send + Sync {
         let _ = after;
         None
     }
+    /// The dashboard's history; `None` when the agent keeps none.
+    fn history(&self) -> Option<HistoryView> {
+        None
+    }
 }
 
 /// Shared state of the handlers.
@@ -257,11 +265,14 @@ pub fn router(control: Arc<dyn Control>, token: Option<String>, hosts: HostPolic
     };
     Router::new()
         .route("/", get(handlers::dashboard))
+        .route("/dashboard.js", get(handlers::dashboard_js))
+        .route("/charts.js", get(handlers::charts_js))
         .route("/healthz", get(handlers::healthz))
         .route("/metrics", get(handlers::metrics))
         .route("/api/services", get(handlers::list))
         .route("/api/problems", get(handlers::problems))
         .route("/api/events", get(sse::events))
+        .route("/api/history", get(history::history))
         .route("/api/services/{name}", get(handlers::show))
         .route("/api/services/{name}/{action}", post(handlers::act))
         .route(

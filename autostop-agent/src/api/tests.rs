@@ -56,6 +56,30 @@ impl Control for Fake {
     fn metrics(&self) -> String {
         "# EOF\n".into()
     }
+    fn history(&self) -> Option<HistoryView> {
+        let mut memory = crate::state::ServiceMemory::default();
+        memory.timeline.transitions.push(crate::state::Transition {
+            at_ms: 1_000_000,
+            state: crate::service::StateName::Starting,
+            cause: Some("api".into()),
+        });
+        Some(HistoryView {
+            now_ms: 2_000_000,
+            window_start_ms: 2_000_000 - history::WINDOW_MS,
+            days: history::days(2_000_000),
+            host: HostMemoryView {
+                total_bytes: 8,
+                used_bytes: 3,
+                saved_bytes: 2,
+            },
+            services: vec![history::service_history(
+                "web",
+                &memory,
+                crate::service::StateName::Ready,
+                2_000_000,
+            )],
+        })
+    }
 }
 
 /// The router of a loopback listener, as the agent builds it.
@@ -208,6 +232,7 @@ async fn a_token_guards_mutations_and_reads_but_not_health() {
         "/api/services/web",
         "/api/problems",
         "/api/events",
+        "/api/history",
         "/metrics",
     ] {
         let (status, _) = call(&router, "GET", path, "", None).await;
@@ -215,9 +240,56 @@ async fn a_token_guards_mutations_and_reads_but_not_health() {
         let (status, _) = call(&router, "GET", path, "", Some("s3cret")).await;
         assert_ne!(status, StatusCode::UNAUTHORIZED, "{path}");
     }
-    for path in ["/healthz", "/"] {
+    for path in ["/healthz", "/", "/dashboard.js", "/charts.js"] {
         let (status, _) = call(&router, "GET", path, "", None).await;
         assert_eq!(status, StatusCode::OK, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn history_shows_the_timeline_and_the_host() {
+    let router = local_router(Arc::new(Fake::default()), None);
+    let (status, body) = call(&router, "GET", "/api/history", "", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["host"]["used_bytes"], 3);
+    assert_eq!(body["days"].as_array().map(Vec::len), Some(14));
+    let web = &body["services"][0];
+    assert_eq!(web["name"], "web");
+    assert_eq!(web["state_at_start"], "unknown");
+    assert_eq!(web["transitions"][0]["state"], "starting");
+    assert_eq!(web["transitions"][0]["cause"], "api");
+    assert_eq!(web["transitions"][0]["at_ms"], 1_000_000);
+}
+
+#[tokio::test]
+async fn the_dashboard_loads_nothing_from_elsewhere() {
+    let router = local_router(Arc::new(Fake::default()), None);
+    for path in ["/", "/dashboard.js", "/charts.js"] {
+        let response = router
+            .clone()
+            .oneshot(
+                Request::get(path)
+                    .header("host", "127.0.0.1:3456")
+                    .body(Body::empty())
+                    .expect("request"),
+            )
+            .await
+            .expect("response");
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let bytes = to_bytes(response.into_body(), 1 << 20).await.expect("body");
+        let text = String::from_utf8_lossy(&bytes);
+        // The SVG namespace is a name, never fetched.
+        let urls: Vec<&str> = text
+            .split(['"', '\'', '`', ' ', '('])
+            .filter(|w| w.starts_with("http") && !w.contains("www.w3.org/2000/svg"))
+            .collect();
+        assert!(urls.is_empty(), "{path} names {urls:?}");
+        for src in text.split("src=\"").skip(1) {
+            assert!(
+                src.starts_with('/'),
+                "{path}: a script from elsewhere: {src:.40}"
+            );
+        }
     }
 }
 

@@ -19,7 +19,7 @@ use tracing::info;
 use super::effects::{Activity, Effect, Input, Op, OpOutcome};
 use super::machine::Machine;
 use super::traits::{ActivityProbe, ContainerRuntime, LifecycleObserver, Steered, Steering};
-use super::types::{Command, ServiceState, ServiceStatus};
+use super::types::{Command, ServiceState, ServiceStatus, StateName};
 use super::ServiceError;
 
 /// How often a hibernated service's kernel counter is read for traffic
@@ -151,17 +151,30 @@ impl Actor {
         self.publish(machine);
     }
 
-    /// Sends the machine's status to watchers if it changed.
+    /// Sends the machine's status to watchers if it changed, and tells
+    /// the observer of a state entered without a lifecycle step (to or
+    /// from `unknown`: an adoption, Docker lost).
     fn publish(&self, machine: &Machine) {
         let status = machine.status();
+        let mut unannounced = None;
         self.status_tx.send_if_modified(|cur| {
             if *cur == status {
                 false
             } else {
+                let (was, now) = (cur.state.name(), status.state.name());
+                let adopted = was == StateName::Unknown
+                    && matches!(now, StateName::Stopped | StateName::Hibernated);
+                let lost = was != now && now == StateName::Unknown;
+                if adopted || lost {
+                    unannounced = Some(now);
+                }
                 *cur = status;
                 true
             }
         });
+        if let Some(state) = unannounced {
+            self.observer.on_unannounced(&self.name, state);
+        }
     }
 
     /// The kernel's last-activity stamp only, at the idle deadline. Open

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     spawn_service, ActivityProbe, Command, ContainerRuntime, Hibernation, LifecycleEvent,
     LifecycleObserver, Observed, Ports, RuntimeError, ServiceError, ServiceHandle, ServiceSettings,
-    ServiceState, ServiceStatus, SteerMode, Steering,
+    ServiceState, ServiceStatus, StateName, SteerMode, Steering,
 };
 
 /// Records lifecycle events in order, each with the state the service's
@@ -23,6 +23,8 @@ use super::{
 #[derive(Debug, Default)]
 pub struct FakeObserver {
     events: Mutex<Vec<(LifecycleEvent, Option<ServiceState>)>>,
+    /// States entered without a step (`on_unannounced`).
+    unannounced: Mutex<Vec<StateName>>,
     /// The service's status, once the harness has spawned it.
     watch: std::sync::OnceLock<tokio::sync::watch::Receiver<ServiceStatus>>,
 }
@@ -31,6 +33,11 @@ impl FakeObserver {
     /// Events so far.
     pub fn events(&self) -> Vec<LifecycleEvent> {
         lock(&self.events).iter().map(|(e, _)| e.clone()).collect()
+    }
+
+    /// States entered without a lifecycle step so far.
+    pub fn unannounced(&self) -> Vec<StateName> {
+        lock(&self.unannounced).clone()
     }
 
     /// What watchers saw during each event so far.
@@ -43,6 +50,10 @@ impl LifecycleObserver for FakeObserver {
     fn on_event(&self, _: &str, event: &LifecycleEvent) {
         let seen = self.watch.get().map(|w| w.borrow().state.clone());
         lock(&self.events).push((event.clone(), seen));
+    }
+
+    fn on_unannounced(&self, _: &str, state: StateName) {
+        lock(&self.unannounced).push(state);
     }
 }
 

@@ -8,7 +8,9 @@ use std::time::Duration;
 use tokio::time::{sleep, Instant};
 
 use super::fakes::{settings, Call, Harness, Ready};
-use super::{Command, ContainerEvent, ManualCommand, Observed, ServiceState, SteerMode, Trigger};
+use super::{
+    Command, ContainerEvent, ManualCommand, Observed, ServiceState, StateName, SteerMode, Trigger,
+};
 
 const WAKE: Command = Command::Wake {
     trigger: Trigger::Syn,
@@ -373,6 +375,9 @@ async fn docker_outage_goes_unknown_then_readopts() {
         h.log.runtime_calls(),
         vec![Call::Observe, Call::Observe, Call::Start, Call::WaitReady]
     );
+    // No lifecycle step says Docker was lost (the adoption and the
+    // remembered wake's start are one step: `starting` is announced).
+    assert_eq!(h.observer.unannounced(), [StateName::Unknown]);
 }
 
 #[tokio::test(start_paused = true)]

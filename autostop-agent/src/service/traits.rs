@@ -132,6 +132,12 @@ pub trait ActivityProbe: Send + Sync {
 pub trait LifecycleObserver: Send + Sync {
     /// One step of `service`.
     fn on_event(&self, service: &str, event: &super::types::LifecycleEvent);
+    /// `service` entered `state` without a lifecycle step: adopted as it
+    /// was found (`stopped`, `hibernated`), or `unknown` (Docker
+    /// unreachable). Only the dashboard's timeline cares.
+    fn on_unannounced(&self, service: &str, state: super::StateName) {
+        let _ = (service, state);
+    }
 }
 
 /// An observer that ignores everything (tests, tools).

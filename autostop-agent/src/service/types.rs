@@ -258,6 +258,26 @@ pub enum LifecycleEvent {
     },
 }
 
+impl LifecycleEvent {
+    /// The state the service enters with this step (a hibernation is a
+    /// stop whose reason is `hibernate`).
+    pub fn state(&self) -> StateName {
+        match self {
+            Self::Starting { .. } => StateName::Starting,
+            Self::Ready { .. } => StateName::Ready,
+            Self::Stopping {
+                reason: "hibernate",
+            } => StateName::Hibernating,
+            Self::Stopping { .. } => StateName::Stopping,
+            Self::Stopped {
+                reason: "hibernate",
+            } => StateName::Hibernated,
+            Self::Stopped { .. } => StateName::Stopped,
+            Self::Failed { .. } => StateName::Failed,
+        }
+    }
+}
+
 /// Operator commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ManualCommand {

@@ -129,19 +129,30 @@ impl Browser {
 
     /// Clicks the first element matching the CSS `selector` the way a user
     /// would (WebDriver's element click: scrolled into view, real mouse
-    /// events); panics when nothing matches.
+    /// events); panics when nothing matches. A page that redraws the
+    /// element between the lookup and the click (a stale reference) gets
+    /// a fresh lookup, a few times.
     pub fn click(&self, selector: &str) {
-        let found = self.session_call(
-            "POST",
-            "/element",
-            Some(json!({"using": "css selector", "value": selector})),
-        );
-        // W3C names the element reference with this fixed key.
-        let id = found["element-6066-11e4-a52e-4f735466cecf"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no element for {selector:?}: {found}"))
-            .to_string();
-        self.session_call("POST", &format!("/element/{id}/click"), Some(json!({})));
+        let mut last = String::new();
+        for _ in 0..5 {
+            let found = self.session_call(
+                "POST",
+                "/element",
+                Some(json!({"using": "css selector", "value": selector})),
+            );
+            // W3C names the element reference with this fixed key.
+            let id = found["element-6066-11e4-a52e-4f735466cecf"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no element for {selector:?}: {found}"))
+                .to_string();
+            let path = format!("/session/{}/element/{id}/click", self.session);
+            match self.try_call("POST", &path, Some(json!({}))) {
+                Ok(_) => return,
+                Err(e) if e.contains("stale element") => last = e,
+                Err(e) => panic!("WebDriver click on {selector:?}: {e}"),
+            }
+        }
+        panic!("WebDriver click on {selector:?}: still stale: {last}");
     }
 
     /// The serialized document (`document.documentElement.outerHTML`), or

@@ -1,7 +1,7 @@
 //! Privileged end to end: the dashboard (`GET /`) in a real headless
 //! Chromium against `autostop run`. A stopped service's row, a click on its
 //! "start" button that really starts the container and updates the row in
-//! place (no reload), the RAM column showing a sampled figure with the
+//! place (no reload; the click asks for a confirmation first), the RAM column showing a sampled figure with the
 //! container's real limit, then a click on "stop" and the RAM savings
 //! accrued, shown and persisted in `state.json` at shutdown. Screenshots
 //! land in `target/test-artifacts/`.
@@ -11,25 +11,16 @@ use std::time::Duration;
 use autostop_tests::{
     agent::{httpd_script, running, service_toml, setup, AgentConfig, RunningAgent},
     docker::{free_port, unique, TestContainer},
-    e2e::{artifacts_dir, webdriver::Browser},
+    e2e::{
+        artifacts_dir,
+        dashboard_page::{act, cell, message},
+        webdriver::Browser,
+    },
     eventually,
 };
 
 /// The container's memory limit: the RAM column must show exactly this.
 const LIMIT_BYTES: u64 = 64 * 1024 * 1024;
-
-/// Text of `service`'s row cell matching `selector` (within the row).
-fn cell(browser: &Browser, service: &str, selector: &str) -> String {
-    let script = format!(
-        "const c = document.querySelector('tr[data-service=\"{service}\"] {selector}'); \
-         return c ? c.textContent : null;"
-    );
-    browser
-        .execute(&script)
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
-}
 
 #[test]
 fn privileged_dashboard_in_chromium_starts_a_stopped_service_and_shows_its_ram() {
@@ -66,7 +57,7 @@ fn privileged_dashboard_in_chromium_starts_a_stopped_service_and_shows_its_ram()
 
     // A marker on the page: still there later means the page never reloaded.
     browser.execute("window.autostopMarker = 42; return null;");
-    browser.click("tr[data-service=\"dash\"] button[data-action=\"start\"]");
+    act(&browser, "dash", "start");
     assert!(
         eventually(Duration::from_secs(30), || running(&c.name)),
         "the click on start did not start the container"
@@ -89,6 +80,7 @@ fn privileged_dashboard_in_chromium_starts_a_stopped_service_and_shows_its_ram()
         serde_json::json!(42),
         "the page reloaded instead of updating in place"
     );
+    assert_eq!(message(&browser), "start dash: done");
     browser.screenshot(&shots.join("dashboard-running.png"));
     let view = agent.service("dash");
     let used = view["memory_bytes"]
@@ -112,7 +104,7 @@ fn privileged_dashboard_in_chromium_starts_a_stopped_service_and_shows_its_ram()
 
     // Stop from the dashboard; the savings accrue while stopped (one
     // accounting round is 15 s).
-    browser.click("tr[data-service=\"dash\"] button[data-action=\"stop\"]");
+    act(&browser, "dash", "stop");
     assert!(
         eventually(Duration::from_secs(30), || !running(&c.name)),
         "the click on stop did not stop the container"

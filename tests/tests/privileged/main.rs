@@ -34,6 +34,7 @@ mod conntrack;
 mod counters;
 mod daemon;
 mod dashboard;
+mod dashboard_day;
 mod datapath;
 mod docker;
 mod e2e;

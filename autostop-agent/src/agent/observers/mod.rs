@@ -8,6 +8,8 @@
 //!   the status API;
 //! - [`learned`]: the learned start estimate, sent to the state file's
 //!   owner;
+//! - [`timeline`]: every step with its time and cause, sent to the state
+//!   file's owner (the dashboard's history);
 //! - [`savings`]: starts and stops, sent to the RAM accounting;
 //! - [`alerts`]: failed starts, sent to the alert webhook.
 
@@ -15,10 +17,11 @@ pub mod alerts;
 pub mod history;
 pub mod learned;
 pub mod savings;
+pub mod timeline;
 
 use std::sync::Arc;
 
-use crate::service::{LifecycleEvent, LifecycleObserver};
+use crate::service::{LifecycleEvent, LifecycleObserver, StateName};
 
 /// Every observer, called in order.
 pub struct Fanout(Vec<Arc<dyn LifecycleObserver>>);
@@ -34,6 +37,12 @@ impl LifecycleObserver for Fanout {
     fn on_event(&self, service: &str, event: &LifecycleEvent) {
         for observer in &self.0 {
             observer.on_event(service, event);
+        }
+    }
+
+    fn on_unannounced(&self, service: &str, state: StateName) {
+        for observer in &self.0 {
+            observer.on_unannounced(service, state);
         }
     }
 }

@@ -9,6 +9,7 @@
 mod awake;
 mod events;
 mod fakes;
+mod history;
 
 use std::{
     net::SocketAddr,

@@ -1,6 +1,7 @@
 //! What the agent remembers across restarts, per service, in
 //! `<state_dir>/state.json`: idle timeouts set at run time (CLI/API), learned
-//! start durations for the wait page's estimate, and the RAM-savings totals.
+//! start durations for the wait page's estimate, the RAM-savings totals and
+//! the dashboard's history ([`timeline`]).
 //!
 //! Writes are atomic (temporary file, fsync, rename), so a crash mid-write
 //! leaves the previous state. A file that cannot be parsed is never
@@ -16,6 +17,10 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
+
+pub mod timeline;
+
+pub use timeline::{StartRecord, Timeline, Transition};
 
 /// File name of the state document inside `state_dir`.
 pub const STATE_FILE: &str = "state.json";
@@ -63,6 +68,9 @@ pub struct ServiceMemory {
     /// days, oldest first: the pre-warm model's back-off reads them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub prewarms: Vec<(i64, bool)>,
+    /// The dashboard's history: transitions, starts, savings by day.
+    #[serde(skip_serializing_if = "Timeline::is_empty")]
+    pub timeline: Timeline,
 }
 
 /// How many days of demands and pre-warms are kept (the model looks four
@@ -89,6 +97,7 @@ impl ServiceMemory {
     pub fn credit_saved(&mut self, byte_seconds: f64, hour: u64) {
         self.memory_saved_byte_seconds += byte_seconds;
         *self.memory_saved_by_hour.entry(hour).or_default() += byte_seconds;
+        self.timeline.credit_day(byte_seconds, hour / 24);
         let oldest = hour.saturating_sub(SAVED_HOURS_KEPT - 1);
         self.memory_saved_by_hour.retain(|h, _| *h >= oldest);
     }
@@ -326,6 +335,38 @@ mod tests {
         let m = again.service("web");
         assert_eq!(m.last_memory_bytes, Some(6_200_000_000));
         assert_eq!(m.saved_last_24h(500_001), 6.2e9 * 3600.0);
+    }
+
+    #[test]
+    fn a_file_without_the_timeline_loads_and_one_with_it_round_trips() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(STATE_FILE);
+        fs::write(
+            &path,
+            r#"{"version":1,"services":{"web":{"learned_start_ms":1500,
+                "memory_saved_byte_seconds":10.0,"memory_saved_by_hour":{"480000":10.0}}}}"#,
+        )
+        .expect("write");
+        let (mut store, note) = StateStore::open(dir.path()).expect("open");
+        assert!(note.is_none(), "an older file is not corrupt: {note:?}");
+        assert!(store.service("web").timeline.is_empty());
+        store.update("web", |m| {
+            m.timeline.note(
+                Transition {
+                    at_ms: 5,
+                    state: crate::service::StateName::Starting,
+                    cause: Some("api".into()),
+                },
+                None,
+                Some(1500),
+            );
+            m.credit_saved(7.0, 480_001);
+        });
+        store.save().expect("save");
+        let (again, _) = StateStore::open(dir.path()).expect("reopen");
+        let timeline = again.service("web").timeline;
+        assert_eq!(timeline.transitions.len(), 1);
+        assert_eq!(timeline.saved_by_day.get(&20_000), Some(&7.0));
     }
 
     #[test]
