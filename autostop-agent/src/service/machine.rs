@@ -329,7 +329,10 @@ impl Machine {
                 ]);
             }
             (ContainerEvent::Died { exit_code }, ServiceState::Starting) => {
-                let reason = format!("container died while starting (exit code {exit_code:?})");
+                let reason = match exit_code {
+                    Some(code) => format!("container died while starting (exit code {code})"),
+                    None => "container died while starting".to_owned(),
+                };
                 self.fail(reason, true, now, fx);
             }
             (
