@@ -31,6 +31,8 @@
 //! - [`published`]: where Docker publishes a port on the host (address,
 //!   port), what steering and the warm-up redirect match.
 //! - [`procnet`]: established-connection counts inside containers.
+//! - [`progress`]: a start's steps (containers, required services) and
+//!   their phases, as the wait page shows them.
 //! - [`netfilter`]: the warm-up redirect, an nf_tables table (over netlink,
 //!   owned by the agent's socket) that keeps new connections to a starting
 //!   service's published (address,) port away from Docker's DNAT until the
@@ -70,6 +72,7 @@ pub mod metrics;
 pub mod netfilter;
 pub mod notify;
 pub mod procnet;
+pub mod progress;
 pub mod published;
 pub mod schedule;
 pub mod service;

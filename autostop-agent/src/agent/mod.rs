@@ -43,6 +43,7 @@ mod listeners;
 mod liveness;
 mod memory;
 mod observers;
+mod progress;
 mod real;
 mod registry;
 mod reload;

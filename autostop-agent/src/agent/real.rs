@@ -259,6 +259,10 @@ impl Upstreams for RealDocker {
             .map_err(|e| e.to_string())?;
         upstream_of(&endpoints, service, published_port)
     }
+
+    fn progress(&self, service: &str) -> crate::progress::Progress {
+        self.runtime.progress(service)
+    }
 }
 
 #[async_trait]

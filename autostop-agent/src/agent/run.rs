@@ -33,6 +33,7 @@ use super::{
         timeline::TimelineObserver,
         Fanout,
     },
+    progress::StartView,
     registry::Registry,
     reload,
     requires::RequiresRuntime,
@@ -206,7 +207,7 @@ pub async fn run_with(deps: AgentDeps, shutdown: CancellationToken) -> Result<()
     }
     let coldstart = Arc::new(ColdStart {
         routes,
-        upstreams: Arc::clone(&docker) as _,
+        upstreams: Arc::new(StartView::new(Arc::clone(&docker), directory.clone())),
         stats: Arc::new(ColdStartStats::default()),
         themes: Arc::new(themes),
         metrics: Arc::clone(&metrics),

@@ -27,6 +27,7 @@ use super::{
     ColdStart, Route,
 };
 use crate::{
+    progress::{public_steps, PageStage},
     service::{Command, ServiceState, ServiceStatus, Trigger},
     waitpage::{
         classify, opening, read_head_from, status_json, wait_page, wait_script, HeadError, Kind,
@@ -118,13 +119,14 @@ async fn http(
         Kind::StatusPoll => {
             let status = route.handle.status();
             wake_unless_failed(route, &status);
-            let vars = page_vars(route, &status);
+            let vars = page_vars(route, &status, ctx);
             status_json(&StatusBody {
                 service: vars.service_name,
                 state: vars.state,
                 elapsed_s: vars.elapsed_s,
                 estimated_s: vars.estimated_s,
                 error: vars.error,
+                steps: vars.steps,
             })
         }
         Kind::Navigation => {
@@ -134,7 +136,7 @@ async fn http(
                 .theme
                 .as_deref()
                 .unwrap_or(crate::config::DEFAULT_THEME);
-            let html = ctx.themes.render(theme, &page_vars(route, &status));
+            let html = ctx.themes.render(theme, &page_vars(route, &status, ctx));
             ctx.stats.wait_pages.fetch_add(1, Ordering::Relaxed);
             ctx.metrics.wait_page(&route.service);
             wait_page(&html, RETRY_AFTER_S, head_only)
@@ -158,8 +160,9 @@ fn wake_unless_failed(route: &Route, status: &ServiceStatus) {
 /// The page's values. A failure shows [`PUBLIC_FAILURE`], never its cause
 /// (container names, compose paths and Docker's errors stay in the log and
 /// the authenticated API); the service's configured name stays: it is the
-/// administrator's label for the site the visitor asked for.
-fn page_vars(route: &Route, status: &ServiceStatus) -> PageVars {
+/// administrator's label for the site the visitor asked for. The start's
+/// steps carry generic labels only ([`crate::progress`]).
+fn page_vars(route: &Route, status: &ServiceStatus, ctx: &ColdStart) -> PageVars {
     let state = match &status.state {
         _ if status.upstream_ready => PageState::Ready,
         ServiceState::Ready => PageState::Ready,
@@ -175,6 +178,20 @@ fn page_vars(route: &Route, status: &ServiceStatus) -> PageVars {
         PageState::Starting => status.since.elapsed().as_secs(),
         _ => 0,
     };
+    let stage = match state {
+        PageState::Stopped => PageStage::Idle,
+        PageState::Starting => PageStage::Starting(status.since),
+        PageState::Failed => PageStage::Failed,
+        PageState::Ready => PageStage::Ready,
+    };
+    let steps = match stage {
+        PageStage::Idle => Vec::new(),
+        _ => public_steps(
+            &ctx.upstreams.progress(&route.service),
+            stage,
+            tokio::time::Instant::now(),
+        ),
+    };
     PageVars {
         service_name: route.service.clone(),
         estimated_s: status
@@ -185,5 +202,6 @@ fn page_vars(route: &Route, status: &ServiceStatus) -> PageVars {
         elapsed_s,
         state,
         error: (state == PageState::Failed).then(|| PUBLIC_FAILURE.to_owned()),
+        steps,
     }
 }

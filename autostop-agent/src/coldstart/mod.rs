@@ -57,12 +57,17 @@ use crate::{
 
 pub use hold::{HoldOutcome, HANDOVER_WINDOW};
 
-/// Finds where a ready service's port lives now: the container address can
-/// change each time its containers start, so it is asked at forward time.
+/// Finds where a ready service's port lives now (the container address can
+/// change each time its containers start, so it is asked at forward time),
+/// and how far a start has come.
 #[async_trait::async_trait]
 pub trait Upstreams: Send + Sync {
     /// Address to forward connections for `published_port` of `service` to.
     async fn upstream(&self, service: &str, published_port: u16) -> Result<SocketAddr, String>;
+
+    /// The steps of `service`'s current (or last) start, for the wait page:
+    /// required services first, then its containers in start order.
+    fn progress(&self, service: &str) -> crate::progress::Progress;
 }
 
 /// How connections to one published port are handled.

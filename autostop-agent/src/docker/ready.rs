@@ -11,6 +11,7 @@ use super::client::DockerClient;
 use super::order::{DependsCondition, DependsOn};
 use super::resolve::{Member, RunState};
 use super::DockerError;
+use crate::progress::Seen;
 
 /// Period of the container-state polls (inspect).
 pub const STATE_POLL: Duration = Duration::from_millis(20);
@@ -42,13 +43,39 @@ pub fn exited(m: &Member, code: i64) -> DockerError {
     }
 }
 
+/// What the start progress makes of `m`'s latest inspect, for the start
+/// that began at `began`.
+pub fn seen(m: &Member, began: SystemTime) -> Seen {
+    use bollard::models::{ContainerStateStatusEnum as S, HealthStatusEnum as H};
+    let Some(state) = &m.inspect.state else {
+        return Seen::NotRunning;
+    };
+    match state.status {
+        Some(S::RUNNING) => match state.health.as_ref().and_then(|h| h.status) {
+            None | Some(H::NONE | H::EMPTY) => Seen::Running,
+            Some(H::HEALTHY) => Seen::Healthy,
+            Some(H::UNHEALTHY) => Seen::Unhealthy,
+            Some(H::STARTING) => Seen::HealthStarting,
+        },
+        Some(S::EXITED) => match state.exit_code.unwrap_or(0) {
+            0 => Seen::Completed,
+            _ => Seen::Exited {
+                ours: started_since(m, began),
+            },
+        },
+        _ => Seen::NotRunning,
+    }
+}
+
 /// Polls the containers of compose service `dep.service` until its
 /// condition holds (healthy; completed with exit 0). A non-zero exit fails.
-/// Unbounded: the caller's `start_timeout` bounds it.
+/// Unbounded: the caller's `start_timeout` bounds it. `seen` is told of
+/// every refreshed container (the start progress).
 pub async fn wait_dependency(
     client: &DockerClient,
     members: &mut [Member],
     dep: &DependsOn,
+    seen: &(dyn Fn(&Member) + Send + Sync),
 ) -> Result<(), DockerError> {
     loop {
         let mut ok = true;
@@ -57,6 +84,7 @@ pub async fn wait_dependency(
             .filter(|m| m.compose_service.as_deref() == Some(dep.service.as_str()))
         {
             m.refresh(client).await?;
+            seen(m);
             let state = m.run_state();
             ok &= match (dep.condition, state) {
                 (_, RunState::Failed(code)) => return Err(exited(m, code)),

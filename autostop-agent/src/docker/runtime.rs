@@ -17,10 +17,11 @@ use super::client::DockerClient;
 use super::endpoints::{self, bridge_name, container_port, primary_address, ServiceEndpoints};
 use super::neigh::{self, NeighbourPin};
 use super::order::DependsCondition;
-use super::ready::{self, exited, started_since, try_connect, wait_dependency};
+use super::ready::{self, exited, seen, started_since, try_connect, wait_dependency};
 use super::resolve::{resolve, Member, Resolved, RunState};
 use super::DockerError;
 use crate::config::{Protocol, ServiceConfig, Target};
+use crate::progress::{Book, Phase, Progress};
 use crate::service::{ContainerRuntime, Hibernation, Observed, RuntimeError};
 
 /// How often the connect phase re-inspects containers to notice an exit.
@@ -50,6 +51,9 @@ pub struct DockerRuntime {
     /// call each (200 held connections asked dockerd 200 times, on the
     /// first response's critical path). Cleared by `start` and `stop`.
     ready_upstreams: Mutex<HashMap<String, HashMap<u16, SocketAddr>>>,
+    /// Each service's containers' start progress (the wait page's steps):
+    /// begun by `start`, kept after readiness or failure, cleared by `stop`.
+    progress: Book,
 }
 
 /// A container's own stop grace period (`StopTimeout`), if it sets one.
@@ -89,6 +93,7 @@ impl DockerRuntime {
             started: Mutex::default(),
             resolved_at_start: Mutex::default(),
             ready_upstreams: Mutex::default(),
+            progress: Book::default(),
         };
         rt.set_services(services);
         rt
@@ -110,6 +115,7 @@ impl DockerRuntime {
         lock(&self.started).retain(|name, _| map.contains_key(name));
         lock(&self.resolved_at_start).retain(|name, _| map.contains_key(name));
         lock(&self.ready_upstreams).retain(|name, _| map.contains_key(name));
+        self.progress.retain(|name| map.contains_key(name));
         *self.services.write() = map;
     }
 
@@ -176,11 +182,19 @@ impl DockerRuntime {
             .copied()
     }
 
+    /// The start progress of `service`'s containers (see [`Book`]).
+    pub fn progress(&self, service: &str) -> Progress {
+        self.progress.get(service)
+    }
+
     async fn start_inner(&self, service: &str) -> Result<(), DockerError> {
         let svc = self.config(service)?;
         lock(&self.ready_upstreams).remove(service);
-        lock(&self.started).insert(service.to_string(), SystemTime::now());
+        let began = SystemTime::now();
+        lock(&self.started).insert(service.to_string(), began);
         if let Target::Containers(names) = &svc.target {
+            let keys = names.iter().map(|n| vec![n.clone()]).collect();
+            self.progress.begin(service, keys);
             // Named containers have no dependencies: start them by name, in
             // order, without inspecting first (a stopped container's inspect
             // has no address to reuse, and readiness inspects them again):
@@ -190,6 +204,7 @@ impl DockerRuntime {
             // before the call: that bench reads its time as the start of
             // the container's own start.
             for name in names {
+                self.progress.set(service, name, Phase::Starting);
                 info!(service, container = %name, event = "container_start");
                 self.client
                     .start(name, svc.start_timeout)
@@ -199,17 +214,21 @@ impl DockerRuntime {
             return Ok(());
         }
         let Resolved { mut members, deps } = resolve(&self.client, &svc).await?;
+        self.progress.begin(service, member_keys(&members));
+        let observe = |m: &Member| self.progress.observe(service, &m.id, seen(m, began));
         for i in 0..members.len() {
             let own = members[i].compose_service.clone();
             for dep in own.and_then(|s| deps.get(&s)).into_iter().flatten() {
                 if dep.condition != DependsCondition::Started {
-                    wait_dependency(&self.client, &mut members, dep).await?;
+                    wait_dependency(&self.client, &mut members, dep, &observe).await?;
                 }
             }
             let m = &members[i];
             if matches!(m.run_state(), RunState::Up | RunState::Unhealthy) {
+                observe(m);
                 continue;
             }
+            self.progress.set(service, &m.id, Phase::Starting);
             info!(service, container = %m.name, event = "container_start");
             self.client
                 .start(&m.id, svc.start_timeout)
@@ -245,15 +264,23 @@ impl DockerRuntime {
         lock(&self.started).remove(service);
         lock(&self.resolved_at_start).remove(service);
         lock(&self.ready_upstreams).remove(service);
+        self.progress.clear(service);
         Ok(())
     }
 
-    /// Refreshes every member; fails on a non-zero exit of this start.
-    /// Returns whether all are up (or completed one-shots).
-    async fn check(&self, members: &mut [Member], began: SystemTime) -> Result<bool, DockerError> {
+    /// Refreshes every member (and its start progress); fails on a
+    /// non-zero exit of this start. Returns whether all are up (or
+    /// completed one-shots).
+    async fn check(
+        &self,
+        service: &str,
+        members: &mut [Member],
+        began: SystemTime,
+    ) -> Result<bool, DockerError> {
         let mut all = true;
         for m in members.iter_mut() {
             m.refresh(&self.client).await?;
+            self.progress.observe(service, &m.id, seen(m, began));
             match m.run_state() {
                 RunState::Up | RunState::Completed => {}
                 RunState::Failed(code) if started_since(m, began) => return Err(exited(m, code)),
@@ -276,7 +303,8 @@ impl DockerRuntime {
             Some(members) => members,
             None => resolve(&self.client, &svc).await?.members,
         };
-        while !self.check(&mut members, began).await? {
+        self.progress.ensure(service, member_keys(&members));
+        while !self.check(service, &mut members, began).await? {
             tokio::time::sleep(ready::STATE_POLL).await;
         }
         lock(&self.ready_upstreams).remove(service);
@@ -302,23 +330,25 @@ impl DockerRuntime {
             if self.pin_neighbours {
                 pins.extend(self.pin(&net, ip, &mac).await);
             }
-            targets.push(SocketAddr::new(ip, cport));
+            self.progress.set(service, &m.id, Phase::PortWait);
+            targets.push((m.id.clone(), SocketAddr::new(ip, cport)));
             upstreams.insert(spec.port, SocketAddr::new(ip, cport));
         }
         let mut last_check = std::time::Instant::now();
         while !targets.is_empty() {
             let mut left = Vec::new();
-            for t in targets {
+            for (id, t) in targets {
                 if !try_connect(t).await {
-                    left.push(t);
+                    left.push((id, t));
                 }
             }
             targets = left;
+            answered(&self.progress, service, &members, &targets);
             if targets.is_empty() {
                 break;
             }
             if last_check.elapsed() >= RECHECK_PERIOD {
-                self.check(&mut members, began).await?;
+                self.check(service, &mut members, began).await?;
                 last_check = std::time::Instant::now();
             }
             tokio::time::sleep(ready::CONNECT_POLL).await;
@@ -391,10 +421,32 @@ impl DockerRuntime {
     }
 }
 
+/// The keys a member's progress step is found by: its id, then its name.
+fn member_keys(members: &[Member]) -> Vec<Vec<String>> {
+    members
+        .iter()
+        .map(|m| vec![m.id.clone(), m.name.clone()])
+        .collect()
+}
+
+/// Marks the port owners with no target left to probe as answering.
+fn answered(book: &Book, service: &str, members: &[Member], left: &[(String, SocketAddr)]) {
+    for m in members {
+        if !left.iter().any(|(id, _)| *id == m.id) {
+            book.set_if(service, &m.id, Phase::PortWait, Phase::PortAnswering);
+        }
+    }
+}
+
 #[async_trait]
 impl ContainerRuntime for DockerRuntime {
+    /// A failed start marks the step it was on in the progress.
     async fn start(&self, service: &str) -> Result<(), RuntimeError> {
-        Ok(self.start_inner(service).await?)
+        let r = self.start_inner(service).await;
+        if r.is_err() {
+            self.progress.fail(service);
+        }
+        Ok(r?)
     }
 
     async fn stop(&self, service: &str) -> Result<(), RuntimeError> {
@@ -402,7 +454,11 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     async fn wait_ready(&self, service: &str) -> Result<(), RuntimeError> {
-        Ok(self.wait_ready_inner(service).await?)
+        let r = self.wait_ready_inner(service).await;
+        if r.is_err() {
+            self.progress.fail(service);
+        }
+        Ok(r?)
     }
 
     async fn observe(&self, service: &str) -> Result<Observed, RuntimeError> {

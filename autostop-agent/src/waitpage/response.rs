@@ -10,6 +10,7 @@
 //! and the authenticated status API).
 
 use super::theme::PageState;
+use crate::progress::PublicStep;
 
 /// What a visitor is told when a start failed or cannot happen now (error
 /// replies, the wait page and its status poll).
@@ -60,6 +61,8 @@ pub struct StatusBody {
     pub estimated_s: u64,
     /// What the visitor is told when the start failed (a public text).
     pub error: Option<String>,
+    /// The start's steps (generic labels, phases, seconds in phase).
+    pub steps: Vec<PublicStep>,
 }
 
 /// Assembles a response: status line, the given headers, the standard ones
@@ -123,14 +126,28 @@ pub fn wait_script(head_only: bool) -> Vec<u8> {
 }
 
 /// The status JSON the wait page polls: `200` with
-/// `{"service","state","elapsed_s","estimated_s","error"}`.
+/// `{"service","state","elapsed_s","estimated_s","error","steps"}`, each
+/// step `{"label","phase","text","for_s"}`.
 pub fn status_json(status: &StatusBody) -> Vec<u8> {
+    let steps: Vec<serde_json::Value> = status
+        .steps
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "label": s.label,
+                "phase": s.phase.as_str(),
+                "text": s.phase.text(),
+                "for_s": s.for_s,
+            })
+        })
+        .collect();
     let body = serde_json::json!({
         "service": status.service,
         "state": status.state.as_str(),
         "elapsed_s": status.elapsed_s,
         "estimated_s": status.estimated_s,
         "error": status.error,
+        "steps": steps,
     })
     .to_string();
     build("200 OK", "application/json", &[], body.as_bytes(), false)
@@ -155,6 +172,7 @@ pub fn error_reply(status: ErrorStatus, retry_after_s: Option<u64>) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::progress::Phase;
 
     /// Splits a response into (status line, headers, body).
     fn split(resp: &[u8]) -> (String, Vec<(String, String)>, Vec<u8>) {
@@ -230,6 +248,18 @@ mod tests {
             elapsed_s: 12,
             estimated_s: 30,
             error: Some("exit 1".into()),
+            steps: vec![
+                PublicStep {
+                    label: "container 1 of 2".into(),
+                    phase: Phase::Healthy,
+                    for_s: 3,
+                },
+                PublicStep {
+                    label: "container 2 of 2".into(),
+                    phase: Phase::Failed,
+                    for_s: 0,
+                },
+            ],
         });
         let (status, headers, body) = split(&resp);
         assert_eq!(status, "HTTP/1.1 200 OK");
@@ -242,7 +272,11 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
         assert_eq!(
             v,
-            serde_json::json!({"service":"rag\"flow","state":"failed","elapsed_s":12,"estimated_s":30,"error":"exit 1"})
+            serde_json::json!({"service":"rag\"flow","state":"failed","elapsed_s":12,"estimated_s":30,"error":"exit 1",
+            "steps":[
+                {"label":"container 1 of 2","phase":"healthy","text":"healthy","for_s":3},
+                {"label":"container 2 of 2","phase":"failed","text":"failed","for_s":0}
+            ]})
         );
         let ok = status_json(&StatusBody {
             service: "a".into(),
@@ -250,9 +284,11 @@ mod tests {
             elapsed_s: 0,
             estimated_s: 9,
             error: None,
+            steps: Vec::new(),
         });
         let v: serde_json::Value = serde_json::from_slice(&split(&ok).2).expect("json");
         assert_eq!(v["error"], serde_json::Value::Null);
+        assert_eq!(v["steps"], serde_json::json!([]));
         assert_eq!(v["state"], "starting");
     }
 

@@ -3,7 +3,7 @@
 //! escaping that makes every substituted value safe in HTML text, in
 //! attribute values and inside inline script string literals.
 //!
-//! Only the five known variables are accepted; an unknown one is an error
+//! Only the known variables ([`Var`]) are accepted; an unknown one is an error
 //! naming its line, so a typo in a user theme is caught by `autostop check`
 //! instead of showing up as raw braces to visitors. Text such as `{{{` or
 //! `{{ a.b }}` that is not a placeholder at all is kept verbatim, so themes
@@ -15,7 +15,7 @@ use std::fmt::Write as _;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TemplateError {
     /// A placeholder names a variable the agent does not provide.
-    #[error("line {line}: unknown variable {{{{ {name} }}}} (known: serviceName, estimatedTime, elapsed, status, error)")]
+    #[error("line {line}: unknown variable {{{{ {name} }}}} (known: serviceName, estimatedTime, elapsed, status, error, progress, stepsDone, stepsTotal)")]
     UnknownVariable {
         /// 1-based line of the placeholder, for the operator's editor.
         line: usize,
@@ -37,6 +37,14 @@ pub enum Var {
     Status,
     /// `{{ error }}`: why the start failed; empty otherwise.
     Error,
+    /// `{{ progress }}`: the start's steps on one line (`container 1 of 2:
+    /// healthy · container 2 of 2: starting`); empty before any is known.
+    Progress,
+    /// `{{ stepsDone }}`: how many steps are done.
+    StepsDone,
+    /// `{{ stepsTotal }}`: how many steps the start has (0 before any is
+    /// known).
+    StepsTotal,
 }
 
 impl Var {
@@ -47,6 +55,9 @@ impl Var {
             "elapsed" => Var::Elapsed,
             "status" => Var::Status,
             "error" => Var::Error,
+            "progress" => Var::Progress,
+            "stepsDone" => Var::StepsDone,
+            "stepsTotal" => Var::StepsTotal,
             _ => return None,
         })
     }
@@ -194,6 +205,9 @@ mod tests {
                 Var::Elapsed => "7".into(),
                 Var::Status => "starting".into(),
                 Var::Error => "a<b".into(),
+                Var::Progress => "container 1 of 1: <ok>".into(),
+                Var::StepsDone => "1".into(),
+                Var::StepsTotal => "2".into(),
             })
     }
 
@@ -201,6 +215,8 @@ mod tests {
     fn spaces_inside_braces_are_optional() {
         let out = fill("{{serviceName}}|{{ estimatedTime }}|{{\telapsed  }}|{{status }}|{{error}}");
         assert_eq!(out, "svc|42|7|starting|a&lt;b");
+        let out = fill("{{ progress }}|{{stepsDone}}/{{ stepsTotal }}");
+        assert_eq!(out, "container 1 of 1: &lt;ok&gt;|1/2");
     }
 
     #[test]

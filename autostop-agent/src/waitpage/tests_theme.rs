@@ -29,6 +29,7 @@ fn vars(name: &str) -> PageVars {
         elapsed_s: 7,
         state: PageState::Starting,
         error: None,
+        steps: Vec::new(),
     }
 }
 

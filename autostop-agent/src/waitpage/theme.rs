@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use super::template::{Template, TemplateError, Var};
 use crate::config::{is_valid_theme_name, ThemeCatalog, BUILTIN_THEMES, DEFAULT_THEME};
+use crate::progress::{done_count, summary, PublicStep};
 
 /// Largest user theme file accepted; a wait page has no business being
 /// bigger, and the whole file is held in memory.
@@ -97,6 +98,8 @@ pub struct PageVars {
     /// What the visitor is told when the start failed: the listener passes
     /// a fixed public text ([`super::PUBLIC_FAILURE`]), never the cause.
     pub error: Option<String>,
+    /// The start's steps, with generic labels only.
+    pub steps: Vec<PublicStep>,
 }
 
 /// Compiled themes by name, ready to render.
@@ -180,6 +183,9 @@ impl ThemeSet {
             Var::Elapsed => vars.elapsed_s.to_string(),
             Var::Status => vars.state.as_str().to_string(),
             Var::Error => vars.error.clone().unwrap_or_default(),
+            Var::Progress => summary(&vars.steps),
+            Var::StepsDone => done_count(&vars.steps).to_string(),
+            Var::StepsTotal => vars.steps.len().to_string(),
         })
     }
 
@@ -207,7 +213,11 @@ fn minimal_page(vars: &PageVars) -> String {
             Var::ServiceName => vars.service_name.clone(),
             Var::Status => vars.state.as_str().to_string(),
             Var::Error => vars.error.clone().unwrap_or_default(),
-            Var::EstimatedTime | Var::Elapsed => String::new(),
+            Var::EstimatedTime
+            | Var::Elapsed
+            | Var::Progress
+            | Var::StepsDone
+            | Var::StepsTotal => String::new(),
         }),
         Err(_) => String::from("<!DOCTYPE html><p>Starting...</p>"),
     }

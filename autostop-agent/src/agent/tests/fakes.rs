@@ -199,6 +199,8 @@ pub struct FakeDocker {
     pub broken: Mutex<HashSet<String>>,
     /// What every label scan finds.
     pub labelled: Mutex<Vec<ServiceConfig>>,
+    /// Each service's one container: starting, then running or failed.
+    pub progress: crate::progress::Book,
 }
 
 impl FakeDocker {
@@ -214,11 +216,17 @@ impl FakeDocker {
 impl ContainerRuntime for FakeDocker {
     async fn start(&self, service: &str) -> Result<(), RuntimeError> {
         lock(&self.calls).push(format!("+{service}"));
+        self.progress.begin(service, vec![vec![service.to_owned()]]);
+        self.progress
+            .set(service, service, crate::progress::Phase::Starting);
         if lock(&self.broken).contains(service) {
+            self.progress.fail(service);
             return Err(RuntimeError::Runtime(format!(
                 "{service} exited with code 1"
             )));
         }
+        self.progress
+            .set(service, service, crate::progress::Phase::Running);
         lock(&self.running).insert(service.to_owned());
         Ok(())
     }
@@ -226,6 +234,7 @@ impl ContainerRuntime for FakeDocker {
     async fn stop(&self, service: &str) -> Result<(), RuntimeError> {
         lock(&self.calls).push(format!("-{service}"));
         lock(&self.running).remove(service);
+        self.progress.clear(service);
         Ok(())
     }
 
@@ -257,6 +266,10 @@ impl ContainerRuntime for FakeDocker {
 impl Upstreams for FakeDocker {
     async fn upstream(&self, service: &str, _port: u16) -> Result<SocketAddr, String> {
         Err(format!("{service}: the fake has no upstream"))
+    }
+
+    fn progress(&self, service: &str) -> crate::progress::Progress {
+        self.progress.get(service)
     }
 }
 

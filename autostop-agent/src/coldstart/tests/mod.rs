@@ -37,6 +37,19 @@ impl Upstreams for FixedUpstream {
     async fn upstream(&self, _: &str, _: u16) -> Result<SocketAddr, String> {
         Ok(self.0)
     }
+
+    /// One container, health check pending for a second now.
+    fn progress(&self, _: &str) -> crate::progress::Progress {
+        let since = tokio::time::Instant::now() - Duration::from_secs(1);
+        crate::progress::Progress {
+            began: Some(since),
+            steps: vec![crate::progress::Step {
+                kind: crate::progress::StepKind::Container,
+                phase: crate::progress::Phase::HealthPending,
+                since,
+            }],
+        }
+    }
 }
 
 /// An echo server: the "app" behind the service.
