@@ -94,3 +94,31 @@ impl Upstreams for StartView {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::ServiceSettings;
+
+    #[test]
+    fn a_requirement_step_follows_its_state_machine() {
+        let since = tokio::time::Instant::now();
+        let mut status = ServiceStatus::initial(&ServiceSettings::default(), since);
+        let mut phase = |state: ServiceState, upstream_ready: bool| {
+            status.state = state;
+            status.upstream_ready = upstream_ready;
+            let step = requirement_step(&status);
+            assert_eq!((step.kind, step.since), (StepKind::Requirement, since));
+            step.phase
+        };
+        assert_eq!(phase(ServiceState::Stopped, false), Phase::Waiting);
+        assert_eq!(phase(ServiceState::Hibernated, false), Phase::Waiting);
+        assert_eq!(phase(ServiceState::Starting, false), Phase::Starting);
+        assert_eq!(phase(ServiceState::Starting, true), Phase::Ready);
+        assert_eq!(phase(ServiceState::Ready, true), Phase::Ready);
+        let failed = ServiceState::Failed {
+            reason: "db-1 exited".into(),
+        };
+        assert_eq!(phase(failed, false), Phase::Failed);
+    }
+}

@@ -32,6 +32,8 @@ pub mod template;
 pub mod theme;
 
 #[cfg(test)]
+mod tests_progress;
+#[cfg(test)]
 mod tests_request;
 #[cfg(test)]
 mod tests_theme;
@@ -45,5 +47,5 @@ pub use response::{
     error_reply, status_json, wait_page, wait_script, ErrorStatus, StatusBody, PUBLIC_FAILURE,
     PUBLIC_TIMEOUT, WAIT_SCRIPT,
 };
-pub use template::{escape_html, TemplateError};
+pub use template::{escape_html, TemplateError, VARIABLES};
 pub use theme::{PageState, PageVars, ThemeError, ThemeProblem, ThemeSet, MAX_THEME_BYTES};

@@ -47,8 +47,22 @@ pub enum Var {
     StepsTotal,
 }
 
+/// The name of every variable a theme may use (themes/README.md documents
+/// each; a unit test holds the README to this list).
+pub const VARIABLES: [&str; 8] = [
+    "serviceName",
+    "estimatedTime",
+    "elapsed",
+    "status",
+    "error",
+    "progress",
+    "stepsDone",
+    "stepsTotal",
+];
+
 impl Var {
-    fn from_name(name: &str) -> Option<Var> {
+    /// The variable called `name` in templates.
+    pub fn from_name(name: &str) -> Option<Var> {
         Some(match name {
             "serviceName" => Var::ServiceName,
             "estimatedTime" => Var::EstimatedTime,

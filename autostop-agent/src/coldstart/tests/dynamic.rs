@@ -193,3 +193,43 @@ async fn clients_that_leave_during_the_head_or_the_hold_are_counted_gone() {
     assert_eq!(h.stats.refused_over_limit.load(Ordering::Relaxed), 0);
     h.stop().await;
 }
+
+/// The page and its poll carry the start's steps with generic labels:
+/// none while stopped, the container's phase while starting, and the step
+/// marked failed (with the public text only) once the start failed.
+#[tokio::test]
+async fn the_page_and_the_poll_show_the_start_steps() {
+    let h = Harness::start_with(DYNAMIC, 16, Duration::from_secs(30)).await;
+    let get = |path: &'static str| async move {
+        let mut c = TcpStream::connect(h.addr).await.expect("connect");
+        let head = format!("GET {path} HTTP/1.1\r\nHost: x\r\nAccept: text/html\r\n\r\n");
+        c.write_all(head.as_bytes()).await.expect("write");
+        read_all(&mut c).await
+    };
+    let json = |reply: String| -> serde_json::Value {
+        let (_, body) = reply.split_once("\r\n\r\n").expect("body");
+        serde_json::from_str(body).expect("status JSON")
+    };
+    let stopped = json(get("/.autostop/status").await);
+    assert_eq!(stopped["steps"], serde_json::json!([]));
+
+    h.set_state(ServiceState::Starting);
+    let starting = json(get("/.autostop/status").await);
+    assert_eq!(
+        starting["steps"],
+        serde_json::json!([{"label": "container 1 of 1", "phase": "health_pending",
+            "text": "health check pending", "for_s": 0}])
+    );
+    let page = get("/").await;
+    assert!(
+        page.contains("<li>container 1 of 1: health check pending</li>"),
+        "{page}"
+    );
+
+    h.set_state(internal_failure());
+    let failed = json(get("/.autostop/status").await);
+    assert_eq!(failed["steps"][0]["phase"], "failed");
+    assert_eq!(failed["error"], crate::waitpage::PUBLIC_FAILURE);
+    assert_no_internals(&failed.to_string(), "status JSON");
+    h.stop().await;
+}

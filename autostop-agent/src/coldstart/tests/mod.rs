@@ -38,9 +38,10 @@ impl Upstreams for FixedUpstream {
         Ok(self.0)
     }
 
-    /// One container, health check pending for a second now.
+    /// One container whose health check is pending (its start began just
+    /// now, so after any state the harness set).
     fn progress(&self, _: &str) -> crate::progress::Progress {
-        let since = tokio::time::Instant::now() - Duration::from_secs(1);
+        let since = tokio::time::Instant::now();
         crate::progress::Progress {
             began: Some(since),
             steps: vec![crate::progress::Step {
