@@ -20,7 +20,8 @@
 //!
 //! Submodules: `client` (connection, error mapping), `resolve` (which
 //! containers make up a service), `order` (compose `depends_on` and the
-//! topological start order), `ready` (health and TCP readiness), `neigh`
+//! topological start order), `ready` (health and TCP probe building blocks), `readiness` (the
+//! runtime's readiness wait), `neigh`
 //! (the permanent neighbour entry that avoids the first-SYN ARP stall),
 //! `endpoints` (addresses and bridges for the datapath), `events` (the event
 //! stream follower), `hibernate` (pause, reclaim to swap, thaw), `stats` (memory use as `docker stats` shows it) and
@@ -33,6 +34,7 @@ mod events;
 mod hibernate;
 mod neigh;
 mod order;
+mod readiness;
 mod ready;
 mod resolve;
 mod runtime;

@@ -1,7 +1,8 @@
 //! [`DockerRuntime`]: the [`ContainerRuntime`] of the agent over the Docker
 //! API. Containers are resolved afresh at every call; start follows the
-//! dependency order, stop the reverse; readiness is health plus a TCP
-//! connect to each service port at the container's own address.
+//! dependency order, stop the reverse; readiness (`readiness.rs`) is
+//! health plus a TCP connect to each service port at the container's own
+//! address. Each start's progress is recorded for the wait page.
 
 use parking_lot::{Mutex, MutexGuard, RwLock};
 use std::collections::HashMap;
@@ -11,49 +12,49 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use rtnetlink::Handle;
 use tokio::sync::OnceCell;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use super::client::DockerClient;
-use super::endpoints::{self, bridge_name, container_port, primary_address, ServiceEndpoints};
-use super::neigh::{self, NeighbourPin};
+use super::endpoints::{self, bridge_name, ServiceEndpoints};
 use super::order::DependsCondition;
-use super::ready::{self, exited, seen, started_since, try_connect, wait_dependency};
+use super::readiness::member_keys;
+use super::ready::{seen, wait_dependency};
 use super::resolve::{resolve, Member, Resolved, RunState};
 use super::DockerError;
-use crate::config::{Protocol, ServiceConfig, Target};
+use crate::config::{ServiceConfig, Target};
 use crate::progress::{Book, Phase, Progress};
 use crate::service::{ContainerRuntime, Hibernation, Observed, RuntimeError};
 
 /// How often the connect phase re-inspects containers to notice an exit.
-const RECHECK_PERIOD: std::time::Duration = std::time::Duration::from_millis(250);
+pub(super) const RECHECK_PERIOD: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Docker-backed container runtime for the configured services.
 #[derive(Debug)]
 pub struct DockerRuntime {
     /// Shared API client.
-    client: DockerClient,
+    pub(super) client: DockerClient,
     /// Service configs by name (replaced on config reload).
     services: RwLock<HashMap<String, ServiceConfig>>,
     /// Pin a PERMANENT neighbour entry while probing (see `neigh`).
-    pin_neighbours: bool,
+    pub(super) pin_neighbours: bool,
     /// Netlink handle, opened on first use (`None` if that failed).
-    netlink: OnceCell<Option<Handle>>,
+    pub(super) netlink: OnceCell<Option<Handle>>,
     /// Network id/name → bridge interface (networks are immutable).
     bridges: Mutex<HashMap<String, String>>,
     /// When the last `start` of each service began (judges exits).
-    started: Mutex<HashMap<String, SystemTime>>,
+    pub(super) started: Mutex<HashMap<String, SystemTime>>,
     /// The containers the last `start` resolved, handed to the readiness
     /// wait that follows so it does not list and inspect them all again.
-    resolved_at_start: Mutex<HashMap<String, Vec<Member>>>,
+    pub(super) resolved_at_start: Mutex<HashMap<String, Vec<Member>>>,
     /// Published TCP port → container address:port of each service, as the
     /// last successful readiness wait probed them. Held connections are
     /// forwarded there the moment the service is ready, without a Docker
     /// call each (200 held connections asked dockerd 200 times, on the
     /// first response's critical path). Cleared by `start` and `stop`.
-    ready_upstreams: Mutex<HashMap<String, HashMap<u16, SocketAddr>>>,
+    pub(super) ready_upstreams: Mutex<HashMap<String, HashMap<u16, SocketAddr>>>,
     /// Each service's containers' start progress (the wait page's steps):
     /// begun by `start`, kept after readiness or failure, cleared by `stop`.
-    progress: Book,
+    pub(super) progress: Book,
 }
 
 /// A container's own stop grace period (`StopTimeout`), if it sets one.
@@ -64,7 +65,7 @@ fn stop_grace(inspect: &bollard::models::ContainerInspectResponse) -> Option<std
         .map(std::time::Duration::from_secs)
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock()
 }
 
@@ -268,129 +269,6 @@ impl DockerRuntime {
         Ok(())
     }
 
-    /// Refreshes every member (and its start progress); fails on a
-    /// non-zero exit of this start. Returns whether all are up (or
-    /// completed one-shots).
-    async fn check(
-        &self,
-        service: &str,
-        members: &mut [Member],
-        began: SystemTime,
-    ) -> Result<bool, DockerError> {
-        let mut all = true;
-        for m in members.iter_mut() {
-            m.refresh(&self.client).await?;
-            self.progress.observe(service, &m.id, seen(m, began));
-            match m.run_state() {
-                RunState::Up | RunState::Completed => {}
-                RunState::Failed(code) if started_since(m, began) => return Err(exited(m, code)),
-                _ => all = false,
-            }
-        }
-        Ok(all)
-    }
-
-    async fn wait_ready_inner(&self, service: &str) -> Result<(), DockerError> {
-        let svc = self.config(service)?;
-        let began = lock(&self.started)
-            .get(service)
-            .copied()
-            .unwrap_or_else(SystemTime::now);
-        // The start's own resolution, if this wait follows one: `check`
-        // inspects every member again anyway.
-        let cached = lock(&self.resolved_at_start).remove(service);
-        let mut members = match cached {
-            Some(members) => members,
-            None => resolve(&self.client, &svc).await?.members,
-        };
-        self.progress.ensure(service, member_keys(&members));
-        while !self.check(service, &mut members, began).await? {
-            tokio::time::sleep(ready::STATE_POLL).await;
-        }
-        lock(&self.ready_upstreams).remove(service);
-        // Container address of every TCP service port.
-        let mut targets = Vec::new();
-        let mut upstreams = HashMap::new();
-        let mut pins = Vec::new();
-        for spec in svc.ports.iter().filter(|p| p.protocol == Protocol::Tcp) {
-            let found = members
-                .iter()
-                .find_map(|m| container_port(&m.inspect, *spec).map(|p| (m, p)));
-            let Some((m, cport)) = found else {
-                return Err(DockerError::NotFound(format!(
-                    "service {service}: no container publishes host port {spec}"
-                )));
-            };
-            let Some((net, ip, mac)) = primary_address(&m.inspect) else {
-                return Err(DockerError::Api(format!(
-                    "service {service}: container {} has no network address",
-                    m.name
-                )));
-            };
-            if self.pin_neighbours {
-                pins.extend(self.pin(&net, ip, &mac).await);
-            }
-            self.progress.set(service, &m.id, Phase::PortWait);
-            targets.push((m.id.clone(), SocketAddr::new(ip, cport)));
-            upstreams.insert(spec.port, SocketAddr::new(ip, cport));
-        }
-        let mut last_check = std::time::Instant::now();
-        while !targets.is_empty() {
-            let mut left = Vec::new();
-            for (id, t) in targets {
-                if !try_connect(t).await {
-                    left.push((id, t));
-                }
-            }
-            targets = left;
-            answered(&self.progress, service, &members, &targets);
-            if targets.is_empty() {
-                break;
-            }
-            if last_check.elapsed() >= RECHECK_PERIOD {
-                self.check(service, &mut members, began).await?;
-                last_check = std::time::Instant::now();
-            }
-            tokio::time::sleep(ready::CONNECT_POLL).await;
-        }
-        lock(&self.ready_upstreams).insert(service.to_string(), upstreams);
-        for p in pins {
-            match tokio::time::timeout(neigh::NETLINK_TIMEOUT, p.remove()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => warn!(service, error = %e, "removing neighbour entry"),
-                Err(_) => warn!(service, "removing neighbour entry: netlink did not answer"),
-            }
-        }
-        Ok(())
-    }
-
-    /// Adds a PERMANENT neighbour entry for `ip` on its network's bridge;
-    /// failures only cost the fast path and are logged.
-    async fn pin(&self, net: &str, ip: std::net::IpAddr, mac: &str) -> Option<NeighbourPin> {
-        let handle = self
-            .netlink
-            .get_or_init(|| async {
-                neigh::connect()
-                    .map_err(|e| warn!(error = %e, "netlink unavailable; no neighbour pinning"))
-                    .ok()
-            })
-            .await
-            .as_ref()?;
-        let bridge = self.bridge(net).await?;
-        let add = NeighbourPin::add(handle, &bridge, ip, mac);
-        match tokio::time::timeout(neigh::NETLINK_TIMEOUT, add).await {
-            Ok(Ok(pin)) => Some(pin),
-            Ok(Err(e)) => {
-                warn!(%bridge, %ip, error = %e, "neighbour entry not added");
-                None
-            }
-            Err(_) => {
-                warn!(%bridge, %ip, "neighbour entry not added: netlink did not answer");
-                None
-            }
-        }
-    }
-
     async fn observe_inner(&self, service: &str) -> Result<Observed, DockerError> {
         let svc = self.config(service)?;
         let members = resolve(&self.client, &svc).await?.members;
@@ -418,23 +296,6 @@ impl DockerRuntime {
                 Observed::Partial
             },
         )
-    }
-}
-
-/// The keys a member's progress step is found by: its id, then its name.
-fn member_keys(members: &[Member]) -> Vec<Vec<String>> {
-    members
-        .iter()
-        .map(|m| vec![m.id.clone(), m.name.clone()])
-        .collect()
-}
-
-/// Marks the port owners with no target left to probe as answering.
-fn answered(book: &Book, service: &str, members: &[Member], left: &[(String, SocketAddr)]) {
-    for m in members {
-        if !left.iter().any(|(id, _)| *id == m.id) {
-            book.set_if(service, &m.id, Phase::PortWait, Phase::PortAnswering);
-        }
     }
 }
 

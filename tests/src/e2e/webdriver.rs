@@ -1,6 +1,8 @@
 //! A headless Chromium driven over W3C WebDriver (Debian's `chromedriver`)
 //! with plain HTTP calls: enough to navigate, read the title and the
-//! document text, click elements, run scripts and save PNG screenshots.
+//! document text, click elements, run scripts and save PNG screenshots;
+//! also with the pages' JavaScript switched off
+//! ([`Browser::start_without_javascript`]).
 //! The browser's profile lives in a tempdir; on drop the session is
 //! deleted, chromedriver is killed, and any Chromium process still using
 //! that profile is killed by pid.
@@ -36,6 +38,19 @@ impl Browser {
     /// Starts chromedriver and a headless Chromium session
     /// (`--headless=new --no-sandbox --disable-gpu`).
     pub fn start() -> Self {
+        Self::launch(true)
+    }
+
+    /// Like [`start`](Self::start) with JavaScript off for every page
+    /// (the content setting `profile.managed_default_content_settings.javascript
+    /// = 2`, as a policy would set it): pages' scripts do not run and
+    /// `<noscript>` applies, while WebDriver's own scripts ([`execute`](Self::execute),
+    /// [`html`](Self::html)) still read the document.
+    pub fn start_without_javascript() -> Self {
+        Self::launch(false)
+    }
+
+    fn launch(javascript: bool) -> Self {
         let profile = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
@@ -55,6 +70,8 @@ impl Browser {
             TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
         });
         assert!(up, "chromedriver did not listen on {addr} within 20 s");
+        // 1 allows, 2 blocks.
+        let javascript = if javascript { 1 } else { 2 };
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {
@@ -64,6 +81,7 @@ impl Browser {
                     "--disable-dev-shm-usage", "--window-size=1280,800",
                     format!("--user-data-dir={}", browser.profile.path().display()),
                 ],
+                "prefs": {"profile.managed_default_content_settings.javascript": javascript},
             },
         }}});
         let value = browser.call("POST", "/session", Some(caps));
@@ -125,6 +143,14 @@ impl Browser {
             "/execute/sync",
             Some(json!({ "script": script, "args": [] })),
         )
+    }
+
+    /// Runs `script` (a function body) and returns its value, or `None`
+    /// while no document can run it (during a navigation or reload).
+    pub fn try_execute(&self, script: &str) -> Option<Value> {
+        let path = format!("/session/{}/execute/sync", self.session);
+        self.try_call("POST", &path, Some(json!({ "script": script, "args": [] })))
+            .ok()
     }
 
     /// Clicks the first element matching the CSS `selector` the way a user

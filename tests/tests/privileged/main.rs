@@ -48,3 +48,4 @@ mod netfilter;
 mod packaging;
 mod schedule;
 mod steering;
+mod waitpage;
