@@ -1,7 +1,7 @@
 //! The start's steps on the wait page: every built-in has a `#steps` list
-//! that shows the server-rendered progress (for pages without
-//! JavaScript), wait.js fills it from the status poll with text only, and
-//! themes/README.md documents every variable and carries an example theme
+//! with the server-rendered progress and an `#eta` with elapsed against
+//! expected time (for pages without JavaScript), wait.js fills them from
+//! the status poll with text only, and themes/README.md documents every variable and carries an example theme
 //! that compiles and renders.
 
 use super::template::{Template, Var};
@@ -62,6 +62,12 @@ fn every_builtin_has_a_steps_list_with_the_server_rendered_progress() {
         ] {
             assert!(html.contains(css), "{} lacks {css:?}", theme.name);
         }
+        // Elapsed against expected, as rendered (wait.js keeps it live).
+        assert!(
+            html.contains("<span id=\"eta\">12 s of about 40 s</span>"),
+            "{}: #eta",
+            theme.name
+        );
         let empty = set.render(theme.name, &starting(Vec::new()));
         assert!(empty.contains("<ul id=\"steps\" aria-label=\"start progress\"><li></li></ul>"));
     }

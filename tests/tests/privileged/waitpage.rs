@@ -11,12 +11,12 @@
 //! the phases advancing, and the page lands on the app by itself. A start
 //! whose container exits non-zero shows the public failure text and a
 //! failed step in every theme. A Chromium with JavaScript off shows the
-//! server-rendered progress and lands on the app by the page's meta
-//! refresh alone. Screenshots: `target/test-artifacts/waitpage-*.png`.
+//! server-rendered progress (a required service's step first) and lands
+//! on the app by the page's meta refresh alone. Screenshots: `target/test-artifacts/waitpage-*.png`.
 
 use std::time::{Duration, Instant};
 
-use autostop_tests::agent::{setup, AppletImage};
+use autostop_tests::agent::{container, httpd_script, service_toml, setup, AppletImage};
 use autostop_tests::docker::{free_port, ComposeProject};
 use autostop_tests::e2e::webdriver::Browser;
 use autostop_tests::e2e::{artifacts_dir, AgentRun};
@@ -234,7 +234,16 @@ fn privileged_without_javascript_the_page_shows_progress_and_refreshes_to_the_ap
     let image = setup();
     let port = free_port();
     let project = project(&image, port, "app-ok-nojs");
-    let _agent = AgentRun::start(&service("plain", port, &project, "hackerTerminal"), &[]);
+    // A required service, started first: its step comes before the
+    // containers'.
+    let base_port = free_port();
+    let base = container(&image, base_port, &httpd_script("base", 0));
+    let config = format!(
+        "{}\nrequires = [\"base\"]\n\n{}",
+        service("plain", port, &project, "hackerTerminal").trim_end(),
+        service_toml("base", base_port, &base.name, "10m"),
+    );
+    let _agent = AgentRun::start(&config, &[]);
     let browser = Browser::start_without_javascript();
     let dir = artifacts_dir();
     let t = Instant::now();
@@ -257,12 +266,15 @@ fn privileged_without_javascript_the_page_shows_progress_and_refreshes_to_the_ap
     let mut shown = String::new();
     let progress = eventually(MOMENT, || {
         shown = text_of(&browser, "steps");
-        shown.contains("container 1 of 2: ") && shown.contains(" \u{b7} container 2 of 2: ")
+        shown.starts_with("required service 1 of 1: ready \u{b7} container 1 of 2: ")
+            && shown.contains(" \u{b7} container 2 of 2: ")
     });
     assert!(
         progress,
         "no server-rendered progress; last #steps {shown:?}"
     );
+    let eta = text_of(&browser, "eta");
+    assert!(eta.ends_with(" s of about 20 s"), "#eta as served: {eta:?}");
     let size = browser.screenshot(&dir.join("waitpage-nojs-1.png"));
     eprintln!(
         "waitpage-nojs-1.png: {size} B, {shown:?} after {:?}",
