@@ -9,15 +9,15 @@
 //! is screenshot at three moments (db's health check pending; db healthy
 //! and web started; web's port awaited), the steps read from the DOM show
 //! the phases advancing, and the page lands on the app by itself. A start
-//! whose container exits non-zero shows the public failure text and a
-//! failed step in every theme. A Chromium with JavaScript off shows the
-//! server-rendered progress (a required service's step first) and lands
+//! whose (named) container exits non-zero shows the public failure text
+//! and a failed step in every theme. A Chromium with JavaScript off shows
+//! the server-rendered progress (a required service's step first) and lands
 //! on the app by the page's meta refresh alone. Screenshots: `target/test-artifacts/waitpage-*.png`.
 
 use std::time::{Duration, Instant};
 
 use autostop_tests::agent::{container, httpd_script, service_toml, setup, AppletImage};
-use autostop_tests::docker::{free_port, ComposeProject};
+use autostop_tests::docker::{free_port, ComposeProject, TestContainer};
 use autostop_tests::e2e::webdriver::Browser;
 use autostop_tests::e2e::{artifacts_dir, AgentRun};
 use autostop_tests::eventually;
@@ -46,21 +46,15 @@ fn project(image: &AppletImage, port: u16, body: &str) -> ComposeProject {
     ComposeProject::create_with(&yaml, &["create"])
 }
 
-/// A one-container project whose container exits 3 after 2 s.
-fn failing(image: &AppletImage, port: u16) -> ComposeProject {
-    let yaml = format!(
-        "version: '2.4'\nservices:\n  app:\n    image: {tag}\n    ports: [\"{port}:80\"]\n    \
-         command: [\"sh\", \"-c\", \"sleep 2; exit 3\"]\n",
-        tag = image.tag,
-    );
-    ComposeProject::create_with(&yaml, &["create"])
+fn service(name: &str, port: u16, project: &ComposeProject, theme: &str) -> String {
+    let target = format!("compose_dir = \"{}\"", project.path().display());
+    dynamic(name, port, &target, theme)
 }
 
-fn service(name: &str, port: u16, project: &ComposeProject, theme: &str) -> String {
+fn dynamic(name: &str, port: u16, target: &str, theme: &str) -> String {
     format!(
         "[[service]]\nname = \"{name}\"\nport = {port}\nmode = \"dynamic\"\ntheme = \"{theme}\"\n\
-         compose_dir = \"{}\"\nidle_timeout = \"10m\"\nstart_timeout = \"60s\"\n\n",
-        project.path().display()
+         {target}\nidle_timeout = \"10m\"\nstart_timeout = \"60s\"\n\n"
     )
 }
 
@@ -192,18 +186,26 @@ fn privileged_a_failed_start_shows_the_public_message_and_a_failed_step() {
         .map(|t| t.name)
         .collect();
     let ports: Vec<u16> = themes.iter().map(|_| free_port()).collect();
-    let projects: Vec<ComposeProject> = ports.iter().map(|p| failing(&image, *p)).collect();
+    // Named containers (a `containers` list, not compose) that exit 3
+    // after 2 s.
+    let broken: Vec<TestContainer> = ports
+        .iter()
+        .map(|p| container(&image, *p, "sleep 2; exit 3"))
+        .collect();
     let config: String = themes
         .iter()
         .zip(&ports)
-        .zip(&projects)
-        .map(|((t, p), c)| service(&format!("{t}-broken"), *p, c, t))
+        .zip(&broken)
+        .map(|((t, p), c)| {
+            let target = format!("containers = [\"{}\"]", c.name);
+            dynamic(&format!("{t}-broken"), *p, &target, t)
+        })
         .collect();
     let _agent = AgentRun::start(&config, &[]);
     let browser = Browser::start();
     let dir = artifacts_dir();
 
-    for ((theme, port), project) in themes.iter().zip(&ports).zip(&projects) {
+    for ((theme, port), c) in themes.iter().zip(&ports).zip(&broken) {
         browser.goto(&format!("http://127.0.0.1:{port}/"));
         let mut last = (String::new(), Vec::new());
         let failed = eventually(MOMENT, || {
@@ -220,7 +222,7 @@ fn privileged_a_failed_start_shows_the_public_message_and_a_failed_step() {
         eprintln!("{name}: {size} B");
         let html = browser.html().unwrap_or_default();
         assert!(html.contains("data-status=\"failed\""), "{theme}");
-        for internal in [project.name.as_str(), "exited", "code 3", "daemon"] {
+        for internal in [c.name.as_str(), "exited", "code 3", "daemon"] {
             assert!(
                 !html.contains(internal),
                 "{theme}: the page shows {internal:?}"
