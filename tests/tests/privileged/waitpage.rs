@@ -11,8 +11,9 @@
 //! the phases advancing, and the page lands on the app by itself. A start
 //! whose (named) container exits non-zero shows the public failure text
 //! and a failed step in every theme. A Chromium with JavaScript off shows
-//! the server-rendered progress (a required service's step first) and lands
-//! on the app by the page's meta refresh alone. Screenshots: `target/test-artifacts/waitpage-*.png`.
+//! the server-rendered progress (a required service's step first) and
+//! lands on the app by the page's meta refresh alone. Screenshots:
+//! `target/test-artifacts/waitpage-*.png`.
 
 use std::time::{Duration, Instant};
 
