@@ -13,7 +13,7 @@ const fmtGbh = (g) => g === 0 || g >= 0.1 ? g.toFixed(1) + " GB·h"
   : g >= 1e-4 ? (g * 1e3).toFixed(1) + " MB·h" : (g * 1e6).toFixed(1) + " kB·h";
 // Why a failed service is not started by its next visitor.
 const blockNote = (s) => s.start_block === "crash_loop" ? " (crash loop: start it by hand)"
-  : s.start_block === "backoff" ? " (retry in " + fmtSecs(s.retry_in_s) + ")" : "";
+  : s.start_block === "backoff" ? (s.retry_in_s > 0 ? " (retry in " + fmtSecs(s.retry_in_s) + ")" : " (retry at the next request)") : "";
 // What keeps it awake besides traffic, else when a keep_warm window or a
 // pre-warm will start it next (in the browser's time zone).
 const when = (t) => new Date(t).toLocaleString([], { weekday: "short", hour: "2-digit", minute: "2-digit" });
