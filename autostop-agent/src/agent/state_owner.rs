@@ -13,9 +13,12 @@
 //! managed, the [`DEPARTED_KEPT`] that departed last are kept (a service
 //! unmanaged for a moment, say a labelled container being recreated, keeps
 //! its learned start time, idle timeout and savings); the others are
-//! dropped, those the file had from before this run (or that never departed
-//! while remembered) first. Nothing is dropped until the services of the
-//! start are all managed ([`StateUpdate::Settled`]).
+//! dropped: first those the file holds only the dashboard's history of
+//! (every service the agent saw has one, so a churn of short-lived
+//! labelled containers cannot push out a departed service's settings),
+//! then those the file had from before this run (or that never departed
+//! while remembered). Nothing is dropped until the services of the start
+//! are all managed ([`StateUpdate::Settled`]).
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -279,24 +282,29 @@ impl Owner {
     }
 
     /// Forgets the unmanaged services beyond [`DEPARTED_KEPT`]: those
-    /// with no departure in this run first, then the earliest departed.
+    /// the file holds only the dashboard's history of first (any service
+    /// the agent saw has one), then those with no departure in this run,
+    /// then the earliest departed.
     fn prune(&mut self) {
         if !self.settled {
             return;
         }
-        let mut unmanaged: Vec<(Option<u64>, String)> = self
+        let mut unmanaged: Vec<(bool, Option<u64>, String)> = self
             .store
             .services()
-            .keys()
-            .filter(|name| !self.managed.contains(*name))
-            .map(|name| (self.departures.get(name).copied(), name.clone()))
+            .iter()
+            .filter(|(name, _)| !self.managed.contains(*name))
+            .map(|(name, memory)| {
+                let durable = !memory.history_only();
+                (durable, self.departures.get(name).copied(), name.clone())
+            })
             .collect();
         if unmanaged.len() <= DEPARTED_KEPT {
             return;
         }
         unmanaged.sort_unstable();
         let excess = unmanaged.len() - DEPARTED_KEPT;
-        for (_, name) in unmanaged.into_iter().take(excess) {
+        for (_, _, name) in unmanaged.into_iter().take(excess) {
             self.store.forget(&name);
             self.departures.remove(&name);
         }
@@ -333,74 +341,5 @@ impl Owner {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn remember(state: &StateHandle, service: &str) {
-        state.send(StateUpdate::LearnedStart {
-            service: service.to_owned(),
-            millis: 1500,
-        });
-    }
-
-    #[tokio::test]
-    async fn departed_services_are_kept_up_to_the_bound_newest_first() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (mut store, _) = StateStore::open(dir.path()).expect("state");
-        // From an earlier run, never managed in this one.
-        store.update("old", |m| m.learned_start_ms = Some(1));
-        store.save().expect("save");
-        let closing = CancellationToken::new();
-        let (state, owner) = start(store, closing.clone());
-        let owner = tokio::spawn(owner);
-        state.send(StateUpdate::Managed("live".into()));
-        remember(&state, "live");
-        state.send(StateUpdate::Settled);
-        let names: Vec<String> = (0..DEPARTED_KEPT + 5)
-            .map(|i| format!("gone-{i}"))
-            .collect();
-        for name in &names {
-            state.send(StateUpdate::Managed(name.clone()));
-            remember(&state, name);
-            // Departures of services the file knows nothing of count for
-            // nothing.
-            state.send(StateUpdate::Managed(format!("{name}-empty")));
-            state.send(StateUpdate::Departed(format!("{name}-empty")));
-            state.send(StateUpdate::Departed(name.clone()));
-        }
-        state.flush().await;
-        closing.cancel();
-        owner.await.expect("owner");
-        let (reopened, _) = StateStore::open(dir.path()).expect("reopen");
-        let kept: Vec<&String> = reopened.services().keys().collect();
-        assert_eq!(kept.len(), DEPARTED_KEPT + 1, "{kept:?}");
-        assert!(kept.contains(&&"live".to_owned()), "the managed one stays");
-        assert!(
-            !kept.contains(&&"old".to_owned()),
-            "the earlier run's goes first"
-        );
-        for (i, name) in names.iter().enumerate() {
-            assert_eq!(kept.contains(&name), i >= 5, "{name}: {kept:?}");
-        }
-    }
-
-    #[tokio::test]
-    async fn nothing_is_pruned_before_the_start_settled() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (mut store, _) = StateStore::open(dir.path()).expect("state");
-        for i in 0..DEPARTED_KEPT + 3 {
-            store.update(&format!("svc-{i}"), |m| m.learned_start_ms = Some(1));
-        }
-        store.save().expect("save");
-        let closing = CancellationToken::new();
-        let (state, owner) = start(store, closing.clone());
-        let owner = tokio::spawn(owner);
-        // A write while the start still adds services prunes nothing.
-        remember(&state, "svc-0");
-        state.flush().await;
-        closing.cancel();
-        owner.await.expect("owner");
-        let (reopened, _) = StateStore::open(dir.path()).expect("reopen");
-        assert_eq!(reopened.services().len(), DEPARTED_KEPT + 3);
-    }
-}
+#[path = "tests_state_owner.rs"]
+mod tests;

@@ -82,6 +82,30 @@ pub const HABIT_DAYS_KEPT: i64 = 36;
 pub const SAVED_HOURS_KEPT: u64 = 25;
 
 impl ServiceMemory {
+    /// Whether only the dashboard's history is remembered (no setting,
+    /// learned figure, saving or habit): what goes first when departed
+    /// services are pruned. Written as a full destructuring so a new
+    /// field has to be placed on one side or the other.
+    pub fn history_only(&self) -> bool {
+        let ServiceMemory {
+            idle_timeout_override_s,
+            learned_start_ms,
+            last_memory_bytes,
+            memory_saved_byte_seconds,
+            memory_saved_by_hour,
+            demands,
+            prewarms,
+            timeline: _,
+        } = self;
+        idle_timeout_override_s.is_none()
+            && learned_start_ms.is_none()
+            && last_memory_bytes.is_none()
+            && *memory_saved_byte_seconds == 0.0
+            && memory_saved_by_hour.is_empty()
+            && demands.is_empty()
+            && prewarms.is_empty()
+    }
+
     /// The run-time idle timeout override, if any.
     pub fn idle_timeout_override(&self) -> Option<Duration> {
         self.idle_timeout_override_s.map(Duration::from_secs)
