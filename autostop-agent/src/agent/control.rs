@@ -173,6 +173,10 @@ fn start_block(block: Option<StartBlock>) -> (Option<&'static str>, Option<Durat
     }
 }
 
+/// How long a set idle timeout waits for the service's machine to apply
+/// it before answering.
+const APPLY_WAIT: Duration = Duration::from_secs(2);
+
 #[async_trait::async_trait]
 impl Control for AgentControl {
     fn services(&self) -> Vec<ServiceView> {
@@ -206,11 +210,18 @@ impl Control for AgentControl {
 
     async fn set_idle_timeout(&self, name: &str, timeout: Duration) -> Result<(), ControlError> {
         let record = self.record(name)?;
+        let mut status = record.handle.subscribe();
         record
             .handle
             .send(Command::Manual(ManualCommand::SetIdleTimeout(timeout)))
             .await
             .map_err(|e| ControlError::Unavailable(e.to_string()))?;
+        // So that a status read right after the answer shows it: the
+        // machine applies it as soon as it reads its queue. One busy
+        // longer (inside a Docker call) applies it later; the answer does
+        // not wait for that.
+        let applied = status.wait_for(|s| s.idle_timeout == timeout);
+        let _ = tokio::time::timeout(APPLY_WAIT, applied).await;
         self.events.0.manual(
             name,
             &format!("idle-timeout {}", crate::config::format_human(timeout)),
