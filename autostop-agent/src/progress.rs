@@ -187,24 +187,28 @@ pub struct Book {
     services: Mutex<HashMap<String, Record>>,
 }
 
+/// One entry per container (given by its keys), all waiting since `now`.
+fn waiting(containers: Vec<Vec<String>>, now: Instant) -> Vec<Entry> {
+    containers
+        .into_iter()
+        .map(|keys| Entry {
+            keys,
+            phase: Phase::Waiting,
+            since: now,
+        })
+        .collect()
+}
+
 impl Book {
     /// A new start of `service` over its containers (each given by the
     /// keys it may be looked up with: id, name), all waiting.
     pub fn begin(&self, service: &str, containers: Vec<Vec<String>>) {
         let now = Instant::now();
-        let entries = containers
-            .into_iter()
-            .map(|keys| Entry {
-                keys,
-                phase: Phase::Waiting,
-                since: now,
-            })
-            .collect();
         self.services.lock().insert(
             service.to_string(),
             Record {
                 began: now,
-                entries,
+                entries: waiting(containers, now),
             },
         );
     }
@@ -234,14 +238,7 @@ impl Book {
             return;
         }
         let began = services.get(service).map_or(now, |r| r.began);
-        let entries = containers
-            .into_iter()
-            .map(|keys| Entry {
-                keys,
-                phase: Phase::Waiting,
-                since: now,
-            })
-            .collect();
+        let entries = waiting(containers, now);
         services.insert(service.to_string(), Record { began, entries });
     }
 

@@ -103,13 +103,18 @@ fn text_of(browser: &Browser, id: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The names of the built-in themes, each tested in turn.
+fn builtin_themes() -> Vec<&'static str> {
+    autostop::config::BUILTIN_THEMES
+        .iter()
+        .map(|t| t.name)
+        .collect()
+}
+
 #[test]
 fn privileged_each_theme_shows_the_phases_advancing_then_the_app() {
     let image = setup();
-    let themes: Vec<&str> = autostop::config::BUILTIN_THEMES
-        .iter()
-        .map(|t| t.name)
-        .collect();
+    let themes = builtin_themes();
     let ports: Vec<u16> = themes.iter().map(|_| free_port()).collect();
     let projects: Vec<ComposeProject> = themes
         .iter()
@@ -182,10 +187,7 @@ fn privileged_each_theme_shows_the_phases_advancing_then_the_app() {
 #[test]
 fn privileged_a_failed_start_shows_the_public_message_and_a_failed_step() {
     let image = setup();
-    let themes: Vec<&str> = autostop::config::BUILTIN_THEMES
-        .iter()
-        .map(|t| t.name)
-        .collect();
+    let themes = builtin_themes();
     let ports: Vec<u16> = themes.iter().map(|_| free_port()).collect();
     // Named containers (a `containers` list, not compose) that exit 3
     // after 2 s.
