@@ -13,7 +13,8 @@ use crate::{
     coldstart::Upstreams,
     config::{warm::start_order, ServiceConfig},
     progress::{Phase, Progress, Step, StepKind},
-    service::{ServiceState, ServiceStatus},
+    service::ServiceStatus,
+    waitpage::PageState,
 };
 
 /// Docker's upstreams and container steps, with requirement steps added.
@@ -56,16 +57,11 @@ impl StartView {
 
 /// A required service's step from its state machine's status.
 pub fn requirement_step(status: &ServiceStatus) -> Step {
-    let phase = match status.state {
-        ServiceState::Ready => Phase::Ready,
-        ServiceState::Starting if status.upstream_ready => Phase::Ready,
-        ServiceState::Starting => Phase::Starting,
-        ServiceState::Failed { .. } => Phase::Failed,
-        ServiceState::Stopped
-        | ServiceState::Stopping
-        | ServiceState::Hibernating
-        | ServiceState::Hibernated
-        | ServiceState::Unknown => Phase::Waiting,
+    let phase = match PageState::of(status) {
+        PageState::Ready => Phase::Ready,
+        PageState::Starting => Phase::Starting,
+        PageState::Failed => Phase::Failed,
+        PageState::Stopped => Phase::Waiting,
     };
     Step {
         kind: StepKind::Requirement,
@@ -98,7 +94,7 @@ impl Upstreams for StartView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::service::ServiceSettings;
+    use crate::service::{ServiceSettings, ServiceState};
 
     #[test]
     fn a_requirement_step_follows_its_state_machine() {

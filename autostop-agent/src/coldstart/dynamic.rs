@@ -163,17 +163,7 @@ fn wake_unless_failed(route: &Route, status: &ServiceStatus) {
 /// administrator's label for the site the visitor asked for. The start's
 /// steps carry generic labels only ([`crate::progress`]).
 fn page_vars(route: &Route, status: &ServiceStatus, ctx: &ColdStart) -> PageVars {
-    let state = match &status.state {
-        _ if status.upstream_ready => PageState::Ready,
-        ServiceState::Ready => PageState::Ready,
-        ServiceState::Starting => PageState::Starting,
-        ServiceState::Failed { .. } => PageState::Failed,
-        ServiceState::Stopped
-        | ServiceState::Stopping
-        | ServiceState::Hibernating
-        | ServiceState::Hibernated
-        | ServiceState::Unknown => PageState::Stopped,
-    };
+    let state = PageState::of(status);
     let elapsed_s = match state {
         PageState::Starting => status.since.elapsed().as_secs(),
         _ => 0,

@@ -71,6 +71,24 @@ pub enum PageState {
 }
 
 impl PageState {
+    /// What a visitor is told of a service in `status`: ready as soon as
+    /// its upstream answers, stopped for every state without a start
+    /// under way or failed.
+    pub fn of(status: &crate::service::ServiceStatus) -> PageState {
+        use crate::service::ServiceState;
+        match &status.state {
+            _ if status.upstream_ready => PageState::Ready,
+            ServiceState::Ready => PageState::Ready,
+            ServiceState::Starting => PageState::Starting,
+            ServiceState::Failed { .. } => PageState::Failed,
+            ServiceState::Stopped
+            | ServiceState::Stopping
+            | ServiceState::Hibernating
+            | ServiceState::Hibernated
+            | ServiceState::Unknown => PageState::Stopped,
+        }
+    }
+
     /// The lowercase wire name used in templates and JSON.
     pub fn as_str(self) -> &'static str {
         match self {
