@@ -40,6 +40,10 @@ const APT_PACKAGES: &[(&str, &str)] = &[
         "network namespaces and veth pairs for test clients",
     ),
     ("nginx-light", "the reverse proxy of the end-to-end tests"),
+    (
+        "libnginx-mod-stream",
+        "nginx's stream module: `cargo xtask soak` reaches its raw TCP service through nginx",
+    ),
     ("busybox-static", "test images built FROM scratch"),
     ("curl", "test clients"),
     (
