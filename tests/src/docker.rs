@@ -11,8 +11,11 @@ use std::process::{Command, Output};
 use std::time::{Duration, SystemTime};
 
 use autostop::config::{Mode, PortSpec, Protocol, ServiceConfig, Target};
-use autostop_fixtures::docker::{Container, Image};
 pub use autostop_fixtures::unique;
+use autostop_fixtures::{
+    compose::Compose,
+    docker::{Container, Image},
+};
 
 use crate::OrFail as _;
 
@@ -108,84 +111,36 @@ impl Deref for TestContainer {
 
 /// A compose project in a temporary directory, created with
 /// `docker-compose up --no-start`; `down` plus a forced removal by label on
-/// drop.
-pub struct ComposeProject {
-    /// Project directory (holds docker-compose.yml).
-    pub dir: tempfile::TempDir,
-    /// Project name.
-    pub name: String,
-}
+/// drop ([`Compose`], failing the test on error here).
+pub struct ComposeProject(Compose);
 
 impl ComposeProject {
     /// Writes `yaml` and creates the containers without starting them
     /// (`docker-compose up --no-start`).
+    #[track_caller]
     pub fn create(yaml: &str) -> Self {
-        Self::create_with(yaml, &["up", "--no-start"])
+        Self(Compose::create(yaml).or_fail())
     }
 
-    /// Like [`create`](Self::create) with another compose subcommand:
-    /// compose 1.29.2's `up --no-start` waits forever for a
-    /// `service_completed_successfully` dependency, so such projects use
-    /// `create` (the project's default network is then created here).
+    /// Like [`create`](Self::create) with another compose subcommand
+    /// ([`Compose::create_with`]: `create` for projects with a
+    /// `service_completed_successfully` dependency).
+    #[track_caller]
     pub fn create_with(yaml: &str, subcommand: &[&str]) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("docker-compose.yml"), yaml).expect("writing compose file");
-        let name = unique("autostoptest");
-        if subcommand.first() == Some(&"create") {
-            // `create` makes no networks; make the default one as compose would.
-            docker(&[
-                "network",
-                "create",
-                "--label",
-                &format!("com.docker.compose.project={name}"),
-                "--label",
-                "com.docker.compose.network=default",
-                &format!("{name}_default"),
-            ]);
-        }
-        run(Command::new("docker-compose")
-            .current_dir(dir.path())
-            .args(["-p", &name])
-            .args(subcommand));
-        Self { dir, name }
-    }
-
-    /// The project directory (what `compose_dir` names).
-    pub fn path(&self) -> PathBuf {
-        self.dir.path().to_path_buf()
+        Self(Compose::create_with(yaml, subcommand).or_fail())
     }
 
     /// Container name of compose service `svc` (replica 1).
+    #[track_caller]
     pub fn container(&self, svc: &str) -> String {
-        docker(&[
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("label=com.docker.compose.project={}", self.name),
-            "--filter",
-            &format!("label=com.docker.compose.service={svc}"),
-        ])
+        self.0.container(svc).or_fail()
     }
 }
 
-impl Drop for ComposeProject {
-    fn drop(&mut self) {
-        let _ = Command::new("docker-compose")
-            .current_dir(self.dir.path())
-            .args(["-p", &self.name, "down", "-v", "-t", "1"])
-            .output();
-        let ids = Command::new("docker")
-            .args(["ps", "-aq", "--filter"])
-            .arg(format!("label=com.docker.compose.project={}", self.name))
-            .output();
-        if let Ok(ids) = ids {
-            for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
-                let _ = Command::new("docker").args(["rm", "-f", id]).output();
-            }
-        }
-        let _ = Command::new("docker")
-            .args(["network", "rm", &format!("{}_default", self.name)])
-            .output();
+impl Deref for ComposeProject {
+    type Target = Compose;
+    fn deref(&self) -> &Compose {
+        &self.0
     }
 }
 
