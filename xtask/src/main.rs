@@ -10,7 +10,11 @@
 //! - `dist`: builds the release agent once and makes the .deb, the
 //!   container image and the tarball under `target/dist/`;
 //! - `bench`: measures datapath, cold, warm, herd, agent and hibernate (A/B, medians)
-//!   and writes `target/bench/report.json`.
+//!   and writes `target/bench/report.json`;
+//! - `soak`: the chaos soak: clients through nginx against services that
+//!   keep sleeping and waking while faults are injected; writes
+//!   `target/soak/report.json` and fails on a failure outside a fault's
+//!   window, an anomaly or a leftover.
 
 mod bench;
 mod bench_agent;
@@ -33,6 +37,18 @@ mod dist_image;
 mod dist_licences;
 mod run;
 mod setup;
+mod soak;
+mod soak_agent;
+mod soak_clients;
+mod soak_config;
+mod soak_faults;
+mod soak_inject;
+mod soak_leftovers;
+mod soak_plan;
+mod soak_record;
+mod soak_report;
+mod soak_rng;
+mod soak_stack;
 mod test;
 
 use clap::{Parser, Subcommand};
@@ -70,6 +86,27 @@ enum Command {
         /// Sections to run (datapath, cold, warm, herd, agent, hibernate); all when none.
         sections: Vec<String>,
     },
+    /// The chaos soak: clients and faults against the agent; writes
+    /// target/soak/report.json.
+    Soak {
+        /// How long the clients run (extended until every fault kind ran once).
+        #[arg(long, default_value_t = 5.0)]
+        minutes: f64,
+        /// The seed of the fault schedule and client pauses (printed; from
+        /// the clock by default).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Soak the release build instead of the debug one.
+        #[arg(long)]
+        release: bool,
+        /// Restart the machine's dockerd among the faults (needs
+        /// AUTOSTOP_TEST_RESTART_DOCKERD=1; default from 10 minutes).
+        #[arg(long, conflicts_with = "no_dockerd_restarts")]
+        dockerd_restarts: bool,
+        /// Never restart dockerd.
+        #[arg(long)]
+        no_dockerd_restarts: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -88,5 +125,21 @@ fn main() -> anyhow::Result<()> {
         Command::Demo => demo::run(),
         Command::Dist => dist::run(),
         Command::Bench { sections } => bench::run(&sections),
+        Command::Soak {
+            minutes,
+            seed,
+            release,
+            dockerd_restarts,
+            no_dockerd_restarts,
+        } => soak::run(&soak::Options {
+            minutes,
+            seed,
+            release,
+            dockerd_restarts: match (dockerd_restarts, no_dockerd_restarts) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            },
+        }),
     }
 }
