@@ -14,9 +14,30 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// The cargo that runs this xtask (rustup's), for nested builds.
+///
+/// Without the package variables `cargo run` gave this process
+/// (`CARGO_MANIFEST_DIR`, `CARGO_PKG_NAME`, …): build scripts such as
+/// ring's rerun when those change, so a nested build would otherwise
+/// rebuild what a plain `cargo build` in a shell had built, and the other
+/// way round.
 pub fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
     cmd.current_dir(workspace_root());
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let ours = ["CARGO_PKG_", "CARGO_MANIFEST_"]
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
+            || [
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+            ]
+            .contains(&name.as_ref());
+        if ours {
+            cmd.env_remove(name.as_ref());
+        }
+    }
     cmd
 }
 
