@@ -1,9 +1,10 @@
 //! `cargo xtask test`: the README's test command and what CI runs.
 //!
 //! Runs setup when something is missing, then formatting, clippy, the unit
-//! tests, `cargo xtask dist` (the release build, once) and the privileged
+//! tests, `cargo xtask dist` (the release build, once), the privileged
 //! integration tests (real kernel, Docker, nginx), the packaging ones on
-//! what dist made.
+//! what dist made, and a short chaos soak (`cargo xtask soak`, with one
+//! dockerd restart among its faults).
 //! Under `CI=true` the privileged tests may not be skipped: a missing
 //! capability fails them. Ends with one summary line per suite and a total.
 
@@ -116,6 +117,7 @@ pub fn run() -> anyhow::Result<()> {
         suites.push(suite);
     }
     suites.push(privileged);
+    suites.push(check("soak", &mut soak_command()?));
 
     println!("\n== summary ==");
     let (mut passed, mut failed) = (0, 0);
@@ -138,6 +140,19 @@ pub fn run() -> anyhow::Result<()> {
         bail!("some suites failed");
     }
     Ok(())
+}
+
+/// Length of the soak's client run under `cargo xtask test` (each fault
+/// kind still runs once, which may make it a little longer).
+const SOAK_MINUTES: &str = "2.5";
+
+/// `cargo xtask soak` for CI: a short run on the debug agent, dockerd
+/// restarts allowed (as for `daemon::`: nothing else uses Docker then).
+fn soak_command() -> anyhow::Result<Command> {
+    let mut cmd = Command::new(std::env::current_exe().context("finding xtask itself")?);
+    cmd.args(["soak", "--minutes", SOAK_MINUTES, "--dockerd-restarts"])
+        .env(RESTART_DOCKERD_ENV, "1");
+    Ok(cmd)
 }
 
 /// The privileged tests' one test binary (`tests/tests/privileged/`).
