@@ -106,8 +106,23 @@ impl Soak {
     /// main loop.
     pub fn agent_alive(&mut self) -> bool {
         if let Some(how) = self.runner.exited(&self.clock) {
-            let tail = self.runner.log_tail(15).join("\n    ");
-            self.anomaly(format!("the agent {how}; its last lines:\n    {tail}"));
+            // The panic message and errors, not the backtrace between them.
+            let log = self.runner.log_tail(usize::MAX);
+            let mut telling: Vec<&String> = log
+                .iter()
+                .filter(|l| l.contains("panicked") || l.contains(" ERROR "))
+                .collect();
+            telling = telling.split_off(telling.len().saturating_sub(6));
+            let last = &log[log.len().saturating_sub(3)..];
+            let lines: Vec<&str> = telling
+                .into_iter()
+                .chain(last)
+                .map(String::as_str)
+                .collect();
+            self.anomaly(format!(
+                "the agent {how}; its log says:\n    {}",
+                lines.join("\n    ")
+            ));
         }
         self.runner.agent().is_ok()
     }

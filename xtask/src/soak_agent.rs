@@ -35,6 +35,8 @@ pub struct Life {
     pub log: PathBuf,
     /// When it was started (run ms).
     pub started: u64,
+    /// When it ran and its API answered (run ms).
+    pub running: u64,
     /// When it ended, and how (`SIGKILL (fault)`, `exited: …`).
     pub ended: Option<(u64, String)>,
 }
@@ -87,6 +89,7 @@ impl AgentRunner {
             pid: agent.pid(),
             log,
             started,
+            running: clock.now(),
             ended: None,
         });
         self.agent = Some(agent);

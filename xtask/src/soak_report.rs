@@ -77,6 +77,17 @@ impl Report {
             .collect()
     }
 
+    /// The agent's crash (how its life ended) if `o` overlaps the time
+    /// from that crash until the next agent ran (+ [`SETTLE`]).
+    fn during_crash(&self, o: &Outcome) -> Option<String> {
+        self.lives.windows(2).find_map(|pair| {
+            let (at, how) = pair[0].ended.as_ref()?;
+            let back = pair[1].running + SETTLE.as_millis() as u64;
+            let crashed = how.starts_with("exited on its own");
+            (crashed && o.start <= back && o.end >= *at).then(|| format!("{how} at {}", secs(*at)))
+        })
+    }
+
     /// The log lines (agent, nginx) around one request.
     fn excerpt(&self, o: &Outcome) -> Vec<String> {
         let from = o.start.saturating_sub(LOG_BEFORE_MS);
@@ -194,6 +205,7 @@ impl Report {
                 "by_kind": count_by(&mut outside.iter().map(|p| kind(p))),
                 "list": outside.iter().map(|p| {
                     let mut v = p.outcome.to_json();
+                    v["agent_down_after"] = json!(self.during_crash(p.outcome));
                     v["log"] = json!(self.excerpt(p.outcome));
                     v
                 }).collect::<Vec<_>>(),
@@ -218,6 +230,7 @@ impl Report {
                 "lives": self.lives.iter().map(|l| json!({
                     "pid": l.pid, "log": l.log.display().to_string(),
                     "started_s": l.started as f64 / 1000.0,
+                    "running_s": l.running as f64 / 1000.0,
                     "ended_s": l.ended.as_ref().map(|(at, _)| *at as f64 / 1000.0),
                     "end": l.ended.as_ref().map(|(_, how)| how.clone()),
                 })).collect::<Vec<_>>(),
@@ -369,3 +382,7 @@ pub fn stamp_nginx_log(clock: &Clock, text: &str, utc_offset_s: i64) -> Vec<(u64
         })
         .collect()
 }
+
+#[cfg(test)]
+#[path = "soak_report_tests.rs"]
+mod tests;
