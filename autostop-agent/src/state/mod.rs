@@ -18,6 +18,8 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+#[cfg(test)]
+mod tests_demands;
 pub mod timeline;
 
 pub use timeline::{StartRecord, Timeline, Transition};
@@ -126,8 +128,21 @@ impl ServiceMemory {
         self.memory_saved_by_hour.retain(|h, _| *h >= oldest);
     }
 
-    /// Records a demand at `at` (Unix seconds), forgetting old ones.
+    /// Records a demand at `at` (Unix seconds), forgetting old ones. One a
+    /// minute is kept: the pre-warm model reads demands as (day, minute)
+    /// and counts days, so more in one minute change nothing, and a
+    /// service woken every few seconds would otherwise keep every wake of
+    /// [`HABIT_DAYS_KEPT`] days (hundreds of thousands, in memory and in
+    /// `state.json`); this way at most 1,440 a day.
     pub fn note_demand(&mut self, at: i64) {
+        let minute = at.div_euclid(60);
+        if self
+            .demands
+            .binary_search_by_key(&minute, |d| d.div_euclid(60))
+            .is_ok()
+        {
+            return;
+        }
         self.demands.push(at);
         self.demands.sort_unstable();
         let oldest = at - HABIT_DAYS_KEPT * 86_400;
