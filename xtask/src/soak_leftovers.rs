@@ -122,7 +122,11 @@ pub fn snapshot() -> anyhow::Result<Snapshot> {
 
 /// What is there now that was not there `before`, one line each.
 pub fn after(before: &Snapshot) -> anyhow::Result<Vec<String>> {
-    let now = snapshot()?;
+    Ok(new_since(before, &snapshot()?))
+}
+
+/// What `now` has that `before` had not, as `kind: item` lines.
+fn new_since(before: &Snapshot, now: &Snapshot) -> Vec<String> {
     let mut left = Vec::new();
     for (kind, items) in &now.kinds {
         let had = before
@@ -133,7 +137,7 @@ pub fn after(before: &Snapshot) -> anyhow::Result<Vec<String>> {
             .unwrap_or_default();
         left.extend(items.difference(&had).map(|item| format!("{kind}: {item}")));
     }
-    Ok(left)
+    left
 }
 
 /// With the agent stopped and the containers still there: memory limits
@@ -175,4 +179,37 @@ pub fn paused_at_exit(stack: &Stack) -> Vec<String> {
         })
         .map(|(name, c)| format!("{name} ({c})"))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(kinds: &[(&'static str, &[&str])]) -> Snapshot {
+        Snapshot {
+            kinds: kinds
+                .iter()
+                .map(|(k, items)| (*k, items.iter().map(|i| (*i).to_owned()).collect()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn only_what_appeared_during_the_run_is_a_leftover() {
+        let before = snapshot(&[("nft table", &["table inet other"]), ("swap area", &[])]);
+        let now = snapshot(&[
+            ("nft table", &["table inet other", "table inet autostop"]),
+            ("swap area", &["/var/tmp/x"]),
+            ("paused container", &["abc"]),
+        ]);
+        assert_eq!(
+            new_since(&before, &now),
+            vec![
+                "nft table: table inet autostop",
+                "swap area: /var/tmp/x",
+                "paused container: abc"
+            ]
+        );
+        assert!(new_since(&now, &now).is_empty());
+    }
 }
