@@ -80,8 +80,8 @@ pub(super) async fn build(options: &AgentOptions) -> Result<AgentDeps, AgentErro
             what: format!("agent.status_listen = {}", config.agent.status_listen),
             source,
         })?;
-    let (state, note) = StateStore::open(&config.agent.state_dir)?;
-    if let Some(note) = note {
+    let (state, notes) = StateStore::open(&config.agent.state_dir)?;
+    for note in notes {
         tracing::warn!("{note}");
     }
 
