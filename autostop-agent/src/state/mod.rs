@@ -1,7 +1,9 @@
 //! What the agent remembers across restarts, per service, in
 //! `<state_dir>/state.json`: idle timeouts set at run time (CLI/API), learned
 //! start durations for the wait page's estimate, the RAM-savings totals and
-//! the dashboard's history ([`timeline`]).
+//! the dashboard's history ([`timeline`]); and, per container, the memory
+//! limits a hibernation is changing ([`SavedLimits`], recorded before the
+//! change and cleared once they are back: see [`crate::cgroup`]).
 //!
 //! The file's I/O is [`file`]'s: private (directory 0700, file 0600),
 //! written atomically and durably (temporary file, fsync, rename, fsync of
@@ -31,6 +33,7 @@ use serde::{Deserialize, Serialize};
 mod file;
 pub mod timeline;
 
+pub use crate::cgroup::SavedLimits;
 pub use file::{DIR_MODE, FILE_MODE, MAX_STATE_BYTES};
 pub use timeline::{StartRecord, Timeline, Transition};
 
@@ -180,6 +183,9 @@ pub fn unix_hour(at: SystemTime) -> u64 {
 struct Document {
     version: u32,
     services: BTreeMap<String, ServiceMemory>,
+    /// By container id: the limits a hibernation is changing, as they were.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    limits: BTreeMap<String, SavedLimits>,
 }
 
 impl Document {
@@ -282,6 +288,31 @@ impl StateStore {
     /// Forgets everything about `service`.
     pub fn forget(&mut self, service: &str) {
         self.doc.services.remove(service);
+    }
+
+    /// The limits recorded for containers whose hibernation changed them.
+    pub fn limits(&self) -> &BTreeMap<String, SavedLimits> {
+        &self.doc.limits
+    }
+
+    /// Records `saved` for `container` (replacing an earlier record); call
+    /// [`Self::save`] after.
+    pub fn record_limits(&mut self, container: &str, saved: SavedLimits) {
+        self.doc.limits.insert(container.to_owned(), saved);
+    }
+
+    /// Forgets `container`'s record if it is `saved` (`None`: whatever it
+    /// is); whether one went.
+    pub fn clear_limits(&mut self, container: &str, saved: Option<&SavedLimits>) -> bool {
+        let matches = self
+            .doc
+            .limits
+            .get(container)
+            .is_some_and(|kept| saved.is_none_or(|s| s == kept));
+        if matches {
+            self.doc.limits.remove(container);
+        }
+        matches
     }
 
     /// Writes the state atomically.

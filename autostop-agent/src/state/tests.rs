@@ -249,3 +249,32 @@ fn the_read_only_view_refuses_an_unusable_file_and_moves_nothing() {
     assert!(path.exists());
     assert!(set_aside(dir.path()).is_empty());
 }
+
+#[test]
+fn limit_records_round_trip_and_clear_only_what_they_match() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut store, _) = StateStore::open(dir.path()).expect("open");
+    let saved = SavedLimits {
+        dir: PathBuf::from("/sys/fs/cgroup/memory/docker/abc"),
+        instance: 4391,
+        limit_in_bytes: 9_223_372_036_854_771_712,
+        swappiness: 60,
+    };
+    store.record_limits("abc", saved.clone());
+    store.save().expect("save");
+    let text = fs::read_to_string(dir.path().join(STATE_FILE)).expect("read");
+    assert!(text.contains("\"limits\""), "{text}");
+    let (mut again, notes) = StateStore::open(dir.path()).expect("reopen");
+    assert!(!set_aside_in(&notes), "{notes:?}");
+    assert_eq!(again.limits().get("abc"), Some(&saved));
+    let other = SavedLimits {
+        instance: 1,
+        ..saved.clone()
+    };
+    assert!(!again.clear_limits("abc", Some(&other)), "another record");
+    assert!(!again.clear_limits("def", None));
+    assert!(again.clear_limits("abc", Some(&saved)));
+    again.save().expect("save");
+    let text = fs::read_to_string(dir.path().join(STATE_FILE)).expect("read");
+    assert!(!text.contains("\"limits\""), "left out while empty: {text}");
+}

@@ -49,7 +49,7 @@ fn open_never_fails(bytes: &[u8]) -> Result<(), TestCaseError> {
     } else {
         prop_assert_eq!(aside.len(), 1);
         prop_assert_eq!(fs::read(aside[0].path()).expect("read aside"), bytes);
-        prop_assert!(store.services().is_empty());
+        prop_assert!(store.services().is_empty() && store.limits().is_empty());
         prop_assert!(notes.iter().any(|n| n.contains("kept as")), "{:?}", notes);
     }
     Ok(())
@@ -169,6 +169,21 @@ fn memory() -> impl Strategy<Value = ServiceMemory> {
         )
 }
 
+fn saved_limits() -> impl Strategy<Value = SavedLimits> {
+    (
+        "/[a-z0-9/._-]{0,40}",
+        any::<u64>(),
+        any::<u64>(),
+        0u64..=100,
+    )
+        .prop_map(|(dir, instance, limit_in_bytes, swappiness)| SavedLimits {
+            dir: PathBuf::from(dir),
+            instance,
+            limit_in_bytes,
+            swappiness,
+        })
+}
+
 proptest! {
     #[test]
     fn prop_state_any_bytes_load_or_are_kept_aside(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
@@ -187,7 +202,7 @@ proptest! {
         byte in any::<u8>(),
         cut in any::<bool>(),
     ) {
-        let doc = Document { version: 1, services };
+        let doc = Document { version: 1, services, limits: BTreeMap::new() };
         let mut bytes = serde_json::to_vec(&doc).expect("serialise");
         let i = at.index(bytes.len());
         if cut {
@@ -201,15 +216,20 @@ proptest! {
     #[test]
     fn prop_state_round_trips_what_it_writes(
         services in prop::collection::btree_map(any::<String>(), memory(), 0..4),
+        limits in prop::collection::btree_map("[0-9a-f]{1,64}", saved_limits(), 0..3),
     ) {
         let dir = tempdir();
         let (mut store, _) = StateStore::open(dir.path()).expect("open");
         for (name, memory) in &services {
             store.update(name, |m| *m = memory.clone());
         }
+        for (container, saved) in &limits {
+            store.record_limits(container, saved.clone());
+        }
         store.save().expect("save");
         let (again, notes) = StateStore::open(dir.path()).expect("reopen");
         prop_assert!(notes.is_empty(), "{:?}", notes);
         prop_assert_eq!(again.services(), &services);
+        prop_assert_eq!(again.limits(), &limits);
     }
 }
