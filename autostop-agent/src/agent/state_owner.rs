@@ -8,7 +8,8 @@
 //! run-time idle timeout (whose API call answers once it is on disk), a
 //! learned start time, and a container's memory limits recorded before a
 //! hibernation changes them (the reclaim's thread waits until they are on
-//! disk: [`StateHandle`] is the docker module's [`LimitJournal`]) or
+//! disk: [`StateHandle`] is the docker module's
+//! [`LimitJournal`](crate::docker::LimitJournal), in `state_owner_limits.rs`) or
 //! cleared once they are back; savings and memory samples every
 //! [`SAVE_EVERY`] and when asked ([`StateHandle::flush`]); everything at
 //! the end.
@@ -33,17 +34,15 @@ use std::{
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::docker::LimitJournal;
 use crate::state::{SavedLimits, ServiceMemory, StateStore};
+
+#[path = "state_owner_limits.rs"]
+mod limits;
 
 /// How often credited savings and samples are written without being asked.
 pub const SAVE_EVERY: Duration = Duration::from_secs(300);
 /// How many departed services' memories the file keeps.
 pub const DEPARTED_KEPT: usize = 32;
-
-/// How long a reclaim waits for its record to be on disk before it gives
-/// up (and changes nothing).
-pub const RECORD_WAIT: Duration = Duration::from_secs(30);
 
 /// What is remembered, as last published.
 pub type Remembered = Arc<BTreeMap<String, ServiceMemory>>;
@@ -144,39 +143,6 @@ impl StateHandle {
         let (done, written) = oneshot::channel();
         self.send(StateUpdate::Flush(Some(done)));
         let _ = written.await;
-    }
-}
-
-impl LimitJournal for StateHandle {
-    fn recorded(&self, container: &str) -> Option<SavedLimits> {
-        self.limits.borrow().get(container).cloned()
-    }
-
-    fn record(&self, container: &str, limits: &SavedLimits) -> Result<(), String> {
-        let (saved, written) = std_mpsc::sync_channel(1);
-        self.updates
-            .send(StateUpdate::LimitsRecorded {
-                container: container.to_owned(),
-                limits: limits.clone(),
-                saved,
-            })
-            .map_err(|_| "the state owner has stopped".to_owned())?;
-        match written.recv_timeout(RECORD_WAIT) {
-            Ok(result) => result,
-            Err(std_mpsc::RecvTimeoutError::Timeout) => Err(format!(
-                "the state file was not written within {RECORD_WAIT:?}"
-            )),
-            Err(std_mpsc::RecvTimeoutError::Disconnected) => {
-                Err("the state owner has stopped".to_owned())
-            }
-        }
-    }
-
-    fn clear(&self, container: &str, limits: Option<&SavedLimits>) {
-        self.send(StateUpdate::LimitsRestored {
-            container: container.to_owned(),
-            limits: limits.cloned(),
-        });
     }
 }
 
