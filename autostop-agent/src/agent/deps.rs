@@ -19,7 +19,7 @@ use crate::{
     bpf::{BpfError, KernelLog, Target, WakeEvent},
     coldstart::Upstreams,
     config::{Config, ServiceConfig},
-    docker::{DockerError, EventSink, NetworkSink, ServiceEndpoints},
+    docker::{DockerError, EventSink, LimitJournal, NetworkSink, ServiceEndpoints},
     netfilter::NetfilterError,
     published::HostPort,
     service::ContainerRuntime,
@@ -107,6 +107,12 @@ pub trait AgentDocker: ContainerRuntime + Upstreams + super::memory::MemorySourc
     ) -> Result<LabelScan, LabelScanError>;
     /// Follows Docker's events until `shutdown`.
     fn watch_events(&self, sinks: EventSinks, shutdown: CancellationToken) -> JoinHandle<()>;
+    /// Where hibernation records the memory limits it changes (the state
+    /// file's owner), set once at start. Fakes do not reclaim: ignored.
+    fn set_limit_journal(&self, _journal: Arc<dyn LimitJournal>) {}
+    /// At shutdown: cancels the memory reclaims under way and waits, up
+    /// to `wait`, until their limits are back.
+    async fn settle_reclaims(&self, _wait: std::time::Duration) {}
 }
 
 /// Where Docker's events go.

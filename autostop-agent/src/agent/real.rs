@@ -32,7 +32,8 @@ use crate::{
     coldstart::Upstreams,
     config::{Config, ServiceConfig},
     docker::{
-        spawn_watcher, DockerClient, DockerError, DockerRuntime, MemoryUse, ServiceEndpoints,
+        spawn_watcher, DockerClient, DockerError, DockerRuntime, LimitJournal, MemoryUse,
+        ServiceEndpoints,
     },
     netfilter::{NetfilterError, WarmupRedirect},
     published::HostPort,
@@ -80,10 +81,28 @@ pub(super) async fn build(options: &AgentOptions) -> Result<AgentDeps, AgentErro
             what: format!("agent.status_listen = {}", config.agent.status_listen),
             source,
         })?;
-    let (state, note) = StateStore::open(&config.agent.state_dir)?;
-    if let Some(note) = note {
+    let (mut state, notes) = StateStore::open(&config.agent.state_dir)?;
+    for note in notes {
         tracing::warn!("{note}");
     }
+    // Memory limits an earlier agent recorded and did not put back (it
+    // was killed mid-hibernation): back before any service is looked at,
+    // so no container is adopted, thawed or unpaused under them.
+    let state = tokio::task::spawn_blocking(move || {
+        let left = crate::docker::undo_at_start(&mut state);
+        (state, left)
+    })
+    .await
+    .map(|(state, left)| {
+        if left > 0 {
+            tracing::warn!(
+                records = left,
+                "memory limits left to restore before their containers are unpaused"
+            );
+        }
+        state
+    })
+    .map_err(|e| AgentError::Fatal(format!("restoring recorded memory limits: {e}")))?;
 
     // Kernel side: classifier, sk_lookup, listeners, wake events.
     let mut datapath = Datapath::load()?;
@@ -279,6 +298,14 @@ impl MemorySource for RealDocker {
 impl AgentDocker for RealDocker {
     fn set_services(&self, services: &[ServiceConfig]) {
         self.runtime.set_services(services);
+    }
+
+    fn set_limit_journal(&self, journal: Arc<dyn LimitJournal>) {
+        self.runtime.set_limit_journal(journal);
+    }
+
+    async fn settle_reclaims(&self, wait: std::time::Duration) {
+        self.runtime.settle_reclaims(wait).await;
     }
 
     async fn endpoints(&self, service: &str) -> Result<ServiceEndpoints, DockerError> {

@@ -95,6 +95,7 @@ pub async fn run_with(deps: AgentDeps, shutdown: CancellationToken) -> Result<()
     let closing = CancellationToken::new();
     let (state, state_task) = state_owner::start(state, closing.clone());
     let state_task = supervisor.spawn("state", state_task);
+    docker.set_limit_journal(Arc::new(state.clone()));
     let (registry, directory, routes) = Registry::new();
     let (steering, requests) = KernelSteering::channel();
     let steering_task =
@@ -308,6 +309,9 @@ pub async fn run_with(deps: AgentDeps, shutdown: CancellationToken) -> Result<()
     // last mailboxes: it finishes its queue, removes the warm-up table and
     // ends. The state file's owner goes last, after everyone who writes.
     table.shutdown().await;
+    // A hibernation's reclaim still under way: cancelled, its limits put
+    // back (and its record cleared) while the state owner still runs.
+    docker.settle_reclaims(TASK_GRACE).await;
     Supervisor::join_all(vec![steering_task], TASK_GRACE).await;
     drop(classifier);
     closing.cancel();

@@ -5,9 +5,14 @@
 //! only writer. Its writes (with their fsync) run on a blocking thread.
 //!
 //! When it writes: at once (after the updates already queued) for a
-//! run-time idle timeout (whose API call answers once it is on disk) and a
-//! learned start time; savings and memory samples every [`SAVE_EVERY`]
-//! and when asked ([`StateHandle::flush`]); everything at the end.
+//! run-time idle timeout (whose API call answers once it is on disk), a
+//! learned start time, and a container's memory limits recorded before a
+//! hibernation changes them (the reclaim's thread waits until they are on
+//! disk: [`StateHandle`] is the docker module's
+//! [`LimitJournal`](crate::docker::LimitJournal), in `state_owner_limits.rs`) or
+//! cleared once they are back; savings and memory samples every
+//! [`SAVE_EVERY`] and when asked ([`StateHandle::flush`]); everything at
+//! the end.
 //!
 //! Bounded under churn: of the services the file remembers that are not
 //! managed, the [`DEPARTED_KEPT`] that departed last are kept (a service
@@ -22,14 +27,17 @@
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
-    sync::Arc,
+    sync::{mpsc as std_mpsc, Arc},
     time::Duration,
 };
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::state::{ServiceMemory, StateStore};
+use crate::state::{SavedLimits, ServiceMemory, StateStore};
+
+#[path = "state_owner_limits.rs"]
+mod limits;
 
 /// How often credited savings and samples are written without being asked.
 pub const SAVE_EVERY: Duration = Duration::from_secs(300);
@@ -38,6 +46,9 @@ pub const DEPARTED_KEPT: usize = 32;
 
 /// What is remembered, as last published.
 pub type Remembered = Arc<BTreeMap<String, ServiceMemory>>;
+
+/// The memory limits recorded, by container id, as last published.
+pub type RecordedLimits = Arc<BTreeMap<String, SavedLimits>>;
 
 /// A change to what is remembered.
 #[derive(Debug)]
@@ -79,6 +90,20 @@ pub enum StateUpdate {
     Settled,
     /// Write now if anything changed; `done` hears when written.
     Flush(Option<oneshot::Sender<()>>),
+    /// A container's memory limits, before a hibernation changes them;
+    /// `saved` hears once they are on disk (or why not). A blocking
+    /// thread waits on it.
+    LimitsRecorded {
+        container: String,
+        limits: SavedLimits,
+        saved: std_mpsc::SyncSender<Result<(), String>>,
+    },
+    /// A container's recorded limits are back (`None`: whatever its record
+    /// is, e.g. the container is gone): the record goes.
+    LimitsRestored {
+        container: String,
+        limits: Option<SavedLimits>,
+    },
 }
 
 /// How the rest of the agent talks to the owner. Cheap to clone.
@@ -86,6 +111,7 @@ pub enum StateUpdate {
 pub struct StateHandle {
     updates: mpsc::UnboundedSender<StateUpdate>,
     view: watch::Receiver<Remembered>,
+    limits: watch::Receiver<RecordedLimits>,
 }
 
 impl StateHandle {
@@ -124,6 +150,7 @@ impl StateHandle {
 struct Owner {
     store: StateStore,
     publish: watch::Sender<Remembered>,
+    publish_limits: watch::Sender<RecordedLimits>,
     managed: HashSet<String>,
     /// When each remembered service departed (a sequence number), for
     /// those that departed in this run.
@@ -134,6 +161,8 @@ struct Owner {
     dirty: bool,
     urgent: bool,
     waiting: Vec<oneshot::Sender<Result<(), String>>>,
+    /// Reclaim threads waiting for their record to be on disk.
+    recording: Vec<std_mpsc::SyncSender<Result<(), String>>>,
     flushed: Vec<oneshot::Sender<()>>,
 }
 
@@ -147,9 +176,11 @@ pub fn start(
 ) -> (StateHandle, impl std::future::Future<Output = ()> + Send) {
     let (updates, rx) = mpsc::unbounded_channel();
     let (publish, view) = watch::channel(Arc::new(store.services().clone()));
+    let (publish_limits, limits) = watch::channel(Arc::new(store.limits().clone()));
     let owner = Owner {
         store,
         publish,
+        publish_limits,
         managed: HashSet::new(),
         departures: HashMap::new(),
         next_departure: 0,
@@ -157,9 +188,17 @@ pub fn start(
         dirty: false,
         urgent: false,
         waiting: Vec::new(),
+        recording: Vec::new(),
         flushed: Vec::new(),
     };
-    (StateHandle { updates, view }, owner.run(rx, closing))
+    (
+        StateHandle {
+            updates,
+            view,
+            limits,
+        },
+        owner.run(rx, closing),
+    )
 }
 
 impl Owner {
@@ -187,6 +226,8 @@ impl Owner {
             }
             self.publish
                 .send_replace(Arc::new(self.store.services().clone()));
+            self.publish_limits
+                .send_replace(Arc::new(self.store.limits().clone()));
             if self.urgent || !self.flushed.is_empty() || periodic {
                 self.prune();
                 self.write().await;
@@ -273,6 +314,20 @@ impl Owner {
                 self.urgent = true;
                 self.flushed.extend(done);
             }
+            StateUpdate::LimitsRecorded {
+                container,
+                limits,
+                saved,
+            } => {
+                self.store.record_limits(&container, limits);
+                self.mark(true);
+                self.recording.push(saved);
+            }
+            StateUpdate::LimitsRestored { container, limits } => {
+                if self.store.clear_limits(&container, limits.as_ref()) {
+                    self.mark(true);
+                }
+            }
         }
     }
 
@@ -333,6 +388,10 @@ impl Owner {
         self.urgent = false;
         for waiting in self.waiting.drain(..) {
             let _ = waiting.send(result.clone());
+        }
+        for recording in self.recording.drain(..) {
+            // Never blocks: a channel of one, sent to once.
+            let _ = recording.try_send(result.clone());
         }
         for flushed in self.flushed.drain(..) {
             let _ = flushed.send(());

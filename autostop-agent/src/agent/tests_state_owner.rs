@@ -113,3 +113,58 @@ async fn history_only_records_go_before_departed_settings() {
     assert!(kept.contains(&&format!("seen-{}", DEPARTED_KEPT + 9)));
     assert!(!kept.contains(&&"seen-0".to_owned()));
 }
+
+#[tokio::test]
+async fn a_limit_record_is_on_disk_when_record_returns_and_goes_once_cleared() {
+    use crate::docker::LimitJournal as _;
+    use crate::state::SavedLimits;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, _) = StateStore::open(dir.path()).expect("state");
+    let closing = CancellationToken::new();
+    let (state, owner) = start(store, closing.clone());
+    let owner = tokio::spawn(owner);
+    let saved = SavedLimits {
+        dir: "/sys/fs/cgroup/memory/docker/abc".into(),
+        instance: 4391,
+        limit_in_bytes: 1_073_741_824,
+        swappiness: 60,
+    };
+    let path = dir.path().join("state.json");
+    let (handle, record, file) = (state.clone(), saved.clone(), path.clone());
+    // The reclaim's blocking thread: once `record` returns, the file holds it.
+    let on_disk = tokio::task::spawn_blocking(move || {
+        handle.record("abc", &record)?;
+        std::fs::read_to_string(&file).map_err(|e| e.to_string())
+    })
+    .await
+    .expect("thread")
+    .expect("recorded");
+    assert!(
+        on_disk.contains("\"limit_in_bytes\": 1073741824"),
+        "{on_disk}"
+    );
+    assert_eq!(state.recorded("abc"), Some(saved.clone()));
+
+    // Another record's clear leaves it; its own clear removes it, written.
+    let other = SavedLimits {
+        instance: 1,
+        ..saved.clone()
+    };
+    state.clear("abc", Some(&other));
+    state.flush().await;
+    assert_eq!(state.recorded("abc"), Some(saved.clone()));
+    state.clear("abc", Some(&saved));
+    state.flush().await;
+    assert_eq!(state.recorded("abc"), None);
+    let text = std::fs::read_to_string(&path).expect("read");
+    assert!(!text.contains("\"limits\""), "{text}");
+
+    // Once the owner is gone, a record fails at once (nothing is lowered).
+    closing.cancel();
+    owner.await.expect("owner");
+    let handle = state.clone();
+    let late = tokio::task::spawn_blocking(move || handle.record("abc", &saved))
+        .await
+        .expect("thread");
+    assert!(late.is_err(), "{late:?}");
+}

@@ -64,7 +64,9 @@ pub fn cgroup_of_pid(pid: u32) -> Result<MemoryCgroup, CgroupError> {
 
 /// The memory cgroup a `/proc/<pid>/cgroup` text names, under `root`: the
 /// v1 `memory` controller's line when there is one (also on hybrid hosts),
-/// else the unified (`0::`) line.
+/// else the unified (`0::`) line. A path that is the hierarchy's root or
+/// holds a `..` names no cgroup of a container: a `memory` line like that
+/// means none (never the unified one instead), a unified one is skipped.
 pub fn parse_proc_cgroup(text: &str, root: &Path) -> Option<MemoryCgroup> {
     let mut unified = None;
     for line in text.lines() {
@@ -73,14 +75,22 @@ pub fn parse_proc_cgroup(text: &str, root: &Path) -> Option<MemoryCgroup> {
         else {
             continue;
         };
-        let rel = path.trim_start_matches('/');
+        let rel = Path::new(path.trim_start_matches('/'));
+        let plain = rel.components().next().is_some()
+            && rel
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
         if controllers.split(',').any(|c| c == "memory") {
+            // The memory controller's own line decides, usable or not.
+            if !plain {
+                return None;
+            }
             return Some(MemoryCgroup {
                 dir: root.join("memory").join(rel),
                 version: CgroupVersion::V1,
             });
         }
-        if id == "0" && controllers.is_empty() {
+        if id == "0" && controllers.is_empty() && plain {
             unified = Some(MemoryCgroup {
                 dir: root.join(rel),
                 version: CgroupVersion::V2,

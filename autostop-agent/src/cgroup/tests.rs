@@ -1,9 +1,17 @@
 //! The cgroup module without root: `/proc/<pid>/cgroup` and meminfo
 //! parsing, v1 reclaim against a simulated kernel, v2 against a fake tree.
 
-use std::cell::RefCell;
+#![allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    reason = "tests: a panic is a failure"
+)]
+
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use super::*;
 
@@ -47,21 +55,35 @@ fn reads_free_swap() {
 /// cgroup v1 as the kernel behaves: lowering the limit pushes usage down to
 /// it, into swap, as far as `unreclaimable`; below that the write fails
 /// with `EBUSY` after reclaiming what it could.
-struct SimV1 {
-    files: RefCell<BTreeMap<String, String>>,
-    usage: RefCell<u64>,
-    swap: RefCell<u64>,
-    unreclaimable: u64,
+pub(super) struct SimV1 {
+    pub files: RefCell<BTreeMap<String, String>>,
+    pub usage: RefCell<u64>,
+    pub swap: RefCell<u64>,
+    pub unreclaimable: u64,
     /// Every write, in order.
-    writes: RefCell<Vec<(String, String)>>,
+    pub writes: RefCell<Vec<(String, String)>>,
     /// A write to this file fails with EACCES.
-    broken: Option<&'static str>,
+    pub broken: Option<&'static str>,
+    /// The directory's inode (a recreated cgroup has another).
+    pub instance: Cell<u64>,
+    /// The directory is gone: every call fails with ENOENT.
+    pub gone: Cell<bool>,
+    /// Another process holds the lock.
+    pub busy: Cell<bool>,
+    /// The write with this index (0 = the first) panics before it does
+    /// anything: the agent killed right there.
+    pub killed_at: Cell<Option<usize>>,
+    /// Set once the write with this index is done.
+    pub cancel_after: Option<(usize, &'static AtomicBool)>,
 }
 
+pub(super) const ORIGINAL_LIMIT: &str = "9223372036854771712";
+pub(super) const SIM_DIR: &str = "/sys/fs/cgroup/memory/docker/sim";
+
 impl SimV1 {
-    fn new(usage: u64, unreclaimable: u64) -> Self {
+    pub(super) fn new(usage: u64, unreclaimable: u64) -> Self {
         let files = [
-            ("memory.limit_in_bytes", "9223372036854771712"),
+            ("memory.limit_in_bytes", ORIGINAL_LIMIT),
             ("memory.swappiness", "60"),
         ]
         .into_iter()
@@ -74,12 +96,35 @@ impl SimV1 {
             unreclaimable,
             writes: RefCell::new(Vec::new()),
             broken: None,
+            instance: Cell::new(1),
+            gone: Cell::new(false),
+            busy: Cell::new(false),
+            killed_at: Cell::new(None),
+            cancel_after: None,
+        }
+    }
+
+    pub(super) fn file(&self, name: &str) -> String {
+        self.files.borrow()[name].clone()
+    }
+
+    fn enoent(name: &str) -> CgroupError {
+        CgroupError::Io {
+            path: name.into(),
+            source: std::io::Error::from_raw_os_error(libc::ENOENT),
         }
     }
 }
 
 impl Knobs for SimV1 {
+    fn dir(&self) -> PathBuf {
+        PathBuf::from(SIM_DIR)
+    }
+
     fn read(&self, name: &str) -> Result<String, CgroupError> {
+        if self.gone.get() {
+            return Err(Self::enoent(name));
+        }
         match name {
             "memory.usage_in_bytes" => Ok(self.usage.borrow().to_string()),
             "memory.stat" => Ok(format!(
@@ -100,9 +145,21 @@ impl Knobs for SimV1 {
     }
 
     fn write(&self, name: &str, value: &str) -> Result<(), CgroupError> {
+        let index = self.writes.borrow().len();
+        if self.killed_at.get() == Some(index) {
+            panic!("killed before write {index}");
+        }
+        if self.gone.get() {
+            return Err(Self::enoent(name));
+        }
         self.writes
             .borrow_mut()
             .push((name.to_owned(), value.to_owned()));
+        if let Some((after, cancel)) = self.cancel_after {
+            if index == after {
+                cancel.store(true, Ordering::Release);
+            }
+        }
         let fail = |errno| CgroupError::Io {
             path: name.into(),
             source: std::io::Error::from_raw_os_error(errno),
@@ -127,17 +184,82 @@ impl Knobs for SimV1 {
             .insert(name.to_owned(), value.to_owned());
         Ok(())
     }
+
+    fn lock(&self, _wait: Duration) -> Result<CgroupLock, CgroupError> {
+        if self.gone.get() {
+            return Err(Self::enoent(SIM_DIR));
+        }
+        if self.busy.get() {
+            return Err(CgroupError::Busy(PathBuf::from(SIM_DIR)));
+        }
+        Ok(CgroupLock::simulated(self.instance.get()))
+    }
 }
+
+/// The state file's part in a reclaim, in memory: the record, and how many
+/// cgroup writes there were when it was made.
+pub(super) struct MemJournal<'a> {
+    pub sim: &'a SimV1,
+    pub saved: RefCell<Option<SavedLimits>>,
+    /// `sim.writes.len()` at each record.
+    pub recorded_at: RefCell<Vec<usize>>,
+    /// `record` fails with this.
+    pub refuse: Option<&'static str>,
+}
+
+impl<'a> MemJournal<'a> {
+    pub(super) fn new(sim: &'a SimV1) -> Self {
+        MemJournal {
+            sim,
+            saved: RefCell::new(None),
+            recorded_at: RefCell::new(Vec::new()),
+            refuse: None,
+        }
+    }
+}
+
+impl Journal for MemJournal<'_> {
+    fn pending(&self) -> Option<SavedLimits> {
+        self.saved.borrow().clone()
+    }
+
+    fn record(&self, saved: &SavedLimits) -> Result<(), String> {
+        if let Some(reason) = self.refuse {
+            return Err(reason.to_owned());
+        }
+        self.recorded_at
+            .borrow_mut()
+            .push(self.sim.writes.borrow().len());
+        *self.saved.borrow_mut() = Some(saved.clone());
+        Ok(())
+    }
+
+    fn restored(&self, saved: &SavedLimits) {
+        let mut kept = self.saved.borrow_mut();
+        if kept.as_ref() == Some(saved) {
+            *kept = None;
+        }
+    }
+}
+
+pub(super) static NEVER: AtomicBool = AtomicBool::new(false);
 
 #[test]
 fn v1_reclaim_pushes_memory_to_swap_and_puts_the_limits_back() {
     let sim = SimV1::new(300 * MIB, 0);
-    let report = reclaim(CgroupVersion::V1, &sim).expect("reclaim");
+    let journal = MemJournal::new(&sim);
+    let report = reclaim(CgroupVersion::V1, &sim, &journal, &NEVER).expect("reclaim");
     assert_eq!(report.before.resident, 300 * MIB);
     assert!(report.after.resident <= MIN_RESIDENT, "{report:?}");
     assert!(report.after.resident * 10 <= report.before.resident);
     assert_eq!(report.after.swap, 300 * MIB - report.after.resident);
     assert!(!report.stopped_early);
+    assert_eq!(
+        *journal.recorded_at.borrow(),
+        vec![0],
+        "recorded before the first write"
+    );
+    assert_eq!(journal.pending(), None, "cleared once back");
     let files = sim.files.borrow();
     assert_eq!(files["memory.limit_in_bytes"], "9223372036854771712");
     assert_eq!(files["memory.swappiness"], "60");
@@ -161,7 +283,8 @@ fn v1_reclaim_pushes_memory_to_swap_and_puts_the_limits_back() {
 #[test]
 fn v1_reclaim_stops_at_ebusy_and_still_restores() {
     let sim = SimV1::new(300 * MIB, 40 * MIB);
-    let report = reclaim(CgroupVersion::V1, &sim).expect("EBUSY is not an error");
+    let journal = MemJournal::new(&sim);
+    let report = reclaim(CgroupVersion::V1, &sim, &journal, &NEVER).expect("EBUSY is not an error");
     assert!(report.stopped_early);
     assert_eq!(report.after.resident, 40 * MIB);
     assert_eq!(
@@ -175,10 +298,15 @@ fn v1_reclaim_stops_at_ebusy_and_still_restores() {
 fn v1_reclaim_failure_is_reported_after_restoring_swappiness() {
     let mut sim = SimV1::new(300 * MIB, 0);
     sim.broken = Some("memory.limit_in_bytes");
-    let err = reclaim(CgroupVersion::V1, &sim).expect_err("EACCES is an error");
+    let journal = MemJournal::new(&sim);
+    let err = reclaim(CgroupVersion::V1, &sim, &journal, &NEVER).expect_err("EACCES is an error");
     assert!(err.to_string().contains("memory.limit_in_bytes"), "{err}");
     assert_eq!(sim.files.borrow()["memory.swappiness"], "60");
     assert_eq!(*sim.usage.borrow(), 300 * MIB, "nothing moved");
+    assert!(
+        journal.pending().is_some(),
+        "the limit could not be written back: the record stays for the next one"
+    );
 }
 
 #[test]
@@ -202,7 +330,9 @@ fn v2_reclaim_writes_the_bytes_to_reclaim_in_a_fake_tree() {
             swap: 0
         }
     );
-    let report = reclaim(CgroupVersion::V2, &cgroup.knobs()).expect("reclaim");
+    let sim = SimV1::new(0, 0);
+    let journal = MemJournal::new(&sim);
+    let report = reclaim(CgroupVersion::V2, &cgroup.knobs(), &journal, &NEVER).expect("reclaim");
     assert_eq!(report.before.resident, 300 * MIB);
     let asked = std::fs::read_to_string(dir.path().join("memory.reclaim")).expect("read");
     assert_eq!(asked, (300 * MIB - MIN_RESIDENT).to_string());
@@ -212,7 +342,14 @@ fn v2_reclaim_writes_the_bytes_to_reclaim_in_a_fake_tree() {
 #[test]
 fn v2_missing_files_are_errors_naming_the_file() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let err = reclaim(CgroupVersion::V2, &DirKnobs(dir.path().to_path_buf()))
-        .expect_err("no memory.current");
+    let sim = SimV1::new(0, 0);
+    let journal = MemJournal::new(&sim);
+    let err = reclaim(
+        CgroupVersion::V2,
+        &DirKnobs(dir.path().to_path_buf()),
+        &journal,
+        &NEVER,
+    )
+    .expect_err("no memory.current");
     assert!(err.to_string().contains("memory.current"), "{err}");
 }

@@ -1,16 +1,24 @@
 //! Hibernate and thaw a service's containers: `docker pause`, then their
 //! memory cgroups reclaimed to swap on a blocking thread (see
 //! [`crate::cgroup`]), when the host's free swap can take what they hold;
-//! thaw is `docker unpause` of the paused ones.
+//! thaw is `docker unpause` of the paused ones, after the memory limits a
+//! reclaim recorded are back (see [`super::limits`]).
 //!
 //! A reclaim that fails or runs out of time is not an error: the
-//! containers stay paused (still a fast wake) and the status says why.
-//! A failed pause is one: what was paused is unpaused again.
+//! containers stay paused (still a fast wake) and the status says why. One
+//! that overruns [`RECLAIM_TIMEOUT`] is cancelled; its thread puts the
+//! limits back, and a thaw or stop waits for that before it unpauses.
+//! A failed pause is one: what was paused is unpaused again. Limits that
+//! cannot be put back fail the thaw: the container stays paused rather
+//! than run under a few MiB.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::{info, warn};
 
+use super::limits::{undo_recorded, ContainerJournal, LimitJournal};
 use super::resolve::{resolve, Member};
 use super::runtime::{ctx, DockerRuntime};
 use super::DockerError;
@@ -18,8 +26,8 @@ use crate::cgroup::{self, MemoryCgroup, MemoryUsage};
 use crate::service::Hibernation;
 
 /// How long the reclaim of a service may take (a few GB to a slow disk);
-/// past it the containers stay paused and the reclaim finishes alone,
-/// limits restored by the blocking thread itself.
+/// past it the containers stay paused and the reclaim is cancelled: its
+/// thread stops before its next step and puts the limits back.
 pub const RECLAIM_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Whether Docker reports the container paused.
@@ -31,9 +39,18 @@ fn is_running(m: &Member) -> bool {
     m.inspect.state.as_ref().and_then(|s| s.running) == Some(true)
 }
 
+/// A container whose cgroup a reclaim works on.
+struct Target {
+    name: String,
+    id: String,
+    pid: u32,
+}
+
 impl DockerRuntime {
     pub(super) async fn hibernate_inner(&self, service: &str) -> Result<Hibernation, DockerError> {
         let svc = self.config(service)?;
+        // An earlier reclaim of it that overran: stopped, limits back.
+        self.reclaims.settle(service).await;
         let members = resolve(self.client(), &svc).await?.members;
         let mut paused_now: Vec<&Member> = Vec::new();
         for m in members.iter().filter(|m| is_running(m) && !is_paused(m)) {
@@ -48,27 +65,46 @@ impl DockerRuntime {
             }
             paused_now.push(m);
         }
-        let pids: Vec<(String, u32)> = members
+        let targets: Vec<Target> = members
             .iter()
             .filter(|m| is_running(m))
             .filter_map(|m| {
                 let pid = m.inspect.state.as_ref()?.pid?;
-                Some((m.name.clone(), u32::try_from(pid).ok().filter(|p| *p > 0)?))
+                Some(Target {
+                    name: m.name.clone(),
+                    id: m.id.clone(),
+                    pid: u32::try_from(pid).ok().filter(|p| *p > 0)?,
+                })
             })
             .collect();
-        let work = tokio::task::spawn_blocking(move || reclaim_all(&pids));
+        let Some(journal) = self.limit_journal() else {
+            return Ok(paused_only(
+                "no state file to record memory limits in: paused without reclaim".to_owned(),
+            ));
+        };
+        let (cancel, finished) = self.reclaims.begin(service);
+        let stop = Arc::clone(&cancel);
+        let work = tokio::task::spawn_blocking(move || {
+            let _finished = finished;
+            reclaim_all(&targets, journal.as_ref(), &stop)
+        });
         Ok(match tokio::time::timeout(RECLAIM_TIMEOUT, work).await {
             Ok(Ok(h)) => h,
             Ok(Err(e)) => paused_only(format!("reclaim task failed: {e}")),
-            Err(_) => paused_only(format!(
-                "reclaim still running after {RECLAIM_TIMEOUT:?}: paused, memory partly in swap"
-            )),
+            Err(_) => {
+                cancel.store(true, Ordering::Release);
+                paused_only(format!(
+                    "reclaim still running after {RECLAIM_TIMEOUT:?}: cancelled, paused with memory partly in swap"
+                ))
+            }
         })
     }
 
     pub(super) async fn thaw_inner(&self, service: &str) -> Result<(), DockerError> {
         let svc = self.config(service)?;
+        self.reclaims.settle(service).await;
         let members = resolve(self.client(), &svc).await?.members;
+        self.undo_limits(service, &members).await?;
         for m in members.iter().filter(|m| is_paused(m)) {
             info!(service, container = %m.name, event = "container_unpause");
             self.client()
@@ -77,6 +113,35 @@ impl DockerRuntime {
                 .map_err(|e| ctx(service, &m.name, e))?;
         }
         Ok(())
+    }
+
+    /// Puts back the memory limits recorded for `members` (a reclaim's
+    /// left behind), before any of them is unpaused; an error names the
+    /// container whose limits could not be put back.
+    pub(super) async fn undo_limits(
+        &self,
+        service: &str,
+        members: &[Member],
+    ) -> Result<(), DockerError> {
+        let Some(journal) = self.limit_journal() else {
+            return Ok(());
+        };
+        let recorded: Vec<(String, String)> = members
+            .iter()
+            .filter(|m| journal.recorded(&m.id).is_some())
+            .map(|m| (m.name.clone(), m.id.clone()))
+            .collect();
+        if recorded.is_empty() {
+            return Ok(());
+        }
+        let work = tokio::task::spawn_blocking(move || undo_recorded(journal.as_ref(), &recorded));
+        match work.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(DockerError::Limits(format!("service {service}: {e}"))),
+            Err(e) => Err(DockerError::Limits(format!(
+                "service {service}: restoring memory limits failed: {e}"
+            ))),
+        }
     }
 }
 
@@ -88,17 +153,20 @@ fn paused_only(note: String) -> Hibernation {
     }
 }
 
-/// Reclaims the cgroups of the containers whose main processes are `pids`
-/// (blocking: the kernel reclaims inside the `write`).
-fn reclaim_all(pids: &[(String, u32)]) -> Hibernation {
-    let mut cgroups: Vec<(String, MemoryCgroup)> = Vec::new();
-    for (name, pid) in pids {
-        match cgroup::cgroup_of_pid(*pid) {
-            Ok(cg) => cgroups.push((name.clone(), cg)),
-            Err(e) => return paused_only(format!("container {name}: {e}: paused without reclaim")),
+/// Reclaims the cgroups of `targets`' main processes (blocking: the
+/// kernel reclaims inside the `write`), each under its record in
+/// `journal`; `cancel` stops them between steps.
+fn reclaim_all(targets: &[Target], journal: &dyn LimitJournal, cancel: &AtomicBool) -> Hibernation {
+    let mut cgroups: Vec<(&Target, MemoryCgroup)> = Vec::new();
+    for t in targets {
+        match cgroup::cgroup_of_pid(t.pid) {
+            Ok(cg) => cgroups.push((t, cg)),
+            Err(e) => {
+                return paused_only(format!("container {}: {e}: paused without reclaim", t.name))
+            }
         }
     }
-    let total = |cgroups: &[(String, MemoryCgroup)]| {
+    let total = |cgroups: &[(&Target, MemoryCgroup)]| {
         cgroups
             .iter()
             .filter_map(|(_, cg)| cg.usage().ok())
@@ -124,13 +192,22 @@ fn reclaim_all(pids: &[(String, u32)]) -> Hibernation {
         }
     }
     let mut failures = Vec::new();
-    for (name, cg) in &cgroups {
-        match cgroup::reclaim(cg.version, &cg.knobs()) {
+    for (t, cg) in &cgroups {
+        if cancel.load(Ordering::Acquire) {
+            failures.push(format!("container {}: reclaim cancelled", t.name));
+            continue;
+        }
+        let record = ContainerJournal {
+            journal,
+            container: &t.id,
+        };
+        match cgroup::reclaim(cg.version, &cg.knobs(), &record, cancel) {
             Ok(report) => {
-                info!(container = %name, before = report.before.resident, after = report.after.resident,
-                    swap = report.after.swap, stopped_early = report.stopped_early, event = "reclaimed");
+                info!(container = %t.name, before = report.before.resident, after = report.after.resident,
+                    swap = report.after.swap, stopped_early = report.stopped_early,
+                    cancelled = report.cancelled, event = "reclaimed");
             }
-            Err(e) => failures.push(format!("container {name}: {e}")),
+            Err(e) => failures.push(format!("container {}: {e}", t.name)),
         }
     }
     let after = total(&cgroups);

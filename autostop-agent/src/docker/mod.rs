@@ -24,7 +24,9 @@
 //! runtime's readiness wait), `neigh`
 //! (the permanent neighbour entry that avoids the first-SYN ARP stall),
 //! `endpoints` (addresses and bridges for the datapath), `events` (the event
-//! stream follower), `hibernate` (pause, reclaim to swap, thaw), `stats` (memory use as `docker stats` shows it) and
+//! stream follower), `hibernate` (pause, reclaim to swap, thaw), `limits`
+//! (the memory limits a hibernation changes: recorded, and undone by
+//! whoever comes next), `stats` (memory use as `docker stats` shows it) and
 //! `runtime` (the [`ContainerRuntime`] itself).
 
 mod client;
@@ -32,6 +34,7 @@ mod compose_file;
 pub(crate) mod endpoints;
 mod events;
 mod hibernate;
+mod limits;
 mod neigh;
 mod order;
 mod readiness;
@@ -49,6 +52,7 @@ pub use events::{
     services_of, spawn_event_watcher, spawn_watcher, EventSink, LabelSink, NetworkEvent,
     NetworkSink, EVENT_BACKOFF_MAX,
 };
+pub use limits::{undo_at_start, LimitJournal, UNDO_LOCK_WAIT};
 pub use neigh::NeighbourPin;
 pub use order::{
     parse_compose_depends, parse_depends_label, start_order, DependsCondition, DependsOn,
@@ -96,6 +100,10 @@ pub enum DockerError {
     /// Netlink (neighbour entry) failure.
     #[error("netlink: {0}")]
     Netlink(String),
+    /// A container's recorded memory limits could not be put back: it is
+    /// left paused rather than run under a lowered limit.
+    #[error("{0}")]
+    Limits(String),
 }
 
 impl From<DockerError> for ServiceError {

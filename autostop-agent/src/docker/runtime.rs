@@ -7,15 +7,17 @@
 use parking_lot::{Mutex, MutexGuard, RwLock};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::SystemTime;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use rtnetlink::Handle;
 use tokio::sync::OnceCell;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::client::DockerClient;
 use super::endpoints::{self, bridge_name, ServiceEndpoints};
+use super::limits::{LimitJournal, Reclaims};
 use super::order::DependsCondition;
 use super::readiness::member_keys;
 use super::ready::{seen, wait_dependency};
@@ -55,6 +57,11 @@ pub struct DockerRuntime {
     /// Each service's containers' start progress (the wait page's steps):
     /// begun by `start`, kept after readiness or failure, cleared by `stop`.
     pub(super) progress: Book,
+    /// Where hibernation records the memory limits it changes (the state
+    /// file's owner; set once by the agent). Without it, no reclaim.
+    limit_journal: OnceLock<Arc<dyn LimitJournal>>,
+    /// The memory reclaims under way, by service.
+    pub(super) reclaims: Reclaims,
 }
 
 /// A container's own stop grace period (`StopTimeout`), if it sets one.
@@ -95,6 +102,8 @@ impl DockerRuntime {
             resolved_at_start: Mutex::default(),
             ready_upstreams: Mutex::default(),
             progress: Book::default(),
+            limit_journal: OnceLock::new(),
+            reclaims: Reclaims::default(),
         };
         rt.set_services(services);
         rt
@@ -117,7 +126,25 @@ impl DockerRuntime {
         lock(&self.resolved_at_start).retain(|name, _| map.contains_key(name));
         lock(&self.ready_upstreams).retain(|name, _| map.contains_key(name));
         self.progress.retain(|name| map.contains_key(name));
+        self.reclaims.retain(|name| map.contains_key(name));
         *self.services.write() = map;
+    }
+
+    /// Where hibernation records the memory limits it changes, before it
+    /// changes them (the agent's state file). Set once; later calls are
+    /// ignored. Until it is set, hibernation only pauses.
+    pub fn set_limit_journal(&self, journal: Arc<dyn LimitJournal>) {
+        let _ = self.limit_journal.set(journal);
+    }
+
+    pub(super) fn limit_journal(&self) -> Option<Arc<dyn LimitJournal>> {
+        self.limit_journal.get().cloned()
+    }
+
+    /// At shutdown: cancels the memory reclaims under way and waits, up to
+    /// `wait`, until their threads have put the limits back.
+    pub async fn settle_reclaims(&self, wait: Duration) {
+        self.reclaims.settle_all(wait).await;
     }
 
     /// Snapshot of the configured services.
@@ -242,12 +269,17 @@ impl DockerRuntime {
 
     async fn stop_inner(&self, service: &str) -> Result<(), DockerError> {
         let svc = self.config(service)?;
+        self.reclaims.settle(service).await;
         let r = resolve(&self.client, &svc).await?;
+        // A hibernated container's limits go back before it is unpaused to
+        // take the stop signal. If they cannot, it is stopped anyway (a
+        // stop ends its cgroup, lowered limit and all).
+        if let Err(e) = self.undo_limits(service, &r.members).await {
+            warn!(service, error = %e, "stopping it anyway");
+        }
         for m in r.members.iter().rev() {
             let running = m.inspect.state.as_ref().and_then(|s| s.running) == Some(true);
             if super::hibernate::is_paused(m) {
-                // A hibernated container: thaw it so it can take the stop
-                // signal (its limits are already its own).
                 debug!(service, container = %m.name, event = "container_unpause");
                 self.client
                     .unpause(&m.id)

@@ -1,27 +1,42 @@
 //! What the agent remembers across restarts, per service, in
 //! `<state_dir>/state.json`: idle timeouts set at run time (CLI/API), learned
 //! start durations for the wait page's estimate, the RAM-savings totals and
-//! the dashboard's history ([`timeline`]).
+//! the dashboard's history ([`timeline`]); and, per container, the memory
+//! limits a hibernation is changing ([`SavedLimits`], recorded before the
+//! change and cleared once they are back: see [`crate::cgroup`]).
 //!
-//! Writes are atomic (temporary file, fsync, rename), so a crash mid-write
-//! leaves the previous state. A file that cannot be parsed is never
-//! overwritten: it is moved aside to `state.json.corrupt-<unix time>` and the
-//! agent starts from empty state, saying so.
+//! The file's I/O is [`file`]'s: private (directory 0700, file 0600),
+//! written atomically and durably (temporary file, fsync, rename, fsync of
+//! the directory), so a crash mid-write leaves the previous state. A file
+//! that cannot be used (not a regular file, over [`MAX_STATE_BYTES`], not
+//! UTF-8, not the JSON below) is never overwritten nor deleted: it is
+//! moved aside to `state.json.bad-<unix time>` and the agent starts from
+//! empty state, saying so.
+//!
+//! The file is input: no slicing, indexing or unchecked arithmetic here
+//! (denied below).
+
+#![deny(
+    clippy::string_slice,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
 
 use std::{
     collections::BTreeMap,
-    fs,
-    io::Write,
     path::{Path, PathBuf},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use serde::{Deserialize, Serialize};
 
+mod file;
 #[cfg(test)]
 mod tests_demands;
 pub mod timeline;
 
+pub use crate::cgroup::SavedLimits;
+pub use file::{DIR_MODE, FILE_MODE, MAX_STATE_BYTES};
 pub use timeline::{StartRecord, Timeline, Transition};
 
 /// File name of the state document inside `state_dir`.
@@ -79,6 +94,9 @@ pub struct ServiceMemory {
 /// weeks back, plus a week of margin).
 pub const HABIT_DAYS_KEPT: i64 = 36;
 
+/// [`HABIT_DAYS_KEPT`] in seconds.
+const HABITS_KEPT_S: i64 = HABIT_DAYS_KEPT.saturating_mul(86_400);
+
 /// How many hourly savings buckets are kept (24 full hours plus the
 /// current one).
 pub const SAVED_HOURS_KEPT: u64 = 25;
@@ -124,7 +142,7 @@ impl ServiceMemory {
         self.memory_saved_byte_seconds += byte_seconds;
         *self.memory_saved_by_hour.entry(hour).or_default() += byte_seconds;
         self.timeline.credit_day(byte_seconds, hour / 24);
-        let oldest = hour.saturating_sub(SAVED_HOURS_KEPT - 1);
+        let oldest = hour.saturating_sub(SAVED_HOURS_KEPT.saturating_sub(1));
         self.memory_saved_by_hour.retain(|h, _| *h >= oldest);
     }
 
@@ -145,7 +163,7 @@ impl ServiceMemory {
         }
         self.demands.push(at);
         self.demands.sort_unstable();
-        let oldest = at - HABIT_DAYS_KEPT * 86_400;
+        let oldest = at.saturating_sub(HABITS_KEPT_S);
         self.demands.retain(|d| *d >= oldest);
     }
 
@@ -153,7 +171,7 @@ impl ServiceMemory {
     pub fn note_prewarm(&mut self, at: i64, hit: bool) {
         self.prewarms.push((at, hit));
         self.prewarms.sort_unstable_by_key(|(t, _)| *t);
-        let oldest = at - HABIT_DAYS_KEPT * 86_400;
+        let oldest = at.saturating_sub(HABITS_KEPT_S);
         self.prewarms.retain(|(t, _)| *t >= oldest);
     }
 
@@ -175,11 +193,23 @@ pub fn unix_hour(at: SystemTime) -> u64 {
     at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() / 3600
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Document {
     version: u32,
     services: BTreeMap<String, ServiceMemory>,
+    /// By container id: the limits a hibernation is changing, as they were.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    limits: BTreeMap<String, SavedLimits>,
+}
+
+impl Document {
+    fn empty() -> Self {
+        Document {
+            version: 1,
+            ..Document::default()
+        }
+    }
 }
 
 /// The state file and its content in memory.
@@ -192,76 +222,66 @@ pub struct StateStore {
 }
 
 impl StateStore {
-    /// Opens (or starts) the state in `dir`, creating the directory. Returns
-    /// the store and, when the old file was unreadable and moved aside, a
-    /// message saying where it went.
-    pub fn open(dir: &Path) -> Result<(Self, Option<String>), StateError> {
-        fs::create_dir_all(dir).map_err(|source| StateError::Io {
-            path: dir.into(),
-            source,
-        })?;
+    /// Opens (or starts) the state in `dir`, creating the directory.
+    /// Returns the store and what the log should say: a file that could
+    /// not be used and where it was moved, modes that were tightened.
+    pub fn open(dir: &Path) -> Result<(Self, Vec<String>), StateError> {
+        let mut notes = Vec::new();
+        file::prepare_dir(dir, &mut notes)?;
         let path = dir.join(STATE_FILE);
-        let text = match fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        let unusable = match file::read(&path)? {
+            file::Read::Missing => {
                 return Ok((
                     Self {
                         path,
-                        doc: Document {
-                            version: 1,
-                            ..Document::default()
-                        },
+                        doc: Document::empty(),
                     },
-                    None,
-                ));
-            }
-            Err(source) => return Err(StateError::Io { path, source }),
-        };
-        match serde_json::from_str::<Document>(&text) {
-            Ok(doc) => Ok((Self { path, doc }, None)),
-            Err(parse) => {
-                let stamp = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .unwrap_or_default()
-                    .as_secs();
-                let aside = dir.join(format!("{STATE_FILE}.corrupt-{stamp}"));
-                fs::rename(&path, &aside).map_err(|source| StateError::Io {
-                    path: path.clone(),
-                    source,
-                })?;
-                let note = format!(
-                    "{}:{}:{}: unreadable state ({parse}); kept as {} and starting empty",
-                    path.display(),
-                    parse.line(),
-                    parse.column(),
-                    aside.display()
-                );
-                Ok((
-                    Self {
-                        path,
-                        doc: Document {
-                            version: 1,
-                            ..Document::default()
-                        },
-                    },
-                    Some(note),
+                    notes,
                 ))
             }
-        }
+            file::Read::Text(text) => match serde_json::from_str::<Document>(&text) {
+                Ok(doc) => {
+                    file::tighten(&path, FILE_MODE, &mut notes)?;
+                    return Ok((Self { path, doc }, notes));
+                }
+                Err(parse) => format!("line {} column {}: {parse}", parse.line(), parse.column()),
+            },
+            file::Read::Unusable(why) => why,
+        };
+        let aside = file::set_aside(&path)?;
+        notes.push(format!(
+            "{}: unusable state ({unusable}); kept as {} and starting empty",
+            path.display(),
+            aside.display()
+        ));
+        Ok((
+            Self {
+                path,
+                doc: Document::empty(),
+            },
+            notes,
+        ))
     }
 
     /// Reads the state without creating, moving or writing anything (for
     /// `autostop check`, which may run beside the agent or unprivileged).
     pub fn open_read_only(dir: &Path) -> Result<Self, StateError> {
         let path = dir.join(STATE_FILE);
-        let text = fs::read_to_string(&path).map_err(|source| StateError::Io {
+        let invalid = |why: String| StateError::Io {
             path: path.clone(),
-            source,
-        })?;
-        let doc = serde_json::from_str(&text).map_err(|e| StateError::Io {
-            path: path.clone(),
-            source: e.into(),
-        })?;
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, why),
+        };
+        let text = match file::read(&path)? {
+            file::Read::Text(text) => text,
+            file::Read::Missing => {
+                return Err(StateError::Io {
+                    path: path.clone(),
+                    source: std::io::ErrorKind::NotFound.into(),
+                })
+            }
+            file::Read::Unusable(why) => return Err(invalid(why)),
+        };
+        let doc = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
         Ok(Self { path, doc })
     }
 
@@ -285,6 +305,31 @@ impl StateStore {
         self.doc.services.remove(service);
     }
 
+    /// The limits recorded for containers whose hibernation changed them.
+    pub fn limits(&self) -> &BTreeMap<String, SavedLimits> {
+        &self.doc.limits
+    }
+
+    /// Records `saved` for `container` (replacing an earlier record); call
+    /// [`Self::save`] after.
+    pub fn record_limits(&mut self, container: &str, saved: SavedLimits) {
+        self.doc.limits.insert(container.to_owned(), saved);
+    }
+
+    /// Forgets `container`'s record if it is `saved` (`None`: whatever it
+    /// is); whether one went.
+    pub fn clear_limits(&mut self, container: &str, saved: Option<&SavedLimits>) -> bool {
+        let matches = self
+            .doc
+            .limits
+            .get(container)
+            .is_some_and(|kept| saved.is_none_or(|s| s == kept));
+        if matches {
+            self.doc.limits.remove(container);
+        }
+        matches
+    }
+
     /// Writes the state atomically.
     pub fn save(&self) -> Result<(), StateError> {
         self.save_job()?()
@@ -302,132 +347,11 @@ impl StateStore {
             source: e.into(),
         })?;
         text.push('\n');
-        Ok(move || {
-            let io = |source| StateError::Io {
-                path: path.clone(),
-                source,
-            };
-            let tmp = path.with_extension("json.tmp");
-            let mut file = fs::File::create(&tmp).map_err(io)?;
-            file.write_all(text.as_bytes()).map_err(io)?;
-            file.sync_all().map_err(io)?;
-            fs::rename(&tmp, &path).map_err(io)
-        })
+        Ok(move || file::write_atomic(&path, text.as_bytes()))
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn missing_file_starts_empty_and_round_trips() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (mut store, note) = StateStore::open(dir.path()).expect("open");
-        assert!(note.is_none());
-        assert_eq!(store.service("web"), ServiceMemory::default());
-        store.update("web", |m| {
-            m.idle_timeout_override_s = Some(600);
-            m.learned_start_ms = Some(1500);
-        });
-        store.save().expect("save");
-        let (again, _) = StateStore::open(dir.path()).expect("reopen");
-        assert_eq!(
-            again.service("web").idle_timeout_override(),
-            Some(Duration::from_secs(600))
-        );
-        assert_eq!(
-            again.service("web").learned_start(),
-            Some(Duration::from_millis(1500))
-        );
-    }
-
-    #[test]
-    fn savings_keep_a_total_and_a_sliding_day() {
-        let mut m = ServiceMemory::default();
-        m.credit_saved(100.0, 1000);
-        m.credit_saved(50.0, 1000);
-        m.credit_saved(10.0, 1010);
-        assert_eq!(m.memory_saved_byte_seconds, 160.0);
-        assert_eq!(m.saved_last_24h(1010), 160.0);
-        assert_eq!(m.saved_last_24h(1023), 160.0);
-        // Hour 1000 leaves the window at 1024, and the file at 1025.
-        assert_eq!(m.saved_last_24h(1024), 10.0);
-        m.credit_saved(1.0, 1025);
-        assert_eq!(m.memory_saved_by_hour.len(), 2, "hour 1000 is forgotten");
-        assert_eq!(
-            m.memory_saved_byte_seconds, 161.0,
-            "the total never shrinks"
-        );
-    }
-
-    #[test]
-    fn savings_round_trip_through_the_file() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (mut store, _) = StateStore::open(dir.path()).expect("open");
-        store.update("web", |m| {
-            m.last_memory_bytes = Some(6_200_000_000);
-            m.credit_saved(6.2e9 * 3600.0, 500_000);
-        });
-        store.save().expect("save");
-        let (again, _) = StateStore::open(dir.path()).expect("reopen");
-        let m = again.service("web");
-        assert_eq!(m.last_memory_bytes, Some(6_200_000_000));
-        assert_eq!(m.saved_last_24h(500_001), 6.2e9 * 3600.0);
-    }
-
-    #[test]
-    fn a_file_without_the_timeline_loads_and_one_with_it_round_trips() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join(STATE_FILE);
-        fs::write(
-            &path,
-            r#"{"version":1,"services":{"web":{"learned_start_ms":1500,
-                "memory_saved_byte_seconds":10.0,"memory_saved_by_hour":{"480000":10.0}}}}"#,
-        )
-        .expect("write");
-        let (mut store, note) = StateStore::open(dir.path()).expect("open");
-        assert!(note.is_none(), "an older file is not corrupt: {note:?}");
-        assert!(store.service("web").timeline.is_empty());
-        store.update("web", |m| {
-            m.timeline.note(
-                Transition {
-                    at_ms: 5,
-                    state: crate::service::StateName::Starting,
-                    cause: Some("api".into()),
-                },
-                None,
-                Some(1500),
-            );
-            m.credit_saved(7.0, 480_001);
-        });
-        store.save().expect("save");
-        let (again, _) = StateStore::open(dir.path()).expect("reopen");
-        let timeline = again.service("web").timeline;
-        assert_eq!(timeline.transitions.len(), 1);
-        assert_eq!(timeline.saved_by_day.get(&20_000), Some(&7.0));
-    }
-
-    #[test]
-    fn corrupt_file_is_kept_aside_not_overwritten() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join(STATE_FILE);
-        fs::write(&path, "{\n  \"version\": 1,\n  \"services\": {oops}\n}\n").expect("write");
-        let (store, note) = StateStore::open(dir.path()).expect("open");
-        let note = note.expect("a note about the corrupt file");
-        assert!(note.contains(":3:"), "names the line: {note}");
-        let aside: Vec<_> = fs::read_dir(dir.path())
-            .expect("list")
-            .filter_map(Result::ok)
-            .filter(|e| {
-                e.file_name()
-                    .to_string_lossy()
-                    .starts_with("state.json.corrupt-")
-            })
-            .collect();
-        assert_eq!(aside.len(), 1, "corrupt file kept");
-        let kept = fs::read_to_string(aside[0].path()).expect("read aside");
-        assert!(kept.contains("{oops}"));
-        store.save().expect("save fresh state");
-    }
-}
+mod tests;
+#[cfg(test)]
+mod tests_props;

@@ -1,6 +1,12 @@
 //! Demands (the pre-warm model's input) stay bounded by minutes, not by
 //! how often a service is woken.
 
+#![allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    reason = "tests: a panic is a failure"
+)]
+
 use super::{ServiceMemory, HABIT_DAYS_KEPT};
 
 #[test]

@@ -107,7 +107,10 @@ impl Timeline {
             }
             StateName::Failed => {
                 if let Some(p) = self.pending.take() {
-                    let took_ms = u64::try_from(at_ms - p.at_ms).unwrap_or(0);
+                    let took_ms = at_ms
+                        .checked_sub(p.at_ms)
+                        .and_then(|d| u64::try_from(d).ok())
+                        .unwrap_or(0);
                     self.push_start(p, took_ms, false);
                 }
             }
@@ -134,7 +137,7 @@ impl Timeline {
     /// `now_ms` but the newest of them, then any beyond
     /// [`TRANSITIONS_KEPT`], oldest first.
     fn prune(&mut self, now_ms: i64) {
-        let oldest = now_ms - TRANSITIONS_KEPT_MS;
+        let oldest = now_ms.saturating_sub(TRANSITIONS_KEPT_MS);
         let old = self.transitions.partition_point(|t| t.at_ms < oldest);
         self.transitions.drain(..old.saturating_sub(1));
         let excess = self.transitions.len().saturating_sub(TRANSITIONS_KEPT);
@@ -144,7 +147,7 @@ impl Timeline {
     /// Adds saved byte·seconds to UTC day `day`, forgetting old days.
     pub fn credit_day(&mut self, byte_seconds: f64, day: u64) {
         *self.saved_by_day.entry(day).or_default() += byte_seconds;
-        let oldest = day.saturating_sub(SAVED_DAYS_KEPT - 1);
+        let oldest = day.saturating_sub(SAVED_DAYS_KEPT.saturating_sub(1));
         self.saved_by_day.retain(|d, _| *d >= oldest);
     }
 
@@ -152,13 +155,21 @@ impl Timeline {
     /// `None` when none is known) and the transitions after it.
     pub fn window(&self, from_ms: i64) -> (Option<StateName>, &[Transition]) {
         let split = self.transitions.partition_point(|t| t.at_ms <= from_ms);
-        let before = split.checked_sub(1).map(|i| self.transitions[i].state);
-        (before, &self.transitions[split..])
+        let before = split
+            .checked_sub(1)
+            .and_then(|i| self.transitions.get(i))
+            .map(|t| t.state);
+        (before, self.transitions.get(split..).unwrap_or_default())
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(
+        clippy::arithmetic_side_effects,
+        reason = "tests: a panic is a failure"
+    )]
+
     use super::*;
 
     fn at(ms: i64, state: StateName, cause: &str) -> Transition {

@@ -3,7 +3,9 @@
 //! in-memory counter) is paused after its idle timeout and its memory
 //! pushed to a swap file the test makes and removes; the first request
 //! thaws it without steering (its own listener queued the handshake) and
-//! is answered with the counter intact; idle again, it hibernates again.
+//! is answered with the counter intact; idle again, the agent is killed
+//! while the container's memory limit is lowered, and the next agent puts
+//! its own limits back before it wakes it (issue #25); it hibernates again.
 //! Without swap it is only paused, with a warning; a killed agent leaves it
 //! paused and the next agent adopts it as hibernated and wakes it.
 
@@ -16,12 +18,14 @@ use autostop_tests::{
     eventually, OrFail,
 };
 
-/// A hibernating `[[service]]` for one named container.
+/// A hibernating `[[service]]` for one named container. A request still
+/// being answered (`/all` faulting 300 MiB back from swap can take longer
+/// than the idle timeout) keeps it awake: `hold_while_connected`.
 fn hibernate_toml(name: &str, port: u16, container: &str, idle: &str) -> String {
     format!(
         "[[service]]\nname = \"{name}\"\nport = {port}\nmode = \"blocking\"\n\
          containers = [\"{container}\"]\nidle_timeout = \"{idle}\"\nstart_timeout = \"90s\"\n\
-         sleep = \"hibernate\"\n\n"
+         sleep = \"hibernate\"\nhold_while_connected = true\n\n"
     )
 }
 
@@ -60,8 +64,14 @@ fn paused(name: &str) -> bool {
 /// One request: its time to the whole answer and the counter it returned.
 #[track_caller]
 fn count(port: u16) -> (Duration, u64) {
+    count_at(port, "/")
+}
+
+/// [`count`] of `path` (`/all` touches every page of the app's memory).
+#[track_caller]
+fn count_at(port: u16, path: &str) -> (Duration, u64) {
     let began = Instant::now();
-    let (status, body) = http_get(local(port), "/").unwrap_or_else(|e| panic!("request: {e}"));
+    let (status, body) = http_get(local(port), path).unwrap_or_else(|e| panic!("request: {e}"));
     let took = began.elapsed();
     assert_eq!(status, 200, "{body}");
     let n = memapp::intact_count(&body).unwrap_or_else(|| panic!("memory not intact: {body:?}"));
@@ -118,12 +128,69 @@ fn privileged_hibernate_gives_ram_back_and_the_first_request_thaws_it() {
         "thawed, not restarted"
     );
 
-    // Idle again: hibernated again; and again woken.
+    // Idle again: the agent is SIGKILLed while the limit is lowered
+    // (issue #25). The next agent puts the original limits back before any
+    // unpause; the first request wakes the app under them, intact. All its
+    // memory back in RAM first, so the reclaim has 300 MiB to move.
+    let (_, touched) = count_at(port, "/all");
+    assert_eq!(touched, second + 1);
+    let pid = pid(&c.name);
+    let limit = || swap::container_cgroup_value(pid, "memory.limit_in_bytes").or_fail();
+    let swappiness = || swap::container_cgroup_value(pid, "memory.swappiness").or_fail();
+    let (own_limit, own_swappiness) = (limit(), swappiness());
+    let mut agent = agent;
+    let lowered_at = Instant::now();
+    let deadline = lowered_at + Duration::from_secs(90);
+    while limit() >= own_limit {
+        assert!(Instant::now() < deadline, "the limit was never lowered");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    agent.signal_and_wait(libc::SIGKILL, Duration::from_secs(5));
+    let stuck = limit();
+    println!(
+        "agent killed with memory.limit_in_bytes at {} MiB (own: {own_limit})",
+        stuck >> 20
+    );
+    assert!(stuck < own_limit, "killed while the limit was lowered");
+    assert!(paused(&c.name));
+    let state = config.dir().join("state").join("state.json");
+    // Checked after the wake, so a missing record shows as what it does.
+    let at_kill = std::fs::read_to_string(&state).unwrap_or_default();
+
+    let agent = RunningAgent::start(&config);
+    agent.wait_state("heavy", "hibernated", Duration::from_secs(30));
+    assert!(paused(&c.name), "adopted paused");
+    assert_eq!(
+        (limit(), swappiness()),
+        (own_limit, own_swappiness),
+        "the original limits are back before any unpause"
+    );
+    let (_, third) = count(port);
+    assert_eq!(third, touched + 1, "the in-memory counter survived");
+    assert!(!paused(&c.name));
+    assert_eq!(limit(), own_limit, "woken under its own limit");
+    assert_eq!(
+        inspect(&c.name, "{{.State.StartedAt}}"),
+        started_at,
+        "thawed, not restarted"
+    );
+    assert!(
+        at_kill.contains(&format!("\"limit_in_bytes\": {own_limit}")),
+        "the original limit was on disk before it was lowered: {at_kill}"
+    );
+    let now = std::fs::read_to_string(&state).or_fail();
+    assert!(
+        !now.contains("\"limits\""),
+        "the record is cleared once restored: {now}"
+    );
+
+    // Idle again under the new agent: hibernated again; and again woken.
     agent.wait_state("heavy", "hibernated", Duration::from_secs(90));
     assert!(paused(&c.name));
     assert!(resident(&c.name) * 10 <= awake);
-    let (_, third) = count(port);
-    assert_eq!(third, second + 1);
+    assert_eq!(limit(), own_limit);
+    let (_, fourth) = count(port);
+    assert_eq!(fourth, third + 1);
     drop(agent);
     drop(c);
     drop(swapfile);

@@ -47,5 +47,6 @@ mod liveness;
 mod netfilter;
 mod packaging;
 mod schedule;
+mod state_file;
 mod steering;
 mod waitpage;
