@@ -15,6 +15,7 @@ use autostop_tests::{
     e2e::{
         artifacts_dir,
         dashboard_page::{act, cell, message},
+        framing::FramingPage,
         webdriver::Browser,
     },
     eventually,
@@ -163,8 +164,8 @@ fn privileged_dashboard_in_chromium_starts_a_stopped_service_and_shows_its_ram()
 
 /// The agent's Content-Security-Policy as Chromium applies it: the page's
 /// own stylesheet applies and an inline style attribute does not; and no
-/// page may frame the dashboard (a page that frames a control document
-/// shows it, the dashboard's frame stays an error page).
+/// page may frame the dashboard (a local page that frames a control
+/// document shows it, the dashboard's frame stays an error page).
 fn the_policy_is_in_force(browser: &Browser, agent: &RunningAgent) {
     let styles = browser.execute(
         "const p = document.createElement('p'); p.setAttribute('style', 'color: rgb(1, 2, 3)');\
@@ -180,20 +181,14 @@ fn the_policy_is_in_force(browser: &Browser, agent: &RunningAgent) {
         styles[1], "rgba(0, 0, 0, 0)",
         "dashboard.css did not apply: {styles}"
     );
-    browser.goto("about:blank");
-    browser.execute(&format!(
-        "window.loaded = 0;\
-         for (const src of ['data:text/html,<title>control</title>', 'http://{}/']) {{\
-           const frame = document.createElement('iframe'); frame.src = src;\
-           frame.addEventListener('load', () => window.loaded += 1); document.body.append(frame);\
-         }} return null;",
-        agent.status
-    ));
+    // A page on another local origin frames it (beside a control frame).
+    let framing = FramingPage::serve(&format!("http://{}/", agent.status));
+    browser.goto(&format!("http://{}/", framing.addr));
     assert!(
         eventually(Duration::from_secs(20), || browser
-            .execute("return window.loaded;")
-            == serde_json::json!(2)),
-        "the frames never loaded"
+            .execute("return document.readyState;")
+            == "complete"),
+        "the framing page never loaded"
     );
     assert_eq!(browser.frame_title(0).as_deref(), Some("control"));
     let framed = browser.frame_title(1);
