@@ -30,6 +30,9 @@ pub enum CommandError {
     /// The alert webhook could not be delivered to.
     #[error(transparent)]
     Alerts(#[from] crate::alerts::AlertError),
+    /// The API's token file would refuse the agent's start.
+    #[error(transparent)]
+    Token(#[from] crate::api::ApiError),
     /// User themes that cannot be served (the agent would fall back to a
     /// built-in theme); one problem per line.
     #[error("{0}")]
@@ -48,6 +51,9 @@ pub fn check(path: &Path) -> Result<String, CommandError> {
             .map(|p| format!("{p} (the agent would serve a built-in theme instead)"))
             .collect();
         return Err(CommandError::Themes(lines.join("\n")));
+    }
+    if let Some(token_file) = &config.agent.token_file {
+        crate::api::check_token_file(token_file)?;
     }
     let alerts = match &config.agent.alert_webhook {
         Some(url) => Some(crate::alerts::check(
@@ -373,5 +379,25 @@ mod tests {
             "{out}"
         );
         assert!(!out.contains("SECRET"), "{out}");
+    }
+
+    #[test]
+    fn check_refuses_a_token_file_the_agent_would_refuse() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, token) = (dir.path().join("autostop.toml"), dir.path().join("token"));
+        std::fs::write(&token, "s3cret\n").expect("write");
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let text = format!(
+            "[agent]\nstate_dir = \"{}\"\ntoken_file = \"{}\"\n",
+            dir.path().join("state").display(),
+            token.display()
+        );
+        std::fs::write(&path, text).expect("write config");
+        let err = check(&path).expect_err("readable by others").to_string();
+        let named = format!("agent.token_file {}: group or others", token.display());
+        assert!(err.starts_with(&named), "{err}");
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        check(&path).expect("private");
     }
 }

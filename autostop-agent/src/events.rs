@@ -5,6 +5,14 @@
 //! replay buffer of the last [`REPLAY`] events; a client that reconnects
 //! with `Last-Event-ID` gets what it missed from there, then the live
 //! ones, without a gap or a repeat.
+//!
+//! Served to clients (`api::sse`): no indexing or unchecked arithmetic
+//! here (denied; the tests may panic, it is their failure).
+#![deny(
+    clippy::string_slice,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
 
 use std::{collections::VecDeque, sync::Arc};
 
@@ -212,7 +220,8 @@ pub fn start(
             };
             let Input::Event(mut event) = input;
             event.id = next_id;
-            next_id += 1;
+            // 2^64 events: never; saturating keeps it panic-free anyway.
+            next_id = next_id.saturating_add(1);
             event.at = jiff::Timestamp::now().to_string();
             if buffer.len() == REPLAY {
                 buffer.pop_front();
@@ -227,6 +236,7 @@ pub fn start(
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)] // tests: a panic is a failure
 mod tests {
     use super::*;
     use crate::service::Trigger;

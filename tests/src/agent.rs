@@ -348,3 +348,34 @@ pub fn setup() -> AppletImage {
     crate::docker::require_docker();
     AppletImage::build()
 }
+
+/// `autostop ARGS --config FILE` (the CLI talking to the agent of `config`,
+/// or checking its file), killed and failed if it has not exited within
+/// `timeout`: whether it succeeded, and its stdout then stderr.
+#[track_caller]
+pub fn cli(config: &AgentConfig, args: &[&str], timeout: Duration) -> (bool, String) {
+    use std::{io::Read as _, process::Stdio};
+    let mut child = std::process::Command::new(crate::agent_binary())
+        .args(args)
+        .arg("--config")
+        .arg(&config.path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running the autostop CLI");
+    let exited = crate::eventually(timeout, || matches!(child.try_wait(), Ok(Some(_))));
+    if !exited {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("autostop {args:?} did not finish within {timeout:?}");
+    }
+    let status = child.wait().expect("CLI status");
+    let mut text = String::new();
+    if let Some(mut out) = child.stdout.take() {
+        let _ = out.read_to_string(&mut text);
+    }
+    if let Some(mut err) = child.stderr.take() {
+        let _ = err.read_to_string(&mut text);
+    }
+    (status.success(), text)
+}

@@ -3,7 +3,8 @@
 //! shortly after a labelled container is created, removed or renamed or
 //! the daemon went away or came back, and a safety resync every
 //! [`labels::SCAN_EVERY`]), and applies the difference to the
-//! service table. An invalid file, or a scan that fails, changes nothing.
+//! service table. An invalid file (a token file the agent would refuse at
+//! start included), or a scan that fails, changes nothing.
 
 use std::{path::Path, sync::Arc, time::Duration};
 
@@ -79,7 +80,7 @@ pub(super) async fn follow(mut f: Following<'_>, shutdown: &CancellationToken) {
         let new = tokio::select! {
             () = shutdown.cancelled() => break,
             Some(()) = f.reloads.recv() => {
-                match Config::load_with_own_themes(f.config_path) {
+                match load_checked(f.config_path) {
                     Err(e) => {
                         tracing::error!(event = "reload_rejected", "keeping the running config:\n{e}");
                         continue;
@@ -139,6 +140,18 @@ pub(super) async fn follow(mut f: Following<'_>, shutdown: &CancellationToken) {
             .collect();
         publish_refusals(&f);
     }
+}
+
+/// The configuration file, refused like at start when its token file is
+/// not the agent's (the token in force stays the one read at start).
+fn load_checked(path: &Path) -> Result<Config, String> {
+    let config = Config::load_with_own_themes(path).map_err(|e| e.to_string())?;
+    crate::api::load_token(
+        config.agent.status_listen,
+        config.agent.token_file.as_deref(),
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(config)
 }
 
 /// Scans the labels; the new effective config when something changed (or

@@ -254,8 +254,12 @@ pub async fn run_with(deps: AgentDeps, shutdown: CancellationToken) -> Result<()
         api::HostPolicy::new(config.agent.status_listen, &config.agent.api_hosts),
     );
     let api_shutdown = shutdown.clone();
+    let api_limits = api::ServeLimits {
+        max_event_streams: config.agent.max_event_streams as usize,
+        ..api::ServeLimits::default()
+    };
     background.push(supervisor.spawn("api", async move {
-        if let Err(e) = api::serve(api_listener, router, api_shutdown).await {
+        if let Err(e) = api::serve_with(api_listener, router, api_limits, api_shutdown).await {
             tracing::error!(error = %e, "status API stopped");
         }
     }));

@@ -183,14 +183,18 @@ function refreshSoon() {
 // The events stream. EventSource cannot send an Authorization header, so
 // the page reads the stream with fetch and parses the SSE lines itself;
 // on reconnect, Last-Event-ID resumes where it left off.
+// When every stream slot is taken (503), Retry-After says when to retry.
 let lastEventId = null;
 async function follow() {
   const live = document.getElementById("live");
   for (;;) {
+    let wait = 2000;
     try {
       const headers = authHeaders({ Accept: "text/event-stream" });
       if (lastEventId != null) headers["Last-Event-ID"] = String(lastEventId);
       const r = await fetch("/api/events", { headers, cache: "no-store" });
+      const after = Number(r.headers.get("Retry-After"));
+      if (r.status === 503 && after > 0) wait = Math.min(after, 60) * 1000;
       if (!r.ok || !r.body) throw new Error(`HTTP ${r.status}`);
       live.textContent = "live updates: on";
       const reader = r.body.getReader(), decoder = new TextDecoder();
@@ -209,7 +213,7 @@ async function follow() {
     } catch (e) {
       live.textContent = "live updates: off (" + e.message + "), retrying";
     }
-    await new Promise((done) => setTimeout(done, 2000));
+    await new Promise((done) => setTimeout(done, wait));
   }
 }
 function onEvent(block) {

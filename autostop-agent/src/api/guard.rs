@@ -199,7 +199,7 @@ fn split_host_port(text: &str) -> Option<(ApiHost, Option<u16>)> {
     }
     let authority = text.parse::<http::uri::Authority>().ok()?;
     let host = ApiHost::from_host(authority.host())?;
-    match &authority.as_str()[authority.host().len()..] {
+    match authority.as_str().strip_prefix(authority.host())? {
         "" => Some((host, None)),
         _ => authority.port_u16().map(|p| (host, Some(p))),
     }

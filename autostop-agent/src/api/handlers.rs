@@ -19,6 +19,8 @@ static DASHBOARD: &str = include_str!("dashboard.html");
 static DASHBOARD_JS: &str = include_str!("dashboard.js");
 /// Its SVG charts.
 static CHARTS_JS: &str = include_str!("charts.js");
+/// Its styles.
+static DASHBOARD_CSS: &str = include_str!("dashboard.css");
 
 /// A JSON problem body (RFC 9457 shape) with `status`.
 pub(super) fn problem(status: StatusCode, detail: impl Into<String>) -> Response {
@@ -43,17 +45,28 @@ fn control_error(error: ControlError) -> Response {
     }
 }
 
+/// Whether the request may see the services: no token configured, or
+/// `Authorization: Bearer <token>` with exactly the token.
+pub(super) fn authorized(state: &ApiState, headers: &HeaderMap) -> bool {
+    let Some(token) = state.token.as_ref() else {
+        return true;
+    };
+    let mut given = headers.get_all(header::AUTHORIZATION).iter();
+    match (given.next(), given.next()) {
+        (Some(value), None) => value
+            .as_bytes()
+            .strip_prefix(b"Bearer ")
+            .is_some_and(|g| constant_time_eq(g, token.as_bytes())),
+        _ => false,
+    }
+}
+
 /// Checks the bearer token when one is configured (every route but the
-/// dashboard's page and `/healthz`: with a token, nothing about the
-/// services is shown to an anonymous client); `Some` is the refusal to send
-/// back.
+/// dashboard's static files and `/healthz`, which then says only ok or not:
+/// with a token, nothing about the services is shown to an anonymous
+/// client); `Some` is the refusal to send back.
 pub(super) fn refusal(state: &ApiState, headers: &HeaderMap) -> Option<Response> {
-    let token = state.token.as_ref()?;
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+    if authorized(state, headers) {
         None
     } else {
         let mut response = problem(
@@ -85,6 +98,16 @@ pub(super) async fn charts_js() -> impl IntoResponse {
     script(CHARTS_JS)
 }
 
+pub(super) async fn dashboard_css() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        DASHBOARD_CSS,
+    )
+}
+
 fn script(body: &'static str) -> impl IntoResponse {
     (
         [
@@ -95,14 +118,22 @@ fn script(body: &'static str) -> impl IntoResponse {
     )
 }
 
-pub(super) async fn healthz(State(state): State<ApiState>) -> Response {
+/// 200 when healthy, else 503; the body lists every task, except to an
+/// anonymous client of an agent with a token: `{"ok": true|false}` only
+/// (task names carry service names).
+pub(super) async fn healthz(State(state): State<ApiState>, headers: HeaderMap) -> Response {
     let health = state.control.health();
-    let status = if health.ok() {
+    let ok = health.ok();
+    let status = if ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(health)).into_response()
+    if authorized(&state, &headers) {
+        (status, Json(health)).into_response()
+    } else {
+        (status, Json(json!({ "ok": ok }))).into_response()
+    }
 }
 
 pub(super) async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Response {

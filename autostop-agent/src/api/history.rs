@@ -81,14 +81,13 @@ pub fn service_history(
     now_ms: i64,
 ) -> ServiceHistoryView {
     let timeline = &memory.timeline;
-    let (before, after) = timeline.window(now_ms - WINDOW_MS);
+    let (before, after) = timeline.window(now_ms.saturating_sub(WINDOW_MS));
     let state_at_start = match before {
         Some(state) => state,
         None if timeline.transitions.is_empty() => current,
         None => StateName::Unknown,
     };
-    let today = now_ms.div_euclid(86_400_000);
-    let saved_gb_h_by_day = (today + 1 - DAYS as i64..=today)
+    let saved_gb_h_by_day = day_numbers(now_ms)
         .map(|day| {
             let saved = u64::try_from(day)
                 .ok()
@@ -106,12 +105,18 @@ pub fn service_history(
     }
 }
 
+/// The Unix day numbers of the [`DAYS`] days ending with the one of
+/// `now_ms`.
+fn day_numbers(now_ms: i64) -> std::ops::RangeInclusive<i64> {
+    let today = now_ms.div_euclid(86_400_000);
+    today.saturating_add(1).saturating_sub(DAYS as i64)..=today
+}
+
 /// The UTC dates of the [`DAYS`] days ending with the one of `now_ms`.
 pub fn days(now_ms: i64) -> Vec<String> {
-    let today = now_ms.div_euclid(86_400_000);
-    (today + 1 - DAYS as i64..=today)
+    day_numbers(now_ms)
         .map(|day| {
-            jiff::Timestamp::from_second(day * 86_400)
+            jiff::Timestamp::from_second(day.saturating_mul(86_400))
                 .map(|t| t.strftime("%Y-%m-%d").to_string())
                 .unwrap_or_default()
         })
@@ -129,6 +134,7 @@ pub(super) async fn history(State(state): State<ApiState>, headers: HeaderMap) -
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)] // tests: a panic is a failure
 mod tests {
     use super::*;
 

@@ -9,32 +9,60 @@
 //!   resumes), see [`sse`];
 //! - `GET /api/history`: the dashboard's timeline, start durations,
 //!   savings by day and host RAM, see [`history`];
-//! - `GET /healthz`, `GET /metrics` (Prometheus text), `GET /` (dashboard).
+//! - `GET /healthz` (with a token configured, anonymous clients get only
+//!   `{"ok": …}`), `GET /metrics` (Prometheus text), `GET /` (dashboard,
+//!   with `/dashboard.js`, `/charts.js`, `/dashboard.css`).
 //!
 //! Unknown names get 404 and malformed bodies 400, both with a JSON problem
-//! body naming the field. When a token is configured, mutations need
+//! body naming the field. When a token is configured, every route but
+//! `/healthz` and the dashboard's static files needs
 //! `Authorization: Bearer <token>`. Before any handler, [`guard`] refuses
 //! foreign Host values (421) and cross-site mutations (403); [`serve`]
-//! bounds header-read time, connections and body size. The API only reads and forwards: what a
-//! service is and does lives behind [`Control`], which the agent implements.
+//! bounds header-read time, connections, event streams ([`streams`]) and
+//! body size; [`headers`] puts the security headers on every response. The
+//! API only reads and forwards: what a service is and does lives behind
+//! [`Control`], which the agent implements.
+//!
+//! Every byte here comes from a client: no string slicing, indexing or
+//! unchecked arithmetic (denied below; tests may panic, it is their
+//! failure).
+#![deny(
+    clippy::string_slice,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
 
 mod guard;
 mod handlers;
+pub mod headers;
 pub mod history;
 mod serve;
 mod sse;
+mod streams;
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)] // tests: a panic is a failure
 mod tests;
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)] // tests: a panic is a failure
 mod tests_guard;
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)] // tests: a panic is a failure
+mod tests_headers;
+#[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)] // tests: a panic is a failure
+mod tests_prop;
+#[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)] // tests: a panic is a failure
 mod tests_serve;
+#[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)] // tests: a panic is a failure
+mod tests_streams;
 mod token;
 
 pub use guard::{HostPolicy, Refusal, MAX_BODY_BYTES, REQUEST_TIMEOUT};
 pub use history::{HistoryView, HostMemoryView, ServiceHistoryView};
 pub use serve::{serve, serve_with, ServeLimits};
-pub use token::load_token;
+pub use token::{check_token_file, load_token};
 
 use std::{collections::BTreeMap, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -257,7 +285,8 @@ pub(crate) struct ApiState {
 }
 
 /// Builds the router: every route behind the request checks of
-/// [`guard`] (Host, cross-site mutations, body size, time).
+/// [`guard`] (Host, cross-site mutations, body size, time), every response
+/// with the [`headers`].
 pub fn router(control: Arc<dyn Control>, token: Option<String>, hosts: HostPolicy) -> Router {
     let state = ApiState {
         control,
@@ -267,6 +296,7 @@ pub fn router(control: Arc<dyn Control>, token: Option<String>, hosts: HostPolic
         .route("/", get(handlers::dashboard))
         .route("/dashboard.js", get(handlers::dashboard_js))
         .route("/charts.js", get(handlers::charts_js))
+        .route("/dashboard.css", get(handlers::dashboard_css))
         .route("/healthz", get(handlers::healthz))
         .route("/metrics", get(handlers::metrics))
         .route("/api/services", get(handlers::list))
@@ -283,6 +313,7 @@ pub fn router(control: Arc<dyn Control>, token: Option<String>, hosts: HostPolic
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(hosts, guard::guard))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::map_response(headers::secure))
 }
 
 /// Why the API could not start.

@@ -10,11 +10,18 @@ use tower::ServiceExt as _;
 
 use super::*;
 
+/// What a fake's events stream gives a subscriber (after an id).
+pub(super) type FakeFeed = Arc<dyn Fn(Option<u64>) -> crate::events::Feed + Send + Sync>;
+
 /// A [`Control`] that records what it is asked to do.
 #[derive(Default)]
 pub(super) struct Fake {
     pub(super) actions: Mutex<Vec<(String, Action)>>,
     pub(super) timeouts: Mutex<Vec<(String, Duration)>>,
+    /// Its events stream; `None`: it has none (404).
+    pub(super) feed: Option<FakeFeed>,
+    /// Its health is bad (503).
+    pub(super) unhealthy: bool,
 }
 
 #[async_trait::async_trait]
@@ -46,9 +53,12 @@ impl Control for Fake {
             .push((name.into(), timeout));
         Ok(())
     }
+    fn events(&self, after: Option<u64>) -> Option<crate::events::Feed> {
+        self.feed.as_ref().map(|feed| feed(after))
+    }
     fn health(&self) -> Health {
         Health {
-            docker_reachable: true,
+            docker_reachable: !self.unhealthy,
             datapath_attached: true,
             tasks: [("api".to_owned(), "running".to_owned())].into(),
         }
@@ -88,7 +98,7 @@ pub(super) fn local_router(control: Arc<dyn Control>, token: Option<String>) -> 
     router(control, token, HostPolicy::new(listen, &[]))
 }
 
-async fn call(
+pub(super) async fn call(
     router: &Router,
     method: &str,
     uri: &str,
@@ -240,7 +250,13 @@ async fn a_token_guards_mutations_and_reads_but_not_health() {
         let (status, _) = call(&router, "GET", path, "", Some("s3cret")).await;
         assert_ne!(status, StatusCode::UNAUTHORIZED, "{path}");
     }
-    for path in ["/healthz", "/", "/dashboard.js", "/charts.js"] {
+    for path in [
+        "/healthz",
+        "/",
+        "/dashboard.js",
+        "/charts.js",
+        "/dashboard.css",
+    ] {
         let (status, _) = call(&router, "GET", path, "", None).await;
         assert_eq!(status, StatusCode::OK, "{path}");
     }
@@ -264,7 +280,7 @@ async fn history_shows_the_timeline_and_the_host() {
 #[tokio::test]
 async fn the_dashboard_loads_nothing_from_elsewhere() {
     let router = local_router(Arc::new(Fake::default()), None);
-    for path in ["/", "/dashboard.js", "/charts.js"] {
+    for path in ["/", "/dashboard.js", "/charts.js", "/dashboard.css"] {
         let response = router
             .clone()
             .oneshot(

@@ -7,6 +7,7 @@
 
 mod alerts;
 mod api_hosts;
+mod api_limits;
 mod duration;
 mod error;
 mod import;
@@ -33,6 +34,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use api_hosts::ApiHost;
+pub use api_limits::{DEFAULT_MAX_EVENT_STREAMS, MAX_EVENT_STREAMS_LIMIT};
 pub use duration::{format_human, MIN_TIMEOUT};
 pub use error::{ConfigError, LocatedError};
 pub use import::import_seed_json;
@@ -115,6 +117,10 @@ pub struct AgentConfig {
     /// How many services (configured plus labelled) the agent manages at
     /// most; at most [`MAX_SERVICES_LIMIT`], the kernel's index space.
     pub max_services: u32,
+    /// How many event streams (`GET /api/events`) the status API serves at
+    /// once, apart from its request connections; at most
+    /// [`MAX_EVENT_STREAMS_LIMIT`].
+    pub max_event_streams: u32,
 }
 
 impl Default for AgentConfig {
@@ -131,6 +137,7 @@ impl Default for AgentConfig {
             alert_ca_file: None,
             api_hosts: Vec::new(),
             max_services: MAX_SERVICES_LIMIT,
+            max_event_streams: DEFAULT_MAX_EVENT_STREAMS,
         }
     }
 }

@@ -47,6 +47,9 @@ pub(crate) struct RawAgent {
     /// The most services managed; i64 so out-of-range values get our
     /// message.
     pub max_services: Option<Spanned<i64>>,
+    /// Event streams served at once; i64 so out-of-range values get our
+    /// message.
+    pub max_event_streams: Option<Spanned<i64>>,
 }
 
 /// One `[[service]]` as written.

@@ -70,6 +70,9 @@ pub(crate) fn render(cfg: &Config) -> String {
     if a.max_services != super::MAX_SERVICES_LIMIT {
         let _ = writeln!(out, "max_services = {}", a.max_services);
     }
+    if a.max_event_streams != super::DEFAULT_MAX_EVENT_STREAMS {
+        let _ = writeln!(out, "max_event_streams = {}", a.max_event_streams);
+    }
     for svc in &cfg.services {
         out.push('\n');
         render_service(&mut out, svc);

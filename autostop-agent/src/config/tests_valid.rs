@@ -209,3 +209,27 @@ fn an_alert_ca_file_without_an_https_webhook_is_a_warning() {
         );
     }
 }
+
+#[test]
+fn max_event_streams_defaults_to_16_is_bounded_and_survives_a_render() {
+    let catalog = ThemeCatalog::builtin();
+    let config = Config::parse("", "autostop.toml", &catalog).expect("empty config");
+    assert_eq!(config.agent.max_event_streams, DEFAULT_MAX_EVENT_STREAMS);
+    assert_eq!(DEFAULT_MAX_EVENT_STREAMS, 16);
+    let config =
+        Config::parse("[agent]\nmax_event_streams = 3\n", "a.toml", &catalog).expect("in range");
+    assert_eq!(config.agent.max_event_streams, 3);
+    let again = Config::parse(&config.to_toml(), "again.toml", &catalog).expect("rendered");
+    assert_eq!(again, config, "max_event_streams survives a render");
+    for bad in ["0", "-1", "257", "99999999999"] {
+        let text = format!("[agent]\nmax_event_streams = {bad}\n");
+        let err = Config::parse(&text, "autostop.toml", &catalog)
+            .expect_err(bad)
+            .to_string();
+        assert!(
+            err.starts_with("autostop.toml:2:21: agent.max_event_streams: ")
+                && err.contains(&format!("out of range 1..={MAX_EVENT_STREAMS_LIMIT}")),
+            "{bad}: {err}"
+        );
+    }
+}

@@ -197,6 +197,8 @@ fn resolve_agent(ck: &mut Checker<'_>, raw: &RawAgent) -> Option<AgentConfig> {
                 })
         },
     );
+    let max_event_streams =
+        super::api_limits::resolve_max_event_streams(ck, &raw.max_event_streams);
     let docker_socket = ck.opt(
         &raw.docker_socket,
         "agent.docker_socket",
@@ -215,6 +217,7 @@ fn resolve_agent(ck: &mut Checker<'_>, raw: &RawAgent) -> Option<AgentConfig> {
         alert_ca_file: alert_ca_file?,
         api_hosts: api_hosts?,
         max_services: max_services?,
+        max_event_streams: max_event_streams?,
     })
 }
 

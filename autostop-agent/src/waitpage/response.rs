@@ -65,9 +65,15 @@ pub struct StatusBody {
     pub steps: Vec<PublicStep>,
 }
 
+/// Framing policy of every response: no page may frame a wait page (a
+/// theme's own inline script and style stay allowed: nothing else is
+/// restricted).
+pub const FRAME_POLICY: &str = "frame-ancestors 'none'";
+
 /// Assembles a response: status line, the given headers, the standard ones
-/// (`Content-Length`, `Cache-Control: no-store`, `Connection: close`) and
-/// the body unless `head_only`.
+/// (`Content-Length`, `Cache-Control: no-store`, `X-Content-Type-Options:
+/// nosniff`, the [`FRAME_POLICY`], `Connection: close`) and the body
+/// unless `head_only`.
 fn build(
     status: &str,
     content_type: &str,
@@ -77,7 +83,8 @@ fn build(
 ) -> Vec<u8> {
     let mut head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
-         Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n",
+         Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n\
+         Content-Security-Policy: {FRAME_POLICY}\r\nConnection: close\r\n",
         body.len()
     );
     for (name, value) in extra {
@@ -213,6 +220,33 @@ mod tests {
         assert_eq!(get(&headers, "Connection"), Some("close"));
         assert_eq!(get(&headers, "Content-Length"), Some("10"));
         assert_eq!(body, "<p>hé</p>".as_bytes());
+    }
+
+    #[test]
+    fn every_reply_refuses_framing_and_sniffing_but_not_a_themes_inline_code() {
+        let replies = [
+            wait_page("<p>x</p>", 5, false),
+            wait_page("<p>x</p>", 5, true),
+            wait_script(false),
+            error_reply(ErrorStatus::BadGateway, None),
+            error_reply(ErrorStatus::ServiceUnavailable, Some(3)),
+            error_reply(ErrorStatus::GatewayTimeout, None),
+        ];
+        for reply in &replies {
+            let (status, headers, _) = split(reply);
+            assert_eq!(
+                get(&headers, "X-Content-Type-Options"),
+                Some("nosniff"),
+                "{status}"
+            );
+            let policies: Vec<_> = headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case("Content-Security-Policy"))
+                .collect();
+            // Only frame-ancestors: themes may carry inline script and style.
+            assert_eq!(policies.len(), 1, "{status}: {headers:?}");
+            assert_eq!(policies[0].1, "frame-ancestors 'none'", "{status}");
+        }
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! End-to-end fixtures: the real agent binary running from a config file
 //! ([`AgentRun`]), Debian's nginx proxying to a published port ([`Nginx`]),
 //! a minimal HTTP/1.1 client ([`http_get`], `autostop_fixtures::http`) and
-//! a headless Chromium driven over WebDriver ([`webdriver::Browser`]) and
-//! the dashboard page's readers ([`dashboard_page`]). Each
+//! a headless Chromium driven over WebDriver ([`webdriver::Browser`]), the
+//! dashboard page's readers ([`dashboard_page`]) and a page that frames
+//! another ([`framing::FramingPage`]). Each
 //! fixture is a Drop guard that stops what it started.
 
 pub mod dashboard_page;
+pub mod framing;
 pub mod webdriver;
 
 use std::ops::Deref;

@@ -136,6 +136,19 @@ impl Browser {
             .to_string()
     }
 
+    /// The title of the document in the page's frame number `index`
+    /// (WebDriver switches into it, reads it with a script, and switches
+    /// back to the top); `None` when no script runs there (an error page,
+    /// such as a frame the browser refused to show).
+    pub fn frame_title(&self, index: u32) -> Option<String> {
+        self.session_call("POST", "/frame", Some(json!({ "id": index })));
+        let title = self
+            .try_execute("return document.title;")
+            .and_then(|v| v.as_str().map(str::to_string));
+        self.session_call("POST", "/frame", Some(json!({ "id": null })));
+        title
+    }
+
     /// Runs `script` (a function body) and returns its value.
     pub fn execute(&self, script: &str) -> Value {
         self.session_call(

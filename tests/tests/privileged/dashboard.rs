@@ -3,8 +3,9 @@
 //! "start" button that really starts the container and updates the row in
 //! place (no reload; the click asks for a confirmation first), the RAM column showing a sampled figure with the
 //! container's real limit, then a click on "stop" and the RAM savings
-//! accrued, shown and persisted in `state.json` at shutdown. Screenshots
-//! land in `target/test-artifacts/`.
+//! accrued, shown and persisted in `state.json` at shutdown; the agent's
+//! Content-Security-Policy in force (no inline style, no framing).
+//! Screenshots land in `target/test-artifacts/`.
 
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use autostop_tests::{
     e2e::{
         artifacts_dir,
         dashboard_page::{act, cell, message},
+        framing::FramingPage,
         webdriver::Browser,
     },
     eventually,
@@ -138,6 +140,7 @@ fn privileged_dashboard_in_chromium_starts_a_stopped_service_and_shows_its_ram()
         cell(&browser, "dash", ".saved")
     );
     browser.screenshot(&shots.join("dashboard-saved.png"));
+    the_policy_is_in_force(&browser, &agent);
 
     // Saved at shutdown: the totals survive the agent.
     agent.signal_and_wait(libc::SIGTERM, Duration::from_secs(15));
@@ -156,5 +159,42 @@ fn privileged_dashboard_in_chromium_starts_a_stopped_service_and_shows_its_ram()
             .as_f64()
             .is_some_and(|s| s > 0.0),
         "savings not persisted: {text}"
+    );
+}
+
+/// The agent's Content-Security-Policy as Chromium applies it: the page's
+/// own stylesheet applies and an inline style attribute does not; and no
+/// page may frame the dashboard (a local page that frames a control
+/// document shows it, the dashboard's frame stays an error page).
+fn the_policy_is_in_force(browser: &Browser, agent: &RunningAgent) {
+    let styles = browser.execute(
+        "const p = document.createElement('p'); p.setAttribute('style', 'color: rgb(1, 2, 3)');\
+         document.body.append(p); const inline = getComputedStyle(p).color; p.remove();\
+         const swatch = document.querySelector('.legend .swatch-awake');\
+         return [inline, getComputedStyle(swatch).backgroundColor];",
+    );
+    assert_ne!(
+        styles[0], "rgb(1, 2, 3)",
+        "an inline style applied: {styles}"
+    );
+    assert_ne!(
+        styles[1], "rgba(0, 0, 0, 0)",
+        "dashboard.css did not apply: {styles}"
+    );
+    // A page on another local origin frames it (beside a control frame).
+    let framing = FramingPage::serve(&format!("http://{}/", agent.status));
+    browser.goto(&format!("http://{}/", framing.addr));
+    assert!(
+        eventually(Duration::from_secs(20), || browser
+            .execute("return document.readyState;")
+            == "complete"),
+        "the framing page never loaded"
+    );
+    assert_eq!(browser.frame_title(0).as_deref(), Some("control"));
+    let framed = browser.frame_title(1);
+    assert_ne!(
+        framed.as_deref(),
+        Some("autostop"),
+        "another page framed the dashboard"
     );
 }

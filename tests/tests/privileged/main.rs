@@ -26,6 +26,8 @@ mod agent;
 mod agent_longlived;
 mod agent_ops;
 mod api;
+mod api_streams;
+mod api_token;
 mod capabilities;
 mod check;
 mod churn;

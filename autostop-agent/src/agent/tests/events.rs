@@ -1,7 +1,10 @@
 //! The events stream through the whole agent on the paused clock: a full
 //! cycle (cold start by a request, ready, idle stop) arrives in order over
 //! `GET /api/events`, a manual action and a reload too, and a client that
-//! reconnects with `Last-Event-ID` gets exactly what it missed.
+//! reconnects with `Last-Event-ID` gets exactly what it missed. Streams
+//! have their own slots (`agent.max_event_streams`): 80 readers that never
+//! read leave the API answering, and quiet streams are not taken for
+//! stalled ones.
 
 use std::time::Duration;
 
@@ -168,5 +171,99 @@ async fn autostop_events_prints_a_line_per_event_or_its_json() {
         (Some(1), Some("starting"))
     );
     json.abort();
+    h.stop().await;
+}
+
+/// Opens a connection asking for the events stream; the connection and
+/// its response head (lowercased).
+async fn open_stream(h: &Harness) -> (TcpStream, String) {
+    let mut stream = TcpStream::connect(h.api).await.expect("connect");
+    stream
+        .write_all(b"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .expect("request");
+    let mut head = Vec::new();
+    let read = async {
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0_u8; 1];
+            if tokio::io::AsyncReadExt::read(&mut stream, &mut byte)
+                .await
+                .expect("read")
+                == 0
+            {
+                break;
+            }
+            head.extend_from_slice(&byte);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("a response head within 10 s");
+    (stream, String::from_utf8_lossy(&head).to_ascii_lowercase())
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_event_readers_never_lock_the_api_and_the_17th_waits_for_a_slot() {
+    let h = Harness::start(&service("web", 18103, "30s"), &[], 8).await;
+    h.until_state("web", "stopped").await;
+    // 80 readers that never read: more than the API's 64 request slots.
+    let mut streams = Vec::new();
+    let (mut served, mut refused) = (0, 0);
+    for i in 0..80 {
+        let (stream, head) = open_stream(&h).await;
+        if head.starts_with("http/1.1 200") {
+            served += 1;
+            streams.push(stream);
+        } else {
+            assert!(
+                head.starts_with("http/1.1 503") && head.contains("retry-after: 5\r\n"),
+                "reader {i}: {head}"
+            );
+            refused += 1;
+        }
+    }
+    assert_eq!((served, refused), (16, 64), "agent.max_event_streams = 16");
+    // The operator is still answered.
+    let services = tokio::time::timeout(Duration::from_secs(10), h.get("/api/services"))
+        .await
+        .expect("GET /api/services answered with 16 streams open");
+    assert!(services.contains("\"web\""), "{services}");
+    // Quiet streams are polled each keep-alive, so they outlive the stall
+    // timeout: minutes later each still gets its keep-alive comments.
+    tokio::time::sleep(Duration::from_secs(300)).await;
+    h.wake.send(wake(0, 18103)).expect("wake");
+    let mut lines = BufReader::new(streams.swap_remove(0)).lines();
+    let starting = async {
+        while let Some(line) = lines.next_line().await.expect("read") {
+            if line.starts_with("data:") && line.contains("\"starting\"") {
+                return;
+            }
+        }
+        panic!("the stream ended");
+    };
+    tokio::time::timeout(Duration::from_secs(10), starting)
+        .await
+        .expect("the first stream still follows the events");
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_event_streams_sets_the_cap() {
+    let h = Harness::start_with(
+        "max_event_streams = 2",
+        &service("web", 18104, "30s"),
+        &[],
+        8,
+        Vec::new(),
+        |_| {},
+    )
+    .await;
+    h.until_state("web", "stopped").await;
+    let (_first, head) = open_stream(&h).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    let (_second, head) = open_stream(&h).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    let (_third, head) = open_stream(&h).await;
+    assert!(head.starts_with("http/1.1 503"), "{head}");
     h.stop().await;
 }
