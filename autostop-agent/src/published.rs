@@ -26,8 +26,10 @@ impl HostPort {
     }
 
     /// The port on one address; the unspecified addresses mean every one.
+    /// An IPv4-mapped IPv6 address is its IPv4 address (as the kernel
+    /// sees the connections), so `::ffff:0.0.0.0` is every address too.
     pub fn on(addr: IpAddr, port: u16) -> Self {
-        let addr = Some(addr).filter(|a| !a.is_unspecified());
+        let addr = Some(canonical(addr)).filter(|a| !a.is_unspecified());
         Self { addr, port }
     }
 
@@ -53,6 +55,18 @@ impl HostPort {
             None => true,
             Some(addr) => canonical(addr) == canonical(dst),
         }
+    }
+
+    /// Whether a socket listening on `local` takes connections this
+    /// binding would steer (the same port, and an address in common: a
+    /// listener on every address overlaps any binding, a binding on every
+    /// address overlaps any listener).
+    pub fn overlaps(&self, local: std::net::SocketAddr) -> bool {
+        if local.port() != self.port {
+            return false;
+        }
+        let ip = local.ip();
+        self.addr.is_none() || ip.is_unspecified() || self.matches(ip, self.port)
     }
 
     /// The address in the form the kernel maps store it: IPv4 as
@@ -127,6 +141,16 @@ mod tests {
         let lo6 = HostPort::from_docker(Some("[::1]"), 80).expect("address");
         assert_eq!(lo6.to_string(), "[::1]:80");
         assert_eq!(HostPort::from_docker(Some("localhost"), 80), None);
+        // Found by prop_set_keys_round_trip: a mapped unspecified address
+        // was one address (0.0.0.0) that no connection has.
+        assert_eq!(
+            HostPort::from_docker(Some("::ffff:0.0.0.0"), 80),
+            Some(HostPort::any(80))
+        );
+        assert_eq!(
+            HostPort::from_docker(Some("::ffff:127.0.0.1"), 80).map(|h| h.to_string()),
+            Some("127.0.0.1:80".to_owned())
+        );
     }
 
     #[test]

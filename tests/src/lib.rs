@@ -17,6 +17,7 @@ pub mod agent;
 pub mod daemon;
 pub mod docker;
 pub mod e2e;
+pub mod host;
 pub mod netlab;
 pub mod netns;
 pub mod notify;

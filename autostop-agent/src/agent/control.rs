@@ -115,7 +115,14 @@ impl AgentControl {
             retry_in_s: retry_in.map(|d| d.as_secs()),
             ram_saved_gb_h: to_gb_h(memory.memory_saved_byte_seconds),
             ram_saved_gb_h_24h: to_gb_h(memory.saved_last_24h(unix_hour(now_wall))),
-            problems: record.cells.problems.borrow().clone(),
+            problems: record
+                .cells
+                .problems
+                .borrow()
+                .iter()
+                .chain(record.cells.ports.borrow().iter())
+                .cloned()
+                .collect(),
             keep_awake: status.keep_awake.clone(),
             requires: config.wake.requires.clone(),
             needed_by: self
@@ -304,12 +311,13 @@ impl Control for AgentControl {
             all.push(format!("service {service:?}: {problem}"));
         }
         for record in directory.iter() {
+            let cells = &record.cells;
             all.extend(
-                record
-                    .cells
+                cells
                     .problems
                     .borrow()
                     .iter()
+                    .chain(cells.ports.borrow().iter())
                     .map(|p| format!("service {:?}: {p}", record.name())),
             );
         }

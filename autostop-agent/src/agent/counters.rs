@@ -40,8 +40,8 @@ use super::{
     control::HealthFlags,
     deps::{AgentDocker, Counting},
     ids::ServiceId,
+    port_guard::PortGuard,
     registry::{DirectoryReader, ServiceRecord},
-    steering::KernelSteering,
 };
 use crate::{
     bpf::Target,
@@ -109,7 +109,7 @@ pub(super) struct Refresher {
     pub docker: Arc<dyn AgentDocker>,
     pub kernel: Box<dyn Counting>,
     pub directory: DirectoryReader,
-    pub steering: KernelSteering,
+    pub guard: PortGuard,
     pub metrics: Arc<Metrics>,
     pub health: Arc<HealthFlags>,
 }
@@ -231,7 +231,7 @@ impl Refresher {
                         reachable &= !matches!(e, DockerError::Unreachable(_));
                         if matches!(e, DockerError::NotFound(_)) {
                             // No container: Docker publishes nothing for it.
-                            self.steering.set_bindings(record.name(), Vec::new());
+                            self.guard.bindings(record.name(), Vec::new(), Vec::new());
                             record
                                 .cells
                                 .set_problems(record.name(), vec![e.to_string()]);
@@ -256,7 +256,8 @@ impl Refresher {
         endpoints: &ServiceEndpoints,
     ) {
         let name = record.name();
-        self.steering.set_bindings(name, endpoints.bindings.clone());
+        self.guard
+            .bindings(name, endpoints.bindings.clone(), addresses(endpoints));
         record.cells.set_problems(name, problems(endpoints));
         let mut listeners = Vec::new();
         for endpoint in endpoints.endpoints.iter().filter(|e| e.ip.is_some()) {
@@ -362,6 +363,17 @@ impl Refresher {
     }
 }
 
+/// The addresses of a service's running containers (what its
+/// docker-proxy relays to).
+pub(super) fn addresses(endpoints: &ServiceEndpoints) -> Vec<std::net::IpAddr> {
+    endpoints
+        .endpoints
+        .iter()
+        .flat_map(|e| [e.ip, e.ipv6])
+        .flatten()
+        .collect()
+}
+
 /// Starting, ready or stopping: its containers run and may see traffic.
 fn is_awake(state: &ServiceState) -> bool {
     matches!(
@@ -370,7 +382,8 @@ fn is_awake(state: &ServiceState) -> bool {
     )
 }
 
-/// What keeps a service's ports from working as configured.
+/// What keeps a service's ports (or its compose project) from working as
+/// configured.
 pub(super) fn problems(endpoints: &ServiceEndpoints) -> Vec<String> {
     endpoints
         .unpublished
@@ -378,6 +391,7 @@ pub(super) fn problems(endpoints: &ServiceEndpoints) -> Vec<String> {
         .map(|port| {
             format!("port {port}: no container of the service publishes it; it is not steered")
         })
+        .chain(endpoints.notes.iter().cloned())
         .collect()
 }
 

@@ -5,7 +5,7 @@
 //! model: small, synchronous where the call is a map update, async where
 //! it is I/O.
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+use std::{collections::BTreeSet, net::SocketAddr, path::PathBuf, sync::Arc};
 
 use async_trait::async_trait;
 use autostop_common::Activity;
@@ -21,6 +21,7 @@ use crate::{
     config::{Config, ServiceConfig},
     docker::{DockerError, EventSink, LimitJournal, NetworkSink, ServiceEndpoints},
     netfilter::NetfilterError,
+    procnet::{Listening, Owner, ProcnetError},
     published::HostPort,
     service::ContainerRuntime,
     state::StateStore,
@@ -62,6 +63,15 @@ pub trait ActivityCounters: Send + Sync {
 pub trait IgnoreSources: Send {
     /// Replaces the ignored CIDRs.
     fn set(&mut self, nets: &[IpNet]) -> Result<(), BpfError>;
+}
+
+/// The host's listening TCP sockets, as `/proc` shows them: read by the
+/// port guard, on a blocking thread.
+pub trait HostSockets: Send + Sync {
+    /// The sockets listening on one of `ports`.
+    fn listening(&self, ports: &BTreeSet<u16>) -> Result<Vec<Listening>, ProcnetError>;
+    /// The processes holding the sockets `inodes` (those it can see).
+    fn owners(&self, inodes: &BTreeSet<u64>) -> Vec<(u64, Owner)>;
 }
 
 /// The wake events: owned by the wake loop.
@@ -169,6 +179,8 @@ pub struct AgentDeps {
     pub docker: Arc<dyn AgentDocker>,
     /// The wall clock `keep_warm` windows and pre-warms read.
     pub clock: crate::schedule::WallClock,
+    /// The host's listening sockets (the port guard's).
+    pub sockets: Arc<dyn HostSockets>,
 }
 
 /// A container's address for `published_port`, from its endpoints.

@@ -11,7 +11,7 @@
 //! costs one list and an inspect of each running one.
 
 use std::{
-    collections::{BTreeSet, HashMap, HashSet},
+    collections::{HashMap, HashSet},
     time::Duration,
 };
 
@@ -21,10 +21,9 @@ use crate::{
     config::{
         labels::{merge, services_from_labels, LabelledContainer, LABEL_ENABLE},
         vetting::{vet, HostFacts},
-        Config, Protocol, ServiceConfig, ThemeCatalog,
+        Config, ServiceConfig, ThemeCatalog,
     },
     docker::{endpoints, DockerClient, DockerError},
-    procnet::{self, ProcnetError},
 };
 
 /// How often labelled containers are listed without an event asking for
@@ -39,9 +38,6 @@ pub enum LabelScanError {
     /// Docker could not list or inspect the labelled containers.
     #[error("listing labelled containers: {0}")]
     Docker(#[from] DockerError),
-    /// The host's listening sockets could not be read.
-    #[error("reading the host's listening sockets: {0}")]
-    Procnet(#[from] ProcnetError),
     /// The scan took longer than [`SCAN_TIMEOUT`].
     #[error("the label scan took longer than {}s", SCAN_TIMEOUT.as_secs())]
     Timeout,
@@ -87,8 +83,7 @@ async fn scan(
     cache: &mut LabelCache,
 ) -> Result<LabelScan, LabelScanError> {
     let listed = client.list_labelled(LABEL_ENABLE, "true").await?;
-    // Each container with its id and whether it came from the cache.
-    let mut found: Vec<(LabelledContainer, String, bool)> = Vec::new();
+    let mut containers: Vec<LabelledContainer> = Vec::new();
     let mut seen = HashSet::new();
     for summary in listed {
         let Some(id) = summary.id else { continue };
@@ -100,50 +95,19 @@ async fn scan(
             if let Some(name) = summary.names.as_ref().and_then(|n| n.first()) {
                 container.name = name.trim_start_matches('/').to_owned();
             }
-            found.push((container, id, true));
+            containers.push(container);
             continue;
         }
         if let Some(container) = inspect(client, &id, cache).await? {
-            found.push((container, id, false));
+            containers.push(container);
         }
     }
     cache.stopped.retain(|id, _| seen.contains(id));
-    let ports: BTreeSet<u16> = found
-        .iter()
-        .flat_map(|(c, _, _)| &c.published)
-        .filter(|(protocol, _)| *protocol == Protocol::Tcp)
-        .map(|(_, bound)| bound.port)
-        .collect();
-    let listeners = tokio::task::spawn_blocking(move || procnet::host_listeners(&ports))
-        .await
-        .map_err(|_| LabelScanError::Timeout)??;
-    // A container starting now may have its docker-proxy listening already
-    // while what this scan knows of it (from the cache, or inspected before
-    // its addresses were set) lacks the address the proxy relays to: look
-    // again, so the vetting does not take its own proxy for a stranger.
-    let busy: BTreeSet<u16> = listeners.iter().map(|l| l.local.port()).collect();
-    let mut containers = Vec::with_capacity(found.len());
-    for (container, id, cached) in found {
-        let listened = container
-            .published
-            .iter()
-            .any(|(protocol, bound)| *protocol == Protocol::Tcp && busy.contains(&bound.port));
-        if listened && (cached || container.addresses.is_empty()) {
-            if let Some(fresh) = inspect(client, &id, cache).await? {
-                containers.push(fresh);
-            }
-            continue;
-        }
-        containers.push(container);
-    }
     let themes = ThemeCatalog::with_user_dir(&file.agent.themes_dir)
         .unwrap_or_else(|_| ThemeCatalog::builtin());
     let (services, mut refusals) =
         services_from_labels(&containers, &themes, file.agent.status_listen);
-    let host = HostFacts {
-        file,
-        listeners: &listeners,
-    };
+    let host = HostFacts { file };
     let (services, refused) = vet(services, &containers, host);
     refusals.extend(refused);
     Ok(LabelScan { services, refusals })

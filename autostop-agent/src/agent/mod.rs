@@ -43,6 +43,7 @@ mod listeners;
 mod liveness;
 mod memory;
 mod observers;
+mod port_guard;
 mod progress;
 mod real;
 mod registry;
@@ -65,8 +66,8 @@ use tokio_util::sync::CancellationToken;
 pub use awake::AwakeView;
 pub use control::{AgentControl, HealthFlags};
 pub use deps::{
-    ActivityCounters, AgentDeps, AgentDocker, Counting, EventSinks, IgnoreSources, KernelDeps,
-    SteerMaps, WakeSource, Warmup,
+    ActivityCounters, AgentDeps, AgentDocker, Counting, EventSinks, HostSockets, IgnoreSources,
+    KernelDeps, SteerMaps, WakeSource, Warmup,
 };
 pub use ids::{IdError, IdPool, ServiceId};
 pub use kernel::{instant_from_ktime, KernelActivity};
@@ -74,6 +75,7 @@ pub use labels::{discover as discover_labelled, LabelCache, LabelScan, LabelScan
 pub use listeners::NFT_TABLE_ENV;
 pub use memory::{MemorySource, SAMPLE_EVERY as MEMORY_SAMPLE_EVERY};
 pub use observers::alerts::FailureSink;
+pub use port_guard::{PortGuard, RECHECK_EVERY as PORT_RECHECK_EVERY};
 pub use registry::{Directory, DirectoryReader, History, ServiceCells, ServiceRecord};
 pub use reload::{diff, needs_restart, ConfigDiff};
 pub use run::run_with;

@@ -14,8 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     deps::{
-        upstream_of, ActivityCounters, AgentDeps, AgentDocker, Counting, EventSinks, IgnoreSources,
-        KernelDeps, SteerMaps, WakeSource, Warmup,
+        upstream_of, ActivityCounters, AgentDeps, AgentDocker, Counting, EventSinks, HostSockets,
+        IgnoreSources, KernelDeps, SteerMaps, WakeSource, Warmup,
     },
     labels::{self, LabelCache, LabelScan, LabelScanError},
     listeners,
@@ -147,7 +147,27 @@ pub(super) async fn build(options: &AgentOptions) -> Result<AgentDeps, AgentErro
         warmup: Box::new(warmup),
         docker: Arc::new(RealDocker { runtime, client }),
         clock: crate::schedule::WallClock::system(),
+        sockets: Arc::new(ProcSockets),
     })
+}
+
+/// The host's listening sockets, read from `/proc`.
+struct ProcSockets;
+
+impl HostSockets for ProcSockets {
+    fn listening(
+        &self,
+        ports: &std::collections::BTreeSet<u16>,
+    ) -> Result<Vec<crate::procnet::Listening>, crate::procnet::ProcnetError> {
+        crate::procnet::listening(ports)
+    }
+
+    fn owners(
+        &self,
+        inodes: &std::collections::BTreeSet<u64>,
+    ) -> Vec<(u64, crate::procnet::Owner)> {
+        crate::procnet::socket_owners(inodes)
+    }
 }
 
 impl SteerMaps for SteeringMaps {

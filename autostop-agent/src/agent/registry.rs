@@ -70,6 +70,9 @@ pub struct ServiceCells {
     /// What keeps part of the service from working as configured (a port
     /// no container publishes), as last found (endpoint refresher).
     pub problems: watch::Sender<Vec<String>>,
+    /// Its bindings another program listens on, one problem entry each
+    /// (port guard).
+    pub ports: watch::Sender<Vec<String>>,
     /// Recent starts (history observer).
     pub history: watch::Sender<History>,
     /// The latest memory sample while it runs (memory sampler).

@@ -33,6 +33,7 @@ use super::{
         timeline::TimelineObserver,
         Fanout,
     },
+    port_guard::{Guard, PortGuard},
     progress::StartView,
     registry::Registry,
     reload,
@@ -71,6 +72,7 @@ pub async fn run_with(deps: AgentDeps, shutdown: CancellationToken) -> Result<()
         warmup,
         docker,
         clock,
+        sockets,
     } = deps;
     let KernelDeps {
         counting,
@@ -100,12 +102,24 @@ pub async fn run_with(deps: AgentDeps, shutdown: CancellationToken) -> Result<()
     let (steering, requests) = KernelSteering::channel();
     let steering_task =
         supervisor.spawn("steering", steer_worker::run(requests, steer_maps, warmup));
+    let (guard, guard_requests) = PortGuard::channel();
+    background.push(
+        supervisor.spawn(
+            "port-guard",
+            Guard {
+                sockets,
+                steering: steering.clone(),
+                directory: directory.clone(),
+            }
+            .run(guard_requests, shutdown.clone()),
+        ),
+    );
     let (kept, classifier) = tokio::sync::oneshot::channel();
     let (counters, refresher) = Refresher {
         docker: Arc::clone(&docker),
         kernel: counting,
         directory: directory.clone(),
-        steering: steering.clone(),
+        guard: guard.clone(),
         metrics: Arc::clone(&metrics),
         health: Arc::clone(&health),
     }
@@ -173,6 +187,7 @@ pub async fn run_with(deps: AgentDeps, shutdown: CancellationToken) -> Result<()
         ids: IdPool::new(capacity),
         ports,
         steering,
+        guard: guard.clone(),
         counters: counters.clone(),
         docker: Arc::clone(&docker),
         state: state.clone(),
@@ -213,6 +228,7 @@ pub async fn run_with(deps: AgentDeps, shutdown: CancellationToken) -> Result<()
         themes: Arc::new(themes),
         metrics: Arc::clone(&metrics),
         ignored_sources: ignored_rx,
+        owners: Arc::new(guard.clone()),
     });
     background.push(supervisor.spawn(
         "coldstart",
@@ -223,6 +239,7 @@ pub async fn run_with(deps: AgentDeps, shutdown: CancellationToken) -> Result<()
         tasks::wake_loop(
             wake,
             directory.clone(),
+            guard,
             Arc::clone(&metrics),
             shutdown.clone(),
         ),

@@ -34,6 +34,19 @@ struct Tracked {
     bindings: Vec<HostPort>,
     /// The mode its state machine asked for last.
     mode: SteerMode,
+    /// Bindings another program listens on: never steered nor warmed.
+    yielded: BTreeSet<HostPort>,
+}
+
+impl Tracked {
+    /// Its bindings that may be steered (not yielded).
+    fn steerable(&self) -> Vec<HostPort> {
+        self.bindings
+            .iter()
+            .filter(|b| !self.yielded.contains(b))
+            .copied()
+            .collect()
+    }
 }
 
 /// Netfilter work, run one job at a time.
@@ -172,17 +185,19 @@ impl Worker {
                     id,
                     bindings: Vec::new(),
                     mode: SteerMode::Steered,
+                    yielded: BTreeSet::new(),
                 };
                 if let Some(old) = self.services.insert(service.clone(), tracked) {
-                    self.drop_bindings(&service, old.bindings);
+                    self.drop_bindings(&service, old.steerable());
                 }
             }
             SteerRequest::Remove { service } => {
                 if let Some(old) = self.services.remove(&service) {
-                    self.drop_bindings(&service, old.bindings);
+                    self.drop_bindings(&service, old.steerable());
                 }
             }
             SteerRequest::Bindings { service, bindings } => self.set_bindings(&service, bindings),
+            SteerRequest::Yielded { service, yielded } => self.set_yielded(&service, yielded),
             SteerRequest::Mode {
                 service,
                 mode,
@@ -213,13 +228,14 @@ impl Worker {
         let Some(tracked) = self.services.get_mut(service) else {
             return;
         };
-        let old: BTreeSet<HostPort> = tracked.bindings.iter().copied().collect();
-        let new: BTreeSet<HostPort> = bindings.into_iter().collect();
-        if old == new {
+        let all: BTreeSet<HostPort> = bindings.into_iter().collect();
+        if tracked.bindings.iter().copied().collect::<BTreeSet<_>>() == all {
             return;
         }
-        tracked.bindings = new.iter().copied().collect();
+        let old: BTreeSet<HostPort> = tracked.steerable().into_iter().collect();
+        tracked.bindings = all.iter().copied().collect();
         tracing::info!(service, bindings = ?tracked.bindings, "published bindings");
+        let new: BTreeSet<HostPort> = tracked.steerable().into_iter().collect();
         let gone: Vec<HostPort> = old.difference(&new).copied().collect();
         let added: Vec<HostPort> = new.difference(&old).copied().collect();
         match tracked.mode {
@@ -259,7 +275,7 @@ impl Worker {
             return;
         };
         tracked.mode = mode;
-        let (id, bindings) = (tracked.id, tracked.bindings.clone());
+        let (id, bindings) = (tracked.id, tracked.steerable());
         match mode {
             SteerMode::Steered | SteerMode::Warming { .. } => {
                 for binding in &bindings {
@@ -284,6 +300,38 @@ impl Worker {
                     self.queue.push_back(NetJob::Notify(done));
                 }
             }
+        }
+    }
+
+    /// Replaces the yielded set of `service`: newly yielded bindings leave
+    /// the kernel path and the warm-up set at once, released ones are
+    /// steered (and warmed) again as the service's mode asks.
+    fn set_yielded(&mut self, service: &str, yielded: BTreeSet<HostPort>) {
+        let Some(tracked) = self.services.get_mut(service) else {
+            return;
+        };
+        let before: BTreeSet<HostPort> = tracked.steerable().into_iter().collect();
+        tracked.yielded = yielded;
+        let after: BTreeSet<HostPort> = tracked.steerable().into_iter().collect();
+        let (id, mode) = (tracked.id, tracked.mode);
+        if mode == SteerMode::Direct {
+            // On the stock path already (or being handed back).
+            return;
+        }
+        let gone: Vec<HostPort> = before.difference(&after).copied().collect();
+        let back: Vec<HostPort> = after.difference(&before).copied().collect();
+        for binding in &gone {
+            unsteer(self.maps.as_mut(), service, *binding);
+        }
+        for binding in &back {
+            steer(self.maps.as_mut(), service, *binding, id);
+        }
+        self.queue.push_back(NetJob::Cool(gone));
+        if let SteerMode::Warming { already_started } = mode {
+            self.queue.push_back(NetJob::Warm {
+                bindings: back,
+                already_started,
+            });
         }
     }
 

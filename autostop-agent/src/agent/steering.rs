@@ -5,8 +5,9 @@
 //!
 //! Only the (address, port) pairs Docker publishes are ever steered or
 //! redirected: a service whose bindings are not known yet (Docker not asked
-//! yet, or unreachable since the agent started) steers nothing, and a
-//! configured port no container publishes is never steered.
+//! yet, or unreachable since the agent started) steers nothing, a
+//! configured port no container publishes is never steered, and neither is
+//! a binding another program listens on (yielded by the port guard).
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -48,6 +49,15 @@ pub(super) enum SteerRequest {
         steered: oneshot::Sender<()>,
         /// For `Direct`: told once every binding is on the stock path.
         handed_back: Option<oneshot::Sender<()>>,
+    },
+    /// These bindings of `service` belong to another program listening on
+    /// them (see [`super::port_guard`]): never steered or redirected while
+    /// yielded; the others are steered again as its mode asks.
+    Yielded {
+        /// The service.
+        service: String,
+        /// Its bindings another program listens on (replaces the last set).
+        yielded: std::collections::BTreeSet<HostPort>,
     },
     /// Remove every entry still pointing at `id`, then say so.
     Clear {
@@ -101,6 +111,16 @@ impl KernelSteering {
         self.send(SteerRequest::Bindings {
             service: service.to_owned(),
             bindings,
+        });
+    }
+
+    /// Records which of `service`'s bindings another program listens on:
+    /// they are un-steered at once and not steered again until a later
+    /// set leaves them out.
+    pub(super) fn set_yielded(&self, service: &str, yielded: std::collections::BTreeSet<HostPort>) {
+        self.send(SteerRequest::Yielded {
+            service: service.to_owned(),
+            yielded,
         });
     }
 

@@ -14,9 +14,10 @@ use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    counters::{problems, Counters},
+    counters::{addresses, problems, Counters},
     deps::{AgentDocker, IgnoreSources},
     ids::IdPool,
+    port_guard::PortGuard,
     registry::{Registry, ServiceCells, ServiceRecord},
     reload::{needs_restart, ConfigDiff},
     state_owner::{StateHandle, StateUpdate},
@@ -45,6 +46,8 @@ pub(super) struct TableParts {
     /// Shared by every state machine.
     pub ports: Ports,
     pub steering: KernelSteering,
+    /// Checks bindings before they are steered.
+    pub guard: PortGuard,
     pub counters: Counters,
     pub docker: Arc<dyn AgentDocker>,
     pub state: StateHandle,
@@ -136,9 +139,11 @@ impl ServiceTable {
         // waits briefly for the route published below.
         self.parts.steering.add(&service.name, id);
         if let Some(endpoints) = endpoints {
-            self.parts
-                .steering
-                .set_bindings(&service.name, endpoints.bindings.clone());
+            self.parts.guard.bindings(
+                &service.name,
+                endpoints.bindings.clone(),
+                addresses(&endpoints),
+            );
             cells.set_problems(&service.name, problems(&endpoints));
         }
         let settings = self.settings_for(service);
@@ -206,6 +211,7 @@ impl ServiceTable {
         }
         let record = self.parts.registry.remove(name);
         self.parts.steering.remove(name);
+        self.parts.guard.remove(name);
         if let Some(record) = &record {
             let _ = record.handle.send(Command::Shutdown).await;
         }

@@ -1,5 +1,6 @@
 //! Two small adapters between modules: the wake loop (kernel wake events →
-//! the right state machine, found by its kernel index in the directory)
+//! the right state machine, found by its kernel index in the directory,
+//! unless the port guard says another program listens on the port)
 //! and the sinks of Docker's event stream (container events → state
 //! machines and the endpoint refresher, new networks → the refresher,
 //! labelled containers created, removed or renamed, and the daemon lost or
@@ -12,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     control::HealthFlags, counters::Counters, deps::EventSinks, deps::WakeSource, ids::ServiceId,
-    registry::DirectoryReader,
+    port_guard::PortGuard, registry::DirectoryReader,
 };
 use crate::{
     docker::NetworkEvent,
@@ -24,6 +25,7 @@ use crate::{
 pub(super) async fn wake_loop(
     mut events: Box<dyn WakeSource>,
     directory: DirectoryReader,
+    guard: PortGuard,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
@@ -51,6 +53,16 @@ pub(super) async fn wake_loop(
         }
         if event.ignored_source {
             tracing::debug!(service = %record.name(), source = %event.source, "wake from an ignored source");
+            continue;
+        }
+        // Another program listening on the port wins it: no start (the
+        // guard un-steers it; the connection is reset by the listener).
+        let may_hold = tokio::select! {
+            () = shutdown.cancelled() => return,
+            may = guard.may_hold(record.name(), None, event.port) => may,
+        };
+        if !may_hold {
+            tracing::debug!(service = %record.name(), port = event.port, "wake for a port another program listens on: ignored");
             continue;
         }
         metrics.wake_event(record.name());

@@ -70,6 +70,26 @@ pub trait Upstreams: Send + Sync {
     fn progress(&self, service: &str) -> crate::progress::Progress;
 }
 
+/// Who else may own a steered port: asked before a connection is held.
+#[async_trait::async_trait]
+pub trait PortOwners: Send + Sync {
+    /// Whether a connection of `service` that arrived on `local` may be
+    /// held (and wake it): false when another program listens there (the
+    /// port is being given back to it).
+    async fn may_hold(&self, service: &str, local: SocketAddr) -> bool;
+}
+
+/// No other owner is ever found (tests of the listener alone).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoOtherOwners;
+
+#[async_trait::async_trait]
+impl PortOwners for NoOtherOwners {
+    async fn may_hold(&self, _service: &str, _local: SocketAddr) -> bool {
+        true
+    }
+}
+
 /// How connections to one published port are handled.
 #[derive(Clone)]
 pub struct Route {
@@ -116,6 +136,9 @@ pub struct ColdStartStats {
     pub bad_heads: AtomicU64,
     /// Connections from an ignored source to a stopped service, refused.
     pub ignored_refused: AtomicU64,
+    /// Connections reset because another program listens on their port
+    /// (steered before the agent saw that program).
+    pub yielded: AtomicU64,
 }
 
 /// One version of the routing table: published port → route.
@@ -145,6 +168,9 @@ pub struct ColdStart {
     /// refused instead of waking it (they are held like any other while a
     /// start someone else caused is under way).
     pub ignored_sources: IgnoredSources,
+    /// Asked before a connection is held: a port another program listens
+    /// on is not the agent's to hold.
+    pub owners: Arc<dyn PortOwners>,
 }
 
 /// Accepts on `listeners` until `shutdown`, handling each connection in its
@@ -262,6 +288,17 @@ async fn handle(
     shutdown: &CancellationToken,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) {
+    if let Ok(local) = stream.local_addr() {
+        if !ctx.owners.may_hold(&route.service, local).await {
+            // Its handshake was made with the agent's socket: it cannot be
+            // moved to the program, so it is reset at once (the next
+            // attempt reaches the program on the stock path).
+            ctx.stats.yielded.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(service = %route.service, %local, "connection reset: another program listens on its port");
+            hold::refuse(stream);
+            return;
+        }
+    }
     let held = held::Held::new(stream, permit);
     let outcome = match route.mode {
         Mode::Blocking => hold::hold_and_forward(held, port, &route, ctx, shutdown).await,

@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::*;
 use crate::{
-    config::{labels::services_from_labels, ThemeCatalog},
-    procnet::Owner,
+    config::{labels::services_from_labels, Protocol, ThemeCatalog},
+    published::HostPort,
 };
 
 fn labelled(name: &str, port: &str, published: &[(&str, u16)]) -> LabelledContainer {
@@ -30,28 +30,13 @@ fn file(text: &str) -> Config {
     Config::parse(text, "file", &ThemeCatalog::builtin()).expect("valid file")
 }
 
-fn listener(addr: &str, command: &str, args: &str) -> HostListener {
-    HostListener {
-        local: addr.parse().expect("socket address"),
-        owner: Some(Owner {
-            pid: 42,
-            command: command.to_owned(),
-            args: args.split(' ').map(str::to_owned).collect(),
-        }),
-    }
-}
-
-fn vetted(
-    containers: &[LabelledContainer],
-    file: &Config,
-    listeners: &[HostListener],
-) -> (Vec<String>, Vec<String>) {
+fn vetted(containers: &[LabelledContainer], file: &Config) -> (Vec<String>, Vec<String>) {
     let (services, mut refusals) = services_from_labels(
         containers,
         &ThemeCatalog::builtin(),
         file.agent.status_listen,
     );
-    let (accepted, refused) = vet(services, containers, HostFacts { file, listeners });
+    let (accepted, refused) = vet(services, containers, HostFacts { file });
     refusals.extend(refused);
     (accepted.into_iter().map(|s| s.name).collect(), refusals)
 }
@@ -59,7 +44,7 @@ fn vetted(
 #[test]
 fn a_published_port_is_accepted() {
     let c = [labelled("web", "8080", &[("", 8080)])];
-    let (accepted, refusals) = vetted(&c, &file(""), &[]);
+    let (accepted, refusals) = vetted(&c, &file(""));
     assert_eq!(accepted, ["web"]);
     assert!(refusals.is_empty(), "{refusals:?}");
 }
@@ -70,7 +55,7 @@ fn a_port_the_containers_do_not_publish_is_refused() {
         labelled("sneaky", "8080", &[]),
         labelled("other-port", "8081", &[("0.0.0.0", 9999)]),
     ];
-    let (accepted, refusals) = vetted(&c, &file(""), &[]);
+    let (accepted, refusals) = vetted(&c, &file(""));
     assert!(accepted.is_empty(), "{accepted:?}");
     assert_eq!(refusals.len(), 2, "{refusals:?}");
     assert!(
@@ -83,7 +68,7 @@ fn a_port_the_containers_do_not_publish_is_refused() {
 fn the_status_port_is_refused() {
     let status = file("").agent.status_listen.port();
     let c = [labelled("api-thief", &status.to_string(), &[("", status)])];
-    let (accepted, refusals) = vetted(&c, &file(""), &[]);
+    let (accepted, refusals) = vetted(&c, &file(""));
     assert!(accepted.is_empty());
     assert!(
         refusals[0].contains("already used by agent.status_listen"),
@@ -91,55 +76,14 @@ fn the_status_port_is_refused() {
     );
     // Elsewhere, that port is an ordinary one.
     let elsewhere = file("[agent]\nstatus_listen = \"127.0.0.1:9999\"\n");
-    assert_eq!(vetted(&c, &elsewhere, &[]).0, ["api-thief"]);
-}
-
-#[test]
-fn a_port_another_program_listens_on_is_refused() {
-    let c = [labelled("web", "8080", &[("", 8080)])];
-    let nginx = [listener("127.0.0.1:8080", "nginx", "nginx: master process")];
-    let (accepted, refusals) = vetted(&c, &file(""), &nginx);
-    assert!(accepted.is_empty());
-    assert!(
-        refusals[0].contains("nginx (pid 42)") && refusals[0].contains("127.0.0.1:8080"),
-        "{refusals:?}"
-    );
-    // A listener on another address does not overlap a one-address binding.
-    let c = [labelled("web", "8080", &[("127.0.0.1", 8080)])];
-    let elsewhere = [listener("10.0.0.5:8080", "nginx", "nginx")];
-    assert_eq!(vetted(&c, &file(""), &elsewhere).0, ["web"]);
-    // An unknown owner is not trusted.
-    let hidden = [HostListener {
-        local: "0.0.0.0:8080".parse().expect("addr"),
-        owner: None,
-    }];
-    assert!(vetted(&c, &file(""), &hidden).0.is_empty());
-}
-
-#[test]
-fn the_docker_proxy_of_its_own_container_is_fine_but_not_anothers() {
-    let c = [labelled("web", "8080", &[("", 8080)])];
-    let own = [listener(
-        "0.0.0.0:8080",
-        "docker-proxy",
-        "docker-proxy -proto tcp -host-port 8080 -container-ip 172.17.0.9 -container-port 80",
-    )];
-    assert_eq!(vetted(&c, &file(""), &own).0, ["web"]);
-    let theirs = [listener(
-        "0.0.0.0:8080",
-        "docker-proxy",
-        "docker-proxy -proto tcp -host-port 8080 -container-ip 172.17.0.3 -container-port 80",
-    )];
-    let (accepted, refusals) = vetted(&c, &file(""), &theirs);
-    assert!(accepted.is_empty());
-    assert!(refusals[0].contains("docker-proxy"), "{refusals:?}");
+    assert_eq!(vetted(&c, &elsewhere).0, ["api-thief"]);
 }
 
 #[test]
 fn containers_the_file_manages_are_refused() {
     let file = file("[[service]]\nname = \"shop\"\nport = 9000\ncontainers = [\"web\"]\n");
     let c = [labelled("web", "8080", &[("", 8080)])];
-    let (accepted, refusals) = vetted(&c, &file, &[]);
+    let (accepted, refusals) = vetted(&c, &file);
     assert!(accepted.is_empty());
     assert!(refusals[0].contains("\"shop\""), "{refusals:?}");
 }

@@ -5,6 +5,14 @@
 //! reader forever), device or symbolic link — and callers read it off the
 //! async workers.
 
+// Reads untrusted bytes (labels, /proc, netlink answers): no byte-offset
+// slicing of strings, no unchecked indexing, no unchecked arithmetic.
+#![deny(
+    clippy::string_slice,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+
 use std::{fs::OpenOptions, io::Read, os::unix::fs::OpenOptionsExt, path::Path};
 
 use nix::{errno::Errno, fcntl::OFlag};

@@ -51,6 +51,10 @@ pub struct ServiceEndpoints {
     pub bindings: Vec<HostPort>,
     /// Configured ports no container publishes: never steered.
     pub unpublished: Vec<PortSpec>,
+    /// What else keeps the service from being what it is configured to
+    /// be (containers left out of its compose project, a `depends_on`
+    /// cycle), for its problem entries.
+    pub notes: Vec<String>,
 }
 
 /// Linux interface of a bridge network: the `com.docker.network.bridge.name`

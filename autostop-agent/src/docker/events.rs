@@ -28,7 +28,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::resolve::{LABEL_ONEOFF, LABEL_WORKING_DIR};
+use super::project::{trim_dir, ProjectId};
+use super::resolve::LABEL_ONEOFF;
 use super::runtime::DockerRuntime;
 use crate::config::{labels::LABEL_ENABLE, ServiceConfig, Target};
 use crate::service::{Command, ContainerEvent};
@@ -84,23 +85,33 @@ fn since_param(time_nano: i64) -> String {
     )
 }
 
-/// Services a container (by its event attributes) belongs to.
+/// Services a container (by its event attributes, which carry its labels)
+/// belongs to. A compose service's container must carry the labels of the
+/// project the service was last resolved to (`projects`; before its first
+/// resolution, any project compose made in its directory): an event of a
+/// container that merely carries its working directory is not its.
 pub fn services_of(
     services: &[ServiceConfig],
+    projects: &HashMap<String, ProjectId>,
     id: &str,
     attrs: &HashMap<String, String>,
 ) -> Vec<String> {
     let name = attrs.get("name").map(String::as_str).unwrap_or_default();
     let oneoff = attrs.get(LABEL_ONEOFF).map(String::as_str) == Some("True");
-    let wd = attrs
-        .get(LABEL_WORKING_DIR)
-        .map(|w| w.trim_end_matches('/'));
+    let claimed = ProjectId::of(attrs).ok();
     services
         .iter()
         .filter(|s| match &s.target {
             Target::Containers(names) => names.iter().any(|n| n == name || n == id),
             Target::ComposeDir(dir) => {
-                !oneoff && wd.is_some_and(|w| w == dir.display().to_string().trim_end_matches('/'))
+                let dir = dir.display().to_string();
+                let Some(claimed) = claimed.as_ref().filter(|_| !oneoff) else {
+                    return false;
+                };
+                match projects.get(&s.name) {
+                    Some(project) => project.differs(claimed).is_none(),
+                    None => claimed.working_dir == trim_dir(&dir),
+                }
             }
         })
         .map(|s| s.name.clone())
@@ -294,7 +305,8 @@ impl Watcher {
             }
             _ => return,
         };
-        for svc in services_of(&self.runtime.services(), id, attrs) {
+        let projects = self.runtime.projects();
+        for svc in services_of(&self.runtime.services(), &projects, id, attrs) {
             (self.sink)(&svc, Command::ContainerEvent(event));
         }
     }

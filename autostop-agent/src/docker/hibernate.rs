@@ -19,7 +19,7 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use super::limits::{undo_recorded, ContainerJournal, LimitJournal};
-use super::resolve::{resolve, Member};
+use super::resolve::Member;
 use super::runtime::{ctx, DockerRuntime};
 use super::DockerError;
 use crate::cgroup::{self, MemoryCgroup, MemoryUsage};
@@ -51,7 +51,7 @@ impl DockerRuntime {
         let svc = self.config(service)?;
         // An earlier reclaim of it that overran: stopped, limits back.
         self.reclaims.settle(service).await;
-        let members = resolve(self.client(), &svc).await?.members;
+        let members = self.resolve_service(&svc).await?.members;
         let mut paused_now: Vec<&Member> = Vec::new();
         for m in members.iter().filter(|m| is_running(m) && !is_paused(m)) {
             info!(service, container = %m.name, event = "container_pause");
@@ -103,7 +103,7 @@ impl DockerRuntime {
     pub(super) async fn thaw_inner(&self, service: &str) -> Result<(), DockerError> {
         let svc = self.config(service)?;
         self.reclaims.settle(service).await;
-        let members = resolve(self.client(), &svc).await?.members;
+        let members = self.resolve_service(&svc).await?.members;
         self.undo_limits(service, &members).await?;
         for m in members.iter().filter(|m| is_paused(m)) {
             info!(service, container = %m.name, event = "container_unpause");

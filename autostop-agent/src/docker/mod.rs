@@ -19,7 +19,8 @@
 //! ```
 //!
 //! Submodules: `client` (connection, error mapping), `resolve` (which
-//! containers make up a service), `order` (compose `depends_on` and the
+//! containers make up a service), `project` (which containers are a compose
+//! project's, as Docker's labels say), `order` (compose `depends_on` and the
 //! topological start order), `ready` (health and TCP probe building blocks), `readiness` (the
 //! runtime's readiness wait), `neigh`
 //! (the permanent neighbour entry that avoids the first-SYN ARP stall),
@@ -37,6 +38,7 @@ mod hibernate;
 mod limits;
 mod neigh;
 mod order;
+pub mod project;
 mod readiness;
 mod ready;
 mod resolve;

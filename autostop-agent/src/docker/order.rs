@@ -2,8 +2,16 @@
 //! (docker-compose v1 writes no dependency label) or from the compose v2
 //! label `com.docker.compose.depends_on`, and a stable topological sort.
 
+// Reads untrusted bytes (labels, /proc, netlink answers): no byte-offset
+// slicing of strings, no unchecked indexing, no unchecked arithmetic.
+#![deny(
+    clippy::string_slice,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde_yaml::Value;
 
@@ -109,24 +117,6 @@ pub fn parse_compose_depends(text: &str) -> Result<HashMap<String, Vec<DependsOn
     Ok(out)
 }
 
-/// Splits the `config_files` label into paths, resolving relative ones
-/// against the project's working directory.
-pub fn config_file_paths(label: &str, working_dir: &Path) -> Vec<PathBuf> {
-    label
-        .split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let p = Path::new(p);
-            if p.is_absolute() {
-                p.to_path_buf()
-            } else {
-                working_dir.join(p)
-            }
-        })
-        .collect()
-}
-
 /// Reads and merges the `depends_on` of every compose file (later files add
 /// to earlier ones, as compose's override files do). Blocking: each file is
 /// read with [`super::compose_file::read`].
@@ -207,7 +197,7 @@ fn describe_cycle(left: &BTreeMap<&str, Vec<&str>>) -> String {
             return path.join(" -> ");
         };
         if let Some(pos) = path.iter().position(|p| *p == next) {
-            let mut cycle: Vec<&str> = path[pos..].to_vec();
+            let mut cycle: Vec<&str> = path.get(pos..).unwrap_or_default().to_vec();
             cycle.push(next);
             return cycle.join(" -> ");
         }

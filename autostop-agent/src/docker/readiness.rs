@@ -14,7 +14,7 @@ use tracing::warn;
 use super::endpoints::{container_port, primary_address};
 use super::neigh::{self, NeighbourPin};
 use super::ready::{self, exited, seen, started_since, try_connect};
-use super::resolve::{resolve, Member, RunState};
+use super::resolve::{Member, RunState};
 use super::runtime::{lock, DockerRuntime, RECHECK_PERIOD};
 use super::DockerError;
 use crate::config::Protocol;
@@ -54,7 +54,7 @@ impl DockerRuntime {
         let cached = lock(&self.resolved_at_start).remove(service);
         let mut members = match cached {
             Some(members) => members,
-            None => resolve(&self.client, &svc).await?.members,
+            None => self.resolve_service(&svc).await?.members,
         };
         self.progress.ensure(service, member_keys(&members));
         while !self.check(service, &mut members, began).await? {

@@ -1,7 +1,17 @@
 //! Which containers make up a service, resolved afresh at each call
-//! (compose may recreate containers): a compose project's containers by its
-//! working-dir label, or the configured names. Also reads the project's
-//! `depends_on` so callers can order them.
+//! (compose may recreate containers): a compose project's containers (those
+//! with its working-dir label that Docker's labels say are the project's:
+//! see [`super::project`]), or the configured names. Also reads the
+//! project's `depends_on` so callers can order them; a cycle in it is a
+//! problem, and the project then starts without an order.
+
+// Reads untrusted bytes (labels, /proc, netlink answers): no byte-offset
+// slicing of strings, no unchecked indexing, no unchecked arithmetic.
+#![deny(
+    clippy::string_slice,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -10,18 +20,12 @@ use std::time::SystemTime;
 use bollard::models::{ContainerInspectResponse, ContainerStateStatusEnum, HealthStatusEnum};
 
 use super::client::DockerClient;
-use super::order::{
-    config_file_paths, load_compose_depends, parse_depends_label, start_order, DependsOn,
-};
+use super::order::{load_compose_depends, parse_depends_label, start_order, DependsOn};
+use super::project::{self, ProjectId};
 use super::DockerError;
 use crate::config::{ServiceConfig, Target};
 
-/// Label docker-compose puts on every container of a project.
-pub const LABEL_WORKING_DIR: &str = "com.docker.compose.project.working_dir";
-/// Label listing the compose files of the project.
-pub const LABEL_CONFIG_FILES: &str = "com.docker.compose.project.config_files";
-/// Label naming the compose service of a container.
-pub const LABEL_SERVICE: &str = "com.docker.compose.service";
+pub use super::project::{LABEL_CONFIG_FILES, LABEL_SERVICE, LABEL_WORKING_DIR};
 /// Compose v2's dependency label (`svc:condition:restart,...`).
 pub const LABEL_DEPENDS_ON: &str = "com.docker.compose.depends_on";
 /// Label marking `docker-compose run` containers, which are not part of
@@ -48,8 +52,14 @@ pub struct Member {
 pub struct Resolved {
     /// Containers, dependencies first.
     pub members: Vec<Member>,
-    /// `depends_on` per compose service (empty for container lists).
+    /// `depends_on` per compose service (empty for container lists, and
+    /// when it has a cycle).
     pub deps: HashMap<String, Vec<DependsOn>>,
+    /// The compose project the members belong to (compose services only).
+    pub project: Option<ProjectId>,
+    /// What keeps the service from being exactly what it is configured
+    /// to be: containers left out of its project, a `depends_on` cycle.
+    pub notes: Vec<String>,
 }
 
 /// Coarse run state of a container, as readiness sees it.
@@ -103,7 +113,7 @@ impl Member {
     }
 }
 
-fn member(inspect: ContainerInspectResponse, fallback: &str) -> Member {
+pub(super) fn member(inspect: ContainerInspectResponse, fallback: &str) -> Member {
     let labels = inspect.config.as_ref().and_then(|c| c.labels.as_ref());
     let compose_service = labels.and_then(|l| l.get(LABEL_SERVICE)).cloned();
     Member {
@@ -123,7 +133,13 @@ fn label<'a>(m: &'a Member, key: &str) -> Option<&'a String> {
 }
 
 /// Resolves the containers of `svc`, in start order.
-pub async fn resolve(client: &DockerClient, svc: &ServiceConfig) -> Result<Resolved, DockerError> {
+/// `last` is the compose project the service was resolved to before, if
+/// any (kept while its containers exist, see [`super::project`]).
+pub async fn resolve(
+    client: &DockerClient,
+    svc: &ServiceConfig,
+    last: Option<&str>,
+) -> Result<Resolved, DockerError> {
     match &svc.target {
         Target::Containers(names) => {
             let mut members = Vec::with_capacity(names.len());
@@ -139,10 +155,10 @@ pub async fn resolve(client: &DockerClient, svc: &ServiceConfig) -> Result<Resol
             }
             Ok(Resolved {
                 members,
-                deps: HashMap::new(),
+                ..Resolved::default()
             })
         }
-        Target::ComposeDir(dir) => resolve_compose(client, &svc.name, dir).await,
+        Target::ComposeDir(dir) => resolve_compose(client, &svc.name, dir, last).await,
     }
 }
 
@@ -150,41 +166,94 @@ async fn resolve_compose(
     client: &DockerClient,
     service: &str,
     dir: &Path,
+    last: Option<&str>,
 ) -> Result<Resolved, DockerError> {
     let wd = dir.display().to_string();
-    let wd = if wd.len() > 1 {
-        wd.trim_end_matches('/')
-    } else {
-        &wd
-    };
+    let wd = project::trim_dir(&wd);
     let listed = client.list_labelled(LABEL_WORKING_DIR, wd).await?;
-    let mut members = Vec::new();
+    let mut candidates: Vec<(String, String, HashMap<String, String>)> = Vec::new();
     for c in listed {
-        let labels = c.labels.clone().unwrap_or_default();
+        let labels = c.labels.unwrap_or_default();
         if labels.get(LABEL_ONEOFF).map(String::as_str) == Some("True") {
             continue;
         }
         let Some(id) = c.id else { continue };
-        match client.inspect(&id).await {
-            Ok(inspect) => members.push(member(inspect, &id)),
-            // Removed between list and inspect: it is not part of it.
-            Err(DockerError::NotFound(_)) => {}
-            Err(e) => return Err(e),
+        let name = c
+            .names
+            .as_ref()
+            .and_then(|n| n.first())
+            .map_or_else(|| id.clone(), |n| n.trim_start_matches('/').to_owned());
+        candidates.push((id, name, labels));
+    }
+    let (chosen, ignored) = project::choose(
+        wd,
+        last,
+        candidates
+            .iter()
+            .map(|(_, name, labels)| (name.as_str(), labels)),
+    );
+    let mut notes: Vec<String> = ignored.iter().map(|i| i.message(wd)).collect();
+    let mut members = Vec::new();
+    if let Some(chosen) = &chosen {
+        for (id, _, labels) in &candidates {
+            if project::ProjectId::of(labels).is_ok_and(|p| chosen.differs(&p).is_none()) {
+                match client.inspect(id).await {
+                    Ok(inspect) => members.push(member(inspect, id)),
+                    // Removed between list and inspect: it is not part of it.
+                    Err(DockerError::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
         }
     }
     if members.is_empty() {
-        return Err(DockerError::NotFound(format!(
-            "service {service}: no containers with label {LABEL_WORKING_DIR}={wd} (run `docker-compose up --no-start` in it?)"
-        )));
+        let mut message = format!(
+            "service {service}: no containers of a compose project with label {LABEL_WORKING_DIR}={wd} (run `docker-compose up --no-start` in it?)"
+        );
+        for note in &notes {
+            message.push_str("; ");
+            message.push_str(note);
+        }
+        return Err(DockerError::NotFound(message));
     }
-    let deps = compose_deps(&members, Path::new(wd)).await;
+    let mut deps = compose_deps(&members, Path::new(wd)).await;
+    if let Some(note) = order_members(&mut members, &mut deps) {
+        notes.push(note);
+    }
+    for note in &notes {
+        tracing::debug!(service, "{note}");
+    }
+    Ok(Resolved {
+        members,
+        deps,
+        project: chosen,
+        notes,
+    })
+}
+
+/// Sorts `members` into start order (dependencies first, then replica
+/// number, then name). A cycle in `deps` is returned as a problem entry,
+/// and the members are then in name order with `deps` emptied: waiting on
+/// a dependency that waits on its dependent would never end, so every
+/// container starts without order or waits.
+pub(super) fn order_members(
+    members: &mut [Member],
+    deps: &mut HashMap<String, Vec<DependsOn>>,
+) -> Option<String> {
     let mut services: Vec<String> = members
         .iter()
         .filter_map(|m| m.compose_service.clone())
         .collect();
     services.sort();
     services.dedup();
-    let order = start_order(&services, &deps)?;
+    let (order, note) = match start_order(&services, deps) {
+        Ok(order) => (order, None),
+        Err(e) => {
+            let note = cycle_note(&e, members);
+            deps.clear();
+            (services, Some(note))
+        }
+    };
     let rank = |m: &Member| {
         let svc = m
             .compose_service
@@ -197,7 +266,30 @@ async fn resolve_compose(
         (svc, num, m.name.clone())
     };
     members.sort_by_key(rank);
-    Ok(Resolved { members, deps })
+    note
+}
+
+/// The problem entry for a `depends_on` cycle: the compose services in it
+/// and their containers.
+fn cycle_note(e: &DockerError, members: &[Member]) -> String {
+    let cycle = match e {
+        DockerError::Cycle(c) => c.as_str(),
+        _ => "",
+    };
+    let in_cycle: std::collections::BTreeSet<&str> = cycle.split(" -> ").collect();
+    let containers: Vec<&str> = members
+        .iter()
+        .filter(|m| {
+            m.compose_service
+                .as_deref()
+                .is_some_and(|s| in_cycle.contains(s))
+        })
+        .map(|m| m.name.as_str())
+        .collect();
+    format!(
+        "depends_on has a cycle ({cycle}; containers {}): the project starts without a dependency order",
+        containers.join(", ")
+    )
 }
 
 /// `depends_on` from the v2 label when any container has it, else from the
@@ -219,7 +311,7 @@ async fn compose_deps(members: &[Member], working_dir: &Path) -> HashMap<String,
     let Some(files) = members.iter().find_map(|m| label(m, LABEL_CONFIG_FILES)) else {
         return deps;
     };
-    let paths = config_file_paths(files, working_dir);
+    let paths = project::config_file_paths(files, working_dir);
     let loaded = tokio::task::spawn_blocking(move || load_compose_depends(&paths)).await;
     match loaded {
         Ok(Ok(deps)) => deps,

@@ -19,6 +19,7 @@ use super::client::DockerClient;
 use super::endpoints::{self, bridge_name, ServiceEndpoints};
 use super::limits::{LimitJournal, Reclaims};
 use super::order::DependsCondition;
+use super::project::ProjectId;
 use super::readiness::member_keys;
 use super::ready::{seen, wait_dependency};
 use super::resolve::{resolve, Member, Resolved, RunState};
@@ -62,6 +63,9 @@ pub struct DockerRuntime {
     limit_journal: OnceLock<Arc<dyn LimitJournal>>,
     /// The memory reclaims under way, by service.
     pub(super) reclaims: Reclaims,
+    /// The compose project each compose service's last resolution chose:
+    /// Docker events of containers outside it are not the service's.
+    projects: Mutex<HashMap<String, ProjectId>>,
 }
 
 /// A container's own stop grace period (`StopTimeout`), if it sets one.
@@ -104,6 +108,7 @@ impl DockerRuntime {
             progress: Book::default(),
             limit_journal: OnceLock::new(),
             reclaims: Reclaims::default(),
+            projects: Mutex::default(),
         };
         rt.set_services(services);
         rt
@@ -125,6 +130,7 @@ impl DockerRuntime {
         lock(&self.started).retain(|name, _| map.contains_key(name));
         lock(&self.resolved_at_start).retain(|name, _| map.contains_key(name));
         lock(&self.ready_upstreams).retain(|name, _| map.contains_key(name));
+        lock(&self.projects).retain(|name, _| map.contains_key(name));
         self.progress.retain(|name| map.contains_key(name));
         self.reclaims.retain(|name| map.contains_key(name));
         *self.services.write() = map;
@@ -151,6 +157,25 @@ impl DockerRuntime {
     pub fn services(&self) -> Vec<ServiceConfig> {
         let map = self.services.read();
         map.values().cloned().collect()
+    }
+
+    /// The compose project each compose service was last resolved to.
+    pub fn projects(&self) -> HashMap<String, ProjectId> {
+        lock(&self.projects).clone()
+    }
+
+    /// Resolves `svc`'s containers (see [`resolve`]) and remembers the
+    /// compose project chosen.
+    pub(super) async fn resolve_service(
+        &self,
+        svc: &ServiceConfig,
+    ) -> Result<Resolved, DockerError> {
+        let last = lock(&self.projects).get(&svc.name).map(|p| p.name.clone());
+        let r = resolve(&self.client, svc, last.as_deref()).await?;
+        if let Some(project) = &r.project {
+            lock(&self.projects).insert(svc.name.clone(), project.clone());
+        }
+        Ok(r)
     }
 
     /// The shared client (e.g. for [`spawn_event_watcher`](super::spawn_event_watcher)).
@@ -187,7 +212,7 @@ impl DockerRuntime {
     /// publishes is listed in `unpublished`.
     pub async fn endpoints(&self, service: &str) -> Result<ServiceEndpoints, DockerError> {
         let svc = self.config(service)?;
-        let r = resolve(&self.client, &svc).await?;
+        let r = self.resolve_service(&svc).await?;
         let mut bridges = HashMap::new();
         for m in &r.members {
             for id in endpoints::network_ids(&m.inspect) {
@@ -196,7 +221,9 @@ impl DockerRuntime {
                 }
             }
         }
-        Ok(endpoints::build(&svc.ports, &r.members, &bridges))
+        let mut built = endpoints::build(&svc.ports, &r.members, &bridges);
+        built.notes = r.notes;
+        Ok(built)
     }
 
     /// Where the published TCP port `port` of `service` was found ready:
@@ -241,7 +268,9 @@ impl DockerRuntime {
             }
             return Ok(());
         }
-        let Resolved { mut members, deps } = resolve(&self.client, &svc).await?;
+        let Resolved {
+            mut members, deps, ..
+        } = self.resolve_service(&svc).await?;
         self.progress.begin(service, member_keys(&members));
         let observe = |m: &Member| self.progress.observe(service, &m.id, seen(m, began));
         for i in 0..members.len() {
@@ -270,7 +299,7 @@ impl DockerRuntime {
     async fn stop_inner(&self, service: &str) -> Result<(), DockerError> {
         let svc = self.config(service)?;
         self.reclaims.settle(service).await;
-        let r = resolve(&self.client, &svc).await?;
+        let r = self.resolve_service(&svc).await?;
         // A hibernated container's limits go back before it is unpaused to
         // take the stop signal. If they cannot, it is stopped anyway (a
         // stop ends its cgroup, lowered limit and all).
@@ -303,7 +332,7 @@ impl DockerRuntime {
 
     async fn observe_inner(&self, service: &str) -> Result<Observed, DockerError> {
         let svc = self.config(service)?;
-        let members = resolve(&self.client, &svc).await?.members;
+        let members = self.resolve_service(&svc).await?.members;
         let (mut running, mut completed, mut paused) = (0usize, 0usize, 0usize);
         for m in &members {
             if super::hibernate::is_paused(m) {

@@ -8,7 +8,7 @@
 
 use bollard::models::ContainerStatsResponse;
 
-use super::resolve::{resolve, RunState};
+use super::resolve::RunState;
 use super::runtime::{ctx, DockerRuntime};
 use super::DockerError;
 
@@ -85,7 +85,7 @@ impl DockerRuntime {
     /// when none runs. A container that stops meanwhile is left out.
     pub async fn memory(&self, service: &str) -> Result<Option<MemoryUse>, DockerError> {
         let svc = self.config(service)?;
-        let members = resolve(self.client(), &svc).await?.members;
+        let members = self.resolve_service(&svc).await?.members;
         let running = members
             .iter()
             .filter(|m| matches!(m.run_state(), RunState::Up | RunState::Unhealthy));

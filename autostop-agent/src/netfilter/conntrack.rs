@@ -206,14 +206,14 @@ pub(crate) fn forget_syn_sent(
     deadline: Instant,
 ) -> Result<u64, NetfilterError> {
     let op = Operation::ForgetSynSent(target);
-    let mut deleted = 0;
+    let mut deleted: u64 = 0;
     let entries = socket.dump(op, dump_request(target), deadline)?;
     for entry in &entries {
         let Some(request) = delete_request(entry, target) else {
             continue;
         };
         match socket.request(op, request, deadline)? {
-            0 => deleted += 1,
+            0 => deleted = deleted.saturating_add(1),
             // Gone meanwhile (expired, or answered and replaced).
             ENOENT => {}
             code => return Err(NetfilterError::kernel(op, "conntrack delete", code)),
@@ -223,5 +223,6 @@ pub(crate) fn forget_syn_sent(
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)] // tests: a panic is a failure
 #[path = "conntrack_tests.rs"]
 mod tests;

@@ -203,6 +203,7 @@ pub(crate) fn rule(
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)] // tests: a panic is a failure
 mod tests {
     use super::*;
     use netlink_packet_core::{Emitable, Nla};

@@ -32,6 +32,14 @@
 //! refreshes while it runs, so even a wedged but living agent's redirect
 //! expires by itself.
 
+// Reads untrusted bytes (labels, /proc, netlink answers): no byte-offset
+// slicing of strings, no unchecked indexing, no unchecked arithmetic.
+#![deny(
+    clippy::string_slice,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+
 mod conntrack;
 mod expr;
 mod nft;
@@ -49,6 +57,12 @@ use nix::errno::Errno;
 use tokio::sync::{oneshot, watch};
 
 use crate::published::HostPort;
+
+/// `at` plus `wait`, or `at` when that does not fit (never for the few
+/// seconds used here).
+pub(crate) fn later(at: Instant, wait: Duration) -> Instant {
+    at.checked_add(wait).unwrap_or(at)
+}
 
 /// What the netfilter module was doing when it failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,7 +238,7 @@ impl WarmupRedirect {
             warming,
             thread: Some(thread),
         };
-        let wait = redirect.options.timeout + ANSWER_GRACE;
+        let wait = redirect.options.timeout.saturating_add(ANSWER_GRACE);
         match tokio::time::timeout(wait, answer).await {
             Ok(Ok(Ok(()))) => Ok(redirect),
             Ok(Ok(Err(e))) => Err(e),
@@ -246,7 +260,7 @@ impl WarmupRedirect {
         make: impl FnOnce(worker::Reply<T>) -> worker::Command,
     ) -> Result<T, NetfilterError> {
         let (reply, answer) = oneshot::channel();
-        let deadline = Instant::now() + self.options.timeout;
+        let deadline = later(Instant::now(), self.options.timeout);
         let request = worker::Request {
             command: make(reply),
             deadline,
@@ -255,7 +269,7 @@ impl WarmupRedirect {
         if !matches!(sent, Some(Ok(()))) {
             return Err(NetfilterError::Stopped { op });
         }
-        let until = tokio::time::Instant::from_std(deadline + ANSWER_GRACE);
+        let until = tokio::time::Instant::from_std(later(deadline, ANSWER_GRACE));
         match tokio::time::timeout_at(until, answer).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(NetfilterError::Stopped { op }),

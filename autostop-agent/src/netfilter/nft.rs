@@ -94,7 +94,9 @@ impl SetKind {
     fn key_len(self) -> u32 {
         match self {
             Self::Any => 2,
-            _ => self.fields().iter().map(|f| f.div_ceil(4) * 4).sum(),
+            _ => self.fields().iter().fold(0u32, |len, f| {
+                len.saturating_add(f.div_ceil(4).saturating_mul(4))
+            }),
         }
     }
 
@@ -132,16 +134,19 @@ pub(crate) fn key(host: HostPort) -> (SetKind, Vec<u8>) {
 
 /// The inverse of [`key`]; `None` for a key of the wrong length.
 pub(crate) fn host_port(kind: SetKind, key: &[u8]) -> Option<HostPort> {
-    let port_at = |i: usize| Some(u16::from_be_bytes([*key.get(i)?, *key.get(i + 1)?]));
+    let port_at = |at: &[u8]| match at {
+        [hi, lo, ..] => Some(u16::from_be_bytes([*hi, *lo])),
+        _ => None,
+    };
     match (kind, key.len()) {
-        (SetKind::Any, 2) => Some(HostPort::any(port_at(0)?)),
+        (SetKind::Any, 2) => Some(HostPort::any(port_at(key)?)),
         (SetKind::V4, 8) => {
-            let octets: [u8; 4] = key[..4].try_into().ok()?;
-            Some(HostPort::on(Ipv4Addr::from(octets).into(), port_at(4)?))
+            let (octets, port) = key.split_first_chunk::<4>()?;
+            Some(HostPort::on(Ipv4Addr::from(*octets).into(), port_at(port)?))
         }
         (SetKind::V6, 20) => {
-            let octets: [u8; 16] = key[..16].try_into().ok()?;
-            Some(HostPort::on(Ipv6Addr::from(octets).into(), port_at(16)?))
+            let (octets, port) = key.split_first_chunk::<16>()?;
+            Some(HostPort::on(Ipv6Addr::from(*octets).into(), port_at(port)?))
         }
         _ => None,
     }
@@ -391,5 +396,6 @@ pub(crate) fn parse_elements(kind: SetKind, messages: &[NetfilterMessage]) -> Ve
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)] // tests: a panic is a failure
 #[path = "nft_tests.rs"]
 mod tests;

@@ -218,3 +218,45 @@ fn list_request_names_table_and_set() {
         ]
     );
 }
+
+mod properties {
+    //! Property tests of the set keys the kernel hands back.
+
+    use std::net::IpAddr;
+
+    use proptest::prelude::*;
+
+    use super::super::{host_port, key, SetKind};
+    use crate::published::HostPort;
+
+    fn binding() -> impl Strategy<Value = HostPort> {
+        (prop::option::of(any::<IpAddr>()), any::<u16>()).prop_map(|(addr, port)| match addr {
+            Some(addr) => HostPort::on(addr, port),
+            None => HostPort::any(port),
+        })
+    }
+
+    fn kind() -> impl Strategy<Value = SetKind> {
+        prop_oneof![Just(SetKind::Any), Just(SetKind::V4), Just(SetKind::V6)]
+    }
+
+    proptest! {
+        /// Every binding's key reads back as the same binding (IPv4-mapped
+        /// addresses as IPv4, as the sets store them).
+        #[test]
+        fn prop_set_keys_round_trip(binding in binding()) {
+            let (kind, bytes) = key(binding);
+            prop_assert_eq!(host_port(kind, &bytes), Some(binding));
+        }
+
+        /// Any bytes as a key of any set: a binding or `None`, never a
+        /// panic.
+        #[test]
+        fn prop_set_keys_from_any_bytes_never_panic(
+            kind in kind(),
+            bytes in prop::collection::vec(any::<u8>(), 0..40),
+        ) {
+            let _ = host_port(kind, &bytes);
+        }
+    }
+}

@@ -219,7 +219,7 @@ impl NfSocket {
             }
             Err(source) => return Err(NetfilterError::Socket { op, source }),
         };
-        decode_all(&self.buffer[..size.min(self.buffer.len())])
+        decode_all(self.buffer.get(..size).unwrap_or(&self.buffer))
             .map_err(|message| NetfilterError::Decode { op, message })
     }
 }
@@ -244,30 +244,36 @@ pub(crate) fn encode(message: NetfilterMessage, flags: u16, seq: u32) -> Vec<u8>
     bytes
 }
 
+/// The size of a netlink message header: no message is shorter.
+const NETLINK_HEADER: usize = 16;
+
 /// Splits a datagram into its netlink messages and decodes each.
 pub(crate) fn decode_all(
     mut bytes: &[u8],
 ) -> Result<Vec<NetlinkMessage<NetfilterMessage>>, String> {
     let mut out = Vec::new();
-    while bytes.len() >= 16 {
-        let length = u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
-        if length < 16 || length > bytes.len() {
-            return Err(format!(
-                "netlink message of {length} bytes in {} left",
-                bytes.len()
-            ));
+    while let Some(&[a, b, c, d]) = bytes.get(..4) {
+        if bytes.len() < NETLINK_HEADER {
+            break;
         }
-        let message = NetlinkMessage::<NetfilterMessage>::deserialize(&bytes[..length])
-            .map_err(|e| e.to_string())?;
+        let length = usize::try_from(u32::from_ne_bytes([a, b, c, d])).unwrap_or(usize::MAX);
+        let message = bytes
+            .get(..length)
+            .filter(|_| length >= NETLINK_HEADER)
+            .ok_or_else(|| format!("netlink message of {length} bytes in {} left", bytes.len()))?;
+        let message =
+            NetlinkMessage::<NetfilterMessage>::deserialize(message).map_err(|e| e.to_string())?;
         out.push(message);
-        // Messages are 4-byte aligned within a datagram.
-        let next = length.div_ceil(4) * 4;
+        // Messages are 4-byte aligned within a datagram (a length near
+        // usize::MAX cannot be here: it fit in the datagram).
+        let next = length.div_ceil(4).saturating_mul(4);
         bytes = bytes.get(next..).unwrap_or_default();
     }
     Ok(out)
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)] // tests: a panic is a failure
 mod tests {
     use super::*;
     use netlink_packet_netfilter::nftables::{TableAttribute, TableMessage};
@@ -318,5 +324,39 @@ mod tests {
         let bytes = encode(control(ControlMessage::BatchEnd), NLM_F_REQUEST, 1);
         assert!(decode_all(&bytes[..bytes.len() - 1]).is_err());
         assert!(decode_all(&[]).expect("empty").is_empty());
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any datagram: messages or an error, never a panic.
+        #[test]
+        fn prop_datagrams_from_any_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode_all(&bytes);
+        }
+
+        /// A valid message followed by any bytes, and cut anywhere: never a
+        /// panic, and a whole first message still decodes.
+        #[test]
+        fn prop_truncated_and_trailing_bytes_never_panic(
+            tail in prop::collection::vec(any::<u8>(), 0..64),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let message = NetfilterMessage::new(
+                NetfilterHeader::new(NetfilterProtoFamily::Inet, 0, 0),
+                NfTablesMessage::NewTable(TableMessage {
+                    attributes: vec![TableAttribute::Name("autostop".to_owned())],
+                }),
+            );
+            let mut bytes = encode(message, 0, 7);
+            let whole = bytes.len();
+            bytes.extend(tail);
+            let _ = decode_all(&bytes);
+            let at = cut.index(bytes.len() + 1);
+            let decoded = decode_all(&bytes[..at]);
+            if at == whole {
+                prop_assert_eq!(decoded.map(|m| m.len()).ok(), Some(1));
+            }
+        }
     }
 }

@@ -67,7 +67,7 @@ pub(crate) fn run(
     installed: Reply<()>,
 ) {
     let op = Operation::Install;
-    let deadline = Instant::now() + options.timeout;
+    let deadline = super::later(Instant::now(), options.timeout);
     let mut socket = match NfSocket::open() {
         Ok(socket) => socket,
         Err(source) => {
@@ -119,10 +119,10 @@ pub(crate) fn run(
         let now = Instant::now();
         next_refresh = match next_refresh {
             _ if worker.warming.is_empty() => None,
-            None => Some(now + interval),
+            None => Some(super::later(now, interval)),
             Some(at) if now >= at => {
                 worker.refresh();
-                Some(now + interval)
+                Some(super::later(now, interval))
             }
             keep => keep,
         };
@@ -131,7 +131,7 @@ pub(crate) fn run(
 
 impl Worker {
     fn fresh_deadline(&self) -> Instant {
-        Instant::now() + self.options.timeout
+        super::later(Instant::now(), self.options.timeout)
     }
 
     fn publish(&self) {

@@ -1,25 +1,19 @@
 //! Privileged end to end: Docker labels are a request the agent checks,
-//! never an order. A labelled container that claims a port a host program
-//! listens on (publishing it or not), or the status API's port, is
-//! refused and reported, and the program and the API keep answering; one
-//! that publishes its port is managed. A scan that fails (Docker gone)
+//! never an order. A labelled container that claims a port it does not
+//! publish, or the status API's port, is refused and reported; one that
+//! publishes a port a host program listens on is managed but its port is
+//! never steered (a problem entry, the program keeps answering, nothing
+//! starts); one that publishes its port is managed. A scan that fails (Docker gone)
 //! keeps the labelled services. A compose-file label naming a FIFO or a
 //! huge file is a warning, never a wedged or bloated agent.
 
-use std::{
-    io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
+use std::time::Duration;
 
 use autostop_tests::{
     agent::{http_get, httpd_script, local, setup, AgentConfig, AppletImage, RunningAgent},
     docker::{free_port, unique, DockerRelay, TestContainer},
     eventually,
+    host::HostProgram,
 };
 
 /// How long a label scan may take to notice a change (a scan follows each
@@ -41,47 +35,6 @@ fn labelled(image: &AppletImage, opts: &[&str], labels: &[(&str, String)]) -> Te
         &image.tag,
         &["sh", "-c", &httpd_script("labelled-ok", 0)],
     )
-}
-
-/// A host program answering "host-ok\n" to every connection on `addr`.
-struct HostProgram {
-    stop: Arc<AtomicBool>,
-    addr: SocketAddr,
-}
-
-impl HostProgram {
-    fn start(addr: SocketAddr) -> Self {
-        let listener = TcpListener::bind(addr).expect("binding the host program");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        std::thread::spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((mut stream, _)) => {
-                        let _ = stream.write_all(b"host-ok\n");
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
-        });
-        Self { stop, addr }
-    }
-
-    fn answers(&self) -> bool {
-        let Ok(mut stream) = TcpStream::connect_timeout(&self.addr, Duration::from_secs(3)) else {
-            return false;
-        };
-        stream.set_read_timeout(Some(Duration::from_secs(3))).ok();
-        let mut got = String::new();
-        stream.read_to_string(&mut got).is_ok() && got == "host-ok\n"
-    }
-}
-
-impl Drop for HostProgram {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
 }
 
 fn problems(agent: &RunningAgent) -> Vec<String> {
@@ -144,10 +97,23 @@ fn privileged_labels_never_take_a_port_from_its_owner_or_the_api() {
     let refusal = about(&api_thief.name)
         .unwrap_or_else(|| panic!("no refusal of {}: {found:?}", api_thief.name));
     assert!(refusal.contains("status_listen"), "{refusal}");
-    let refusal = about(&squatter.name)
-        .unwrap_or_else(|| panic!("no refusal of {}: {found:?}", squatter.name));
-    assert!(refusal.contains("listens on 127.0.0.1"), "{refusal}");
-    for refused in [&thief, &api_thief, &squatter] {
+    // The squatter is managed, but the port guard gives its port to the
+    // program that listens on it.
+    let yielded_entry = || {
+        problems(&agent)
+            .into_iter()
+            .find(|p| p.contains(&squatter.name) && p.contains("listens on"))
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || yielded_entry().is_some()),
+        "no problem entry of {}: {:?}",
+        squatter.name,
+        problems(&agent)
+    );
+    let yielded = yielded_entry().unwrap_or_default();
+    assert!(yielded.contains("listens on 127.0.0.1"), "{yielded}");
+    assert!(managed(&agent, &squatter.name), "{}", agent.services());
+    for refused in [&thief, &api_thief] {
         assert!(
             !managed(&agent, &refused.name),
             "{} is managed",
@@ -161,6 +127,10 @@ fn privileged_labels_never_take_a_port_from_its_owner_or_the_api() {
         let (code, _) = http_get(agent.status, "/api/services").expect("the API answers");
         assert_eq!(code, 200);
     }
+    assert!(
+        !autostop_tests::agent::running(&squatter.name),
+        "the squatter was started for its port's connections"
+    );
     let (code, body) = http_get(local(good_port), "/").expect("the managed service wakes");
     assert_eq!((code, body.trim()), (200, "labelled-ok"));
     drop(good);

@@ -48,6 +48,8 @@ mod labels;
 mod liveness;
 mod netfilter;
 mod packaging;
+mod ports;
+mod project;
 mod schedule;
 mod state_file;
 mod steering;

@@ -19,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     agent::{
         deps::{
-            ActivityCounters, AgentDocker, Counting, EventSinks, IgnoreSources, SteerMaps,
-            WakeSource, Warmup,
+            ActivityCounters, AgentDocker, Counting, EventSinks, HostSockets, IgnoreSources,
+            SteerMaps, WakeSource, Warmup,
         },
         labels::{LabelCache, LabelScan, LabelScanError},
         memory::MemorySource,
@@ -30,6 +30,7 @@ use crate::{
     config::{Config, Protocol, ServiceConfig},
     docker::{ContainerEndpoint, DockerError, MemoryUse, ServiceEndpoints},
     netfilter::NetfilterError,
+    procnet::{Listening, Owner, ProcnetError},
     published::HostPort,
     service::{ContainerRuntime, Hibernation, Observed, RuntimeError},
 };
@@ -48,6 +49,52 @@ pub struct Maps {
     pub ignored: Vec<IpNet>,
     /// Every index cleared, in order, by which part.
     pub cleared: Vec<(&'static str, u32)>,
+}
+
+/// The host's listening sockets: the test says which (with owners).
+#[derive(Debug, Clone, Default)]
+pub struct FakeSockets(pub Arc<Mutex<Vec<SocketSeen>>>);
+
+/// A listening socket and its owner, as the fake host shows it.
+pub type SocketSeen = (Listening, Option<Owner>);
+
+impl FakeSockets {
+    /// A program `command` listening on `local`.
+    pub fn listen(&self, local: &str, command: &str) {
+        let listening = Listening {
+            local: local.parse().expect("socket address"),
+            inode: 4242,
+        };
+        let owner = Owner {
+            pid: 4242,
+            command: command.to_owned(),
+            args: vec![command.to_owned()],
+        };
+        lock(&self.0).push((listening, Some(owner)));
+    }
+
+    /// Every listener gone.
+    pub fn close_all(&self) {
+        lock(&self.0).clear();
+    }
+}
+
+impl HostSockets for FakeSockets {
+    fn listening(&self, ports: &BTreeSet<u16>) -> Result<Vec<Listening>, ProcnetError> {
+        Ok(lock(&self.0)
+            .iter()
+            .map(|(l, _)| *l)
+            .filter(|l| ports.contains(&l.local.port()))
+            .collect())
+    }
+
+    fn owners(&self, inodes: &BTreeSet<u64>) -> Vec<(u64, Owner)> {
+        lock(&self.0)
+            .iter()
+            .filter(|(l, _)| inodes.contains(&l.inode))
+            .filter_map(|(l, o)| o.clone().map(|o| (l.inode, o)))
+            .collect()
+    }
 }
 
 /// One kernel, handed out as each part.
@@ -326,6 +373,7 @@ impl AgentDocker for FakeDocker {
                 .map(|p| HostPort::any(p.port))
                 .collect(),
             unpublished: Vec::new(),
+            notes: Vec::new(),
         })
     }
 

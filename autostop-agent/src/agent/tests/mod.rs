@@ -10,6 +10,7 @@ mod awake;
 mod events;
 mod fakes;
 mod history;
+mod ports;
 
 use std::{
     net::SocketAddr,
@@ -26,7 +27,7 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
-use fakes::{wake, FakeDocker, FakeKernel, FakeWake, FakeWarmup};
+use fakes::{wake, FakeDocker, FakeKernel, FakeSockets, FakeWake, FakeWarmup};
 
 use super::{run_with, AgentDeps, AgentError, KernelDeps};
 use crate::{
@@ -43,6 +44,7 @@ struct Harness {
     kernel: FakeKernel,
     warmup: FakeWarmup,
     docker: Arc<FakeDocker>,
+    sockets: FakeSockets,
     wake: mpsc::UnboundedSender<WakeEvent>,
     shutdown: CancellationToken,
     agent: JoinHandle<Result<(), AgentError>>,
@@ -122,6 +124,7 @@ impl Harness {
                 .insert((*name).to_owned());
         }
         let (wake, events) = mpsc::unbounded_channel();
+        let sockets = FakeSockets::default();
         let deps = AgentDeps {
             config_path: config_path.clone(),
             config,
@@ -145,6 +148,7 @@ impl Harness {
                 "2026-11-30T07:00:00Z".parse().expect("a Monday morning"),
                 jiff::tz::TimeZone::UTC,
             ),
+            sockets: Arc::new(sockets.clone()),
         };
         let shutdown = CancellationToken::new();
         let agent = tokio::spawn(run_with(deps, shutdown.clone()));
@@ -154,6 +158,7 @@ impl Harness {
             kernel,
             warmup,
             docker,
+            sockets,
             wake,
             shutdown,
             agent,

@@ -121,6 +121,7 @@ impl Harness {
             stats: stats.clone(),
             themes: Arc::new(crate::waitpage::ThemeSet::builtin()),
             metrics: Arc::clone(&metrics),
+            owners: Arc::new(super::NoOtherOwners),
         });
         let server = tokio::spawn(serve(vec![listener], ctx, shutdown.clone()));
         Self {
