@@ -24,6 +24,16 @@
 //! Anonymous visitors see the service's configured name (the label the
 //! administrator gave the site they asked for) and the fixed texts of
 //! [`PUBLIC_FAILURE`] / [`PUBLIC_TIMEOUT`], never the cause of a failure.
+//!
+//! Every byte a client sends arrives here, and themes are files an
+//! operator drops in: no string slicing, indexing or unchecked arithmetic
+//! (denied below; tests may panic, it is their failure).
+
+#![deny(
+    clippy::string_slice,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
 
 pub mod opening;
 pub mod request;
@@ -33,6 +43,8 @@ pub mod theme;
 
 #[cfg(test)]
 mod tests_progress;
+#[cfg(test)]
+mod tests_prop;
 #[cfg(test)]
 mod tests_request;
 #[cfg(test)]

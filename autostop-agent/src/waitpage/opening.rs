@@ -61,8 +61,7 @@ pub fn opening(bytes: &[u8]) -> Opening {
         };
     }
     if bytes.starts_with(b"PRI ") {
-        let n = bytes.len().min(HTTP2_PREFACE.len());
-        return if bytes[..n] == HTTP2_PREFACE[..n] {
+        return if HTTP2_PREFACE.starts_with(bytes) || bytes.starts_with(HTTP2_PREFACE) {
             Opening::Http2
         } else {
             Opening::Other
@@ -75,7 +74,7 @@ pub fn opening(bytes: &[u8]) -> Opening {
     if method == 0 || method > MAX_METHOD {
         return Opening::Other;
     }
-    match (bytes.get(method), bytes.get(method + 1)) {
+    match (bytes.get(method), bytes.get(method.saturating_add(1))) {
         (None, _) | (Some(b' '), None) => Opening::Undecided,
         (Some(b' '), Some(&c)) if c == b'/' || c == b'*' || c.is_ascii_alphabetic() => {
             Opening::Http1
@@ -110,6 +109,12 @@ pub fn eof_is_hang_up(bytes: &[u8]) -> bool {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::arithmetic_side_effects,
+    reason = "tests: a panic is a failure"
+)]
 mod tests {
     use super::*;
 

@@ -120,7 +120,7 @@ impl Head {
 
     /// Body bytes that arrived together with the head.
     pub fn body_prefix(&self) -> &[u8] {
-        &self.raw[self.head_len..]
+        self.raw.get(self.head_len..).unwrap_or_default()
     }
 
     /// The request path without its query string.
@@ -162,7 +162,8 @@ pub async fn read_head_from(
     header_timeout: Duration,
     max_bytes: usize,
 ) -> Result<Head, HeadError> {
-    let deadline = tokio::time::Instant::now() + header_timeout;
+    let now = tokio::time::Instant::now();
+    let deadline = now.checked_add(header_timeout).unwrap_or(now);
     let mut chunk = vec![0u8; max_bytes.clamp(1, 4096)];
     loop {
         if !raw.is_empty() {
@@ -179,8 +180,9 @@ pub async fn read_head_from(
                 raw,
             });
         }
-        let want = chunk.len().min(max_bytes - raw.len());
-        let n = match tokio::time::timeout_at(deadline, stream.read(&mut chunk[..want])).await {
+        let want = chunk.len().min(max_bytes.saturating_sub(raw.len()));
+        let buf = chunk.get_mut(..want).unwrap_or_default();
+        let n = match tokio::time::timeout_at(deadline, stream.read(buf)).await {
             Err(_elapsed) => return Err(HeadError::Timeout { raw }),
             Ok(Err(e)) => return Err(HeadError::Io(e)),
             Ok(Ok(n)) => n,
@@ -188,7 +190,7 @@ pub async fn read_head_from(
         if n == 0 {
             return Err(HeadError::Closed { raw });
         }
-        raw.extend_from_slice(&chunk[..n]);
+        raw.extend_from_slice(chunk.get(..n).unwrap_or_default());
     }
 }
 
@@ -265,11 +267,13 @@ fn accepts_html(accept: &str) -> bool {
         if !media.eq_ignore_ascii_case("text/html") {
             return false;
         }
+        // Split at '=', never at a byte offset: values are client bytes and
+        // may hold multi-byte characters (issue #25 item 1).
         !parts.any(|p| {
-            let p = p.trim();
-            p.len() > 2
-                && p[..2].eq_ignore_ascii_case("q=")
-                && p[2..].parse::<f32>().is_ok_and(|q| q <= 0.0)
+            p.split_once('=').is_some_and(|(name, q)| {
+                name.trim().eq_ignore_ascii_case("q")
+                    && q.trim().parse::<f32>().is_ok_and(|q| q <= 0.0)
+            })
         })
     })
 }

@@ -177,6 +177,12 @@ pub fn error_reply(status: ErrorStatus, retry_after_s: Option<u64>) -> Vec<u8> {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::arithmetic_side_effects,
+    reason = "tests: a panic is a failure"
+)]
 mod tests {
     use super::*;
     use crate::progress::Phase;

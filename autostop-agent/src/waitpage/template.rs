@@ -97,32 +97,33 @@ impl Template {
         let mut segments = Vec::new();
         let mut text = String::new();
         let mut rest = src;
-        let mut consumed = 0usize;
-        while let Some(open) = rest.find("{{") {
-            let after = &rest[open + 2..];
+        // Line number at the start of `rest` (a placeholder spans no line
+        // break, so only literal text moves it).
+        let mut line = 1usize;
+        while let Some((before, after)) = rest.split_once("{{") {
+            line = line.saturating_add(before.matches('\n').count());
+            text.push_str(before);
             match placeholder(after) {
-                Some((name, len)) => {
+                Some((name, tail)) => {
                     let Some(var) = Var::from_name(name) else {
-                        let line = src[..consumed + open].matches('\n').count() + 1;
                         return Err(TemplateError::UnknownVariable {
                             line,
                             name: name.to_string(),
                         });
                     };
-                    text.push_str(&rest[..open]);
                     if !text.is_empty() {
                         segments.push(Segment::Text(std::mem::take(&mut text)));
                     }
                     segments.push(Segment::Var(var));
-                    consumed += open + 2 + len;
-                    rest = &after[len..];
+                    rest = tail;
                 }
                 None => {
                     // Not a placeholder: keep one brace and look again from
                     // the next one, so `{{{name}}}` still finds `{{name}}`.
-                    text.push_str(&rest[..open + 1]);
-                    consumed += open + 1;
-                    rest = &rest[open + 1..];
+                    text.push('{');
+                    rest = rest
+                        .get(before.len().saturating_add(1)..)
+                        .unwrap_or_default();
                 }
             }
         }
@@ -136,14 +137,14 @@ impl Template {
                 Segment::Text(t) => t.len(),
                 Segment::Var(_) => 0,
             })
-            .sum();
+            .fold(0usize, usize::saturating_add);
         Ok(Template { segments, text_len })
     }
 
     /// Fills the template; `value` gives the raw (unescaped) text of each
     /// variable, which is escaped here so no caller can forget to.
     pub fn render(&self, value: impl Fn(Var) -> String) -> String {
-        let mut out = String::with_capacity(self.text_len + 256);
+        let mut out = String::with_capacity(self.text_len.saturating_add(256));
         for seg in &self.segments {
             match seg {
                 Segment::Text(t) => out.push_str(t),
@@ -155,25 +156,19 @@ impl Template {
 }
 
 /// If `after` (the text just past `{{`) starts a placeholder, returns the
-/// variable name and how many bytes the rest of it (up to and including
-/// `}}`) takes.
-fn placeholder(after: &str) -> Option<(&str, usize)> {
+/// variable name and the text after the placeholder's `}}`.
+fn placeholder(after: &str) -> Option<(&str, &str)> {
     let trimmed = after.trim_start_matches([' ', '\t']);
-    let lead = after.len() - trimmed.len();
     let name_len = trimmed
         .char_indices()
         .find(|&(i, c)| !(c.is_ascii_alphabetic() || c == '_' || (i > 0 && c.is_ascii_digit())))
         .map_or(trimmed.len(), |(i, _)| i);
-    if name_len == 0 {
+    let (name, tail) = trimmed.split_at_checked(name_len)?;
+    if name.is_empty() {
         return None;
     }
-    let tail = &trimmed[name_len..];
-    let tail_trimmed = tail.trim_start_matches([' ', '\t']);
-    if !tail_trimmed.starts_with("}}") {
-        return None;
-    }
-    let len = lead + name_len + (tail.len() - tail_trimmed.len()) + 2;
-    Some((&trimmed[..name_len], len))
+    let rest = tail.trim_start_matches([' ', '\t']).strip_prefix("}}")?;
+    Some((name, rest))
 }
 
 /// HTML-escapes `value`: `& < > " '` as the HTML spec asks, plus `\` and
@@ -207,6 +202,12 @@ fn escape_into(out: &mut String, value: &str) {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::arithmetic_side_effects,
+    reason = "tests: a panic is a failure"
+)]
 mod tests {
     use super::*;
 

@@ -4,6 +4,13 @@
 //! the status poll with text only, and themes/README.md documents every variable and carries an example theme
 //! that compiles and renders.
 
+#![allow(
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::arithmetic_side_effects,
+    reason = "tests: a panic is a failure"
+)]
+
 use super::template::{Template, Var};
 use super::{PageState, PageVars, ThemeSet, VARIABLES, WAIT_SCRIPT};
 use crate::config::BUILTIN_THEMES;

@@ -2,6 +2,13 @@
 //! timeout against slowloris), malformed input, byte-exact replay data and
 //! the navigation/XHR/API decision table.
 
+#![allow(
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::arithmetic_side_effects,
+    reason = "tests: a panic is a failure"
+)]
+
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt as _;

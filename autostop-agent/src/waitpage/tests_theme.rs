@@ -3,6 +3,13 @@
 //! values are escaped everywhere (also for a name built to break out of a
 //! script); user themes add, override, and fail safely.
 
+#![allow(
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::arithmetic_side_effects,
+    reason = "tests: a panic is a failure"
+)]
+
 use std::path::Path;
 
 use super::theme::ThemeError;
