@@ -260,10 +260,7 @@ fn parse_idle_timeout(body: &[u8]) -> Result<std::time::Duration, String> {
         .ok_or("idle_timeout: expected a duration string such as \"10m\"")?;
     let timeout = humantime::parse_duration(text)
         .map_err(|e| format!("idle_timeout: invalid duration {text:?} ({e})"))?;
-    if timeout < crate::config::MIN_TIMEOUT {
-        return Err(format!("idle_timeout: {text:?} is below the minimum of 1s"));
-    }
-    Ok(timeout)
+    crate::config::check_timeout(timeout, text).map_err(|e| format!("idle_timeout: {e}"))
 }
 
 pub(super) async fn not_found() -> Response {

@@ -203,6 +203,12 @@ async fn idle_timeout_body_errors_name_the_field() {
         (r#"{}"#, "idle_timeout"),
         (r#"{"idle_timeout":"10m","extra":1}"#, "extra"),
         ("not json", "body"),
+        // Issue #25 item 2: answered 200, then every start panicked.
+        (
+            r#"{"idle_timeout":"18446744073709551615s"}"#,
+            "idle_timeout",
+        ),
+        (r#"{"idle_timeout":"31days"}"#, "idle_timeout"),
     ] {
         let (status, problem) = put(body).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");

@@ -159,7 +159,11 @@ impl Held {
         stop_at_opening: bool,
     ) -> Option<End> {
         let mut status = route.handle.subscribe();
-        let deadline = tokio::time::sleep_until(self.arrived + route.start_timeout);
+        // Checked: start_timeout is bounded at every entry (30 days); were
+        // one to slip past, the connection times out now instead of the
+        // agent panicking.
+        let until = self.arrived.checked_add(route.start_timeout);
+        let deadline = tokio::time::sleep_until(until.unwrap_or(self.arrived));
         tokio::pin!(deadline);
         loop {
             let now = verdict(&status.borrow_and_update(), self.arrived);

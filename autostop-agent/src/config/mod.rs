@@ -4,6 +4,16 @@
 //!
 //! Every problem in a document is reported at once, each as
 //! `origin:line:column: field.path: message` (see [`LocatedError`]).
+//!
+//! Files and Docker labels are input: no string slicing, indexing or
+//! unchecked arithmetic here (denied below; tests may panic, it is their
+//! failure).
+
+#![deny(
+    clippy::string_slice,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
 
 mod alerts;
 mod api_hosts;
@@ -26,6 +36,8 @@ mod tests_errors;
 #[cfg(test)]
 mod tests_import;
 #[cfg(test)]
+mod tests_prop;
+#[cfg(test)]
 mod tests_valid;
 
 use std::fmt;
@@ -35,7 +47,7 @@ use std::time::Duration;
 
 pub use api_hosts::ApiHost;
 pub use api_limits::{DEFAULT_MAX_EVENT_STREAMS, MAX_EVENT_STREAMS_LIMIT};
-pub use duration::{format_human, MIN_TIMEOUT};
+pub use duration::{check_timeout, format_human, MAX_TIMEOUT, MIN_TIMEOUT};
 pub use error::{ConfigError, LocatedError};
 pub use import::import_seed_json;
 pub use theme::{is_valid_theme_name, BuiltinTheme, ThemeCatalog, BUILTIN_THEMES, DEFAULT_THEME};

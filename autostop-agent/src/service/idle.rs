@@ -78,7 +78,9 @@ impl IdleTracker {
         if self.hold || !self.keep_awake.is_empty() {
             return None;
         }
-        let due = self.reference()? + settings.idle_timeout;
+        // Checked: the timeout is bounded at every entry (30 days), this
+        // keeps a value that slipped past from becoming a panic.
+        let due = self.reference()?.checked_add(settings.idle_timeout)?;
         Some(self.recheck_at.map_or(due, |again| again.max(due)))
     }
 

@@ -126,9 +126,13 @@ impl ServiceMemory {
             && prewarms.is_empty()
     }
 
-    /// The run-time idle timeout override, if any.
+    /// The run-time idle timeout override, if any and within the bounds
+    /// every timeout is held to (a file edited by hand or written by an
+    /// older agent may hold anything).
     pub fn idle_timeout_override(&self) -> Option<Duration> {
-        self.idle_timeout_override_s.map(Duration::from_secs)
+        self.idle_timeout_override_s
+            .map(Duration::from_secs)
+            .filter(|d| (crate::config::MIN_TIMEOUT..=crate::config::MAX_TIMEOUT).contains(d))
     }
 
     /// The learned start duration, if any.
@@ -221,6 +225,25 @@ pub struct StateStore {
     doc: Document,
 }
 
+/// Forgets saved idle-timeout overrides outside the accepted bounds (an
+/// older agent accepted any length, and `Instant + timeout` then
+/// overflowed at every start), saying which: the service falls back to its
+/// configured timeout.
+fn drop_out_of_range_overrides(doc: &mut Document, path: &Path, notes: &mut Vec<String>) {
+    for (name, memory) in &mut doc.services {
+        if let Some(seconds) = memory.idle_timeout_override_s {
+            if memory.idle_timeout_override().is_none() {
+                memory.idle_timeout_override_s = None;
+                notes.push(format!(
+                    "{}: service {name:?}: saved idle timeout of {seconds}s is outside 1s..=30days; \
+                     using the configured timeout",
+                    path.display()
+                ));
+            }
+        }
+    }
+}
+
 impl StateStore {
     /// Opens (or starts) the state in `dir`, creating the directory.
     /// Returns the store and what the log should say: a file that could
@@ -240,8 +263,9 @@ impl StateStore {
                 ))
             }
             file::Read::Text(text) => match serde_json::from_str::<Document>(&text) {
-                Ok(doc) => {
+                Ok(mut doc) => {
                     file::tighten(&path, FILE_MODE, &mut notes)?;
+                    drop_out_of_range_overrides(&mut doc, &path, &mut notes);
                     return Ok((Self { path, doc }, notes));
                 }
                 Err(parse) => format!("line {} column {}: {parse}", parse.line(), parse.column()),

@@ -278,3 +278,30 @@ fn limit_records_round_trip_and_clear_only_what_they_match() {
     let text = fs::read_to_string(dir.path().join(STATE_FILE)).expect("read");
     assert!(!text.contains("\"limits\""), "left out while empty: {text}");
 }
+
+/// Issue #25 item 2: an override of `u64::MAX` seconds, persisted by an
+/// older agent, made every restart panic at the first start. It is now
+/// dropped at load, with a note, and the service keeps its other memory.
+#[test]
+fn out_of_range_saved_overrides_are_dropped_with_a_note() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = r#"{"version":1,"services":{
+        "huge":{"idle_timeout_override_s":18446744073709551615,"learned_start_ms":900},
+        "zero":{"idle_timeout_override_s":0},
+        "fine":{"idle_timeout_override_s":600}}}"#;
+    fs::write(dir.path().join(STATE_FILE), text).expect("write");
+    let (store, notes) = StateStore::open(dir.path()).expect("open");
+    assert!(!set_aside_in(&notes), "{notes:?}");
+    for name in ["huge", "zero"] {
+        assert_eq!(store.service(name).idle_timeout_override_s, None, "{name}");
+        assert!(
+            notes.iter().any(|n| n.contains(&format!("{name:?}"))),
+            "{name}: {notes:?}"
+        );
+    }
+    assert_eq!(store.service("huge").learned_start_ms, Some(900));
+    assert_eq!(
+        store.service("fine").idle_timeout_override(),
+        Some(Duration::from_secs(600))
+    );
+}
