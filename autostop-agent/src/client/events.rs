@@ -90,6 +90,12 @@ pub fn readable(event: &Event) -> String {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::arithmetic_side_effects,
+    reason = "tests: a panic is a failure"
+)]
 mod tests {
     use super::*;
 

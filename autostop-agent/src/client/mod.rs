@@ -3,6 +3,16 @@
 //! on its `status_listen` address, with the bearer token when configured;
 //! [`table`] renders `autostop status`; [`events`] follows the events
 //! stream for `autostop events`.
+//!
+//! The agent's answers are read as input (it may be another version, or
+//! not the agent at all): no string slicing, indexing or unchecked
+//! arithmetic here (denied below).
+
+#![deny(
+    clippy::string_slice,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
 
 mod events;
 mod notes;
@@ -167,13 +177,19 @@ impl Client {
         }
         let detail = serde_json::from_slice::<serde_json::Value>(&payload)
             .ok()
-            .and_then(|v| v["detail"].as_str().map(str::to_owned))
+            .and_then(|v| v.get("detail")?.as_str().map(str::to_owned))
             .unwrap_or_else(|| String::from_utf8_lossy(&payload).into_owned());
         Err(ClientError::Refused { status, detail })
     }
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::arithmetic_side_effects,
+    reason = "tests: a panic is a failure"
+)]
 mod tests {
     use super::*;
 

@@ -47,6 +47,12 @@ fn local(rfc3339: &str, tz: &TimeZone) -> Option<String> {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::arithmetic_side_effects,
+    reason = "tests: a panic is a failure"
+)]
 mod tests {
     use super::*;
     use crate::api::PrewarmView;

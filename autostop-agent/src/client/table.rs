@@ -126,11 +126,12 @@ pub fn status_table(services: &[ServiceView], wide: bool) -> String {
     }
     if !wide {
         // Shorten the names so the row fits, never below MIN_NAME_WIDTH.
-        let total = widths.iter().sum::<usize>() + GAP.len() * (widths.len() - 1);
+        let gaps = GAP.len().saturating_mul(widths.len().saturating_sub(1));
+        let total = widths.iter().fold(gaps, |sum, w| sum.saturating_add(*w));
         let over = total.saturating_sub(DEFAULT_WIDTH);
-        widths[0] = widths[0]
-            .saturating_sub(over)
-            .max(MIN_NAME_WIDTH.min(widths[0]));
+        if let Some(name) = widths.first_mut() {
+            *name = name.saturating_sub(over).max(MIN_NAME_WIDTH.min(*name));
+        }
     }
     let mut out = String::new();
     let headers: Vec<String> = columns.iter().map(|c| c.header.to_owned()).collect();
@@ -185,7 +186,8 @@ fn shorten(text: &str, width: usize) -> String {
     }
     let mut out = String::new();
     for c in text.chars() {
-        if out.width() + c.to_string().width() + 1 > width {
+        let grown = out.width().saturating_add(c.to_string().width());
+        if grown.saturating_add(1) > width {
             break;
         }
         out.push(c);
@@ -285,7 +287,11 @@ pub fn compact_duration(duration: Duration) -> String {
         format!("{secs:.1}s")
     } else {
         // Rounded to the second (10.4 s reads 10s, 59.6 s reads 1m).
-        compact_seconds(duration.as_secs() + u64::from(duration.subsec_millis() >= 500))
+        compact_seconds(
+            duration
+                .as_secs()
+                .saturating_add(u64::from(duration.subsec_millis() >= 500)),
+        )
     }
 }
 

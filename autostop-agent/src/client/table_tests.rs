@@ -2,6 +2,13 @@
 //! default and `--wide` columns, durations, zero values and names too long
 //! for 100 columns.
 
+#![allow(
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::arithmetic_side_effects,
+    reason = "tests: a panic is a failure"
+)]
+
 use std::time::Duration;
 
 use unicode_width::UnicodeWidthStr;

@@ -112,6 +112,12 @@ pub(super) fn resolve(
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::arithmetic_side_effects,
+    reason = "tests: a panic is a failure"
+)]
 mod tests {
     use super::*;
 

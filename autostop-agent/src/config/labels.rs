@@ -123,7 +123,8 @@ fn group_service(
     let working_dir = first(members, COMPOSE_WORKING_DIR);
     let name = first(members, LABEL_NAME)
         .or_else(|| working_dir.and(first(members, COMPOSE_PROJECT)))
-        .unwrap_or(members[0].name.as_str());
+        .or_else(|| members.first().map(|m| m.name.as_str()))
+        .unwrap_or_default();
     let ports =
         first(members, LABEL_PORT).ok_or_else(|| format!("{origin}: {LABEL_PORT} is missing"))?;
 
@@ -251,6 +252,12 @@ pub fn merge(file: &Config, labelled: Vec<ServiceConfig>) -> (Config, Vec<String
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::arithmetic_side_effects,
+    reason = "tests: a panic is a failure"
+)]
 mod tests {
     use super::*;
     use crate::config::{Mode, Target};

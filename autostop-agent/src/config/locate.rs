@@ -23,14 +23,12 @@ impl<'a> Locator<'a> {
 
     /// 1-based (line, column) of a byte offset; columns count characters.
     pub(crate) fn position(&self, offset: usize) -> (usize, usize) {
-        let mut offset = offset.min(self.text.len());
-        while !self.text.is_char_boundary(offset) {
-            offset -= 1;
-        }
-        let before = &self.text[..offset];
-        let line = before.matches('\n').count() + 1;
-        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-        let column = before[line_start..].chars().count() + 1;
+        let offset = offset.min(self.text.len());
+        let offset = self.text.floor_char_boundary(offset);
+        let before = self.text.get(..offset).unwrap_or_default();
+        let line = before.matches('\n').count().saturating_add(1);
+        let last_line = before.rsplit('\n').next().unwrap_or_default();
+        let column = last_line.chars().count().saturating_add(1);
         (line, column)
     }
 
@@ -93,7 +91,7 @@ pub(crate) fn field_path_at(text: &str, offset: usize) -> String {
         .filter(|e| {
             contains(&e.value, offset) || e.key.as_ref().is_some_and(|k| contains(k, offset))
         })
-        .max_by_key(|e| (e.depth, usize::MAX - e.value.len()));
+        .max_by_key(|e| (e.depth, usize::MAX.saturating_sub(e.value.len())));
     if let Some(entry) = inside {
         return entry.path.clone();
     }
@@ -128,12 +126,18 @@ fn collect(
         DeValue::Table(table) => {
             for (k, v) in table.iter() {
                 let child = format!("{path}.{}", k.get_ref());
-                collect(v, child, depth + 1, Some(k.span()), out);
+                collect(v, child, depth.saturating_add(1), Some(k.span()), out);
             }
         }
         DeValue::Array(items) => {
             for (i, item) in items.iter().enumerate() {
-                collect(item, format!("{path}[{i}]"), depth + 1, None, out);
+                collect(
+                    item,
+                    format!("{path}[{i}]"),
+                    depth.saturating_add(1),
+                    None,
+                    out,
+                );
             }
         }
         _ => {}

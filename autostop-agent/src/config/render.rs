@@ -9,7 +9,7 @@ use super::{Config, Protocol, ServiceConfig, Sleep, Target};
 
 /// TOML basic-string literal for `s`, with all required escapes.
 pub(crate) fn quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
+    let mut out = String::with_capacity(s.len().saturating_add(2));
     out.push('"');
     for c in s.chars() {
         match c {

@@ -1,6 +1,13 @@
 //! Tests for rejected configurations: each checks the reported line,
 //! column, field path and message, and that all errors are reported.
 
+#![allow(
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::arithmetic_side_effects,
+    reason = "tests: a panic is a failure"
+)]
+
 use super::*;
 
 /// A service table body prefix used by most cases (name on line 2).

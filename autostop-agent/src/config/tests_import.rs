@@ -1,5 +1,12 @@
 //! Tests for importing the Node.js tool's `config.json`.
 
+#![allow(
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::arithmetic_side_effects,
+    reason = "tests: a panic is a failure"
+)]
+
 use std::time::Duration;
 
 use super::*;

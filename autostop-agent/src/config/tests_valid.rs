@@ -1,6 +1,13 @@
 //! Tests for configurations that must load: full example, defaults,
 //! alternative spellings, warnings, file loading and the TOML round trip.
 
+#![allow(
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::arithmetic_side_effects,
+    reason = "tests: a panic is a failure"
+)]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;

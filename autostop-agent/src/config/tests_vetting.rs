@@ -1,5 +1,12 @@
 //! Unit tests of the checks on labelled services.
 
+#![allow(
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::arithmetic_side_effects,
+    reason = "tests: a panic is a failure"
+)]
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::*;

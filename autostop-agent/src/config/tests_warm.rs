@@ -1,6 +1,13 @@
 //! Tests of the wake-policy fields: parsing, located errors naming the bad
 //! token, requirement checks across services and the round trip.
 
+#![allow(
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::arithmetic_side_effects,
+    reason = "tests: a panic is a failure"
+)]
+
 use crate::config::{Config, ThemeCatalog};
 
 use super::*;

@@ -119,6 +119,12 @@ impl ThemeCatalog {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::arithmetic_side_effects,
+    reason = "tests: a panic is a failure"
+)]
 mod tests {
     use super::*;
 

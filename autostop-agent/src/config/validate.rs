@@ -222,10 +222,16 @@ fn resolve_agent(ck: &mut Checker<'_>, raw: &RawAgent) -> Option<AgentConfig> {
 }
 
 /// `[A-Za-z0-9][A-Za-z0-9_.-]{0,max_rest}`: safe in URLs, logs and paths.
+/// Whether `name` follows the service-name rules (what `requires` may name
+/// too: labels are input, and names end up in logs and terminals).
+pub(super) fn is_service_name(name: &str) -> bool {
+    is_valid_name(name, 62)
+}
+
 fn is_valid_name(name: &str, max_rest: usize) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && name.len() <= max_rest + 1
+        && name.len() <= max_rest.saturating_add(1)
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
@@ -287,7 +293,7 @@ fn resolve_service(
     let p = format!("service[{index}]");
     let raw = svc.get_ref();
     let name = raw.name.get_ref();
-    if !is_valid_name(name, 62) {
+    if !is_service_name(name) {
         let msg =
             format!("invalid service name {name:?} (expected [A-Za-z0-9][A-Za-z0-9_.-]{{0,62}})");
         ck.err(&raw.name, format!("{p}.name"), msg);

@@ -55,7 +55,13 @@ pub(super) fn resolve(ck: &mut Checker<'_>, p: &str, raw: &RawService) -> Option
         for (i, name) in list.get_ref().iter().enumerate() {
             let field = format!("{p}.requires[{i}]");
             let text = name.get_ref();
-            if text == raw.name.get_ref() {
+            if !super::validate::is_service_name(text) {
+                let msg = format!(
+                    "invalid service name {text:?} (expected [A-Za-z0-9][A-Za-z0-9_.-]{{0,62}})"
+                );
+                ck.err(name, field, msg);
+                ok = false;
+            } else if text == raw.name.get_ref() {
                 ck.err(name, field, format!("{text:?} cannot require itself"));
                 ok = false;
             } else if requires.contains(text) {

@@ -164,21 +164,51 @@ impl Drop for Line<'_> {
 }
 
 /// Writes `text` to stdout, ignoring failures (a closed pipe must not
-/// panic the CLI as `print!` would).
+/// panic the CLI as `print!` would). Control characters are shown escaped
+/// (see [`printable`]).
 pub fn print_out(text: &str) {
     let mut out = io::stdout().lock();
-    let _ = out.write_all(text.as_bytes());
+    let _ = out.write_all(printable(text).as_bytes());
     let _ = out.flush();
 }
 
-/// Writes `text` to stderr, ignoring failures (unlike `eprint!`).
+/// Writes `text` to stderr, ignoring failures (unlike `eprint!`), control
+/// characters escaped (see [`printable`]).
 pub fn print_err(text: &str) {
-    let _ = io::stderr().lock().write_all(text.as_bytes());
+    let _ = io::stderr().lock().write_all(printable(text).as_bytes());
+}
+
+/// `text` with every control character but line feed and tab written as
+/// `\u{..}`: what the CLI prints comes from the agent, which got much of
+/// it from labels, clients and containers, and a raw escape sequence would
+/// let any of them drive the operator's terminal.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    let raw = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if !text.chars().any(raw) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len().saturating_add(16));
+    for c in text.chars() {
+        if raw(c) {
+            out.push_str(&c.escape_unicode().to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue #25 item 5: names from labels reached `autostop status` raw.
+    #[test]
+    fn control_characters_are_never_printed_raw() {
+        assert_eq!(printable("web\tok\n"), "web\tok\n");
+        assert_eq!(printable("a\u{1b}[2Jb"), "a\\u{1b}[2Jb");
+        assert_eq!(printable("\r\u{7f}\u{9b}é"), "\\u{d}\\u{7f}\\u{9b}é");
+    }
 
     #[test]
     fn a_dead_reader_costs_counted_lines_not_a_panic() {

@@ -10,6 +10,12 @@
 //! than written (a little longer at worst, which only keeps a service
 //! warm a little longer).
 
+#![deny(
+    clippy::string_slice,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+
 use jiff::{
     civil::{Date, DateTime, Time, Weekday},
     tz::TimeZone,
@@ -93,7 +99,7 @@ fn minutes(text: &str) -> Result<u16, WindowError> {
     let (h, m): (u16, u16) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
     match (h, m) {
         (24, 0) => Ok(MINUTES_PER_DAY),
-        (0..=23, 0..=59) => Ok(h * 60 + m),
+        (0..=23, 0..=59) => Ok(h.saturating_mul(60).saturating_add(m)),
         _ => Err(bad()),
     }
 }
@@ -111,18 +117,17 @@ fn day_set(text: &str) -> Result<[bool; 7], WindowError> {
                 .position(|d| d.eq_ignore_ascii_case(name))
                 .ok_or_else(|| WindowError::Day(name.to_owned()))
         };
-        match item.split_once('-') {
-            None => days[day(item)?] = true,
-            Some((from, to)) => {
-                let (from, to) = (day(from)?, day(to)?);
-                let mut d = from;
-                loop {
-                    days[d] = true;
-                    if d == to {
-                        break;
-                    }
-                    d = (d + 1) % 7;
-                }
+        let (from, to) = match item.split_once('-') {
+            None => (day(item)?, day(item)?),
+            Some((from, to)) => (day(from)?, day(to)?),
+        };
+        // From `from` to `to` inclusive, wrapping past Sunday.
+        for d in (from..DAY_NAMES.len()).chain(0..from) {
+            if let Some(slot) = days.get_mut(d) {
+                *slot = true;
+            }
+            if d == to {
+                break;
             }
         }
     }
@@ -208,7 +213,12 @@ impl Schedule {
 
     /// `window`'s occurrence opening on `date`, if it opens that day.
     fn occurrence(&self, window: &Window, date: Date) -> Option<Occurrence> {
-        if !window.days[weekday_index(date.weekday())] {
+        if !window
+            .days
+            .get(weekday_index(date.weekday()))
+            .copied()
+            .unwrap_or(false)
+        {
             return None;
         }
         let open = self.instant(date, window.open, Reading::Earlier)?;
