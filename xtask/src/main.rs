@@ -11,6 +11,9 @@
 //!   container image and the tarball under `target/dist/`;
 //! - `bench`: measures datapath, cold, warm, herd, agent and hibernate (A/B, medians)
 //!   and writes `target/bench/report.json`;
+//! - `fuzz`: the property tests of every parser of untrusted input, round
+//!   after round with fresh seeds for `--minutes`; writes
+//!   `target/fuzz/report.json`;
 //! - `soak`: the chaos soak: clients through nginx against services that
 //!   keep sleeping and waking while faults are injected; writes
 //!   `target/soak/report.json` and fails on a failure outside a fault's
@@ -35,6 +38,7 @@ mod dist;
 mod dist_deb;
 mod dist_image;
 mod dist_licences;
+mod fuzz;
 mod run;
 mod setup;
 mod soak;
@@ -86,6 +90,19 @@ enum Command {
         /// Sections to run (datapath, cold, warm, herd, agent, hibernate); all when none.
         sections: Vec<String>,
     },
+    /// The property tests of the parsers of untrusted input, for longer:
+    /// rounds with fresh seeds; writes target/fuzz/report.json.
+    Fuzz {
+        /// How long to keep starting rounds.
+        #[arg(long, default_value_t = 10.0)]
+        minutes: f64,
+        /// Cases per test per round (PROPTEST_CASES).
+        #[arg(long, default_value_t = 2000)]
+        cases: u32,
+        /// Fuzz the release build (faster cases, longer build).
+        #[arg(long)]
+        release: bool,
+    },
     /// The chaos soak: clients and faults against the agent; writes
     /// target/soak/report.json.
     Soak {
@@ -125,6 +142,15 @@ fn main() -> anyhow::Result<()> {
         Command::Demo => demo::run(),
         Command::Dist => dist::run(),
         Command::Bench { sections } => bench::run(&sections),
+        Command::Fuzz {
+            minutes,
+            cases,
+            release,
+        } => fuzz::run(&fuzz::Options {
+            minutes,
+            cases,
+            release,
+        }),
         Command::Soak {
             minutes,
             seed,
