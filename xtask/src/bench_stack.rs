@@ -122,10 +122,10 @@ pub fn container_ip(name: &str) -> anyhow::Result<String> {
 
 /// The real agent (`autostop run`, release build) with its own config in
 /// `dir` (status port, state dir, nft table), `services` its TOML
-/// `[[service]]` blocks; returns once it runs and its API answers. Its log
-/// goes to `dir/agent.log`. Dropping it SIGTERMs it (it detaches everything
-/// and drops its table), SIGKILLs it and deletes its table if it does not
-/// exit within 10 s.
+/// `[[service]]` blocks; returns once it runs and `/healthz` says 200 (or
+/// fails with what `/healthz` said). Its log goes to `dir/agent.log`.
+/// Dropping it SIGTERMs it (it detaches everything and drops its table),
+/// SIGKILLs it and deletes its table if it does not exit within 10 s.
 pub fn start_agent(dir: &Path, services: &str) -> anyhow::Result<Agent> {
     let config = AgentConfig::in_dir(dir, services)?;
     let launch = Launch {
@@ -133,7 +133,30 @@ pub fn start_agent(dir: &Path, services: &str) -> anyhow::Result<Agent> {
         log_file: Some(dir.join("agent.log")),
         ..Launch::default()
     };
-    Agent::start_with(&config, launch).with_context(|| format!("log: {}/agent.log", dir.display()))
+    let log = || format!("log: {}/agent.log", dir.display());
+    let agent = Agent::start_with(&config, launch).with_context(log)?;
+    wait_healthy(&agent).with_context(log)?;
+    Ok(agent)
+}
+
+/// How long a started agent has to answer `/healthz` with 200.
+const HEALTHY_WITHIN: Duration = Duration::from_secs(10);
+
+/// Waits until `/healthz` answers 200; its body. Fails with the last
+/// status and body (an unhealthy agent says why there).
+pub fn wait_healthy(agent: &Agent) -> anyhow::Result<String> {
+    let began = std::time::Instant::now();
+    loop {
+        let last = match agent.api("GET", "/healthz") {
+            Ok(r) if r.status == 200 => return Ok(r.text()),
+            Ok(r) => format!("{} {}", r.status, r.text()),
+            Err(e) => e.to_string(),
+        };
+        if began.elapsed() > HEALTHY_WITHIN {
+            bail!("/healthz not 200 within {HEALTHY_WITHIN:?}: {last}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Polls `condition` every 20 ms until it holds; fails after `timeout`.

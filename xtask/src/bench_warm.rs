@@ -23,7 +23,8 @@ use crate::{
     bench_load,
     bench_stack::{
         cpu_seconds, create_container, docker, dockerd_pid, free_port, httpd_script, median,
-        round_to, section_dir, start_agent, unique, wait_for, Agent, Containers, Image, Nginx,
+        round_to, section_dir, start_agent, unique, wait_for, wait_healthy, Agent, Containers,
+        Image, Nginx,
     },
 };
 
@@ -75,7 +76,7 @@ pub fn warm(work: &Path, image: &Image) -> anyhow::Result<Value> {
                 let started = Instant::now();
                 let agent = start_agent(&dir, &services)?;
                 agent.wait_state("warm", "ready", Duration::from_secs(30))?;
-                let health = agent.api_ok("/healthz").unwrap_or_default();
+                let health = wait_healthy(&agent)?;
                 if !health.contains("\"datapath_attached\":true") {
                     bail!("the agent's datapath is not attached: {health}");
                 }

@@ -36,6 +36,38 @@ pub struct HealthFlags {
     pub docker_reachable: AtomicBool,
     /// The kernel programs are attached (set once at start).
     pub datapath_attached: AtomicBool,
+    /// Set once the endpoint refresher's first pass has asked Docker, so
+    /// `docker_reachable` means something; [`Self::first_check`] waits
+    /// for it.
+    docker_checked: AtomicBool,
+    /// Wakes [`Self::first_check`].
+    checked: tokio::sync::Notify,
+}
+
+impl HealthFlags {
+    /// Records what a pass over Docker found.
+    pub fn docker_checked(&self, reachable: bool) {
+        self.docker_reachable.store(reachable, Ordering::Relaxed);
+        self.docker_checked.store(true, Ordering::Release);
+        self.checked.notify_waiters();
+    }
+
+    /// Waits (at most `limit`) until Docker was asked once: before it,
+    /// `/healthz` would say "unreachable" about a Docker nobody asked
+    /// yet, so the API and the "running" line wait for it (issue #29).
+    /// False when `limit` passed first.
+    pub async fn first_check(&self, limit: Duration) -> bool {
+        let wait = async {
+            loop {
+                let notified = self.checked.notified();
+                if self.docker_checked.load(Ordering::Acquire) {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(limit, wait).await.is_ok()
+    }
 }
 
 /// The status API's view of the agent.

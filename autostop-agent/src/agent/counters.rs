@@ -26,7 +26,7 @@
 use std::{
     collections::{HashMap, HashSet},
     net::SocketAddr,
-    sync::{atomic::Ordering, Arc},
+    sync::Arc,
     time::Duration,
 };
 
@@ -240,9 +240,7 @@ impl Refresher {
                     }
                 }
             }
-            self.health
-                .docker_reachable
-                .store(reachable, Ordering::Relaxed);
+            self.health.docker_checked(reachable);
             retry_at = (!reachable).then(|| tokio::time::Instant::now() + UNREACHABLE_RETRY);
         }
     }

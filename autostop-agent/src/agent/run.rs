@@ -56,6 +56,10 @@ use crate::{
 /// before the stragglers are aborted.
 const TASK_GRACE: Duration = Duration::from_secs(3);
 
+/// Longest the API and the "running" line wait for the first pass over
+/// Docker (each Docker call has its own timeout well below it).
+const FIRST_DOCKER_CHECK: Duration = Duration::from_secs(15);
+
 /// Runs the agent over `deps` until `shutdown` is cancelled (by a signal,
 /// or by the supervisor when a task fails; then the result is
 /// [`AgentError::Fatal`], after the same clean-up).
@@ -265,6 +269,15 @@ pub async fn run_with(deps: AgentDeps, shutdown: CancellationToken) -> Result<()
         events: (events.clone(), event_hub),
         activity: probe,
     };
+    // The API's first answer and the "running" line say what is true:
+    // Docker asked once (bounded: a Docker that hangs is reported by
+    // `/healthz` as unreachable, and the agent starts all the same).
+    if !health.first_check(FIRST_DOCKER_CHECK).await {
+        tracing::warn!(
+            waited = ?FIRST_DOCKER_CHECK,
+            "Docker not asked yet; /healthz reports it unreachable until it is"
+        );
+    }
     let router = api::router(
         Arc::new(control) as Arc<dyn api::Control>,
         token,

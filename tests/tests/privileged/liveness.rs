@@ -4,7 +4,8 @@
 //! after its clean-up; systemd's notify protocol (fake `NOTIFY_SOCKET`):
 //! `READY=1` after adoption, `WATCHDOG=1` pings that stop while the runtime
 //! is frozen, `STOPPING=1` at exit; a clean-up that hangs is cut short by
-//! the hard deadline; and the shipped unit verifies.
+//! the hard deadline; `/healthz` is 200 from its first answer; and the
+//! shipped unit verifies.
 //!
 //! The fault-injection tests run `autostop-test-hooks`, the agent built with
 //! the `test-hooks` feature (`cargo xtask build --test-hooks`; `cargo xtask
@@ -18,8 +19,8 @@ use std::{
 
 use autostop_tests::{
     agent::{
-        container, http_get, http_post, httpd_script, local, service_toml, setup, AgentConfig,
-        Launch, RunningAgent, AGENT_START,
+        container, http_get, http_get_timeout, http_post, httpd_script, local, service_toml, setup,
+        AgentConfig, Launch, RunningAgent, AGENT_START,
     },
     docker::free_port,
     eventually,
@@ -302,6 +303,42 @@ fn privileged_systemd_notify_ready_watchdog_freeze_and_stopping() {
     assert!(stopping.at > gap_start + gap);
     let last = socket.received().last().cloned().expect("a notice");
     assert!(last.text.starts_with("STOPPING=1"), "last notice {last:?}");
+}
+
+/// Issue #29: `/healthz` answered 503 for a while after the agent said it
+/// was running (Docker not asked yet), and a bench or a load balancer
+/// asking then saw an unhealthy agent. Polled from its very first answer,
+/// every answer is 200, and so is the first one after the "running" line.
+#[test]
+fn privileged_healthz_is_200_from_the_first_answer() {
+    let image = setup();
+    let port = free_port();
+    let c = container(&image, port, &httpd_script("health-ok", 0));
+    let config = AgentConfig::new(&service_toml("early", port, &c.name, "10m"));
+    let mut agent = RunningAgent::spawn_with(&config, Launch::default());
+    let mut answers = Vec::new();
+    let began = Instant::now();
+    while answers.is_empty() || began.elapsed() < Duration::from_secs(4) {
+        assert!(agent.exited().is_none(), "the agent exited");
+        assert!(began.elapsed() < AGENT_START, "no answer from /healthz");
+        if let Ok((status, body)) =
+            http_get_timeout(agent.status, "/healthz", Duration::from_secs(5))
+        {
+            let running = agent
+                .logs()
+                .iter()
+                .any(|l| l.contains("autostop is running"));
+            answers.push((status, body, running));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for (i, (status, body, _)) in answers.iter().enumerate() {
+        assert_eq!(*status, 200, "answer {i} of {}: {body}", answers.len());
+    }
+    assert!(
+        answers.iter().any(|(_, _, running)| *running),
+        "never answered after the running line"
+    );
 }
 
 #[test]
