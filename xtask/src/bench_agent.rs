@@ -12,8 +12,8 @@ use anyhow::Context as _;
 use serde_json::{json, Value};
 
 use crate::bench_stack::{
-    cpu_seconds, create_container, dockerd_pid, free_port, httpd_script, round_to, section_dir,
-    start_agent, unique, wait_for, Containers, Image,
+    cpu_sample, cpu_seconds, create_container, dockerd_pid, free_port, httpd_script, round_to,
+    section_dir, start_agent, unique, wait_for, Containers, Image,
 };
 
 /// Configured services (one container each).
@@ -57,14 +57,14 @@ pub fn agent(work: &Path, image: &Image) -> anyhow::Result<Value> {
     let pid = agent.pid();
     let status = proc_status(pid)?;
     let dockerd = dockerd_pid()?;
-    let (cpu_before, dockerd_before) = (cpu_seconds(pid)?, cpu_seconds(dockerd)?);
+    let (cpu_before, dockerd_before) = (cpu_sample(pid)?, cpu_seconds(dockerd)?);
     thread::sleep(IDLE);
-    let (cpu_after, dockerd_after) = (cpu_seconds(pid)?, cpu_seconds(dockerd)?);
+    let (cpu_after, dockerd_after) = (cpu_sample(pid)?, cpu_seconds(dockerd)?);
     let status_after = proc_status(pid)?;
     agent.stop();
     drop(containers);
-    let cpu_s = cpu_after - cpu_before;
-    let idle_percent = |s: f64| round_to(s / IDLE.as_secs_f64() * 100.0, 3);
+    let cpu_s = cpu_after.seconds_since(&cpu_before);
+    let idle_percent = |s: f64| round_to(s / IDLE.as_secs_f64() * 100.0, 4);
     let field = |s: &Status, key: &str| s.iter().find(|(k, _)| k == key).map(|(_, v)| *v);
     let rss = field(&status, "VmRSS").context("VmRSS")?;
     Ok(json!({
@@ -76,7 +76,7 @@ pub fn agent(work: &Path, image: &Image) -> anyhow::Result<Value> {
         "threads": field(&status, "Threads"),
         "idle_cpu_percent": idle_percent(cpu_s),
         "dockerd_cpu_percent_meanwhile": idle_percent(dockerd_after - dockerd_before),
-        "idle_cpu_seconds": round_to(cpu_s, 3),
+        "idle_cpu_seconds": round_to(cpu_s, 6),
         "services": SERVICES,
         "idle_seconds": IDLE.as_secs(),
         "targets": { "rss_bytes_max": 15 * 1024 * 1024, "idle_cpu_percent": 0 },

@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::Context as _;
 
-use crate::bench_stack::{cpu_seconds, dockerd_pid, round_to};
+use crate::bench_stack::{cpu_sample, cpu_seconds, dockerd_pid, round_to};
 
 /// Field `key` of a `status` text; kB values in bytes.
 pub fn status_field(text: &str, key: &str) -> Option<u64> {
@@ -81,10 +81,10 @@ impl Window {
         let dockerd = dockerd_pid()?;
         let since = unix_now();
         let (cpu0, docker0, (switches0, _)) =
-            (cpu_seconds(pid)?, cpu_seconds(dockerd)?, wakeups(pid)?);
+            (cpu_sample(pid)?, cpu_seconds(dockerd)?, wakeups(pid)?);
         thread::sleep(length);
         let (cpu1, docker1, (switches1, threads)) =
-            (cpu_seconds(pid)?, cpu_seconds(dockerd)?, wakeups(pid)?);
+            (cpu_sample(pid)?, cpu_seconds(dockerd)?, wakeups(pid)?);
         let until = unix_now();
         let events = crate::bench_dockerapi::call(
             "GET",
@@ -93,7 +93,7 @@ impl Window {
         )
         .context("Docker's events of the window")?;
         Ok(Self {
-            cpu_s: cpu1 - cpu0,
+            cpu_s: cpu1.seconds_since(&cpu0),
             dockerd_s: docker1 - docker0,
             switches: switches1.saturating_sub(switches0),
             seconds: length.as_secs_f64(),
