@@ -76,7 +76,7 @@ pub fn run(only: &[String]) -> anyhow::Result<()> {
         );
     }
     let wanted = |section: &str| only.is_empty() || only.iter().any(|s| s == section);
-    setup::run(setup::Mode::Quiet).context("setup")?;
+    setup::run(setup::Mode::Quiet, setup::Scope::Everything).context("setup")?;
     run::cargo_build_agent(true)?;
     let dir = run::workspace_root().join("target/bench");
     fs::create_dir_all(&dir)?;

@@ -34,7 +34,7 @@ const DOCKERFILE: &str = "FROM scratch\nCOPY busybox /bin/busybox\nCOPY busybox 
 
 /// Runs setup when needed, builds everything and runs the agent until Ctrl-C.
 pub fn run() -> anyhow::Result<()> {
-    setup::run(setup::Mode::Quiet).context("setup")?;
+    setup::run(setup::Mode::Quiet, setup::Scope::Demo).context("setup")?;
     run::cargo_build_agent(false)?;
     let root = run::workspace_root();
     let demo_dir = root.join("target/demo");

@@ -128,7 +128,7 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Setup => setup::run(setup::Mode::Always).map(|_| ()),
+        Command::Setup => setup::run(setup::Mode::Always, setup::Scope::Everything).map(|_| ()),
         Command::Build {
             release,
             test_hooks,

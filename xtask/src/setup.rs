@@ -90,6 +90,28 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ),
 ];
 
+/// What `cargo xtask demo` needs of [`APT_PACKAGES`]: the BPF toolchain,
+/// busybox for the demo image and curl for the commands it suggests.
+/// Everything else only the tests, the bench and dist use.
+const DEMO_PACKAGES: &[&str] = &[
+    "rustc-web",
+    "libstd-rust-web-dev-bpf",
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "busybox-static",
+    "curl",
+];
+
+/// What a command needs set up.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// `cargo xtask demo`: only [`DEMO_PACKAGES`] (plus bpf-linker,
+    /// bpffs, Docker).
+    Demo,
+    /// Building, testing, benchmarking and packaging: everything.
+    Everything,
+}
+
 /// bpf-linker release line that matches LLVM 22 and aya-ebpf 0.2.
 const BPF_LINKER_VERSION: &str = "0.13";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
@@ -111,12 +133,13 @@ struct Report {
     present: Vec<String>,
 }
 
-/// Checks and installs everything; returns whether it changed anything.
-pub fn run(mode: Mode) -> anyhow::Result<bool> {
+/// Checks and installs what `scope` needs; returns whether it changed
+/// anything.
+pub fn run(mode: Mode, scope: Scope) -> anyhow::Result<bool> {
     check_root()?;
     check_debian()?;
     let mut report = Report::default();
-    apt_packages(&mut report)?;
+    apt_packages(&mut report, scope)?;
     check_bpf_rustc(&mut report)?;
     bpf_linker(&mut report)?;
     bpffs(&mut report)?;
@@ -179,9 +202,12 @@ fn installed_version(package: &str) -> Option<String> {
     Some(version.to_owned())
 }
 
-fn apt_packages(report: &mut Report) -> anyhow::Result<()> {
+fn apt_packages(report: &mut Report, scope: Scope) -> anyhow::Result<()> {
     let mut missing = Vec::new();
-    for (package, why) in APT_PACKAGES {
+    let wanted = APT_PACKAGES
+        .iter()
+        .filter(|(package, _)| scope == Scope::Everything || DEMO_PACKAGES.contains(package));
+    for (package, why) in wanted {
         match installed_version(package) {
             Some(version) => report.present.push(format!("{package} {version}")),
             None => missing.push((*package, *why)),
@@ -296,5 +322,23 @@ fn check_docker(report: &mut Report) -> anyhow::Result<()> {
             String::from_utf8_lossy(&out.stderr).trim()
         ),
         None => bail!("the docker client is not installed; install Docker Engine first"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_needs_a_strict_subset_of_the_packages() {
+        for package in DEMO_PACKAGES {
+            assert!(
+                APT_PACKAGES.iter().any(|(p, _)| p == package),
+                "{package} is not in APT_PACKAGES"
+            );
+        }
+        for heavy in ["chromium", "lintian", "prometheus", "nginx-light"] {
+            assert!(!DEMO_PACKAGES.contains(&heavy), "{heavy}");
+        }
     }
 }

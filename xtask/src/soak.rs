@@ -192,7 +192,7 @@ impl Soak {
 
 /// Runs the soak and writes its report; fails when it found anything.
 pub fn run(opts: &Options) -> anyhow::Result<()> {
-    setup::run(setup::Mode::Quiet).context("setup")?;
+    setup::run(setup::Mode::Quiet, setup::Scope::Everything).context("setup")?;
     run::cargo_build_agent(opts.release)?;
     let binary = run::agent_binary(opts.release);
     let dockerd_restarts = opts

@@ -49,7 +49,7 @@ impl Suite {
 
 /// Runs every suite, even after a failure, and fails if any did.
 pub fn run() -> anyhow::Result<()> {
-    setup::run(setup::Mode::Quiet).context("setup")?;
+    setup::run(setup::Mode::Quiet, setup::Scope::Everything).context("setup")?;
 
     let mut suites = vec![
         check("fmt", run::cargo().args(["fmt", "--all", "--check"])),
