@@ -16,10 +16,21 @@ const Charts = (() => {
     return e;
   }
   function title(parent, text) { parent.append(el("title", {}, text)); return parent; }
+  // Times for tooltips (to the second) and axis ticks (minutes, unless
+  // the span is so short that minutes would repeat).
   const clock = (ms) => new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  const tickTime = (ms, spanMs) => new Date(ms).toLocaleTimeString([],
+    spanMs >= 10 * 60000 ? { hour: "2-digit", minute: "2-digit" } : { hour: "2-digit", minute: "2-digit", second: "2-digit" });
   const bytes = (b) => b >= 1e9 ? (b / 1e9).toFixed(1) + " GB" : (b / 1e6).toFixed(0) + " MB";
-  const gbh = (g) => g === 0 || g >= 0.1 ? g.toFixed(1) + " GB·h"
-    : g >= 1e-4 ? (g * 1e3).toFixed(1) + " MB·h" : (g * 1e6).toFixed(1) + " kB·h";
+  // GB·h in the unit that keeps two or three digits: B·h, kB·h, MB·h,
+  // GB·h, TB·h (a fresh install saves kB·h, never "0.0 kB·h").
+  function gbh(g) {
+    if (!(g > 0)) return "0 GB·h";
+    const units = ["B·h", "kB·h", "MB·h", "GB·h", "TB·h"];
+    let v = g * 1e9, u = 0;
+    while (v >= 1000 && u < units.length - 1) { v /= 1000; u++; }
+    return (v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2)) + " " + units[u];
+  }
 
   // The bands of one service: from the window's start (in the state then)
   // through each transition to now.
@@ -64,8 +75,8 @@ const Charts = (() => {
     svg.append(el("line", { class: "axis", x1: LABEL, x2: LABEL + plot, y1: axisY, y2: axisY }));
     for (let k = 0; k <= 4; k++) {
       const t = viewFrom + spanMs * k / 4;
-      svg.append(el("text", { x: x(t), y: axisY + 14, "text-anchor": k === 0 ? "start" : k === 4 ? "end" : "middle" },
-        k === 4 ? "now" : clock(t)));
+      svg.append(el("text", { class: "tick", x: x(t), y: axisY + 14, "text-anchor": k === 0 ? "start" : k === 4 ? "end" : "middle" },
+        k === 4 ? "now" : tickTime(t, spanMs)));
     }
   }
 
@@ -110,13 +121,17 @@ const Charts = (() => {
     svg.setAttribute("viewBox", `0 0 ${HALF} ${H + 24}`);
     svg.append(el("line", { class: "axis", x1: 50, x2: HALF, y1: H, y2: H }));
     svg.append(el("text", { x: 0, y: 12 }, gbh(top)));
+    // A day label ("12-07") is about DAY_LABEL units wide in the chart's
+    // own units, which scale with it: labelling every `step`-th day back
+    // from the last keeps them apart at any screen width.
+    const DAY_LABEL = 44, step = Math.max(1, Math.ceil(DAY_LABEL / slot)), last = totals.length - 1;
     totals.forEach((v, i) => {
       const h = v / top * (H - 10), x = 55 + i * slot;
       const r = el("rect", { class: "day-bar", x, y: H - h, width: slot * 0.7, height: h,
         "data-day": history.days[i], "data-gbh": v });
       svg.append(title(r, `${history.days[i]}: ${gbh(v)}`));
-      if (i % 2 === totals.length % 2 || i === totals.length - 1)
-        svg.append(el("text", { x: x + slot * 0.35, y: H + 16, "text-anchor": "middle" }, history.days[i].slice(5)));
+      if ((last - i) % step === 0)
+        svg.append(el("text", { class: "tick", x: x + slot * 0.35, y: H + 16, "text-anchor": "middle" }, history.days[i].slice(5)));
     });
   }
 
@@ -164,7 +179,7 @@ const Charts = (() => {
   }
 
   return {
-    bands, fitSpan,
+    bands, fitSpan, gbh,
     // `span`: milliseconds shown, or "fit".
     render(services, history, span) {
       timeline(document.getElementById("timeline"), history, span === "fit" ? fitSpan(history) : span);

@@ -9,8 +9,7 @@ const fmtBytes = (b) => b == null ? "–" : b >= 1e9 ? (b / 1e9).toFixed(1) + " 
 const fmtSecs = (s) => s == null ? "–" : s >= 3600 ? Math.floor(s / 3600) + " h " + Math.floor(s % 3600 / 60) + " m"
   : s >= 60 ? Math.floor(s / 60) + " m " + (s % 60) + " s" : s + " s";
 // Small savings (a fresh install, a small app) read in MB·h or kB·h, not 0.0 GB·h.
-const fmtGbh = (g) => g === 0 || g >= 0.1 ? g.toFixed(1) + " GB·h"
-  : g >= 1e-4 ? (g * 1e3).toFixed(1) + " MB·h" : (g * 1e6).toFixed(1) + " kB·h";
+const fmtGbh = Charts.gbh;
 // Why a failed service is not started by its next visitor.
 const blockNote = (s) => s.start_block === "crash_loop" ? " (crash loop: start it by hand)"
   : s.start_block === "backoff" ? (s.retry_in_s > 0 ? " (retry in " + fmtSecs(s.retry_in_s) + ")" : " (retry at the next request)") : "";

@@ -42,6 +42,32 @@ pub fn data(browser: &Browser, selector: &str, name: &str) -> Option<String> {
     browser.execute(&script).as_str().map(str::to_owned)
 }
 
+/// Neighbouring axis labels (`text.tick` of the timeline and the savings
+/// chart) whose boxes overlap on screen, as "chart: left / right".
+pub fn overlapping_ticks(browser: &Browser) -> Vec<String> {
+    let value = browser.execute(
+        "const out = []; \
+         for (const sel of ['#timeline text.tick', '#saved text.tick']) { \
+           const r = [...document.querySelectorAll(sel)] \
+             .map(e => [e.textContent, e.getBoundingClientRect()]) \
+             .sort((a, b) => a[1].left - b[1].left); \
+           for (let i = 0; i + 1 < r.length; i++) \
+             if (r[i][1].right > r[i + 1][1].left + 0.5) out.push(sel + ': ' + r[i][0] + ' / ' + r[i + 1][0]); \
+         } \
+         return out;",
+    );
+    strings(&value)
+}
+
+/// The text of every element matching `selector`, in page order.
+pub fn texts(browser: &Browser, selector: &str) -> Vec<String> {
+    let script = format!(
+        "return [...document.querySelectorAll('{}')].map(e => e.textContent);",
+        selector.replace('\'', "\\'")
+    );
+    strings(&browser.execute(&script))
+}
+
 /// The services with a timeline row, in page order (one entry per row).
 pub fn timeline_rows(browser: &Browser) -> Vec<String> {
     let value = browser.execute(

@@ -149,6 +149,15 @@ impl Browser {
         title
     }
 
+    /// Resizes the browser window (CSS pixels), as a narrower screen would.
+    pub fn set_window_size(&self, width: u32, height: u32) {
+        self.session_call(
+            "POST",
+            "/window/rect",
+            Some(json!({ "width": width, "height": height })),
+        );
+    }
+
     /// Runs `script` (a function body) and returns its value.
     pub fn execute(&self, script: &str) -> Value {
         self.session_call(

@@ -24,8 +24,8 @@ use autostop_tests::{
     e2e::{
         artifacts_dir,
         dashboard_page::{
-            act, bands, bands_match, cell, data, history, markers, message, numbers, recorded,
-            steps, timeline_rows,
+            act, bands, bands_match, cell, data, history, markers, message, numbers,
+            overlapping_ticks, recorded, steps, texts, timeline_rows,
         },
         webdriver::Browser,
     },
@@ -288,7 +288,30 @@ fn privileged_dashboard_day_timeline_charts_and_live_updates_in_chromium() {
         1
     );
 
+    // Issue #29: axis labels never overlap, on a desktop or a phone; the
+    // 24 h timeline reads hours and minutes; small savings scale their
+    // unit instead of reading "0.0 kB·h".
     let shots = artifacts_dir();
+    for (width, height) in [(390, 844), (1280, 900)] {
+        browser.set_window_size(width, height);
+        let overlaps = overlapping_ticks(&browser);
+        assert!(overlaps.is_empty(), "at {width} px: {overlaps:?}");
+        assert!(
+            !texts(&browser, "#saved text.tick").is_empty(),
+            "no day labels"
+        );
+    }
+    let ticks = texts(&browser, "#timeline text.tick");
+    assert!(
+        ticks.len() == 5 && ticks.iter().all(|t| t.matches(':').count() <= 1),
+        "24 h axis: {ticks:?}"
+    );
+    let top = texts(&browser, "#saved text");
+    assert!(
+        top.first()
+            .is_some_and(|t| !t.starts_with("0.0") && t.ends_with("B·h")),
+        "savings axis: {top:?}"
+    );
     browser.screenshot(&shots.join("dashboard-day-24h.png"));
     browser.click("#zoom button[data-span=\"fit\"]");
     let size = browser.screenshot(&shots.join("dashboard-day.png"));
