@@ -170,12 +170,20 @@ impl Worker {
                 self.warming.remove(&host);
                 self.publish();
                 let batch = nft::remove_elements(&self.options, &[host]);
-                let result = self
-                    .socket
-                    .batch(Operation::Cool(host), &batch, deadline)
-                    .and_then(|()| conntrack::forget_syn_sent(&mut self.socket, host, deadline))
-                    .map(|_| ());
-                let _ = reply.send(result);
+                // Timed: the hand-back's parts (issue #29's profile).
+                let began = Instant::now();
+                let removed = self.socket.batch(Operation::Cool(host), &batch, deadline);
+                let nft_done = Instant::now();
+                let result = removed
+                    .and_then(|()| conntrack::forget_syn_sent(&mut self.socket, host, deadline));
+                tracing::debug!(
+                    %host,
+                    nft_us = nft_done.saturating_duration_since(began).as_micros() as u64,
+                    conntrack_us = nft_done.elapsed().as_micros() as u64,
+                    forgotten = result.as_ref().ok(),
+                    "cooled"
+                );
+                let _ = reply.send(result.map(|_| ()));
             }
             Command::ForgetSynSent(host, reply) => {
                 let result = if late {
