@@ -61,13 +61,21 @@ fn dynamic(name: &str, port: u16, target: &str, theme: &str) -> String {
 
 /// The steps wait.js shows: (label, phase) of each `#steps li`.
 fn steps(browser: &Browser) -> Vec<(String, String)> {
-    let script = "return Array.prototype.map.call(\
+    page_moment(browser).0
+}
+
+/// The steps and the `#eta` text, read by one script so both describe the
+/// same moment (the page may move on to the app right after).
+fn page_moment(browser: &Browser) -> (Vec<(String, String)>, String) {
+    let script = "var e=document.getElementById('eta');\
+                  return [Array.prototype.map.call(\
                   document.querySelectorAll('#steps li[data-phase]'),function(li){\
-                  return [li.querySelector('.label').textContent,li.getAttribute('data-phase')]})";
+                  return [li.querySelector('.label').textContent,li.getAttribute('data-phase')]}),\
+                  e?e.textContent:''];";
     let Some(value) = browser.try_execute(script) else {
-        return Vec::new();
+        return (Vec::new(), String::new());
     };
-    value
+    let steps = value[0]
         .as_array()
         .map(|list| {
             list.iter()
@@ -77,21 +85,27 @@ fn steps(browser: &Browser) -> Vec<(String, String)> {
                 })
                 .collect()
         })
-        .unwrap_or_default()
+        .unwrap_or_default();
+    (steps, value[1].as_str().unwrap_or_default().to_string())
 }
 
 /// Waits until the page's steps are two and `ok` accepts their phases;
-/// returns them.
-fn moment(browser: &Browser, what: &str, ok: impl Fn(&str, &str) -> bool) -> Vec<(String, String)> {
-    let mut last = Vec::new();
+/// returns them with the `#eta` text of that moment.
+fn moment(
+    browser: &Browser,
+    what: &str,
+    ok: impl Fn(&str, &str) -> bool,
+) -> (Vec<(String, String)>, String) {
+    let mut last = (Vec::new(), String::new());
     let seen = eventually(MOMENT, || {
-        last = steps(browser);
-        last.len() == 2
-            && last[0].0 == "container 1 of 2"
-            && last[1].0 == "container 2 of 2"
-            && ok(&last[0].1, &last[1].1)
+        last = page_moment(browser);
+        let steps = &last.0;
+        steps.len() == 2
+            && steps[0].0 == "container 1 of 2"
+            && steps[1].0 == "container 2 of 2"
+            && ok(&steps[0].1, &steps[1].1)
     });
-    assert!(seen, "{what}: never seen; last steps {last:?}");
+    assert!(seen, "{what}: never seen; last steps {:?}", last.0);
     last
 }
 
@@ -139,11 +153,11 @@ fn privileged_each_theme_shows_the_phases_advancing_then_the_app() {
         let t = Instant::now();
         browser.goto(&format!("http://127.0.0.1:{port}/"));
 
-        let first = moment(&browser, "db's health check pending", |db, web| {
+        let (first, _) = moment(&browser, "db's health check pending", |db, web| {
             db == "health_pending" && web == "waiting"
         });
         shot(format!("waitpage-{theme}-1.png"));
-        let second = moment(&browser, "db healthy, web started", |db, web| {
+        let (second, _) = moment(&browser, "db healthy, web started", |db, web| {
             db == "healthy" && matches!(web, "starting" | "running" | "health_pending")
         });
         shot(format!("waitpage-{theme}-2.png"));
@@ -151,7 +165,8 @@ fn privileged_each_theme_shows_the_phases_advancing_then_the_app() {
             db == "healthy" && web == "port_wait"
         });
         shot(format!("waitpage-{theme}-3.png"));
-        let eta = text_of(&browser, "eta");
+        // Read with the steps: by now the page may have moved on.
+        let eta = &third.1;
         assert!(eta.contains(" of about "), "{theme}: #eta {eta:?}");
         // Generic labels only: no compose project, container or path.
         let html = browser.html().unwrap_or_default();
@@ -169,7 +184,7 @@ fn privileged_each_theme_shows_the_phases_advancing_then_the_app() {
                 "{theme}: the page shows {internal:?}"
             );
         }
-        eprintln!("{theme}: {first:?} -> {second:?} -> {third:?}");
+        eprintln!("{theme}: {first:?} -> {second:?} -> {:?}", third.0);
 
         let body = format!("app-ok-{theme}");
         let landed = eventually(MOMENT, || browser.html().is_some_and(|h| h.contains(&body)));
