@@ -8,7 +8,9 @@
 //! netlink round trip each) run one at a time, in request order, beside
 //! them, so a slow warm-up never delays another service's steering. A
 //! hand-back leaves the warm-up set first and un-steers after, and only if
-//! the service still wants the stock path then. When every sender is gone
+//! the service still wants the stock path then; it is queued ahead of
+//! other bindings' work (a ready service waits on nobody else's warm-up or
+//! stop), never ahead of work on its own bindings. When every sender is gone
 //! the queued netfilter work is finished and the redirect is removed.
 
 use std::{
@@ -66,6 +68,29 @@ enum NetJob {
     HandBack { service: String, binding: HostPort },
     /// Every job queued before is done.
     Notify(oneshot::Sender<()>),
+}
+
+impl NetJob {
+    /// Whether the job changes anything about one of `bindings`.
+    fn touches(&self, bindings: &[HostPort]) -> bool {
+        match self {
+            NetJob::Warm { bindings: own, .. } | NetJob::Cool(own) => {
+                own.iter().any(|b| bindings.contains(b))
+            }
+            NetJob::HandBack { binding, .. } => bindings.contains(binding),
+            NetJob::Notify(_) => false,
+        }
+    }
+}
+
+/// Where a hand-back of `bindings` goes in `queue`: right after the last
+/// job on one of them (their order is what keeps connections on a path),
+/// ahead of everything else.
+fn hand_back_slot(queue: &VecDeque<NetJob>, bindings: &[HostPort]) -> usize {
+    queue
+        .iter()
+        .rposition(|job| job.touches(bindings))
+        .map_or(0, |last| last.saturating_add(1))
 }
 
 /// What a finished job leaves to do on the maps.
@@ -167,6 +192,10 @@ async fn run_job(redirect: &dyn Warmup, job: NetJob) -> Finished {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "tests_steer_worker.rs"]
+mod tests;
 
 async fn cool(redirect: &dyn Warmup, binding: HostPort) {
     if !redirect.is_warming(binding) {
@@ -290,14 +319,17 @@ impl Worker {
                 });
             }
             SteerMode::Direct => {
-                for binding in bindings {
-                    self.queue.push_back(NetJob::HandBack {
+                let mut at = hand_back_slot(&self.queue, &bindings);
+                let jobs = bindings
+                    .into_iter()
+                    .map(|binding| NetJob::HandBack {
                         service: service.to_owned(),
                         binding,
-                    });
-                }
-                if let Some(done) = handed_back {
-                    self.queue.push_back(NetJob::Notify(done));
+                    })
+                    .chain(handed_back.map(NetJob::Notify));
+                for job in jobs {
+                    self.queue.insert(at, job);
+                    at = at.saturating_add(1);
                 }
             }
         }
