@@ -15,12 +15,13 @@
 
 use std::{
     collections::BTreeMap,
-    process::Command,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context as _};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::run;
 
@@ -51,8 +52,10 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     if !(opts.minutes.is_finite() && opts.minutes > 0.0) || opts.cases == 0 {
         bail!("--minutes must be above 0 and --cases at least 1");
     }
-    run::status(test_command(opts).arg("--no-run")).context("building the tests")?;
-    let targets = list_targets(opts)?;
+    // Built once, then run directly: edits made meanwhile neither rebuild
+    // it nor read as a failing case.
+    let binary = build(opts)?;
+    let targets = list_targets(&binary)?;
     if targets.is_empty() {
         bail!("no `{FILTER}*` test found: the filter or the tests moved");
     }
@@ -66,8 +69,9 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut rounds: u64 = 0;
     while started.elapsed() < budget {
-        let output = test_command(opts)
-            .args(["--", FILTER])
+        let output = Command::new(&binary)
+            .arg(FILTER)
+            .current_dir(run::workspace_root().join("autostop-agent"))
             .env("PROPTEST_CASES", opts.cases.to_string())
             .output()
             .context("running the property tests")?;
@@ -113,10 +117,31 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The property tests' names, from the test binary's `--list`.
-fn list_targets(opts: &Options) -> anyhow::Result<Vec<String>> {
+/// Builds the agent's unit-test binary; its path.
+fn build(opts: &Options) -> anyhow::Result<PathBuf> {
     let output = test_command(opts)
-        .args(["--", FILTER, "--list", "--format", "terse"])
+        .args(["--no-run", "--message-format=json"])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("building the tests")?;
+    if !output.status.success() {
+        bail!("building the tests failed");
+    }
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find_map(|message| {
+            let test = message["profile"]["test"].as_bool() == Some(true);
+            let path = message["executable"].as_str()?;
+            test.then(|| PathBuf::from(path))
+        })
+        .context("cargo named no test executable")
+}
+
+/// The property tests' names, from the test binary's `--list`.
+fn list_targets(binary: &Path) -> anyhow::Result<Vec<String>> {
+    let output = Command::new(binary)
+        .args([FILTER, "--list", "--format", "terse"])
         .output()
         .context("listing the property tests")?;
     if !output.status.success() {
