@@ -62,6 +62,9 @@ fn header_value() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         prop::collection::vec(prop_oneof![Just(b'\t'), 0x20u8..0x7f, 0x80u8..=0xff], 0..48),
         "[a-z/*+;=,. \u{e9}\u{20ac}\u{1f600}q0-9]{0,40}".prop_map(String::into_bytes),
+        // What the Accept reader looks into: parameters of text/html.
+        "(text/html|TEXT/HTML|\\*/\\*)(;[ a-zA-Z=0-9.\u{e9}\u{20ac}\u{1f600}]{0,8}){1,3}"
+            .prop_map(String::into_bytes),
     ]
 }
 
