@@ -16,7 +16,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use super::effects::{Activity, Effect, Input, Op, OpOutcome};
+use super::effects::{Activity, Effect, Input, Op, OpOutcome, StartFailure};
 use super::machine::Machine;
 use super::traits::{ActivityProbe, ContainerRuntime, LifecycleObserver, Steered, Steering};
 use super::types::{Command, ServiceState, ServiceStatus, StateName};
@@ -216,11 +216,12 @@ impl Actor {
                     rt.start(&name).await?;
                     rt.wait_ready(&name).await
                 };
-                OpOutcome::Ready(bounded(timeout, work).await)
+                OpOutcome::Ready(bounded(timeout, work).await.map_err(start_failure))
             }),
             Op::WaitReady { timeout } => Box::pin(async move {
                 steered.await;
-                OpOutcome::Ready(bounded(timeout, rt.wait_ready(&name)).await)
+                let ready = bounded(timeout, rt.wait_ready(&name)).await;
+                OpOutcome::Ready(ready.map_err(start_failure))
             }),
             Op::Stop => Box::pin(async move {
                 steered.await;
@@ -229,9 +230,10 @@ impl Actor {
             Op::Hibernate => Box::pin(async move {
                 OpOutcome::Hibernated(rt.hibernate(&name).await.map_err(|e| e.to_string()))
             }),
-            Op::Thaw { timeout } => {
-                Box::pin(async move { OpOutcome::Thawed(bounded(timeout, rt.thaw(&name)).await) })
-            }
+            Op::Thaw { timeout } => Box::pin(async move {
+                let thawed = bounded(timeout, rt.thaw(&name)).await;
+                OpOutcome::Thawed(thawed.map_err(|e| e.to_string()))
+            }),
             Op::Observe => Box::pin(async move {
                 OpOutcome::Observed(rt.observe(&name).await.map_err(|e| e.to_string()))
             }),
@@ -248,15 +250,22 @@ impl Actor {
     }
 }
 
-/// Runs `work` under `timeout`, flattening both failures into a reason.
+/// Runs `work` under `timeout`, a timeout being one more error.
 async fn bounded(
     timeout: Duration,
     work: impl Future<Output = Result<(), ServiceError>>,
-) -> Result<(), String> {
+) -> Result<(), ServiceError> {
     match tokio::time::timeout(timeout, work).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(ServiceError::StartTimeout(timeout).to_string()),
+        Ok(result) => result,
+        Err(_) => Err(ServiceError::StartTimeout(timeout)),
+    }
+}
+
+/// What the machine needs to know of a failed start.
+fn start_failure(e: ServiceError) -> StartFailure {
+    StartFailure {
+        docker_unreachable: matches!(e, ServiceError::Unreachable(_)),
+        reason: e.to_string(),
     }
 }
 

@@ -41,9 +41,9 @@ pub enum Op {
 /// Result of an [`Op`], fed back to the machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OpOutcome {
-    /// `Start`/`WaitReady` finished: `Ok` when ready, `Err(reason)` on
-    /// error or timeout.
-    Ready(Result<(), String>),
+    /// `Start`/`WaitReady` finished: `Ok` when ready, `Err` on error or
+    /// timeout.
+    Ready(Result<(), StartFailure>),
     /// `Stop` finished.
     Stopped(Result<(), String>),
     /// `Hibernate` finished.
@@ -54,6 +54,17 @@ pub enum OpOutcome {
     Observed(Result<Observed, String>),
     /// `HandBack` finished: the ports are on the stock path.
     HandedBack,
+}
+
+/// Why a start did not end ready.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartFailure {
+    /// What the log, the API and the events say.
+    pub reason: String,
+    /// Docker did not answer: not the service's failure, so the
+    /// crash-loop guard does not count it (a dockerd restart would
+    /// otherwise latch every service it caught starting).
+    pub docker_unreachable: bool,
 }
 
 /// Probe reading taken by the actor.

@@ -153,3 +153,34 @@ async fn adoption_is_an_answer_from_docker_or_a_failure_to_get_one() {
     status.wait_for(|s| s.adopted).await.expect("actor alive");
     assert_eq!(down.handle.status().state, ServiceState::Unknown);
 }
+
+/// Seen in the 30-minute soak: a dockerd restart made three starts of a
+/// busy service fail with "docker unreachable" within a second, the
+/// crash-loop guard latched, and its visitors got 503s for minutes after
+/// Docker was back. Docker not answering is not the service failing.
+#[tokio::test(start_paused = true)]
+async fn docker_unreachable_starts_do_not_latch_the_crash_loop_guard() {
+    let h = Harness::spawn(Observed::AllStopped, settings(), |rt| {
+        let mut results = rt.start_results.lock().expect("lock");
+        for _ in 0..5 {
+            results.push_back(Err(ServiceError::Unreachable("connect refused".into())));
+        }
+    });
+    h.wait_state(ServiceState::Stopped).await;
+    for tried in 1..=5 {
+        h.send(WAKE).await;
+        h.settle().await;
+        let failed = h.handle.status();
+        assert!(is_failed(&failed.state), "{:?}", failed.state);
+        assert_eq!(
+            failed.start_block, None,
+            "a Docker outage blocked the next wake"
+        );
+        assert_eq!(h.log.count(Call::Start), tried, "the wake tried again");
+    }
+    // Docker is back: the next visitor's wake starts it.
+    h.send(WAKE).await;
+    let ready = h.wait_state(ServiceState::Ready).await;
+    assert_eq!(ready.start_block, None);
+    assert_eq!(h.log.count(Call::Start), 6);
+}

@@ -26,8 +26,8 @@ impl Machine {
             (OpOutcome::HandedBack, ServiceState::Starting | ServiceState::Unknown) => {
                 self.become_ready(now, fx)
             }
-            (OpOutcome::Ready(Err(reason)), ServiceState::Starting) => {
-                self.fail(reason, true, now, fx)
+            (OpOutcome::Ready(Err(failure)), ServiceState::Starting) => {
+                self.fail(failure.reason, !failure.docker_unreachable, now, fx)
             }
             (OpOutcome::Stopped(res), ServiceState::Stopping) => {
                 match res {
