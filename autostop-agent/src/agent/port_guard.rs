@@ -19,8 +19,10 @@
 //! port, except Docker's own docker-proxy relaying to the service's
 //! containers: it is theirs while they run (its `-container-ip` is one of
 //! their addresses, or the service is starting, ready, stopping or
-//! hibernated). A stopped service has no docker-proxy, so one on its port
-//! is another container's.
+//! hibernated, or failed a start a moment ago: Docker removes a dead
+//! container's proxy a little after the agent hears of the death). A
+//! stopped service has no docker-proxy, so one on its port is another
+//! container's.
 //!
 //! Why a connection already steered is closed rather than relayed to the
 //! program: the handshake is done with the agent's socket and cannot be
@@ -117,6 +119,13 @@ impl PortGuard {
         let _ = self.requests.send(GuardRequest::Remove {
             service: service.to_owned(),
         });
+    }
+
+    /// Resolves once every request sent before is checked and its bindings
+    /// passed on to the steering worker (a knock is answered after the
+    /// bindings of its batch).
+    pub(super) async fn settled(&self) {
+        let _ = self.may_hold("", None, 0).await;
     }
 
     /// Whether a steered connection of `service` to `local`:`port` may be
@@ -339,9 +348,10 @@ impl Guard {
             return;
         };
         let record = self.directory.get(name);
-        let awake = record
-            .as_ref()
-            .is_some_and(|r| containers_run(&r.handle.status().state));
+        let awake = record.as_ref().is_some_and(|r| {
+            let status = r.handle.status();
+            containers_run(&status.state) || just_failed(&status.state, status.since)
+        });
         let now: BTreeMap<HostPort, String> = guarded
             .bindings
             .iter()
@@ -393,6 +403,18 @@ fn containers_run(state: &ServiceState) -> bool {
     )
 }
 
+/// How long after a failed start a docker-proxy on the service's port is
+/// still taken for its own: Docker tears a dead container's proxy down a
+/// moment after the container exits, later than the agent hears of the
+/// death (seen: 150 ms).
+const PROXY_LINGER: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Whether the service failed a start within [`PROXY_LINGER`] (its
+/// containers may have run a moment ago, their proxy with them).
+fn just_failed(state: &ServiceState, since: tokio::time::Instant) -> bool {
+    matches!(state, ServiceState::Failed { .. }) && since.elapsed() < PROXY_LINGER
+}
+
 /// The problem entry when a listener other than the service's own
 /// docker-proxy takes connections `binding` would steer; `None` if none
 /// does. `addresses` are its containers' addresses, `awake` whether they
@@ -417,11 +439,17 @@ pub(super) fn foreign(
     ))
 }
 
-/// Whether `owner` is Docker's proxy for the service's own containers.
+/// Whether `owner` is Docker's proxy for the service's own containers. A
+/// listener whose process cannot be seen (it exited between the socket
+/// table and its `/proc` entry, as a dead container's proxy does) is taken
+/// for the proxy while the containers run or just failed.
 fn own_proxy(owner: Option<&Owner>, addresses: &[IpAddr], awake: bool) -> bool {
-    let Some(owner) = owner.filter(|o| o.command == DOCKER_PROXY) else {
-        return false;
+    let Some(owner) = owner else {
+        return awake;
     };
+    if owner.command != DOCKER_PROXY {
+        return false;
+    }
     awake
         || owner
             .container_ip()

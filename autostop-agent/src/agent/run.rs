@@ -107,6 +107,7 @@ pub async fn run_with(deps: AgentDeps, shutdown: CancellationToken) -> Result<()
     let steering_task =
         supervisor.spawn("steering", steer_worker::run(requests, steer_maps, warmup));
     let (guard, guard_requests) = PortGuard::channel();
+    let settle = (guard.clone(), steering.clone());
     background.push(
         supervisor.spawn(
             "port-guard",
@@ -278,6 +279,14 @@ pub async fn run_with(deps: AgentDeps, shutdown: CancellationToken) -> Result<()
             "Docker not asked yet; /healthz reports it unreachable until it is"
         );
     }
+    // ... and the bindings that pass found are steered (through the port
+    // guard), so a client that connects once the agent says it runs is
+    // never refused.
+    settle.0.settled().await;
+    let _ = settle.1.flushed().await;
+    // Their mailboxes must not outlive the run: the worker ends when the
+    // last sender is gone.
+    drop(settle);
     let router = api::router(
         Arc::new(control) as Arc<dyn api::Control>,
         token,

@@ -236,6 +236,9 @@ impl Worker {
                 self.set_mode(&service, mode, handed_back);
                 let _ = steered.send(());
             }
+            SteerRequest::Flush { done } => {
+                let _ = done.send(());
+            }
             SteerRequest::Clear { id, done } => {
                 if let Err(e) = self.maps.clear_service(id.0) {
                     tracing::error!(index = %id, error = %e, "cannot clear a service's steering entries");

@@ -50,6 +50,11 @@ pub(super) enum SteerRequest {
         /// For `Direct`: told once every binding is on the stock path.
         handed_back: Option<oneshot::Sender<()>>,
     },
+    /// Told once every request sent before is applied to the maps.
+    Flush {
+        /// The answer.
+        done: oneshot::Sender<()>,
+    },
     /// These bindings of `service` belong to another program listening on
     /// them (see [`super::port_guard`]): never steered or redirected while
     /// yielded; the others are steered again as its mode asks.
@@ -122,6 +127,14 @@ impl KernelSteering {
             service: service.to_owned(),
             yielded,
         });
+    }
+
+    /// Resolves once every request sent before has reached the maps (the
+    /// worker applies map changes the moment it reads them).
+    pub(super) fn flushed(&self) -> oneshot::Receiver<()> {
+        let (done, flushed) = oneshot::channel();
+        self.send(SteerRequest::Flush { done });
+        flushed
     }
 
     /// Asks for every steering entry of `id` to be removed; the answer
