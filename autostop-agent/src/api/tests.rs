@@ -98,6 +98,31 @@ pub(super) fn local_router(control: Arc<dyn Control>, token: Option<String>) -> 
     router(control, token, HostPolicy::new(listen, &[]))
 }
 
+/// `method uri` with `headers` and `body` through the router: status,
+/// headers and body bytes (the one way every API test sends a request).
+pub(super) async fn exchange(
+    router: &Router,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+    let mut request = Request::builder().method(method).uri(uri);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = router
+        .clone()
+        .oneshot(request.body(Body::from(body.to_owned())).expect("request"))
+        .await
+        .expect("response");
+    let (parts, body) = response.into_parts();
+    let bytes = to_bytes(body, 1 << 20).await.expect("body");
+    (parts.status, parts.headers, bytes.to_vec())
+}
+
+/// `method uri` from the loopback host, with the bearer token when given:
+/// status and JSON body (null when not JSON).
 pub(super) async fn call(
     router: &Router,
     method: &str,
@@ -105,20 +130,12 @@ pub(super) async fn call(
     body: &str,
     auth: Option<&str>,
 ) -> (StatusCode, serde_json::Value) {
-    let mut request = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("host", "127.0.0.1:3456");
-    if let Some(token) = auth {
-        request = request.header("authorization", format!("Bearer {token}"));
+    let bearer = auth.map(|token| format!("Bearer {token}"));
+    let mut headers = vec![("host", "127.0.0.1:3456")];
+    if let Some(bearer) = &bearer {
+        headers.push(("authorization", bearer.as_str()));
     }
-    let response = router
-        .clone()
-        .oneshot(request.body(Body::from(body.to_owned())).expect("request"))
-        .await
-        .expect("response");
-    let status = response.status();
-    let bytes = to_bytes(response.into_body(), 1 << 20).await.expect("body");
+    let (status, _, bytes) = exchange(router, method, uri, &headers, body).await;
     (
         status,
         serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),

@@ -5,14 +5,9 @@
 
 use std::sync::Arc;
 
-use axum::{
-    body::{to_bytes, Body},
-    http::{Request, StatusCode},
-    Router,
-};
-use tower::ServiceExt as _;
+use axum::{http::StatusCode, Router};
 
-use super::tests::{local_router, Fake};
+use super::tests::{exchange, local_router, Fake};
 use super::{router, Action, HostPolicy};
 use crate::config::ApiHost;
 
@@ -24,17 +19,7 @@ async fn send(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (StatusCode, serde_json::Value) {
-    let mut request = Request::builder().method(method).uri(path);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let response = router
-        .clone()
-        .oneshot(request.body(Body::from(body.to_owned())).expect("request"))
-        .await
-        .expect("response");
-    let status = response.status();
-    let bytes = to_bytes(response.into_body(), 1 << 20).await.expect("body");
+    let (status, _, bytes) = exchange(router, method, path, headers, body).await;
     let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
     (status, json)
 }

@@ -6,15 +6,10 @@
 
 use std::sync::Arc;
 
-use axum::{
-    body::{to_bytes, Body},
-    http::{Request, StatusCode},
-    Router,
-};
-use tower::ServiceExt as _;
+use axum::{http::StatusCode, Router};
 
 use super::headers::{CONTENT_SECURITY_POLICY, SECURITY_HEADERS};
-use super::tests::{local_router, Fake};
+use super::tests::{exchange, local_router, Fake};
 
 /// `method path` with `headers`: the response's status, headers and body.
 async fn send(
@@ -23,22 +18,8 @@ async fn send(
     path: &str,
     headers: &[(&str, &str)],
 ) -> (StatusCode, axum::http::HeaderMap, String) {
-    let mut request = Request::builder().method(method).uri(path);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let response = router
-        .clone()
-        .oneshot(request.body(Body::empty()).expect("request"))
-        .await
-        .expect("response");
-    let (parts, body) = response.into_parts();
-    let body = to_bytes(body, 1 << 20).await.expect("body");
-    (
-        parts.status,
-        parts.headers,
-        String::from_utf8_lossy(&body).into_owned(),
-    )
+    let (status, headers, body) = exchange(router, method, path, headers, "").await;
+    (status, headers, String::from_utf8_lossy(&body).into_owned())
 }
 
 const HOST: (&str, &str) = ("host", "127.0.0.1:3456");
