@@ -5,19 +5,15 @@
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
-    thread::JoinHandle,
     time::Duration,
 };
+
+use crate::serve_thread::ServeThread;
 
 /// A thread of the test process answering "host-ok\n" to every connection
 /// on `addr`; its socket closes when it is dropped (or [`Self::stop`]).
 pub struct HostProgram {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    server: ServeThread,
     /// Where it listens.
     pub addr: SocketAddr,
 }
@@ -26,24 +22,10 @@ impl HostProgram {
     /// Binds `addr` (fails the test if it cannot) and serves it.
     pub fn start(addr: SocketAddr) -> Self {
         let listener = TcpListener::bind(addr).expect("binding the host program");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let thread = std::thread::spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((mut stream, _)) => {
-                        let _ = stream.write_all(b"host-ok\n");
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
+        let server = ServeThread::spawn(listener, |mut stream| {
+            let _ = stream.write_all(b"host-ok\n");
         });
-        Self {
-            stop,
-            thread: Some(thread),
-            addr,
-        }
+        Self { server, addr }
     }
 
     /// Whether one connection to its address gets its answer (not the
@@ -59,19 +41,6 @@ impl HostProgram {
 
     /// Stops listening: the socket is closed when this returns.
     pub fn stop(mut self) {
-        self.halt();
-    }
-
-    fn halt(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for HostProgram {
-    fn drop(&mut self) {
-        self.halt();
+        self.server.stop();
     }
 }

@@ -22,6 +22,7 @@ pub mod netlab;
 pub mod netns;
 pub mod notify;
 pub mod packaging;
+pub mod serve_thread;
 pub mod tls;
 pub mod wire;
 

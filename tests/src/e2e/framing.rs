@@ -8,46 +8,31 @@
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
-    thread::JoinHandle,
     time::Duration,
 };
+
+use crate::serve_thread::ServeThread;
 
 /// The framing page's server.
 pub struct FramingPage {
     /// Where it listens (`http://ADDR/` is the page).
     pub addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    _server: ServeThread,
 }
 
 impl FramingPage {
     /// Serves a page framing `target`.
     pub fn serve(target: &str) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("binding the framing page");
-        listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("local addr");
         let page = format!(
             "<!DOCTYPE html><title>framing</title>\
              <iframe src=\"/control\"></iframe><iframe src=\"{target}\"></iframe>"
         );
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = Arc::clone(&stop);
-        let thread = std::thread::spawn(move || {
-            while !stopped.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((stream, _)) => answer(stream, &page),
-                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
-                }
-            }
-        });
+        let server = ServeThread::spawn(listener, move |stream| answer(stream, &page));
         Self {
             addr,
-            stop,
-            thread: Some(thread),
+            _server: server,
         }
     }
 }
@@ -75,13 +60,4 @@ fn answer(mut stream: TcpStream, page: &str) {
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-}
-
-impl Drop for FramingPage {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
 }
