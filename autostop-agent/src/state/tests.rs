@@ -109,7 +109,7 @@ fn a_file_without_the_timeline_loads_and_one_with_it_round_trips() {
 }
 
 /// The files of `dir` whose name starts with `state.json.bad-`.
-fn set_aside(dir: &Path) -> Vec<PathBuf> {
+pub(super) fn set_aside(dir: &Path) -> Vec<PathBuf> {
     let mut found: Vec<PathBuf> = fs::read_dir(dir)
         .expect("list")
         .filter_map(Result::ok)

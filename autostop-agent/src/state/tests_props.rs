@@ -34,21 +34,13 @@ fn open_never_fails(bytes: &[u8]) -> Result<(), TestCaseError> {
     fs::write(&path, bytes).expect("write");
     let (store, notes) = StateStore::open(dir.path())
         .map_err(|e| TestCaseError::fail(format!("the start was refused: {e}")))?;
-    let aside: Vec<_> = fs::read_dir(dir.path())
-        .expect("list")
-        .filter_map(Result::ok)
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with("state.json.bad-")
-        })
-        .collect();
+    let aside = super::tests::set_aside(dir.path());
     if path.exists() {
         prop_assert!(aside.is_empty());
         prop_assert_eq!(fs::read(&path).expect("read"), bytes);
     } else {
         prop_assert_eq!(aside.len(), 1);
-        prop_assert_eq!(fs::read(aside[0].path()).expect("read aside"), bytes);
+        prop_assert_eq!(fs::read(&aside[0]).expect("read aside"), bytes);
         prop_assert!(store.services().is_empty() && store.limits().is_empty());
         prop_assert!(notes.iter().any(|n| n.contains("kept as")), "{:?}", notes);
     }
