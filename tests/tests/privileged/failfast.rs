@@ -176,11 +176,18 @@ fn privileged_clients_that_hang_up_free_their_places() {
         }
         std::thread::sleep(Duration::from_millis(50));
         drop(s);
+        // Each hang-up must give its place back (the next client would
+        // otherwise be refused once MAX_HELD are taken); how soon depends
+        // on the load of the host, so it is waited for, not timed.
+        let freed = eventually(Duration::from_secs(5), || {
+            agent.service("hangup")["held"] == 0
+        });
+        assert!(
+            freed,
+            "client {i}: places still taken: {}",
+            agent.service("hangup")
+        );
     }
-    let freed = eventually(Duration::from_secs(3), || {
-        agent.service("hangup")["held"] == 0
-    });
-    assert!(freed, "places still taken: {}", agent.service("hangup"));
     assert_eq!(
         agent.service("hangup")["state"],
         "starting",
