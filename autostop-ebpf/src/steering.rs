@@ -45,7 +45,8 @@ const AF_INET: u32 = 2;
 const AF_INET6: u32 = 10;
 /// `redirect_sk_lookup`'s error for an empty listener slot (negated).
 const ENOENT: i32 = 2;
-/// A `BPF_NOEXIST` insert's error for a key already there (negated).
+/// A `BPF_NOEXIST` insert's error for a key already there, and
+/// `bpf_sk_assign`'s when another program assigned a socket first (negated).
 const EEXIST: i32 = 17;
 
 #[sk_lookup]
@@ -169,6 +170,12 @@ fn try_steer(ctx: &SkLookupContext) {
     }
 
     if let Err(code) = LISTENERS.redirect_sk_lookup(ctx, slot, 0) {
+        // Another sk_lookup program assigned a socket first: during a
+        // hand-over both agents' programs run, and both steer to the same
+        // inherited listener. The connection is steered; nothing failed.
+        if code == -EEXIST {
+            return;
+        }
         bump(|s| s.steer_failures += 1);
         // Only for a SYN that passed the rate limit: a flood of SYNs to a
         // port without listener logs ten lines a second, not one a SYN.
