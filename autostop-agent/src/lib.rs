@@ -26,6 +26,8 @@
 //! - [`logging`]: log output that cannot hurt the agent (a lossy queue and
 //!   one writer thread; journald's native protocol under systemd).
 //! - [`events`]: the numbered events stream with its replay buffer.
+//! - [`handover`]: a new agent takes over from the running one (sockets
+//!   passed over the control socket) without refusing a connection.
 //! - [`metrics`]: Prometheus metrics fed by lifecycle steps and samples.
 //! - [`notify`]: systemd's readiness, watchdog and stopping notifications.
 //! - [`published`]: where Docker publishes a port on the host (address,
@@ -67,6 +69,7 @@ pub mod commands;
 pub mod config;
 pub mod docker;
 pub mod events;
+pub mod handover;
 pub mod logging;
 pub mod metrics;
 pub mod netfilter;

@@ -48,6 +48,8 @@ pub enum Notice<'a> {
     Watchdog,
     /// Free-form status (one line; newlines become spaces).
     Status(&'a str),
+    /// The unit's main process is now this PID (a hand-over).
+    MainPid(u32),
 }
 
 /// The datagram for `notices`: one `KEY=value` line each.
@@ -58,6 +60,11 @@ pub fn message(notices: &[Notice<'_>]) -> String {
             Notice::Ready => out.push_str("READY=1\n"),
             Notice::Stopping => out.push_str("STOPPING=1\n"),
             Notice::Watchdog => out.push_str("WATCHDOG=1\n"),
+            Notice::MainPid(pid) => {
+                out.push_str("MAINPID=");
+                out.push_str(&pid.to_string());
+                out.push('\n');
+            }
             Notice::Status(text) => {
                 out.push_str("STATUS=");
                 out.extend(text.chars().map(|c| if c == '\n' { ' ' } else { c }));
@@ -163,7 +170,10 @@ pub async fn run(
             _ = tick(&mut ping) => notifier.send_logged(&[Notice::Watchdog]),
         }
     }
-    notifier.send_logged(&[Notice::Stopping, Notice::Status("stopping")]);
+    // Handing over, the unit goes on under the new agent's PID.
+    if !crate::handover::handing_over() {
+        notifier.send_logged(&[Notice::Stopping, Notice::Status("stopping")]);
+    }
 }
 
 /// The next watchdog tick, or never without a watchdog.
@@ -184,6 +194,10 @@ mod tests {
     fn messages_are_key_value_lines() {
         assert_eq!(message(&[Notice::Ready]), "READY=1\n");
         assert_eq!(message(&[Notice::Watchdog]), "WATCHDOG=1\n");
+        assert_eq!(
+            message(&[Notice::MainPid(42), Notice::Ready]),
+            "MAINPID=42\nREADY=1\n"
+        );
         assert_eq!(
             message(&[Notice::Stopping, Notice::Status("stopping")]),
             "STOPPING=1\nSTATUS=stopping\n"

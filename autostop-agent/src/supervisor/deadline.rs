@@ -7,7 +7,10 @@
 use std::{
     future::Future,
     pin::pin,
-    sync::Arc,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
     task::{Context, Poll, Wake, Waker},
     thread::Thread,
     time::Duration,
@@ -18,6 +21,17 @@ use tokio_util::sync::CancellationToken;
 /// Exit status when the clean-up did not finish within the deadline.
 pub const EXIT_HUNG: i32 = 70;
 
+/// Extra time granted on top of the deadline, in milliseconds (a
+/// hand-over's clean-up waits for the new agent's start and a drain).
+static EXTENDED_MS: AtomicU64 = AtomicU64::new(0);
+
+/// Grants the clean-up `by` more than its deadline (the largest grant
+/// wins). Called before the shutdown starts.
+pub fn extend(by: Duration) {
+    let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
+    EXTENDED_MS.fetch_max(ms, Ordering::SeqCst);
+}
+
 /// Starts the deadline thread.
 pub fn arm(shutdown: CancellationToken, after: Duration) -> std::io::Result<()> {
     std::thread::Builder::new()
@@ -25,6 +39,7 @@ pub fn arm(shutdown: CancellationToken, after: Duration) -> std::io::Result<()> 
         .spawn(move || {
             block_on(shutdown.cancelled());
             std::thread::sleep(after);
+            std::thread::sleep(Duration::from_millis(EXTENDED_MS.load(Ordering::SeqCst)));
             tracing::error!(
                 event = "shutdown_hung",
                 "clean-up did not finish within {after:?}; exiting now"
