@@ -51,8 +51,15 @@ pub(super) async fn handle(
 ) -> HoldOutcome {
     loop {
         let present = tokio::select! {
-            present = held.read_opening(held.arrived + FIRST_BYTES_WAIT) => present,
-            () = shutdown.cancelled() => return HoldOutcome::Closed,
+            present = held.read_opening(held.arrived + FIRST_BYTES_WAIT) => Some(present),
+            () = shutdown.cancelled() => None,
+        };
+        let Some(present) = present else {
+            // Handing over: the new agent looks at it; otherwise closed.
+            return ctx
+                .handoff
+                .pass(held, port, route)
+                .unwrap_or(HoldOutcome::Closed);
         };
         if !present {
             return HoldOutcome::HungUp;
@@ -67,9 +74,7 @@ pub(super) async fn handle(
                 match held.wait_or_opening(route, shutdown).await {
                     // Telling bytes arrived: classify them.
                     None => continue,
-                    Some(end) => {
-                        return hold::conclude(held, end, port, route, ctx.upstreams.as_ref()).await
-                    }
+                    Some(end) => return hold::conclude(held, end, port, route, ctx).await,
                 }
             }
             _ => return hold_and_forward(held, port, route, ctx, shutdown).await,

@@ -77,6 +77,24 @@ impl Held {
         }
     }
 
+    /// A connection another agent held since `arrived` (see
+    /// [`super::passing`]), with what it read from it.
+    pub(super) fn resumed(
+        stream: TcpStream,
+        received: Vec<u8>,
+        eof: bool,
+        arrived: Instant,
+        permit: OwnedSemaphorePermit,
+    ) -> Self {
+        Self {
+            stream,
+            received,
+            arrived,
+            eof,
+            permit: Some(permit),
+        }
+    }
+
     /// Gives the place under `max_held_connections` back (the connection
     /// is being answered or forwarded, no longer waiting).
     pub(super) fn release_permit(&mut self) {
@@ -176,6 +194,12 @@ impl Held {
             tokio::select! {
                 changed = status.changed() => {
                     if changed.is_err() {
+                        // Its actor ended: with the agent (which may hand the
+                        // connection over), or because it is not managed any
+                        // more.
+                        if shutdown.is_cancelled() {
+                            return Some(End::ShuttingDown);
+                        }
                         return Some(End::Failed("the service is no longer managed".to_owned()));
                     }
                 }

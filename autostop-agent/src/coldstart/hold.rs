@@ -58,6 +58,8 @@ pub enum HoldOutcome {
     HungUp,
     /// Answered by the agent (wait page, status), or the agent shut down.
     Closed,
+    /// Passed to a new agent taking over ([`super::passing`]).
+    Passed,
 }
 
 /// Closes `stream` with a RST so an over-limit client learns at once.
@@ -83,7 +85,7 @@ pub(super) async fn hold_and_forward(
         Err(outcome) => return outcome,
     };
     let end = held.wait(route, shutdown).await;
-    conclude(held, end, port, route, ctx.upstreams.as_ref()).await
+    conclude(held, end, port, route, ctx).await
 }
 
 /// Wakes the service for `held`, or answers it at once when a wake would
@@ -117,10 +119,10 @@ pub(super) async fn conclude(
     end: End,
     port: u16,
     route: &Route,
-    upstreams: &dyn Upstreams,
+    ctx: &ColdStart,
 ) -> HoldOutcome {
     match end {
-        End::Ready => forward(held, port, route, upstreams).await,
+        End::Ready => forward(held, port, route, ctx.upstreams.as_ref()).await,
         End::Failed(reason) => {
             // The reason stays in the log; the client gets the public text.
             tracing::debug!(service = %route.service, %reason, "held connection: the start failed");
@@ -134,7 +136,11 @@ pub(super) async fn conclude(
             HoldOutcome::Failed
         }
         End::Gone => HoldOutcome::HungUp,
-        End::ShuttingDown => HoldOutcome::Closed,
+        // Handing over: the new agent serves it; otherwise it closes.
+        End::ShuttingDown => ctx
+            .handoff
+            .pass(held, port, route)
+            .unwrap_or(HoldOutcome::Closed),
     }
 }
 

@@ -30,6 +30,7 @@ mod dynamic;
 mod gate;
 mod held;
 mod hold;
+mod passing;
 
 use std::{
     collections::HashMap,
@@ -56,6 +57,7 @@ use crate::{
 };
 
 pub use hold::{HoldOutcome, HANDOVER_WINDOW};
+pub use passing::{Handoff, HandoffTake, Passed};
 
 /// Finds where a ready service's port lives now (the container address can
 /// change each time its containers start, so it is asked at forward time),
@@ -171,17 +173,61 @@ pub struct ColdStart {
     /// Asked before a connection is held: a port another program listens
     /// on is not the agent's to hold.
     pub owners: Arc<dyn PortOwners>,
+    /// Where held connections go when the agent hands over.
+    pub handoff: Handoff,
 }
 
 /// Accepts on `listeners` until `shutdown`, handling each connection in its
-/// own task; returns once every connection task has finished.
-pub async fn serve(listeners: Vec<TcpListener>, ctx: Arc<ColdStart>, shutdown: CancellationToken) {
+/// own task, and serves `passed` (connections an old agent held);
+/// returns once every connection task has finished (or, handing over,
+/// was handed to [`Handoff::drain`]).
+pub async fn serve(
+    listeners: Vec<TcpListener>,
+    passed: Vec<Passed>,
+    ctx: Arc<ColdStart>,
+    shutdown: CancellationToken,
+) {
     let mut accept_loops = JoinSet::new();
+    let mut resumed = JoinSet::new();
+    passing::serve_passed(passed, &ctx, &shutdown, &mut resumed).await;
+    if !resumed.is_empty() {
+        accept_loops.spawn(finish_tasks(resumed, Arc::clone(&ctx), shutdown.clone()));
+    }
     for listener in listeners {
         accept_loops.spawn(accept_loop(listener, Arc::clone(&ctx), shutdown.clone()));
     }
     while accept_loops.join_next().await.is_some() {}
 }
+
+/// Waits for `tasks` until `shutdown`, then ends them as the accept loop
+/// ends its own.
+async fn finish_tasks(mut tasks: JoinSet<()>, ctx: Arc<ColdStart>, shutdown: CancellationToken) {
+    tokio::select! {
+        () = async { while tasks.join_next().await.is_some() {} } => {}
+        () = shutdown.cancelled() => end_tasks(tasks, &ctx).await,
+    }
+}
+
+/// Connection tasks at shutdown: handed to the hand-over's drain, or
+/// aborted (their clients see a close; new connections reach the stock
+/// datapath once steering is dropped).
+async fn end_tasks(mut tasks: JoinSet<()>, ctx: &ColdStart) {
+    if passing::Handoff::active() {
+        // Held connections pass themselves on at once; what is left
+        // forwards to a ready service and finishes at the run's end.
+        tokio::time::sleep(PASS_GRACE).await;
+        while tasks.try_join_next().is_some() {}
+        match ctx.handoff.drain(tasks) {
+            Ok(()) => return,
+            Err(back) => tasks = back,
+        }
+    }
+    tasks.shutdown().await;
+}
+
+/// How long held connections get to pass themselves on when the agent
+/// hands over, before the accept loop gives its other tasks to the drain.
+const PASS_GRACE: Duration = Duration::from_millis(100);
 
 async fn accept_loop(listener: TcpListener, ctx: Arc<ColdStart>, shutdown: CancellationToken) {
     let mut connections = JoinSet::new();
@@ -248,9 +294,7 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<ColdStart>, shutdown: Cance
             }
         }
     }
-    // Held connections end with the agent: their clients see a close, and
-    // new connections reach the stock datapath once steering is dropped.
-    connections.shutdown().await;
+    end_tasks(connections, &ctx).await;
 }
 
 /// How long (steps × step) an accepted connection waits for its route.
@@ -299,7 +343,17 @@ async fn handle(
             return;
         }
     }
-    let held = held::Held::new(stream, permit);
+    serve_held(held::Held::new(stream, permit), port, route, ctx, shutdown).await;
+}
+
+/// Serves one held connection in its mode and counts the outcome.
+async fn serve_held(
+    held: held::Held,
+    port: u16,
+    route: Route,
+    ctx: &ColdStart,
+    shutdown: &CancellationToken,
+) {
     let outcome = match route.mode {
         Mode::Blocking => hold::hold_and_forward(held, port, &route, ctx, shutdown).await,
         Mode::Dynamic => dynamic::handle(held, port, &route, ctx, shutdown).await,
@@ -315,7 +369,7 @@ async fn handle(
             ctx.metrics.hung_up(&route.service);
             &ctx.stats.hung_up
         }
-        HoldOutcome::Closed => return,
+        HoldOutcome::Closed | HoldOutcome::Passed => return,
     };
     counter.fetch_add(1, Ordering::Relaxed);
 }

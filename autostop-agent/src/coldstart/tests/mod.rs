@@ -11,6 +11,7 @@
 mod blocking;
 mod dynamic;
 mod failfast;
+mod passing;
 
 use std::{
     collections::HashMap,
@@ -89,6 +90,17 @@ impl Harness {
         max_held: usize,
         start_timeout: Duration,
     ) -> Self {
+        Self::start_passed(mode, max_held, start_timeout, |_| Vec::new()).await
+    }
+
+    /// Like [`Self::start_with`], serving what `passed` makes for the
+    /// listener's port too (connections an old agent passed on).
+    async fn start_passed(
+        mode: crate::config::Mode,
+        max_held: usize,
+        start_timeout: Duration,
+        passed: impl FnOnce(u16) -> Vec<super::Passed>,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind agent listener");
@@ -122,8 +134,10 @@ impl Harness {
             themes: Arc::new(crate::waitpage::ThemeSet::builtin()),
             metrics: Arc::clone(&metrics),
             owners: Arc::new(super::NoOtherOwners),
+            handoff: super::Handoff::channel().0,
         });
-        let server = tokio::spawn(serve(vec![listener], ctx, shutdown.clone()));
+        let passed = passed(addr.port());
+        let server = tokio::spawn(serve(vec![listener], passed, ctx, shutdown.clone()));
         Self {
             addr,
             ignored,
