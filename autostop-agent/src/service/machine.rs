@@ -313,20 +313,7 @@ impl Machine {
     fn on_container_event(&mut self, e: ContainerEvent, now: Instant, fx: &mut Vec<Effect>) {
         match (e, &self.state) {
             (ContainerEvent::Started, ServiceState::Stopped | ServiceState::Failed { .. }) => {
-                info!(service = %self.name, event = "starting", trigger = "external");
-                self.start_kind = StartKind::External;
-                self.enter(ServiceState::Starting, now);
-                let timeout = self.settings.start_timeout;
-                fx.extend([
-                    Effect::Notify(LifecycleEvent::Starting {
-                        trigger: Trigger::External,
-                    }),
-                    Effect::CancelTimer,
-                    Effect::Steer(SteerMode::Warming {
-                        already_started: true,
-                    }),
-                    Effect::Run(Op::WaitReady { timeout }),
-                ]);
+                self.begin_external_start("external", now, fx);
             }
             (ContainerEvent::Died { exit_code }, ServiceState::Starting) => {
                 let reason = match exit_code {

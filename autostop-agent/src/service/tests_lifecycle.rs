@@ -294,6 +294,28 @@ async fn external_start_and_death() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_start_resumed_after_a_hand_over_waits_for_readiness_and_starts_nothing() {
+    let resuming = super::ServiceSettings {
+        resume_start: true,
+        ..settings()
+    };
+    let h = Harness::spawn(Observed::AllRunning, resuming.clone(), |_| {});
+    h.wait_state(ServiceState::Ready).await;
+    assert_eq!(
+        h.log.runtime_calls(),
+        vec![Call::Observe, Call::WaitReady],
+        "readiness waited for, never a second docker start"
+    );
+    assert!(h.log.steering().contains(&SteerMode::Warming {
+        already_started: true
+    }));
+    // The old agent had not started the containers yet: adopted stopped.
+    let h = Harness::spawn(Observed::AllStopped, resuming, |_| {});
+    h.wait_state(ServiceState::Stopped).await;
+    assert_eq!(h.log.runtime_calls(), vec![Call::Observe]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn hold_blocks_idle_stop_until_release() {
     let t0 = Instant::now();
     let h = Harness::spawn(Observed::AllRunning, settings(), |_| {});

@@ -153,6 +153,10 @@ pub struct ServiceSettings {
     pub initial_start_estimate: Option<Duration>,
     /// What an idle service is put into.
     pub sleep: Sleep,
+    /// The agent this one took over from was starting the service: if its
+    /// containers run, adopt it as starting and wait for readiness (as a
+    /// start by someone else) instead of taking it for ready.
+    pub resume_start: bool,
 }
 
 impl Default for ServiceSettings {
@@ -163,6 +167,7 @@ impl Default for ServiceSettings {
             hold_while_connected: true,
             initial_start_estimate: None,
             sleep: Sleep::Stop,
+            resume_start: false,
         }
     }
 }

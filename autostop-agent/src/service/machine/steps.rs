@@ -73,7 +73,10 @@ impl Machine {
                 self.adopted = true;
                 self.observe_failures = 0;
                 info!(service = %self.name, event = "adopted", observed = ?o);
-                if o == Observed::AllRunning {
+                if self.settings.resume_start && o != Observed::AllStopped {
+                    // Taken over mid-start: its readiness is still ahead.
+                    self.begin_external_start("resumed", now, fx);
+                } else if o == Observed::AllRunning {
                     // Ready once the ports are on the stock path.
                     self.pending_wake = None;
                     self.hand_back = Some(HandingBack {
@@ -130,6 +133,26 @@ impl Machine {
             }
             _ => self.begin_start(trigger, now, fx),
         }
+    }
+
+    /// Containers someone else started (`how`: "external", or "resumed"
+    /// after a hand-over): steer while warming, wait for readiness.
+    pub(super) fn begin_external_start(&mut self, how: &str, now: Instant, fx: &mut Vec<Effect>) {
+        info!(service = %self.name, event = "starting", trigger = how);
+        self.pending_wake = None;
+        self.start_kind = StartKind::External;
+        self.enter(ServiceState::Starting, now);
+        let timeout = self.settings.start_timeout;
+        fx.extend([
+            Effect::Notify(LifecycleEvent::Starting {
+                trigger: Trigger::External,
+            }),
+            Effect::CancelTimer,
+            Effect::Steer(SteerMode::Warming {
+                already_started: true,
+            }),
+            Effect::Run(Op::WaitReady { timeout }),
+        ]);
     }
 
     pub(super) fn begin_start(&mut self, trigger: Trigger, now: Instant, fx: &mut Vec<Effect>) {
