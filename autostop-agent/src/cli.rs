@@ -37,6 +37,24 @@ pub enum Command {
         /// Configuration file.
         #[arg(long, default_value = DEFAULT_CONFIG_PATH, value_hint = ValueHint::FilePath)]
         config: PathBuf,
+        /// Take over from the agent already running (its sockets, held
+        /// connections and state) without refusing a connection; exits
+        /// non-zero, leaving that agent as it was, if the hand-over cannot
+        /// start. `autostop upgrade` starts the agent this way.
+        #[arg(long)]
+        takeover: bool,
+    },
+    /// Replace the running agent with a new process of the installed
+    /// binary (after a package upgrade) without refusing a connection;
+    /// waits for the outcome. The running agent goes on if the new one
+    /// fails before taking over.
+    Upgrade {
+        /// Configuration file (for the agent's state directory).
+        #[arg(long, default_value = DEFAULT_CONFIG_PATH, value_hint = ValueHint::FilePath)]
+        config: PathBuf,
+        /// The binary to start instead of the running agent's own path.
+        #[arg(long, value_hint = ValueHint::FilePath)]
+        binary: Option<PathBuf>,
     },
     /// Show every service: state, uptime, RAM, idle timeout, time to stop.
     Status {
@@ -148,7 +166,10 @@ mod tests {
     fn run_defaults_to_the_packaged_config() {
         let cli = Cli::try_parse_from(["autostop", "run"]).expect("parses");
         match cli.command {
-            Command::Run { config } => assert_eq!(config, PathBuf::from(DEFAULT_CONFIG_PATH)),
+            Command::Run { config, takeover } => {
+                assert_eq!(config, PathBuf::from(DEFAULT_CONFIG_PATH));
+                assert!(!takeover);
+            }
             other => panic!("parsed as {other:?}"),
         }
     }

@@ -40,7 +40,7 @@ fn main() -> ExitCode {
 
 fn dispatch(command: Command) -> ExitCode {
     match command {
-        Command::Run { config } => report(run_async(async move {
+        Command::Run { config, takeover } => report(run_async(async move {
             let shutdown = shutdown::on_signals().context("installing signal handlers")?;
             supervisor::panic::install_hook(shutdown.clone());
             supervisor::deadline::arm(shutdown.clone(), CLEANUP_DEADLINE)
@@ -48,12 +48,14 @@ fn dispatch(command: Command) -> ExitCode {
             agent::run(
                 agent::AgentOptions {
                     config_path: config,
+                    takeover,
                 },
                 shutdown,
             )
             .await?;
             Ok(())
         })),
+        Command::Upgrade { config, binary } => report(upgrade(&config, binary)),
         Command::Status { config, json, wide } => report(run_async(async move {
             let client = client_for(&config);
             let services = client.services().await?;
@@ -150,6 +152,26 @@ fn dispatch(command: Command) -> ExitCode {
 
 /// The agent's API address and token, from the config when it can be read
 /// (the CLI may run unprivileged, so an unreadable config means defaults).
+/// `autostop upgrade`: asks the running agent to start a new one that
+/// takes over, and reports how it went.
+fn upgrade(config: &std::path::Path, binary: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+    let parsed = Config::load_with_own_themes(config)
+        .with_context(|| format!("reading {}", config.display()))?;
+    let result = autostop::handover::request_upgrade(&parsed.agent.state_dir, binary, |pid| {
+        print_out(&format!("new agent started (pid {pid}); handing over…\n"));
+    })
+    .context("asking the running agent to upgrade")?;
+    match result {
+        autostop::handover::UpgradeResult::Upgraded(pid) => {
+            print_out(&format!("upgraded: the new agent (pid {pid}) runs\n"));
+            Ok(())
+        }
+        autostop::handover::UpgradeResult::Failed(reason) => {
+            anyhow::bail!("upgrade failed: {reason}")
+        }
+    }
+}
+
 fn client_for(config: &std::path::Path) -> Client {
     let parsed = Config::load_with_own_themes(config).ok();
     let addr = parsed

@@ -11,6 +11,9 @@
 //!   (a wedged runtime, as seen by the watchdog).
 //! - `AUTOSTOP_TEST_HANG=cleanup`: the shutdown's clean-up blocks for an
 //!   hour (the hard deadline must end the process).
+//! - `AUTOSTOP_TEST_TAKEOVER_PAUSE=offered|stopped`: a new agent taking
+//!   over blocks for an hour once offered the sockets, or once the old
+//!   agent stopped (a test kills it there).
 
 /// Where a panic can be injected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +41,25 @@ pub fn cleanup_hang_point() {
     imp::cleanup_hang_point();
 }
 
+/// Where a take-over can be paused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Takeover {
+    /// The old agent offered its sockets; nothing stopped yet.
+    Offered,
+    /// The old agent stopped and passed what it held.
+    Stopped,
+}
+
+/// Blocks the calling (blocking) thread for an hour if
+/// `AUTOSTOP_TEST_TAKEOVER_PAUSE` names `point` (test-hooks builds only).
+#[inline]
+pub fn takeover_pause_point(point: Takeover) {
+    #[cfg(feature = "test-hooks")]
+    imp::takeover_pause_point(point);
+    #[cfg(not(feature = "test-hooks"))]
+    let _ = point;
+}
+
 /// Starts the runtime freeze `AUTOSTOP_TEST_FREEZE` asks for (test-hooks
 /// builds only); called once the agent is ready.
 #[inline]
@@ -58,7 +80,22 @@ pub fn announce() {
 mod imp {
     use std::time::{Duration, Instant};
 
-    use super::Site;
+    use super::{Site, Takeover};
+
+    fn takeover_pause() -> Option<Takeover> {
+        match std::env::var("AUTOSTOP_TEST_TAKEOVER_PAUSE").ok()?.as_str() {
+            "offered" => Some(Takeover::Offered),
+            "stopped" => Some(Takeover::Stopped),
+            _ => None,
+        }
+    }
+
+    pub(super) fn takeover_pause_point(point: Takeover) {
+        if takeover_pause() == Some(point) {
+            tracing::warn!(?point, "test hook: the take-over pauses");
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
 
     fn armed_panic() -> Option<Site> {
         match std::env::var("AUTOSTOP_TEST_PANIC").ok()?.as_str() {
@@ -100,6 +137,7 @@ mod imp {
             panic = ?armed_panic(),
             freeze = ?freeze_plan(),
             hang = hang_armed(),
+            takeover_pause = ?takeover_pause(),
             "test hooks compiled in (feature test-hooks): never use this binary in production"
         );
     }

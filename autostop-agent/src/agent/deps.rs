@@ -181,6 +181,8 @@ pub struct AgentDeps {
     pub clock: crate::schedule::WallClock,
     /// The host's listening sockets (the port guard's).
     pub sockets: Arc<dyn HostSockets>,
+    /// The control socket, and the hand-over this agent took, if any.
+    pub handover: super::handing::HandoverDeps,
 }
 
 /// A container's address for `published_port`, from its endpoints.

@@ -62,6 +62,21 @@ pub(super) fn spawn_notify(
     ))
 }
 
+/// In a new agent taking over: tells systemd (when it runs the agent)
+/// that this process is now the unit's main PID, and ready.
+pub(super) fn announce_main_pid() {
+    match Notifier::from_env() {
+        Ok(Some(notifier)) => {
+            let pid = std::process::id();
+            if let Err(e) = notifier.send(&[notify::Notice::MainPid(pid), notify::Notice::Ready]) {
+                tracing::warn!(error = %e, "cannot tell systemd the new main PID");
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::error!(error = %e, "cannot notify systemd"),
+    }
+}
+
 /// How the run ends once cleaned up: an error when a task failed or any
 /// thread panicked, so the process exits non-zero.
 pub(super) fn outcome(supervisor: &Supervisor) -> Result<(), AgentError> {

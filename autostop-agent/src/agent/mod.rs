@@ -36,6 +36,7 @@ mod control;
 mod counters;
 mod deps;
 mod file_watch;
+mod handing;
 mod ids;
 mod kernel;
 mod labels;
@@ -69,6 +70,7 @@ pub use deps::{
     ActivityCounters, AgentDeps, AgentDocker, Counting, EventSinks, HostSockets, IgnoreSources,
     KernelDeps, SteerMaps, WakeSource, Warmup,
 };
+pub use handing::{ControlSetup, HandoverDeps};
 pub use ids::{IdError, IdPool, ServiceId};
 pub use kernel::{instant_from_ktime, KernelActivity};
 pub use labels::{discover as discover_labelled, LabelCache, LabelScan, LabelScanError};
@@ -91,6 +93,9 @@ use crate::{
 pub struct AgentOptions {
     /// The configuration file (also watched for changes).
     pub config_path: PathBuf,
+    /// Take over from the agent already running ([`crate::handover`])
+    /// instead of starting afresh.
+    pub takeover: bool,
 }
 
 /// Why the agent could not start (or stopped with an error).
@@ -123,6 +128,9 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    /// A hand-over could not be taken (the running agent goes on).
+    #[error("take-over: {0}")]
+    Handover(#[from] crate::handover::HandoverError),
     /// A task panicked or ended on its own: the agent cleaned up and stops
     /// with a failure status (see [`crate::supervisor`]).
     #[error("{0}")]

@@ -21,6 +21,7 @@ use super::{
     control::{AgentControl, HealthFlags},
     counters::Refresher,
     deps::{AgentDeps, KernelDeps},
+    handing,
     ids::IdPool,
     kernel::KernelActivity,
     labels, liveness,
@@ -77,7 +78,12 @@ pub async fn run_with(deps: AgentDeps, shutdown: CancellationToken) -> Result<()
         docker,
         clock,
         sockets,
+        handover,
     } = deps;
+    let super::handing::HandoverDeps {
+        control: control_setup,
+        taken: mut taken_over,
+    } = handover;
     let KernelDeps {
         counting,
         activity,
@@ -203,7 +209,11 @@ pub async fn run_with(deps: AgentDeps, shutdown: CancellationToken) -> Result<()
         supervisor: supervisor.clone(),
         events: events.clone(),
     });
+    if let Some(taken) = &taken_over {
+        table.resume(handing::were_starting(taken));
+    }
     let refused = table.add_all(&config.services).await;
+    table.resume(Vec::new());
     // One full pass now: every service's bindings and counters, and
     // whether Docker answers (`/healthz`); later passes follow events,
     // plus a slow resync.
@@ -226,6 +236,11 @@ pub async fn run_with(deps: AgentDeps, shutdown: CancellationToken) -> Result<()
             problem.error
         );
     }
+    let (handoff, mut handoff_take) = coldstart::Handoff::channel();
+    let passed = taken_over
+        .as_mut()
+        .map(|taken| std::mem::take(&mut taken.passed))
+        .unwrap_or_default();
     let coldstart = Arc::new(ColdStart {
         routes,
         upstreams: Arc::new(StartView::new(Arc::clone(&docker), directory.clone())),
@@ -234,10 +249,11 @@ pub async fn run_with(deps: AgentDeps, shutdown: CancellationToken) -> Result<()
         metrics: Arc::clone(&metrics),
         ignored_sources: ignored_rx,
         owners: Arc::new(guard.clone()),
+        handoff,
     });
     background.push(supervisor.spawn(
         "coldstart",
-        coldstart::serve(steered, coldstart, shutdown.clone()),
+        coldstart::serve(steered, passed, coldstart, shutdown.clone()),
     ));
     background.push(supervisor.spawn(
         "wake-events",
@@ -310,16 +326,24 @@ pub async fn run_with(deps: AgentDeps, shutdown: CancellationToken) -> Result<()
     background.push(supervisor.adopt("reload", reload_task));
     background.extend(liveness::spawn_notify(
         &supervisor,
-        directory,
+        directory.clone(),
         Arc::clone(&health),
         shutdown.clone(),
     ));
+    // A new agent may take over from this one from now on.
+    let (point, control_task) =
+        handing::serve_control(control_setup, config_path.clone(), &supervisor, &shutdown);
+    background.extend(control_task);
     tracing::info!(
         event = "started",
         services = config.services.len(),
         status = %config.agent.status_listen,
         "autostop is running"
     );
+
+    if let Some(taken) = taken_over {
+        handing::took_over(taken, directory.clone(), Arc::clone(&health)).await;
+    }
 
     config_loop::follow(
         Following {
@@ -344,6 +368,7 @@ pub async fn run_with(deps: AgentDeps, shutdown: CancellationToken) -> Result<()
     // Shutdown: stop accepting, end every task, then undo the kernel state.
     tracing::info!(event = "stopping", "shutting down");
     Supervisor::join_all(background, TASK_GRACE).await;
+    let services = handing::snapshot(&directory);
     // The programs stay attached until the warm-up table is gone (an
     // aborted refresher dropped them already).
     let classifier = classifier.await.ok();
@@ -355,14 +380,39 @@ pub async fn run_with(deps: AgentDeps, shutdown: CancellationToken) -> Result<()
     // A hibernation's reclaim still under way: cancelled, its limits put
     // back (and its record cleared) while the state owner still runs.
     docker.settle_reclaims(TASK_GRACE).await;
+    let mut state_parts = Some((state, state_task));
+    // Handing over: this agent's last state write comes before the new
+    // agent reads the file, and its programs, steering and warm-up table
+    // stay until the new agent runs.
+    let handed_over = if point.armed() {
+        close_state(&closing, state_parts.take()).await;
+        Some(handing::pass(point, &mut handoff_take, services).await)
+    } else {
+        None
+    };
     Supervisor::join_all(vec![steering_task], TASK_GRACE).await;
     drop(classifier);
-    closing.cancel();
-    drop(state);
-    Supervisor::join_all(vec![state_task], TASK_GRACE).await;
+    close_state(&closing, state_parts.take()).await;
     tracing::info!(
         event = "stopped",
         "autostop stopped; kernel programs detached"
     );
-    liveness::outcome(&supervisor)
+    match handed_over {
+        Some(outcome) => {
+            handing::drain(&mut handoff_take).await;
+            liveness::outcome(&supervisor).and(handing::outcome(&outcome))
+        }
+        None => liveness::outcome(&supervisor),
+    }
+}
+
+/// Ends the state file's owner (its last write), once.
+async fn close_state(
+    closing: &CancellationToken,
+    parts: Option<(state_owner::StateHandle, Supervised)>,
+) {
+    let Some((state, task)) = parts else { return };
+    closing.cancel();
+    drop(state);
+    Supervisor::join_all(vec![task], TASK_GRACE).await;
 }

@@ -67,6 +67,10 @@ pub(super) struct TableParts {
 pub(super) struct ServiceTable {
     parts: TableParts,
     actors: HashMap<String, Supervised>,
+    /// Services the agent this one took over from was starting (see
+    /// [`ServiceSettings::resume_start`]); emptied once the first
+    /// services are added.
+    resuming: std::collections::HashSet<String>,
 }
 
 impl ServiceTable {
@@ -74,7 +78,14 @@ impl ServiceTable {
         Self {
             parts,
             actors: HashMap::new(),
+            resuming: std::collections::HashSet::new(),
         }
+    }
+
+    /// The services to adopt as starting when their containers run (a
+    /// take-over: the old agent was starting them); empty to stop that.
+    pub fn resume(&mut self, names: impl IntoIterator<Item = String>) {
+        self.resuming = names.into_iter().collect();
     }
 
     /// Starts managing `services`, after reading where Docker publishes
@@ -198,6 +209,7 @@ impl ServiceTable {
             hold_while_connected: service.hold_while_connected,
             initial_start_estimate: memory.learned_start(),
             sleep: service.sleep,
+            resume_start: self.resuming.contains(&service.name),
         }
     }
 

@@ -149,6 +149,7 @@ impl Harness {
                 jiff::tz::TimeZone::UTC,
             ),
             sockets: Arc::new(sockets.clone()),
+            handover: Default::default(),
         };
         let shutdown = CancellationToken::new();
         let agent = tokio::spawn(run_with(deps, shutdown.clone()));
