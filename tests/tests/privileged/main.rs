@@ -42,6 +42,7 @@ mod docker;
 mod e2e;
 mod exposure;
 mod failfast;
+mod handover;
 mod hibernate;
 mod kernel_log;
 mod labels;
