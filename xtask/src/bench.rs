@@ -24,6 +24,9 @@
 //!   CLI latency, the cold-start overhead with 499 neighbours over alone,
 //!   and the classifier's cost with 500 targets over 1
 //!   ([`datapath_scaling`]).
+//! - `handover` (`bench_handover.rs`): `autostop upgrade` under a prober:
+//!   the longest time a new connection was not accepted, and the
+//!   upgrade's wall time.
 
 use std::{
     fs,
@@ -65,6 +68,7 @@ pub const SECTIONS: &[&str] = &[
     "agent",
     "hibernate",
     "scale",
+    "handover",
 ];
 
 /// Runs the `only` sections (all when empty) and writes the report.
@@ -92,13 +96,14 @@ pub fn run(only: &[String]) -> anyhow::Result<()> {
     }
     let image = bench_stack::build_image()?;
     type Section = fn(&std::path::Path, &bench_stack::Image) -> anyhow::Result<Value>;
-    let sections: [(&str, Section); 6] = [
+    let sections: [(&str, Section); 7] = [
         ("cold", crate::bench_cold::cold),
         ("warm", crate::bench_warm::warm),
         ("herd", crate::bench_herd::herd),
         ("agent", crate::bench_agent::agent),
         ("hibernate", crate::bench_hibernate::hibernate),
         ("scale", crate::bench_scale::scale),
+        ("handover", crate::bench_handover::handover),
     ];
     // A failing section is reported (its error in the JSON and the table)
     // and the others still run; the command fails at the end.

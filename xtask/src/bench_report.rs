@@ -362,6 +362,9 @@ fn rows(report: &Value) -> Vec<Row> {
     for (metric, value, target, met) in crate::bench_report_scale::rows(&report["scale"]) {
         push("scale", metric, value, target, Some(met));
     }
+    for (metric, value, target, met) in crate::bench_handover::rows(&report["handover"]) {
+        push("handover", metric, value, target, met);
+    }
     rows
 }
 

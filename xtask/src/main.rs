@@ -23,6 +23,7 @@ mod bench;
 mod bench_agent;
 mod bench_cold;
 mod bench_dockerapi;
+mod bench_handover;
 mod bench_herd;
 mod bench_hibernate;
 mod bench_load;
