@@ -12,6 +12,7 @@ use std::{net::SocketAddr, ops::Deref, process::ExitStatus, time::Duration};
 
 mod http;
 mod kernel;
+mod upgrade;
 
 pub use autostop_fixtures::agent::{Launch, AGENT_START};
 pub use http::{echo_roundtrip, http_get, http_get_timeout, http_post};
@@ -19,6 +20,7 @@ pub use kernel::{
     clear_listener_slots, datapath_stats, kernel_objects_of, steered_any, steered_entries,
     warming_elements, KernelObjects,
 };
+pub use upgrade::{docker_starts, stop_agent, upgrade, warmup_tables};
 
 use crate::docker::{unique, TestContainer};
 use crate::OrFail as _;

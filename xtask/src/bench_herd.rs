@@ -17,8 +17,8 @@ use anyhow::Context as _;
 use serde_json::{json, Value};
 
 use crate::bench_stack::{
-    create_container, docker, free_port, httpd_script, raise_nofile, round_to, section_dir,
-    start_agent, unique, Containers, Image,
+    create_container, free_port, httpd_script, raise_nofile, round_to, section_dir, start_agent,
+    unique, Containers, Image,
 };
 
 /// Connections in the herd.
@@ -76,23 +76,8 @@ pub fn herd(work: &Path, image: &Image) -> anyhow::Result<Value> {
     // Readiness → ports on the stock path, while the herd is handed over.
     let handback_ms = crate::bench_cold::last_handback_ms(&dir.join("agent.log"))?;
     agent.stop();
-    let until = unix_now() + 1;
-    let docker_starts = docker(&[
-        "events",
-        "--since",
-        &since.to_string(),
-        "--until",
-        &until.to_string(),
-        "--filter",
-        &format!("container={name}"),
-        "--filter",
-        "event=start",
-        "--format",
-        "{{.Status}}",
-    ])
-    .context("docker events")?
-    .lines()
-    .count();
+    let docker_starts =
+        autostop_fixtures::docker::start_events(&name, since).context("docker events")?;
     Ok(json!({
         "connections": CONNECTIONS,
         "answered": answered,

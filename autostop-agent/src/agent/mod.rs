@@ -55,6 +55,7 @@ mod state_owner;
 mod steer_worker;
 mod steering;
 mod table;
+mod takeover;
 mod tasks;
 
 #[cfg(test)]

@@ -19,9 +19,8 @@ use super::{
     },
     handing,
     labels::{self, LabelCache, LabelScan, LabelScanError},
-    listeners,
     memory::MemorySource,
-    AgentError, AgentOptions,
+    takeover, AgentError, AgentOptions,
 };
 use crate::{
     alerts::Delivery,
@@ -36,7 +35,6 @@ use crate::{
         spawn_watcher, DockerClient, DockerError, DockerRuntime, LimitJournal, MemoryUse,
         ServiceEndpoints,
     },
-    handover::{self, ControlServer, Listeners, Taking},
     netfilter::{NetfilterError, WarmupRedirect},
     published::HostPort,
     service::{ContainerRuntime, Hibernation, Observed, RuntimeError},
@@ -79,24 +77,11 @@ pub(super) async fn build(options: &AgentOptions) -> Result<AgentDeps, AgentErro
         .transpose()?;
     // Taking over: the running agent's sockets, before anything changes.
     let taking = if options.takeover {
-        let dir = config.agent.state_dir.clone();
-        let taking = tokio::task::spawn_blocking(move || {
-            let taking = Taking::connect(&dir)?;
-            crate::test_hooks::takeover_pause_point(crate::test_hooks::Takeover::Offered);
-            Ok::<_, crate::handover::HandoverError>(taking)
-        })
-        .await
-        .map_err(|e| AgentError::Fatal(format!("take-over thread: {e}")))??;
-        tracing::info!(
-            event = "taking_over",
-            old_pid = taking.old_pid,
-            "the running agent offered its sockets"
-        );
-        Some(taking)
+        Some(takeover::offered(&config.agent.state_dir).await?)
     } else {
         None
     };
-    let api_listener = api_listener(&config, taking.as_ref()).await?;
+    let api_listener = takeover::api_listener(&config, taking.as_ref()).await?;
 
     // Kernel side: classifier, sk_lookup, listeners, wake events. Taking
     // over, they attach beside the running agent's and steer to the same
@@ -105,78 +90,22 @@ pub(super) async fn build(options: &AgentOptions) -> Result<AgentDeps, AgentErro
     release_freed_heap();
     datapath.attach_steering()?;
     datapath.set_ignored_sources(&config.agent.ignore_sources)?;
-    let (sockets, warmup_options) = match &taking {
-        Some(taking) => {
-            let mut options = listeners::warmup_options();
-            options.table = handover::next_table(&options.table, &taking.old_table);
-            let sockets = taking
-                .steered
-                .iter()
-                .map(|l| l.try_clone())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|source| AgentError::Io {
-                    what: "inherited steered listener".to_owned(),
-                    source,
-                })?;
-            (sockets, options)
-        }
-        None => (listeners::steered_listeners()?, listeners::warmup_options()),
-    };
+    let (sockets, warmup_options) = takeover::steered(taking.as_ref())?;
     for socket in &sockets {
         datapath.register_listener(socket)?;
     }
     let parts = datapath.into_parts()?;
     let nft_table = warmup_options.table.clone();
     let warmup = WarmupRedirect::install(warmup_options).await?;
-    let control_listeners = Listeners {
-        steered: sockets
-            .iter()
-            .map(|s| handing::dup(s, "steered listener"))
-            .collect::<Result<_, _>>()?,
-        api: Some(handing::dup(&api_listener, "API listener")?),
-    };
-    let mut steered = Vec::new();
-    for socket in sockets {
-        socket
-            .set_nonblocking(true)
-            .map_err(|source| AgentError::Io {
-                what: "steered listener".to_owned(),
-                source,
-            })?;
-        steered.push(tokio::net::TcpListener::from_std(socket).map_err(|source| {
-            AgentError::Io {
-                what: "steered listener".to_owned(),
-                source,
-            }
-        })?);
-    }
-    // Taking over: the running agent stops now and passes what it held;
-    // its last state write is done when it answers.
+    let control_listeners = takeover::offered_later(&sockets, &api_listener)?;
+    let steered = takeover::on_runtime(sockets)?;
     let taken = match taking {
-        Some(taking) => Some(
-            tokio::task::spawn_blocking(move || {
-                let taken = taking.stop()?;
-                crate::test_hooks::takeover_pause_point(crate::test_hooks::Takeover::Stopped);
-                Ok::<_, crate::handover::HandoverError>(taken)
-            })
-            .await
-            .map_err(|e| AgentError::Fatal(format!("take-over thread: {e}")))??,
-        ),
+        Some(taking) => Some(takeover::stop_old(taking).await?),
         None => None,
     };
     let (mut state, notes) = StateStore::open(&config.agent.state_dir)?;
     // In the state directory, which the store made (0700).
-    let control = match ControlServer::bind(&handover::socket_path(&config.agent.state_dir)) {
-        Ok(server) => Some(handing::ControlSetup {
-            server,
-            listeners: control_listeners,
-            nft_table,
-        }),
-        Err(e) => {
-            tracing::warn!(error = %e, "no control socket: a new agent cannot take over from this one (upgrades restart)");
-            None
-        }
-    };
+    let control = takeover::control(&config.agent.state_dir, control_listeners, nft_table);
     for note in notes {
         tracing::warn!("{note}");
     }
@@ -225,27 +154,6 @@ pub(super) async fn build(options: &AgentOptions) -> Result<AgentDeps, AgentErro
         sockets: Arc::new(ProcSockets),
         handover: handing::HandoverDeps { control, taken },
     })
-}
-
-/// The status API's socket: the running agent's when taking over and it
-/// listens where this config says, else bound here.
-async fn api_listener(
-    config: &Config,
-    taking: Option<&Taking>,
-) -> Result<tokio::net::TcpListener, AgentError> {
-    let want = config.agent.status_listen;
-    let io = |source| AgentError::Io {
-        what: format!("agent.status_listen = {want}"),
-        source,
-    };
-    if let Some(inherited) = taking.and_then(|t| t.api.as_ref()) {
-        if inherited.local_addr().ok() == Some(want) {
-            let listener = inherited.try_clone().map_err(io)?;
-            listener.set_nonblocking(true).map_err(io)?;
-            return tokio::net::TcpListener::from_std(listener).map_err(io);
-        }
-    }
-    tokio::net::TcpListener::bind(want).await.map_err(io)
 }
 
 /// The host's listening sockets, read from `/proc`.

@@ -385,14 +385,14 @@ pub async fn run_with(deps: AgentDeps, shutdown: CancellationToken) -> Result<()
     // agent reads the file, and its programs, steering and warm-up table
     // stay until the new agent runs.
     let handed_over = if point.armed() {
-        close_state(&closing, state_parts.take()).await;
+        state_owner::close(&closing, state_parts.take(), TASK_GRACE).await;
         Some(handing::pass(point, &mut handoff_take, services).await)
     } else {
         None
     };
     Supervisor::join_all(vec![steering_task], TASK_GRACE).await;
     drop(classifier);
-    close_state(&closing, state_parts.take()).await;
+    state_owner::close(&closing, state_parts.take(), TASK_GRACE).await;
     tracing::info!(
         event = "stopped",
         "autostop stopped; kernel programs detached"
@@ -404,15 +404,4 @@ pub async fn run_with(deps: AgentDeps, shutdown: CancellationToken) -> Result<()
         }
         None => liveness::outcome(&supervisor),
     }
-}
-
-/// Ends the state file's owner (its last write), once.
-async fn close_state(
-    closing: &CancellationToken,
-    parts: Option<(state_owner::StateHandle, Supervised)>,
-) {
-    let Some((state, task)) = parts else { return };
-    closing.cancel();
-    drop(state);
-    Supervisor::join_all(vec![task], TASK_GRACE).await;
 }

@@ -399,6 +399,19 @@ impl Owner {
     }
 }
 
+/// Ends the state file's owner (its last write), once: `parts` is the
+/// handle and the owner's task, `None` when already closed.
+pub(super) async fn close(
+    closing: &CancellationToken,
+    parts: Option<(StateHandle, crate::supervisor::Supervised)>,
+    grace: std::time::Duration,
+) {
+    let Some((state, task)) = parts else { return };
+    closing.cancel();
+    drop(state);
+    crate::supervisor::Supervisor::join_all(vec![task], grace).await;
+}
+
 #[cfg(test)]
 #[path = "tests_state_owner.rs"]
 mod tests;

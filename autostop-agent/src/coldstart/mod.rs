@@ -333,7 +333,13 @@ async fn handle(
     permit: tokio::sync::OwnedSemaphorePermit,
 ) {
     if let Ok(local) = stream.local_addr() {
-        if !ctx.owners.may_hold(&route.service, local).await {
+        // Not waited for past the shutdown: a connection held at a
+        // hand-over must be passed on with the others, not left behind.
+        let may_hold = tokio::select! {
+            may = ctx.owners.may_hold(&route.service, local) => may,
+            () = shutdown.cancelled() => true,
+        };
+        if !may_hold {
             // Its handshake was made with the agent's socket: it cannot be
             // moved to the program, so it is reset at once (the next
             // attempt reaches the program on the stock path).

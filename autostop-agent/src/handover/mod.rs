@@ -37,6 +37,7 @@
 mod channel;
 mod client;
 mod server;
+mod spawn;
 
 use std::{
     path::{Path, PathBuf},

@@ -1,11 +1,10 @@
 //! The running agent's side: the control socket, the offer of its
-//! sockets, `autostop upgrade`'s request to start a new agent, and
+//! sockets (`autostop upgrade` and SIGUSR2 go to [`super::spawn`]), and
 //! [`finish`], the end of a hand-over once its services are stopped.
 
 use std::{
     os::fd::{AsRawFd, OwnedFd, RawFd},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, OnceLock,
@@ -28,9 +27,7 @@ use crate::coldstart::Passed;
 /// How long a peer gets to say what it wants.
 const FIRST_MESSAGE: Duration = Duration::from_secs(5);
 /// Bound on each message the old agent sends.
-const SEND_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often `upgrade` looks whether the new agent died early.
-const CHILD_POLL: Duration = Duration::from_millis(100);
+pub(super) const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The sockets a new agent inherits: duplicates of the running agent's.
 #[derive(Debug)]
@@ -45,9 +42,9 @@ pub struct Listeners {
 /// and the shutdown that ends it.
 #[derive(Debug, Default)]
 pub struct HandoverPoint {
-    busy: AtomicBool,
+    pub(super) busy: AtomicBool,
     armed: OnceLock<Channel>,
-    reporter: OnceLock<Channel>,
+    pub(super) reporter: OnceLock<Channel>,
 }
 
 impl HandoverPoint {
@@ -118,7 +115,7 @@ impl ControlServer {
                 () = shutdown.cancelled() => break,
                 Some(()) = next_signal(&mut usr2) => {
                     let ctx = Arc::clone(&ctx);
-                    conversations.spawn_blocking(move || upgrade(None, &ctx, None));
+                    conversations.spawn_blocking(move || super::spawn::upgrade(None, &ctx, None));
                     continue;
                 }
                 ready = self.fd.readable() => ready,
@@ -162,7 +159,7 @@ fn converse(channel: &Channel, ctx: &ServerContext) {
     };
     match first.message {
         Message::Hello { version, pid } => offer(channel, ctx, version, pid),
-        Message::Upgrade { binary } => upgrade(Some(channel), ctx, binary),
+        Message::Upgrade { binary } => super::spawn::upgrade(Some(channel), ctx, binary),
         other => refuse(channel, &format!("unexpected first message {other:?}")),
     }
 }
@@ -246,85 +243,12 @@ fn offer(channel: &Channel, ctx: &ServerContext, version: u32, pid: u32) {
 }
 
 /// The channel's socket, duplicated for the shutdown to own.
-fn channel_clone(channel: &Channel) -> Result<Channel, HandoverError> {
+pub(super) fn channel_clone(channel: &Channel) -> Result<Channel, HandoverError> {
     channel
         .as_fd()
         .try_clone_to_owned()
         .map(Channel::from_fd)
         .map_err(|e| HandoverError::Socket(format!("dup: {e}")))
-}
-
-/// `autostop upgrade`: start `binary run --takeover`, report its PID, and
-/// a failure if it exits before it asks this agent to stop (after that
-/// [`finish`] reports).
-fn upgrade(channel: Option<&Channel>, ctx: &ServerContext, binary: Option<PathBuf>) {
-    let tell = |message: &Message| {
-        if let Some(channel) = channel {
-            let _ = channel.send(message, &[], &[], SEND_TIMEOUT);
-        }
-    };
-    if ctx.point.busy.load(Ordering::SeqCst) {
-        let reason = "a hand-over is already under way".to_owned();
-        tracing::warn!(reason, "upgrade refused");
-        tell(&Message::Refused { reason });
-        return;
-    }
-    let binary = binary.unwrap_or_else(own_binary);
-    let mut child = match spawn(&binary, &ctx.config_path) {
-        Ok(child) => child,
-        Err(e) => {
-            let reason = format!("cannot start {}: {e}", binary.display());
-            tracing::warn!(reason, "upgrade failed");
-            tell(&Message::Failed { reason });
-            return;
-        }
-    };
-    tracing::info!(event = "upgrade_started", binary = %binary.display(), new_pid = child.id(), "new agent started to take over");
-    tell(&Message::Spawned { pid: child.id() });
-    if let Some(reporter) = channel.and_then(|c| channel_clone(c).ok()) {
-        let _ = ctx.point.reporter.set(reporter);
-    }
-    loop {
-        if ctx.point.armed() {
-            return;
-        }
-        match child.try_wait() {
-            Ok(Some(status)) => {
-                let reason = format!(
-                    "the new agent exited ({status}) before taking over; this agent goes on"
-                );
-                tracing::warn!(reason, "upgrade failed");
-                tell(&Message::Failed { reason });
-                return;
-            }
-            Ok(None) => std::thread::sleep(CHILD_POLL),
-            Err(_) => return,
-        }
-    }
-}
-
-/// This agent's binary: where it was started from (a package upgrade
-/// replaced the file there; `/proc/self/exe` then names the old one,
-/// deleted).
-fn own_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/usr/bin/autostop"));
-    let text = exe.to_string_lossy();
-    match text.strip_suffix(" (deleted)") {
-        Some(path) => PathBuf::from(path),
-        None => exe,
-    }
-}
-
-fn spawn(binary: &Path, config: &Path) -> std::io::Result<Child> {
-    Command::new(binary)
-        .arg("run")
-        .arg("--takeover")
-        .arg("--config")
-        .arg(config)
-        // The watchdog follows the main PID, which becomes the new agent's.
-        .env_remove("WATCHDOG_PID")
-        .stdin(Stdio::null())
-        .spawn()
 }
 
 /// Ends an armed hand-over (on a blocking thread): passes `passed`, says

@@ -27,10 +27,12 @@ use std::{
 };
 
 use autostop_fixtures::nginx::{Nginx, Route};
+use autostop_fixtures::wait::alive;
 use autostop_tests::{
     agent::{
-        cli, container, echo_script, httpd_script, kernel_objects_of, local, service_toml, setup,
-        AgentConfig, KernelObjects, RunningAgent,
+        container, docker_starts, echo_script, httpd_script, kernel_objects_of, local,
+        service_toml, setup, stop_agent, upgrade, warmup_tables, AgentConfig, KernelObjects,
+        RunningAgent,
     },
     docker::free_port,
     e2e::http_get,
@@ -39,86 +41,8 @@ use autostop_tests::{
     test_hooks_binary,
 };
 
-/// Bound on an upgrade (the new agent loads its programs and adopts).
-const UPGRADE: Duration = Duration::from_secs(90);
 /// Bound on one client exchange, a cold start included.
 const EXCHANGE: Duration = Duration::from_secs(30);
-
-/// `autostop upgrade` (with `args`); the new agent's PID on success.
-fn upgrade(config: &AgentConfig, args: &[&str]) -> Result<i32, String> {
-    let mut all = vec!["upgrade"];
-    all.extend_from_slice(args);
-    let (ok, text) = cli(config, &all, UPGRADE);
-    if !ok {
-        return Err(text);
-    }
-    text.split("(pid ")
-        .last()
-        .and_then(|rest| rest.split(')').next())
-        .and_then(|pid| pid.parse().ok())
-        .ok_or(text)
-}
-
-/// Whether process `pid` is gone (or a zombie nobody reaped yet).
-fn gone(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-    }
-}
-
-/// SIGTERMs `pid` (an agent this test did not start) and waits it out.
-fn stop_agent(pid: i32) {
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGTERM);
-    assert!(
-        eventually(Duration::from_secs(15), || gone(pid)),
-        "agent {pid} did not stop"
-    );
-}
-
-/// The warm-up tables of `config`'s agents (its name and the alternate).
-fn warmup_tables(config: &AgentConfig) -> Vec<String> {
-    let out = std::process::Command::new("nft")
-        .args(["list", "tables"])
-        .output()
-        .expect("nft");
-    let base = config.nft_table.clone();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.strip_prefix("table inet "))
-        .filter(|t| *t == base || *t == format!("{base}_b"))
-        .map(str::to_owned)
-        .collect()
-}
-
-/// Docker `start` events of `container` since `since` (Unix seconds).
-fn docker_starts(container: &str, since: u64) -> usize {
-    let until = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-        + 1;
-    let out = std::process::Command::new("docker")
-        .args([
-            "events",
-            "--since",
-            &since.to_string(),
-            "--until",
-            &until.to_string(),
-            "--filter",
-            "event=start",
-            "--filter",
-            &format!("container={container}"),
-            "--format",
-            "{{.ID}}",
-        ])
-        .output()
-        .expect("docker events");
-    String::from_utf8_lossy(&out.stdout).lines().count()
-}
 
 /// What the clients saw.
 #[derive(Default, Debug)]
@@ -239,13 +163,25 @@ fn privileged_upgrades_under_load_refuse_nothing_and_leave_one_agent() {
         let pid = upgrade(&config, &[]).unwrap_or_else(|e| panic!("upgrade {round}: {e}"));
         let old = *pids.last().expect("an agent");
         assert!(
-            eventually(Duration::from_secs(40), || gone(old)),
+            eventually(Duration::from_secs(40), || !alive(old)),
             "round {round}: the old agent {old} did not exit"
         );
-        notify.wait_for(&format!("MAINPID={pid}"), Duration::from_secs(5));
+        let notice = notify.wait_for(&format!("MAINPID={pid}"), Duration::from_secs(5));
+        assert!(
+            notice.text.lines().any(|l| l == "READY=1"),
+            "round {round}: {:?}",
+            notice.text
+        );
         objects.push(kernel_objects_of(pid));
         pids.push(pid);
     }
+    assert!(
+        !notify
+            .received()
+            .iter()
+            .any(|n| n.text.lines().any(|l| l == "STOPPING=1")),
+        "an agent that hands over does not tell systemd it stops"
+    );
     while started.elapsed() < Duration::from_secs(60) {
         thread::sleep(Duration::from_millis(200));
     }
@@ -272,7 +208,7 @@ fn privileged_upgrades_under_load_refuse_nothing_and_leave_one_agent() {
     // One agent's kernel objects, one warm-up table.
     let last = *pids.last().expect("an agent");
     for (pid, objs) in pids.iter().zip(&objects).take(pids.len() - 1) {
-        assert!(gone(*pid));
+        assert!(!alive(*pid));
         objs.assert_gone(Duration::from_secs(5));
     }
     let now = kernel_objects_of(last);
@@ -299,7 +235,18 @@ fn privileged_upgrades_under_load_refuse_nothing_and_leave_one_agent() {
         assert_eq!(docker_starts(&c.name, since), asked, "{}: starts", c.name);
     }
     drop(nginx);
-    stop_agent(last);
+
+    // Once the services slept, one more upgrade: the API (the new agent's,
+    // on the inherited socket) reports the states the old agent had.
+    for kind in kinds {
+        first.wait_state(kind, "stopped", Duration::from_secs(30));
+    }
+    let pid = upgrade(&config, &[]).expect("a last upgrade");
+    assert!(eventually(Duration::from_secs(40), || !alive(last)));
+    for kind in kinds {
+        assert_eq!(first.state(kind), "stopped", "{kind} after the hand-over");
+    }
+    stop_agent(pid);
 }
 
 #[test]
