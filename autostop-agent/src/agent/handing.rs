@@ -20,7 +20,7 @@ use crate::{
         self, ControlServer, HandoverPoint, Listeners, Outcome, ServerContext, ServiceSnapshot,
         Taken,
     },
-    service::ServiceState,
+    service::{Resumed, ServiceState, StartBlock},
     supervisor::{Supervised, Supervisor},
 };
 
@@ -104,24 +104,54 @@ pub(super) async fn took_over(taken: Taken, directory: DirectoryReader, health: 
     }
 }
 
-/// The services the old agent was starting when it stopped.
-pub(super) fn were_starting(taken: &Taken) -> Vec<String> {
+/// What the old agent knew of each service, for its state machine.
+pub(super) fn resumed(taken: &Taken) -> Vec<(String, Resumed)> {
+    let ms = Duration::from_millis;
     taken
         .services
         .iter()
-        .filter(|s| s.state == ServiceState::Starting.as_str())
-        .map(|s| s.name.clone())
+        .map(|s| {
+            let resumed = Resumed {
+                starting: s.state == ServiceState::Starting.as_str(),
+                idle_for: s.idle_for_ms.map(ms),
+                hold: s.hold,
+                crash_loop: s.crash_loop.clone(),
+                retry_in: s.retry_in_ms.map(ms),
+            };
+            (s.name.clone(), resumed)
+        })
         .collect()
 }
 
 /// Each service's state, for the snapshot a new agent receives.
 pub(super) fn snapshot(directory: &DirectoryReader) -> Vec<ServiceSnapshot> {
+    let now = tokio::time::Instant::now();
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     directory
         .snapshot()
         .iter()
-        .map(|record| ServiceSnapshot {
-            name: record.config.name.clone(),
-            state: record.handle.status().state.as_str().to_owned(),
+        .map(|record| {
+            let status = record.handle.status();
+            let ready = status.state == ServiceState::Ready;
+            // The later of its last traffic and its becoming ready.
+            let reference = match status.last_activity {
+                Some(at) => at.max(status.since),
+                None => status.since,
+            };
+            ServiceSnapshot {
+                name: record.config.name.clone(),
+                state: status.state.as_str().to_owned(),
+                idle_for_ms: ready.then(|| ms(now.saturating_duration_since(reference))),
+                hold: status.hold,
+                crash_loop: matches!(status.start_block, Some(StartBlock::CrashLoop))
+                    .then(|| status.last_error.clone().unwrap_or_default()),
+                retry_in_ms: match status.start_block {
+                    Some(StartBlock::Backoff { retry_at }) => {
+                        Some(ms(retry_at.saturating_duration_since(now)))
+                    }
+                    _ => None,
+                },
+            }
         })
         .collect()
 }

@@ -210,7 +210,7 @@ pub async fn run_with(deps: AgentDeps, shutdown: CancellationToken) -> Result<()
         events: events.clone(),
     });
     if let Some(taken) = &taken_over {
-        table.resume(handing::were_starting(taken));
+        table.resume(handing::resumed(taken));
     }
     let refused = table.add_all(&config.services).await;
     table.resume(Vec::new());

@@ -67,10 +67,10 @@ pub(super) struct TableParts {
 pub(super) struct ServiceTable {
     parts: TableParts,
     actors: HashMap<String, Supervised>,
-    /// Services the agent this one took over from was starting (see
-    /// [`ServiceSettings::resume_start`]); emptied once the first
+    /// What the agent this one took over from knew of its services (see
+    /// [`crate::service::ServiceSettings::resume`]); emptied once the first
     /// services are added.
-    resuming: std::collections::HashSet<String>,
+    resuming: HashMap<String, crate::service::Resumed>,
 }
 
 impl ServiceTable {
@@ -78,14 +78,17 @@ impl ServiceTable {
         Self {
             parts,
             actors: HashMap::new(),
-            resuming: std::collections::HashSet::new(),
+            resuming: HashMap::new(),
         }
     }
 
-    /// The services to adopt as starting when their containers run (a
-    /// take-over: the old agent was starting them); empty to stop that.
-    pub fn resume(&mut self, names: impl IntoIterator<Item = String>) {
-        self.resuming = names.into_iter().collect();
+    /// What the agent this one took over from knew of each service, for
+    /// the services added next; empty to stop that.
+    pub fn resume(
+        &mut self,
+        services: impl IntoIterator<Item = (String, crate::service::Resumed)>,
+    ) {
+        self.resuming = services.into_iter().collect();
     }
 
     /// Starts managing `services`, after reading where Docker publishes
@@ -209,7 +212,7 @@ impl ServiceTable {
             hold_while_connected: service.hold_while_connected,
             initial_start_estimate: memory.learned_start(),
             sleep: service.sleep,
-            resume_start: self.resuming.contains(&service.name),
+            resume: self.resuming.get(&service.name).cloned(),
         }
     }
 

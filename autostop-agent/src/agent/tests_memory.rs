@@ -56,7 +56,7 @@ impl Fixture {
             hold_while_connected: false,
             initial_start_estimate: None,
             sleep: crate::config::Sleep::Stop,
-            resume_start: false,
+            resume: None,
         };
         let (status, status_rx) = watch::channel(ServiceStatus::initial(&settings, Instant::now()));
         let (tx, _rx) = tokio::sync::mpsc::channel(8);

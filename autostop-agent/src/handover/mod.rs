@@ -20,7 +20,8 @@
 //!    API and its accept loops, puts back any hibernation's memory limits
 //!    and writes its state file for the last time; it passes every
 //!    connection still held for a cold start (`held`, the socket plus the
-//!    bytes read so far) and says `stopped`. Its kernel programs, steering
+//!    bytes read so far) and says `stopped`, with each service's state,
+//!    idle timer, hold and crash-loop guard ([`ServiceSnapshot`]). Its kernel programs, steering
 //!    maps and warm-up table stay in force meanwhile, so new connections
 //!    are steered and queue in the shared backlog.
 //! 4. The new agent opens the state file, adopts every service from
@@ -169,12 +170,25 @@ pub enum Message {
 }
 
 /// One service in the hand-over snapshot.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceSnapshot {
     /// Its name.
     pub name: String,
     /// Its state's name as the API shows it.
     pub state: String,
+    /// Milliseconds since its last activity (or since it became ready),
+    /// while ready: its idle timer goes on from there.
+    #[serde(default)]
+    pub idle_for_ms: Option<u64>,
+    /// The operator's hold.
+    #[serde(default)]
+    pub hold: bool,
+    /// The crash-loop guard is latched, after this failure.
+    #[serde(default)]
+    pub crash_loop: Option<String>,
+    /// A retry backoff is pending for this many more milliseconds.
+    #[serde(default)]
+    pub retry_in_ms: Option<u64>,
 }
 
 /// Why a hand-over could not happen.

@@ -261,7 +261,7 @@ pub fn settings() -> ServiceSettings {
         hold_while_connected: true,
         initial_start_estimate: None,
         sleep: crate::config::Sleep::Stop,
-        resume_start: false,
+        resume: None,
     }
 }
 

@@ -67,6 +67,14 @@ impl CrashGuard {
         self.retry_at = None;
     }
 
+    /// Takes over a guard another agent kept (a hand-over): latched, or a
+    /// retry pending until `retry_at`.
+    pub fn restore(&mut self, tripped: bool, retry_at: Option<Instant>) {
+        self.tripped = tripped;
+        self.retry_at = retry_at;
+        self.consecutive = u32::from(tripped || retry_at.is_some());
+    }
+
     /// Forgets everything (manual start, config change).
     pub fn reset(&mut self) {
         *self = Self::default();

@@ -106,7 +106,7 @@ impl Machine {
     /// Creates the machine in `Unknown` and returns the adoption effects.
     pub fn new(name: String, settings: ServiceSettings, now: Instant) -> (Self, Vec<Effect>) {
         let learner = StartLearner::new(settings.initial_start_estimate);
-        let machine = Self {
+        let mut machine = Self {
             name,
             settings,
             state: ServiceState::Unknown,
@@ -125,6 +125,14 @@ impl Machine {
             asleep_since: None,
             asleep_connections: 0,
         };
+        if let Some(resumed) = machine.settings.resume.clone() {
+            machine.idle.hold = resumed.hold;
+            machine.guard.restore(
+                resumed.crash_loop.is_some(),
+                resumed.retry_in.and_then(|d| now.checked_add(d)),
+            );
+            machine.last_error = resumed.crash_loop;
+        }
         (machine, vec![Effect::Run(Op::Observe)])
     }
 

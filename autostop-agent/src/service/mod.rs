@@ -44,7 +44,7 @@ pub use traits::{
     Observed, RuntimeError, SteerMode, Steered, Steering,
 };
 pub use types::{
-    Command, ContainerEvent, LifecycleEvent, ManualCommand, ServiceSettings, ServiceState,
+    Command, ContainerEvent, LifecycleEvent, ManualCommand, Resumed, ServiceSettings, ServiceState,
     ServiceStatus, StartBlock, StateName, Trigger, STOP_REASONS,
 };
 

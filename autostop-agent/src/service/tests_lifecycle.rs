@@ -293,13 +293,21 @@ async fn external_start_and_death() {
     assert_eq!(h.log.steering().last(), Some(&SteerMode::Steered));
 }
 
+/// Settings resumed from an old agent's snapshot.
+fn resumed(r: super::Resumed) -> super::ServiceSettings {
+    super::ServiceSettings {
+        resume: Some(r),
+        ..settings()
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_start_resumed_after_a_hand_over_waits_for_readiness_and_starts_nothing() {
-    let resuming = super::ServiceSettings {
-        resume_start: true,
-        ..settings()
+    let starting = super::Resumed {
+        starting: true,
+        ..Default::default()
     };
-    let h = Harness::spawn(Observed::AllRunning, resuming.clone(), |_| {});
+    let h = Harness::spawn(Observed::AllRunning, resumed(starting.clone()), |_| {});
     h.wait_state(ServiceState::Ready).await;
     assert_eq!(
         h.log.runtime_calls(),
@@ -310,9 +318,47 @@ async fn a_start_resumed_after_a_hand_over_waits_for_readiness_and_starts_nothin
         already_started: true
     }));
     // The old agent had not started the containers yet: adopted stopped.
-    let h = Harness::spawn(Observed::AllStopped, resuming, |_| {});
+    let h = Harness::spawn(Observed::AllStopped, resumed(starting), |_| {});
     h.wait_state(ServiceState::Stopped).await;
     assert_eq!(h.log.runtime_calls(), vec![Call::Observe]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hand_over_keeps_the_idle_timer_the_hold_and_the_crash_loop_guard() {
+    // Idle for 45 s of its 60 in the old agent: stopped 15 s after.
+    let t0 = Instant::now();
+    let idle = super::Resumed {
+        idle_for: Some(secs(45)),
+        ..Default::default()
+    };
+    let h = Harness::spawn(Observed::AllRunning, resumed(idle), |_| {});
+    h.wait_state(ServiceState::Stopped).await;
+    assert_eq!(h.log.times(Call::Stop), vec![t0 + secs(15)]);
+
+    // On hold: never idle-stopped.
+    let held = super::Resumed {
+        hold: true,
+        idle_for: Some(secs(45)),
+        ..Default::default()
+    };
+    let h = Harness::spawn(Observed::AllRunning, resumed(held), |_| {});
+    sleep(secs(300)).await;
+    let st = h.handle.status();
+    assert!(st.hold);
+    assert_eq!(st.state, ServiceState::Ready);
+
+    // Latched: adopted failed, and a wake starts nothing.
+    let latched = super::Resumed {
+        crash_loop: Some("exit code 1".to_owned()),
+        ..Default::default()
+    };
+    let h = Harness::spawn(Observed::AllStopped, resumed(latched), |_| {});
+    let st = h.wait(super::fakes::is_failed).await;
+    assert_eq!(st.start_block, Some(super::StartBlock::CrashLoop));
+    assert_eq!(st.last_error.as_deref(), Some("exit code 1"));
+    h.send(WAKE).await;
+    sleep(secs(5)).await;
+    assert_eq!(h.log.count(Call::Start), 0, "the latch holds");
 }
 
 #[tokio::test(start_paused = true)]

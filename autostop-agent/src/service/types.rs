@@ -153,10 +153,27 @@ pub struct ServiceSettings {
     pub initial_start_estimate: Option<Duration>,
     /// What an idle service is put into.
     pub sleep: Sleep,
-    /// The agent this one took over from was starting the service: if its
-    /// containers run, adopt it as starting and wait for readiness (as a
-    /// start by someone else) instead of taking it for ready.
-    pub resume_start: bool,
+    /// What the agent this one took over from knew of the service (a
+    /// hand-over); `None` for a fresh start.
+    pub resume: Option<Resumed>,
+}
+
+/// A service as the agent this one took over from left it: the machine
+/// starts from there instead of afresh.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resumed {
+    /// It was starting the service: if its containers run, adopt it as
+    /// starting and wait for readiness (as a start by someone else)
+    /// instead of taking it for ready.
+    pub starting: bool,
+    /// Time since its last activity: the idle timer goes on from there.
+    pub idle_for: Option<Duration>,
+    /// The operator's hold.
+    pub hold: bool,
+    /// The crash-loop guard was latched, after this failure.
+    pub crash_loop: Option<String>,
+    /// A retry backoff was pending for this much longer.
+    pub retry_in: Option<Duration>,
 }
 
 impl Default for ServiceSettings {
@@ -167,7 +184,7 @@ impl Default for ServiceSettings {
             hold_while_connected: true,
             initial_start_estimate: None,
             sleep: Sleep::Stop,
-            resume_start: false,
+            resume: None,
         }
     }
 }

@@ -241,11 +241,16 @@ fn privileged_upgrades_under_load_refuse_nothing_and_leave_one_agent() {
     for kind in kinds {
         first.wait_state(kind, "stopped", Duration::from_secs(30));
     }
+    assert_eq!(first.act("raw", "hold"), 202);
+    assert!(eventually(Duration::from_secs(5), || first.service("raw")
+        ["hold"]
+        == true));
     let pid = upgrade(&config, &[]).expect("a last upgrade");
     assert!(eventually(Duration::from_secs(40), || !alive(last)));
     for kind in kinds {
         assert_eq!(first.state(kind), "stopped", "{kind} after the hand-over");
     }
+    assert_eq!(first.service("raw")["hold"], true, "the operator's hold");
     stop_agent(pid);
 }
 

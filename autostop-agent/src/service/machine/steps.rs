@@ -73,7 +73,8 @@ impl Machine {
                 self.adopted = true;
                 self.observe_failures = 0;
                 info!(service = %self.name, event = "adopted", observed = ?o);
-                if self.settings.resume_start && o != Observed::AllStopped {
+                let resumed = self.settings.resume.as_ref();
+                if resumed.is_some_and(|r| r.starting) && o != Observed::AllStopped {
                     // Taken over mid-start: its readiness is still ahead.
                     self.begin_external_start("resumed", now, fx);
                 } else if o == Observed::AllRunning {
@@ -85,7 +86,17 @@ impl Machine {
                     });
                     fx.push(Effect::Run(Op::HandBack));
                 } else {
-                    self.enter(ServiceState::Stopped, now);
+                    match self.guard.block() {
+                        // Failed in the agent this one took over from:
+                        // still failed (clients are answered at once).
+                        Some(_) if resumed.is_some() => {
+                            let reason = self.last_error.clone().unwrap_or_else(|| {
+                                "the start failed before the hand-over".to_owned()
+                            });
+                            self.enter(ServiceState::Failed { reason }, now);
+                        }
+                        _ => self.enter(ServiceState::Stopped, now),
+                    }
                     fx.push(Effect::Steer(SteerMode::Steered));
                     if let Some(trigger) = self.pending_wake.take() {
                         self.begin_start(trigger, now, fx);
@@ -294,7 +305,14 @@ impl Machine {
             self.guard.record_success();
         }
         self.pending_wake = None;
-        self.idle.ready_at = Some(now);
+        // Adopted after a hand-over: the idle timer goes on from the old
+        // agent's last activity.
+        let idle_for = self.settings.resume.as_ref().and_then(|r| r.idle_for);
+        let since = match idle_for {
+            Some(idle_for) if self.state == ServiceState::Unknown => now.checked_sub(idle_for),
+            _ => None,
+        };
+        self.idle.ready_at = Some(since.unwrap_or(now));
         self.enter(ServiceState::Ready, now);
     }
 
